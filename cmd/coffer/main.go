@@ -1,0 +1,41 @@
+// Command coffer is a toolchain for confidential container images.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coffer-dev/coffer/internal/cli"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Exit codes: 1 generic failure, 2 usage, 3 no key, 4 integrity, 5 policy denied, 6 not found.
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, spec.ErrNoKey):
+		return 3
+	case errors.Is(err, spec.ErrIntegrity):
+		return 4
+	case errors.Is(err, spec.ErrPolicyDenied):
+		return 5
+	case errors.Is(err, spec.ErrNotFound):
+		return 6
+	case errors.Is(err, cli.ErrUsage):
+		return 2
+	}
+	return 1
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cli.NewRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coffer:", err)
+		os.Exit(exitCode(err))
+	}
+}

@@ -1,0 +1,34 @@
+// Package cli holds coffer's command-line verbs: thin cobra commands that
+// parse flags, call the libraries and print.
+package cli
+
+import (
+	"github.com/spf13/cobra"
+)
+
+// NewRoot builds the coffer command tree.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "coffer",
+		Short:         "Confidential container images: encrypt, broker keys, attest, pull",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		// registered verbs (one line each; keep this list, add yours):
+		newVersionCmd(),
+	)
+	return root
+}
+
+// Version is set at build time with -ldflags "-X github.com/coffer-dev/coffer/internal/cli.Version=…".
+var Version = "dev"
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print coffer's version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { cmd.Println(Version) },
+	}
+}
