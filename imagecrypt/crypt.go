@@ -1,0 +1,282 @@
+// Package imagecrypt encrypts, decrypts and re-keys the layers of OCI images
+// and indexes in the ocicrypt format, and describes encrypted images.
+//
+// Layers are processed in parallel and staged in temp files; a layer is
+// handed on only after every check passed (HMAC, digests, sizes), so a
+// writer never sees unauthenticated plaintext.
+package imagecrypt
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/layercrypt"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Encrypt encrypts the selected layers for the recipients behind wrappers.
+// Layers that are already encrypted get the new recipients added (this
+// needs WithKeys); their blobs are unchanged. Docker schema 2 manifests are
+// converted to OCI, since only OCI manifests carry encrypted layers.
+func Encrypt(ctx context.Context, in Artifact, wrappers []keywrap.Wrapper, opts ...Option) (*Result, error) {
+	if len(wrappers) == 0 {
+		return nil, errors.New("no recipients: give at least one")
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{o: o, convertDocker: true}
+	s.fn = func(ctx context.Context, i int, d v1.Descriptor, l v1.Layer, diffID v1.Hash) (v1.Descriptor, v1.Layer, bool, error) {
+		if spec.IsEncrypted(string(d.MediaType)) {
+			if len(o.unwrappers) == 0 {
+				return d, nil, false, fmt.Errorf("already encrypted: to add recipients, also pass --key with one of its private keys")
+			}
+			p, err := s.unwrap(ctx, d)
+			if err != nil {
+				return d, nil, false, err
+			}
+			nd, err := addRecipients(ctx, d, p, wrappers)
+			return nd, nil, err == nil, err
+		}
+		return s.encryptLayer(ctx, d, l, diffID, wrappers)
+	}
+	return s.run(ctx, in)
+}
+
+// Rekey replaces the recipient set of the selected encrypted layers with
+// the recipients behind wrappers (key rotation). It needs WithKeys to open
+// the layers; blobs, digests and sizes stay the same.
+func Rekey(ctx context.Context, in Artifact, wrappers []keywrap.Wrapper, opts ...Option) (*Result, error) {
+	if len(wrappers) == 0 {
+		return nil, errors.New("no recipients: rekey needs the new recipient set")
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(o.unwrappers) == 0 {
+		return nil, fmt.Errorf("rekey needs a current private key (--key): %w", spec.ErrNoKey)
+	}
+	s := &session{o: o}
+	s.fn = func(ctx context.Context, i int, d v1.Descriptor, l v1.Layer, _ v1.Hash) (v1.Descriptor, v1.Layer, bool, error) {
+		if !spec.IsEncrypted(string(d.MediaType)) {
+			return d, nil, false, nil
+		}
+		p, err := s.unwrap(ctx, d)
+		if err != nil {
+			return d, nil, false, err
+		}
+		d.Annotations = maps.Clone(d.Annotations)
+		maps.DeleteFunc(d.Annotations, func(k, _ string) bool { return strings.HasPrefix(k, spec.AnnotationKeyPrefix) })
+		nd, err := addRecipients(ctx, d, p, wrappers)
+		return nd, nil, err == nil, err
+	}
+	return s.run(ctx, in)
+}
+
+// Decrypt decrypts the selected encrypted layers with the keys given by
+// WithKeys. Every layer is verified (HMAC over the ciphertext, then the
+// plaintext digest against the wrapped options) before it is handed on.
+func Decrypt(ctx context.Context, in Artifact, opts ...Option) (*Result, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(o.unwrappers) == 0 {
+		return nil, fmt.Errorf("no decryption key given: %w", spec.ErrNoKey)
+	}
+	s := &session{o: o}
+	s.fn = func(ctx context.Context, i int, d v1.Descriptor, l v1.Layer, diffID v1.Hash) (v1.Descriptor, v1.Layer, bool, error) {
+		if !spec.IsEncrypted(string(d.MediaType)) {
+			return d, nil, false, nil
+		}
+		return s.decryptLayer(ctx, d, l, diffID)
+	}
+	return s.run(ctx, in)
+}
+
+func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer, diffID v1.Hash, wrappers []keywrap.Wrapper) (v1.Descriptor, v1.Layer, bool, error) {
+	emt, err := spec.EncryptedMediaType(string(d.MediaType))
+	if err != nil {
+		return d, nil, false, err
+	}
+	k, err := layercrypt.NewKey()
+	if err != nil {
+		return d, nil, false, err
+	}
+	defer clear(k.Sym[:])
+	f, err := s.tempFile()
+	if err != nil {
+		return d, nil, false, err
+	}
+	defer f.Close()
+	rc, err := l.Compressed()
+	if err != nil {
+		return d, nil, false, fmt.Errorf("reading blob: %w", err)
+	}
+	sealed, err := layercrypt.Encrypt(ctx, f, rc, k, layercrypt.WithPlainDigest())
+	rc.Close()
+	if err != nil {
+		return d, nil, false, err
+	}
+	if err := f.Close(); err != nil {
+		return d, nil, false, fmt.Errorf("staging layer: %w", err)
+	}
+	if got := hex.EncodeToString(sealed.PlainDigest[:]); got != d.Digest.Hex || sealed.Size != d.Size {
+		return d, nil, false, fmt.Errorf("source blob does not match its descriptor (got sha256:%s, %d bytes): %w", got, sealed.Size, spec.ErrIntegrity)
+	}
+	p := spec.PrivateOptions{
+		SymKey:        k.Sym[:],
+		Digest:        d.Digest.String(),
+		CipherOptions: map[string][]byte{"nonce": k.Nonce[:]},
+	}
+	nd := v1.Descriptor{
+		MediaType:    types.MediaType(emt),
+		Size:         sealed.Size,
+		Digest:       v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sealed.Digest[:])},
+		URLs:         d.URLs,
+		ArtifactType: d.ArtifactType,
+		Annotations:  maps.Clone(d.Annotations),
+	}
+	if nd.Annotations == nil {
+		nd.Annotations = map[string]string{}
+	}
+	nd.Annotations[spec.AnnotationPubOpts] = spec.EncodePublic(spec.PublicOptions{Cipher: spec.CipherAES256CTR, HMAC: sealed.HMAC[:]})
+	if nd, err = addRecipients(ctx, nd, p, wrappers); err != nil {
+		return d, nil, false, err
+	}
+	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
+}
+
+func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer, diffID v1.Hash) (v1.Descriptor, v1.Layer, bool, error) {
+	pub, err := spec.DecodePublic(d.Annotations[spec.AnnotationPubOpts])
+	if err != nil {
+		return d, nil, false, err
+	}
+	p, err := s.unwrap(ctx, d)
+	if err != nil {
+		return d, nil, false, err
+	}
+	k, err := layercrypt.KeyFromOptions(p)
+	clear(p.SymKey)
+	if err != nil {
+		return d, nil, false, err
+	}
+	defer clear(k.Sym[:])
+	mt, err := spec.DecryptedMediaType(string(d.MediaType))
+	if err != nil {
+		return d, nil, false, err
+	}
+	want, err := v1.NewHash(p.Digest)
+	if err != nil {
+		return d, nil, false, fmt.Errorf("wrapped options name an invalid digest: %w", spec.ErrIntegrity)
+	}
+	f, err := s.tempFile()
+	if err != nil {
+		return d, nil, false, err
+	}
+	defer f.Close()
+	rc, err := l.Compressed()
+	if err != nil {
+		return d, nil, false, fmt.Errorf("reading blob: %w", err)
+	}
+	opened, err := layercrypt.Decrypt(ctx, f, rc, k, pub.HMAC)
+	rc.Close()
+	if err != nil {
+		return d, nil, false, err
+	}
+	if err := f.Close(); err != nil {
+		return d, nil, false, fmt.Errorf("staging layer: %w", err)
+	}
+	if hex.EncodeToString(opened.Digest[:]) != want.Hex {
+		return d, nil, false, fmt.Errorf("decrypted blob does not match the digest in its wrapped options: %w", spec.ErrIntegrity)
+	}
+	nd := v1.Descriptor{
+		MediaType:    types.MediaType(mt),
+		Size:         opened.Size,
+		Digest:       want,
+		URLs:         d.URLs,
+		ArtifactType: d.ArtifactType,
+		Annotations:  plainAnnotations(d.Annotations),
+	}
+	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
+}
+
+// plainAnnotations drops the encryption annotations; nil when none remain.
+func plainAnnotations(a map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		if k == spec.AnnotationPubOpts || strings.HasPrefix(k, spec.AnnotationKeyPrefix) {
+			continue
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// addRecipients wraps p for every wrapper and appends the entries.
+func addRecipients(ctx context.Context, d v1.Descriptor, p spec.PrivateOptions, wrappers []keywrap.Wrapper) (v1.Descriptor, error) {
+	opts := spec.MarshalPrivate(p)
+	defer clear(opts)
+	d.Annotations = maps.Clone(d.Annotations)
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	for _, w := range wrappers {
+		entry, err := w.Wrap(ctx, opts)
+		if err != nil {
+			return d, fmt.Errorf("wrapping layer key for %s recipients: %w", w.Scheme(), err)
+		}
+		k := spec.AnnotationKeyPrefix + w.Scheme()
+		d.Annotations[k] = spec.AppendKeyEntry(d.Annotations[k], entry)
+	}
+	return d, nil
+}
+
+// unwrap recovers the private options of an encrypted layer, trying the
+// session's unwrappers in order.
+func (s *session) unwrap(ctx context.Context, d v1.Descriptor) (spec.PrivateOptions, error) {
+	entries, err := spec.KeyAnnotations(d.Annotations)
+	if err != nil {
+		return spec.PrivateOptions{}, err
+	}
+	var errs []error
+	for _, u := range s.o.unwrappers {
+		for _, e := range entries[u.Scheme()] {
+			b, err := u.Unwrap(ctx, e)
+			if err == nil {
+				p, perr := spec.UnmarshalPrivate(b)
+				clear(b)
+				if perr == nil {
+					return p, nil
+				}
+				err = perr
+			}
+			if !errors.Is(err, spec.ErrNoKey) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	schemes := slices.Sorted(maps.Keys(entries))
+	if len(schemes) == 0 {
+		return spec.PrivateOptions{}, fmt.Errorf("layer has no wrapped keys: %w", spec.ErrNoKey)
+	}
+	if len(errs) > 0 {
+		return spec.PrivateOptions{}, errors.Join(errs...)
+	}
+	return spec.PrivateOptions{}, fmt.Errorf("none of the given keys is a recipient of this layer (its recipients use %s): %w",
+		strings.Join(schemes, ", "), spec.ErrNoKey)
+}
