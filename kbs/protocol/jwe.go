@@ -1,0 +1,349 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"slices"
+
+	josecipher "github.com/go-jose/go-jose/v4/cipher"
+
+	"github.com/coffer-dev/coffer/spec"
+)
+
+var b64 = base64.RawURLEncoding
+
+// SerializeProtectedHeader returns the base64url (no padding) form of a JWE
+// protected header in the member order the reference client reproduces when
+// it recomputes the AAD: "alg", then "enc", then the other members in sorted
+// key order, compact, nested objects canonical (RFC 8785).
+func SerializeProtectedHeader(alg, enc string, others map[string]any) (string, error) {
+	var b bytes.Buffer
+	b.WriteString(`{"alg":`)
+	writeJCSString(&b, alg)
+	b.WriteString(`,"enc":`)
+	writeJCSString(&b, enc)
+	keys := make([]string, 0, len(others))
+	for k := range others {
+		if k == "alg" || k == "enc" {
+			return "", fmt.Errorf("protected header: duplicate %q: %w", k, spec.ErrUnsupported)
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v, err := CanonicalizeValue(others[k])
+		if err != nil {
+			return "", err
+		}
+		b.WriteByte(',')
+		writeJCSString(&b, k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b64.EncodeToString(b.Bytes()), nil
+}
+
+// ecCurve maps a JWK crv to its curves.
+func ecCurve(crv string) (ecdh.Curve, elliptic.Curve, error) {
+	switch crv {
+	case "P-256":
+		return ecdh.P256(), elliptic.P256(), nil
+	case "P-384":
+		return ecdh.P384(), elliptic.P384(), nil
+	case "P-521":
+		return ecdh.P521(), elliptic.P521(), nil
+	}
+	return nil, nil, fmt.Errorf("curve %q: %w", crv, spec.ErrUnsupported)
+}
+
+func coordSize(c elliptic.Curve) int { return (c.Params().BitSize + 7) / 8 }
+
+// ecdhPublic decodes an EC JWK into an ECDH public key (on-curve checked).
+func ecdhPublic(crv, x, y string) (*ecdh.PublicKey, error) {
+	ec, ell, err := ecCurve(crv)
+	if err != nil {
+		return nil, err
+	}
+	n := coordSize(ell)
+	xb, err1 := b64.DecodeString(x)
+	yb, err2 := b64.DecodeString(y)
+	if err1 != nil || err2 != nil || len(xb) != n || len(yb) != n {
+		return nil, fmt.Errorf("ec key coordinates: %w", spec.ErrUnsupported)
+	}
+	pt := make([]byte, 0, 1+2*n)
+	pt = append(append(append(pt, 4), xb...), yb...)
+	pub, err := ec.NewPublicKey(pt)
+	if err != nil {
+		return nil, fmt.Errorf("ec key: %v: %w", err, spec.ErrUnsupported)
+	}
+	return pub, nil
+}
+
+// PublicKey decodes the JWK into *ecdsa.PublicKey or *rsa.PublicKey.
+func (k TeePubKey) PublicKey() (crypto.PublicKey, error) {
+	switch k.Kty {
+	case "EC":
+		pub, err := ecdhPublic(k.Crv, k.X, k.Y)
+		if err != nil {
+			return nil, err
+		}
+		_, ell, _ := ecCurve(k.Crv)
+		n := coordSize(ell)
+		raw := pub.Bytes()
+		return &ecdsa.PublicKey{Curve: ell, X: new(big.Int).SetBytes(raw[1 : 1+n]), Y: new(big.Int).SetBytes(raw[1+n:])}, nil
+	case "RSA":
+		return rsaPublic(k)
+	}
+	return nil, fmt.Errorf("tee key type %q: %w", k.Kty, spec.ErrUnsupported)
+}
+
+func rsaPublic(k TeePubKey) (*rsa.PublicKey, error) {
+	nb, err1 := b64.DecodeString(k.N)
+	eb, err2 := b64.DecodeString(k.E)
+	if err1 != nil || err2 != nil || len(eb) == 0 || len(eb) > 4 {
+		return nil, fmt.Errorf("rsa key encoding: %w", spec.ErrUnsupported)
+	}
+	var e uint32
+	for _, c := range eb {
+		e = e<<8 | uint32(c)
+	}
+	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: int(e)}
+	if pub.N.BitLen() < 2048 || pub.N.BitLen() > 8192 || e < 3 || e%2 == 0 {
+		return nil, fmt.Errorf("rsa key of %d bits, exponent %d: %w", pub.N.BitLen(), e, spec.ErrUnsupported)
+	}
+	return pub, nil
+}
+
+// PublicTeeKey returns the JWK for an *ecdsa.PublicKey (alg ECDH-ES+A256KW)
+// or *rsa.PublicKey (alg RSA-OAEP-256).
+func PublicTeeKey(pub crypto.PublicKey) (TeePubKey, error) {
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		crv := p.Curve.Params().Name
+		if _, _, err := ecCurve(crv); err != nil {
+			return TeePubKey{}, err
+		}
+		raw, err := p.Bytes()
+		if err != nil {
+			return TeePubKey{}, fmt.Errorf("ec key: %v: %w", err, spec.ErrUnsupported)
+		}
+		n := coordSize(p.Curve)
+		return TeePubKey{Kty: "EC", Alg: KeyAlgECDHESA256KW, Crv: crv,
+			X: b64.EncodeToString(raw[1 : 1+n]), Y: b64.EncodeToString(raw[1+n:])}, nil
+	case *rsa.PublicKey:
+		e := binary.BigEndian.AppendUint32(nil, uint32(p.E))
+		e = bytes.TrimLeft(e, "\x00")
+		return TeePubKey{Kty: "RSA", Alg: KeyAlgRSAOAEP256, N: b64.EncodeToString(p.N.Bytes()), E: b64.EncodeToString(e)}, nil
+	}
+	return TeePubKey{}, fmt.Errorf("tee key %T: %w", pub, spec.ErrUnsupported)
+}
+
+// GenerateTeeKey makes the default client tee key: EC P-256 for
+// ECDH-ES+A256KW, as the reference client does. Keep the private key for Open.
+func GenerateTeeKey() (*ecdsa.PrivateKey, TeePubKey, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, TeePubKey{}, err
+	}
+	pub, err := PublicTeeKey(&priv.PublicKey)
+	return priv, pub, err
+}
+
+// concatKEK derives the A256KW key-encryption key from an ECDH secret (RFC 7518 §4.6).
+func concatKEK(z []byte) []byte {
+	lp := func(b []byte) []byte { return binary.BigEndian.AppendUint32(nil, uint32(len(b))) }
+	algID := append(lp([]byte(KeyAlgECDHESA256KW)), KeyAlgECDHESA256KW...)
+	supPub := binary.BigEndian.AppendUint32(nil, 256)
+	r := josecipher.NewConcatKDF(crypto.SHA256, z, algID, lp(nil), lp(nil), supPub, nil)
+	kek := make([]byte, 32)
+	_, _ = r.Read(kek)
+	return kek
+}
+
+// Seal encrypts plaintext to the tee key as a flattened JWE with enc A256GCM:
+// EC keys (P-256, P-384, P-521) use ECDH-ES+A256KW with the ephemeral key in
+// the "epk" header, RSA keys RSA-OAEP-256 (or RSA1_5 when the key's alg asks for it).
+func Seal(pub TeePubKey, plaintext []byte) (*Response, error) {
+	cek := make([]byte, 32)
+	if _, err := rand.Read(cek); err != nil {
+		return nil, err
+	}
+	var alg string
+	others := map[string]any{}
+	var encKey []byte
+	switch pub.Kty {
+	case "EC":
+		if pub.Alg != "" && pub.Alg != KeyAlgECDHESA256KW {
+			return nil, fmt.Errorf("ec tee key alg %q: %w", pub.Alg, spec.ErrUnsupported)
+		}
+		alg = KeyAlgECDHESA256KW
+		peer, err := ecdhPublic(pub.Crv, pub.X, pub.Y)
+		if err != nil {
+			return nil, err
+		}
+		eph, err := peer.Curve().GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		z, err := eph.ECDH(peer)
+		if err != nil {
+			return nil, fmt.Errorf("ecdh: %v: %w", err, spec.ErrUnsupported)
+		}
+		block, _ := aes.NewCipher(concatKEK(z))
+		if encKey, err = josecipher.KeyWrap(block, cek); err != nil {
+			return nil, err
+		}
+		raw := eph.PublicKey().Bytes()
+		n := (len(raw) - 1) / 2
+		others["epk"] = map[string]string{"crv": pub.Crv, "kty": "EC",
+			"x": b64.EncodeToString(raw[1 : 1+n]), "y": b64.EncodeToString(raw[1+n:])}
+	case "RSA":
+		rpub, err := rsaPublic(pub)
+		if err != nil {
+			return nil, err
+		}
+		switch pub.Alg {
+		case "", KeyAlgRSAOAEP256:
+			alg = KeyAlgRSAOAEP256
+			encKey, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, rpub, cek, nil)
+		case KeyAlgRSA15:
+			alg = KeyAlgRSA15
+			encKey, err = rsa.EncryptPKCS1v15(rand.Reader, rpub, cek)
+		default:
+			return nil, fmt.Errorf("rsa tee key alg %q: %w", pub.Alg, spec.ErrUnsupported)
+		}
+		if err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("tee key type %q: %w", pub.Kty, spec.ErrUnsupported)
+	}
+	protected, err := SerializeProtectedHeader(alg, ContentEncA256GCM, others)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := aes.NewCipher(cek)
+	gcm, _ := cipher.NewGCM(block)
+	iv := make([]byte, gcm.NonceSize())
+	if _, err := rand.Read(iv); err != nil {
+		return nil, err
+	}
+	ct := gcm.Seal(nil, iv, plaintext, []byte(protected))
+	tagAt := len(ct) - gcm.Overhead()
+	return &Response{
+		Protected:    protected,
+		EncryptedKey: b64.EncodeToString(encKey),
+		IV:           b64.EncodeToString(iv),
+		Ciphertext:   b64.EncodeToString(ct[:tagAt]),
+		Tag:          b64.EncodeToString(ct[tagAt:]),
+	}, nil
+}
+
+// Open decrypts a Response with the tee private key: *ecdsa.PrivateKey or
+// *ecdh.PrivateKey for ECDH-ES+A256KW, or an RSA crypto.Decrypter (such as
+// *rsa.PrivateKey) for RSA-OAEP-256 / RSA1_5. The AAD is the received
+// protected string. Failures wrap spec.ErrIntegrity or spec.ErrUnsupported.
+func Open(priv crypto.PrivateKey, r *Response) ([]byte, error) {
+	hdrJSON, err := b64.DecodeString(r.Protected)
+	if err != nil {
+		return nil, fmt.Errorf("jwe protected header: %w", spec.ErrIntegrity)
+	}
+	var hdr struct {
+		Alg string `json:"alg"`
+		Enc string `json:"enc"`
+		Epk *struct {
+			Kty string `json:"kty"`
+			Crv string `json:"crv"`
+			X   string `json:"x"`
+			Y   string `json:"y"`
+		} `json:"epk"`
+	}
+	if err := json.Unmarshal(hdrJSON, &hdr); err != nil {
+		return nil, fmt.Errorf("jwe protected header: %v: %w", err, spec.ErrIntegrity)
+	}
+	if hdr.Enc != ContentEncA256GCM {
+		return nil, fmt.Errorf("jwe enc %q: %w", hdr.Enc, spec.ErrUnsupported)
+	}
+	encKey, err1 := b64.DecodeString(r.EncryptedKey)
+	iv, err2 := b64.DecodeString(r.IV)
+	ct, err3 := b64.DecodeString(r.Ciphertext)
+	tag, err4 := b64.DecodeString(r.Tag)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || len(iv) != 12 || len(tag) != 16 {
+		return nil, fmt.Errorf("jwe encoding: %w", spec.ErrIntegrity)
+	}
+	var cek []byte
+	switch hdr.Alg {
+	case KeyAlgECDHESA256KW:
+		var ep *ecdh.PrivateKey
+		switch k := priv.(type) {
+		case *ecdsa.PrivateKey:
+			if ep, err = k.ECDH(); err != nil {
+				return nil, fmt.Errorf("tee key: %v: %w", err, spec.ErrUnsupported)
+			}
+		case *ecdh.PrivateKey:
+			ep = k
+		default:
+			return nil, fmt.Errorf("jwe alg %s needs an EC key, have %T: %w", hdr.Alg, priv, spec.ErrNoKey)
+		}
+		if hdr.Epk == nil || hdr.Epk.Kty != "EC" {
+			return nil, fmt.Errorf("jwe epk missing: %w", spec.ErrIntegrity)
+		}
+		peer, err := ecdhPublic(hdr.Epk.Crv, hdr.Epk.X, hdr.Epk.Y)
+		if err != nil {
+			return nil, err
+		}
+		if peer.Curve() != ep.Curve() {
+			return nil, fmt.Errorf("jwe epk curve %s differs from the tee key: %w", hdr.Epk.Crv, spec.ErrNoKey)
+		}
+		z, err := ep.ECDH(peer)
+		if err != nil {
+			return nil, fmt.Errorf("ecdh: %v: %w", err, spec.ErrIntegrity)
+		}
+		block, _ := aes.NewCipher(concatKEK(z))
+		if cek, err = josecipher.KeyUnwrap(block, encKey); err != nil {
+			return nil, fmt.Errorf("jwe key unwrap: %w", spec.ErrIntegrity)
+		}
+	case KeyAlgRSAOAEP256, KeyAlgRSA15:
+		d, ok := priv.(crypto.Decrypter)
+		if !ok {
+			return nil, fmt.Errorf("jwe alg %s needs an RSA key, have %T: %w", hdr.Alg, priv, spec.ErrNoKey)
+		}
+		if _, isRSA := d.Public().(*rsa.PublicKey); !isRSA {
+			return nil, fmt.Errorf("jwe alg %s needs an RSA key: %w", hdr.Alg, spec.ErrNoKey)
+		}
+		if hdr.Alg == KeyAlgRSAOAEP256 {
+			cek, err = d.Decrypt(rand.Reader, encKey, &rsa.OAEPOptions{Hash: crypto.SHA256})
+		} else {
+			cek, err = d.Decrypt(rand.Reader, encKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: 32})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("jwe key decrypt: %w", spec.ErrIntegrity)
+		}
+	default:
+		return nil, fmt.Errorf("jwe alg %q: %w", hdr.Alg, spec.ErrUnsupported)
+	}
+	if len(cek) != 32 {
+		return nil, fmt.Errorf("jwe content key length: %w", spec.ErrIntegrity)
+	}
+	block, _ := aes.NewCipher(cek)
+	gcm, _ := cipher.NewGCM(block)
+	pt, err := gcm.Open(nil, iv, append(ct, tag...), []byte(r.Protected))
+	if err != nil {
+		return nil, fmt.Errorf("jwe content: %w", spec.ErrIntegrity)
+	}
+	return pt, nil
+}

@@ -1,0 +1,245 @@
+// Package protocol holds the wire vocabulary of the Confidential Containers
+// KBS "Request-Challenge-Attestation-Response" (RCAR) protocol, version 0.4.0,
+// as spoken by trustee's KBS and guest-components' kbs_protocol client.
+//
+// It is shared by the broker (kbs/server) and the guest-side client
+// (agent/client) and has no other coffer dependency. The flow is:
+//
+//	POST /kbs/v0/auth      Request      → Challenge (+ cookie kbs-session-id)
+//	POST /kbs/v0/attest    Attestation  → AttestResponse{Token}
+//	GET  /kbs/v0/resource/<repo>/<type>/<tag> → Response (flattened JWE)
+//
+// A client generates a tee key with GenerateTeeKey, binds it into its evidence
+// with ReportDataDigest, and opens the resource with Open. The broker seals
+// with Seal. Errors travel as ErrorInfo.
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Version is the protocol version this package speaks.
+const Version = "0.4.0"
+
+// Paths of the RCAR and admin endpoints, relative to the broker URL.
+const (
+	PathAuth               = "/kbs/v0/auth"
+	PathAttest             = "/kbs/v0/attest"
+	PathResource           = "/kbs/v0/resource/" // + <repo>/<type>/<tag>
+	PathResourcePolicy     = "/kbs/v0/resource-policy"
+	PathAttestationPolicy  = "/kbs/v0/attestation-policy"
+	PathReferenceValue     = "/kbs/v0/reference-value"
+	SessionCookie          = "kbs-session-id"
+	ErrorTypePrefix        = "https://github.com/confidential-containers/kbs/errors/"
+	NonceSize              = 32 // random bytes in a Challenge nonce
+	ContentTypeJSON        = "application/json"
+	ContentTypeOctetStream = "application/octet-stream"
+	DefaultResourceRepo    = "default"
+	KeyAlgECDHESA256KW     = "ECDH-ES+A256KW"
+	KeyAlgRSAOAEP256       = "RSA-OAEP-256"
+	KeyAlgRSA15            = "RSA1_5"
+	ContentEncA256GCM      = "A256GCM"
+)
+
+// Tee names a TEE type as it appears in Request.Tee.
+type Tee string
+
+// Tee values known to the reference (kbs-types).
+const (
+	TeeSample    Tee = "sample"
+	TeeSampleDev Tee = "sampledevice"
+	TeeTPM       Tee = "tpm"
+	TeeSNP       Tee = "snp"
+	TeeSEV       Tee = "sev"
+	TeeTDX       Tee = "tdx"
+	TeeSGX       Tee = "sgx"
+	TeeAzSNPvTPM Tee = "az-snp-vtpm"
+	TeeAzTDXvTPM Tee = "az-tdx-vtpm"
+	TeeSE        Tee = "se"
+	TeeCCA       Tee = "cca"
+	TeeCSV       Tee = "csv"
+	TeeHygonDCU  Tee = "hygon-dcu"
+	TeeNvidiaGPU Tee = "nvidia"
+)
+
+// Request is the body of POST /kbs/v0/auth.
+type Request struct {
+	Version     string          `json:"version"`
+	Tee         Tee             `json:"tee"`
+	ExtraParams json.RawMessage `json:"extra-params"` // any JSON value; the reference client sends ""
+}
+
+// Challenge is the answer to a Request: a fresh nonce (standard base64 of
+// NonceSize random bytes) that the evidence must bind.
+type Challenge struct {
+	Nonce       string          `json:"nonce"`
+	ExtraParams json.RawMessage `json:"extra-params"`
+}
+
+// Attestation is the body of POST /kbs/v0/attest.
+type Attestation struct {
+	InitData    *InitData         `json:"init-data,omitempty"`
+	RuntimeData RuntimeData       `json:"runtime-data"`
+	TeeEvidence CompositeEvidence `json:"tee-evidence"`
+}
+
+// InitData carries the guest's initdata document (usually TOML).
+type InitData struct {
+	Format string `json:"format"`
+	Body   string `json:"body"`
+}
+
+// RuntimeData is what the evidence binds: the challenge nonce and the
+// public half of the key the resources will be sealed to.
+type RuntimeData struct {
+	Nonce     string    `json:"nonce"`
+	TeePubKey TeePubKey `json:"tee-pubkey"`
+}
+
+// CompositeEvidence is the evidence of the primary TEE plus, as a JSON
+// string ("" when absent), evidence of additional devices.
+type CompositeEvidence struct {
+	PrimaryEvidence    json.RawMessage `json:"primary_evidence"`
+	AdditionalEvidence string          `json:"additional_evidence"`
+}
+
+// AttestResponse is the body returned by POST /kbs/v0/attest.
+type AttestResponse struct {
+	Token string `json:"token"`
+}
+
+// TeePubKey is the JWK a client sends in RuntimeData. Only the members the
+// reference keeps are modelled, so that re-serializing it (for the
+// report-data digest) gives the same bytes on both sides.
+type TeePubKey struct {
+	Kty string `json:"kty"`           // "EC" or "RSA"
+	Alg string `json:"alg,omitempty"` // key management algorithm the client expects
+	Crv string `json:"crv,omitempty"` // EC: "P-256", "P-384", "P-521"
+	X   string `json:"x,omitempty"`   // EC, base64url without padding
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"` // RSA modulus, base64url without padding
+	E   string `json:"e,omitempty"` // RSA exponent
+}
+
+// Response is a resource sealed to the tee key: a flattened JWE JSON
+// serialization, every member base64url without padding. The AAD of the
+// content encryption is the ASCII of Protected.
+type Response struct {
+	Protected    string `json:"protected"`
+	EncryptedKey string `json:"encrypted_key"`
+	IV           string `json:"iv"`
+	Ciphertext   string `json:"ciphertext"`
+	Tag          string `json:"tag"`
+}
+
+// ErrorInfo is the error body of every KBS endpoint.
+type ErrorInfo struct {
+	Type   string `json:"type"`
+	Detail string `json:"detail"`
+}
+
+// Error variants used in ErrorInfo.Type (after ErrorTypePrefix).
+const (
+	ErrAuthFailed       = "RcarAuthFailed"       // malformed or unsupported auth request
+	ErrAttestFailed     = "RcarAttestFailed"     // evidence rejected, bad nonce, bad binding
+	ErrSessionNotFound  = "SessionNotFound"      // missing, unknown or expired session cookie
+	ErrTokenInvalid     = "TokenVerifyFailed"    // bearer token bad signature or expired
+	ErrPolicyDeny       = "PolicyDeny"           // the resource policy said no
+	ErrResourceNotFound = "ResourceNotFound"     // no such resource
+	ErrInvalidPath      = "InvalidRequestPath"   // path fails validation
+	ErrInvalidRequest   = "InvalidRequest"       // malformed JSON, bad body
+	ErrPayloadTooLarge  = "PayloadTooLarge"      // body over the limit
+	ErrAdminAuth        = "AdminAuth"            // admin token missing or invalid
+	ErrPolicyEngine     = "PolicyEngine"         // policy failed to compile or evaluate
+	ErrUnsupportedTee   = "UnsupportedTee"       // tee without a verifier
+	ErrTeePubKey        = "TeePubKeyUnsupported" // tee key not usable for sealing
+	ErrInternal         = "InternalError"
+)
+
+// NewError returns the ErrorInfo for a variant.
+func NewError(variant, detail string) ErrorInfo {
+	return ErrorInfo{Type: ErrorTypePrefix + variant, Detail: detail}
+}
+
+// Variant returns the variant part of e.Type ("" if it lacks the prefix).
+func (e ErrorInfo) Variant() string {
+	v, ok := strings.CutPrefix(e.Type, ErrorTypePrefix)
+	if !ok {
+		return ""
+	}
+	return v
+}
+
+// Error makes ErrorInfo an error.
+func (e ErrorInfo) Error() string {
+	if v := e.Variant(); v != "" {
+		return "kbs: " + v + ": " + e.Detail
+	}
+	return "kbs: " + e.Type + ": " + e.Detail
+}
+
+// segmentRE is the reference's pattern for one resource path segment.
+var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*$`)
+
+// ResourcePath names a resource: kbs:///<repo>/<type>/<tag>.
+type ResourcePath struct {
+	Repo, Type, Tag string
+}
+
+// String returns "repo/type/tag".
+func (p ResourcePath) String() string { return p.Repo + "/" + p.Type + "/" + p.Tag }
+
+// Validate checks every segment against the reference pattern. Segments
+// that are "." or ".." or contain "/" or "%" can never pass.
+func (p ResourcePath) Validate() error {
+	for _, s := range []string{p.Repo, p.Type, p.Tag} {
+		if !ValidSegment(s) {
+			return fmt.Errorf("invalid resource path segment %q: %w", s, spec.ErrUnsupported)
+		}
+	}
+	return nil
+}
+
+// ValidSegment reports whether s is an acceptable resource path segment.
+func ValidSegment(s string) bool {
+	return len(s) <= 255 && segmentRE.MatchString(s)
+}
+
+// ParseResourcePath parses "repo/type/tag" (no leading slash, no escapes;
+// a percent sign is simply invalid). The repo may be omitted ("type/tag")
+// and then defaults to DefaultResourceRepo, as in the reference.
+func ParseResourcePath(s string) (ResourcePath, error) {
+	parts := strings.Split(s, "/")
+	var p ResourcePath
+	switch len(parts) {
+	case 3:
+		p = ResourcePath{parts[0], parts[1], parts[2]}
+	case 2:
+		p = ResourcePath{DefaultResourceRepo, parts[0], parts[1]}
+	default:
+		return ResourcePath{}, fmt.Errorf("resource path %q: want repo/type/tag: %w", s, spec.ErrUnsupported)
+	}
+	if err := p.Validate(); err != nil {
+		return ResourcePath{}, err
+	}
+	return p, nil
+}
+
+// ParseKID parses a kid such as "kbs:///default/image_key/nginx" (the host
+// part, if any, is ignored as in the reference).
+func ParseKID(kid string) (ResourcePath, error) {
+	rest, ok := strings.CutPrefix(kid, "kbs://")
+	if !ok {
+		return ResourcePath{}, fmt.Errorf("kid %q: want kbs:///repo/type/tag: %w", kid, spec.ErrUnsupported)
+	}
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
+		return ResourcePath{}, fmt.Errorf("kid %q: missing path: %w", kid, spec.ErrUnsupported)
+	}
+	return ParseResourcePath(rest[i+1:])
+}
