@@ -1,0 +1,198 @@
+// Package store keeps the broker's resources (image keys and other secrets)
+// behind a small interface, addressed by a validated protocol.ResourcePath.
+//
+// FS is the default: the trustee repository layout <dir>/<repo>/<type>/<tag>,
+// one file per resource, so a key copied into that tree by hand is served.
+// Memory is for tests and ephemeral brokers.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sync"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// ResourcePath is protocol.ResourcePath: repo/type/tag, each segment
+// matching [a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*.
+type ResourcePath = protocol.ResourcePath
+
+// DefaultRepositoryDir is the reference broker's repository directory.
+const DefaultRepositoryDir = "/opt/confidential-containers/kbs/repository"
+
+// Store holds resources. Every method validates the path first and fails
+// with an error wrapping spec.ErrUnsupported on a bad one; Get and Delete
+// of a missing resource wrap spec.ErrNotFound. Implementations are safe for
+// concurrent use.
+type Store interface {
+	Get(ctx context.Context, p ResourcePath) ([]byte, error)
+	Set(ctx context.Context, p ResourcePath, data []byte) error
+	Delete(ctx context.Context, p ResourcePath) error
+}
+
+// Memory is an in-memory Store.
+type Memory struct {
+	mu sync.RWMutex
+	m  map[ResourcePath][]byte
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{m: map[ResourcePath][]byte{}} }
+
+// Get returns a copy of the resource.
+func (s *Memory) Get(_ context.Context, p ResourcePath) ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	v, ok := s.m[p]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("resource %s: %w", p, spec.ErrNotFound)
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// Set stores a copy of data.
+func (s *Memory) Set(_ context.Context, p ResourcePath, data []byte) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.m[p] = append([]byte(nil), data...)
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete removes the resource.
+func (s *Memory) Delete(_ context.Context, p ResourcePath) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[p]; !ok {
+		return fmt.Errorf("resource %s: %w", p, spec.ErrNotFound)
+	}
+	delete(s.m, p)
+	return nil
+}
+
+// FS is a Store over a directory tree <dir>/<repo>/<type>/<tag>. All access
+// goes through an os.Root, so neither a crafted path nor a symlink planted
+// in the tree can reach outside dir. Writes are atomic (temp file, fsync,
+// rename) and files are created 0600, directories 0700.
+type FS struct {
+	root *os.Root
+	dir  string
+}
+
+// NewFS opens (creating if needed, 0700) the repository directory.
+func NewFS(dir string) (*FS, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating repository %s: %w", dir, err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening repository %s: %w", dir, err)
+	}
+	return &FS{root: root, dir: dir}, nil
+}
+
+// Dir returns the repository directory.
+func (s *FS) Dir() string { return s.dir }
+
+// Close releases the directory handle.
+func (s *FS) Close() error { return s.root.Close() }
+
+func rel(p ResourcePath) (string, error) {
+	if err := p.Validate(); err != nil {
+		return "", err
+	}
+	return path.Join(p.Repo, p.Type, p.Tag), nil
+}
+
+// Get reads the resource file.
+func (s *FS) Get(_ context.Context, p ResourcePath) ([]byte, error) {
+	name, err := rel(p)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.root.Open(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("resource %s: %w", p, spec.ErrNotFound)
+		}
+		return nil, fmt.Errorf("reading resource %s: %w", p, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading resource %s: %w", p, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("resource %s is not a regular file: %w", p, spec.ErrNotFound)
+	}
+	buf := make([]byte, st.Size())
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return nil, fmt.Errorf("reading resource %s: %w", p, err)
+	}
+	return buf, nil
+}
+
+// Set writes the resource atomically.
+func (s *FS) Set(_ context.Context, p ResourcePath, data []byte) error {
+	name, err := rel(p)
+	if err != nil {
+		return err
+	}
+	if err := s.root.MkdirAll(path.Join(p.Repo, p.Type), 0o700); err != nil {
+		return fmt.Errorf("writing resource %s: %w", p, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := path.Join(p.Repo, p.Type, ".tmp-"+p.Tag+"-"+hex.EncodeToString(rnd[:]))
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing resource %s: %w", p, err)
+	}
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = s.root.Rename(tmp, name)
+	}
+	if werr != nil {
+		_ = s.root.Remove(tmp)
+		return fmt.Errorf("writing resource %s: %w", p, werr)
+	}
+	return nil
+}
+
+// Delete removes the resource file.
+func (s *FS) Delete(_ context.Context, p ResourcePath) error {
+	name, err := rel(p)
+	if err != nil {
+		return err
+	}
+	if err := s.root.Remove(name); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("resource %s: %w", p, spec.ErrNotFound)
+		}
+		return fmt.Errorf("deleting resource %s: %w", p, err)
+	}
+	return nil
+}

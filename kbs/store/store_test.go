@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/coffer-dev/coffer/spec"
+)
+
+func stores(t *testing.T) map[string]Store {
+	fs, err := NewFS(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	return map[string]Store{"memory": NewMemory(), "fs": fs}
+}
+
+func TestStoreRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			p := ResourcePath{"default", "image_key", "nginx"}
+			if _, err := s.Get(ctx, p); !errors.Is(err, spec.ErrNotFound) {
+				t.Fatalf("Get missing: got %v, want ErrNotFound", err)
+			}
+			if err := s.Set(ctx, p, []byte("k1")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Set(ctx, p, []byte("key-2")); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Get(ctx, p)
+			if err != nil || string(got) != "key-2" {
+				t.Fatalf("Get: got %q, %v; want key-2", got, err)
+			}
+			if err := s.Delete(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete(ctx, p); !errors.Is(err, spec.ErrNotFound) {
+				t.Fatalf("Delete twice: got %v, want ErrNotFound", err)
+			}
+			if _, err := s.Get(ctx, p); !errors.Is(err, spec.ErrNotFound) {
+				t.Fatalf("Get deleted: got %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+func TestStoreRejectsTraversal(t *testing.T) {
+	ctx := context.Background()
+	bad := []ResourcePath{
+		{"..", "x", "y"}, {"a", "..", "y"}, {"a", "b", ".."}, {"a", "b", "../../etc/passwd"},
+		{"a", "b", "%2e%2e"}, {"a", "b", "c/d"}, {"", "b", "c"}, {"a", "b", ".hidden"}, {"a", "b", "c\\d"},
+	}
+	for name, s := range stores(t) {
+		for _, p := range bad {
+			if err := s.Set(ctx, p, []byte("x")); !errors.Is(err, spec.ErrUnsupported) {
+				t.Errorf("%s Set(%q): got %v, want ErrUnsupported", name, p, err)
+			}
+			if _, err := s.Get(ctx, p); !errors.Is(err, spec.ErrUnsupported) {
+				t.Errorf("%s Get(%q): got %v, want ErrUnsupported", name, p, err)
+			}
+			if err := s.Delete(ctx, p); !errors.Is(err, spec.ErrUnsupported) {
+				t.Errorf("%s Delete(%q): got %v, want ErrUnsupported", name, p, err)
+			}
+		}
+	}
+}
+
+func TestFSLayoutAndModes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Seed workflow: a key written by hand is served.
+	if err := os.MkdirAll(filepath.Join(dir, "default", "image_key"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "default", "image_key", "hand"), []byte("by hand"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, ResourcePath{"default", "image_key", "hand"})
+	if err != nil || string(got) != "by hand" {
+		t.Fatalf("Get hand-written: got %q, %v", got, err)
+	}
+	p := ResourcePath{"repo1", "type1", "tag1"}
+	if err := s.Set(ctx, p, []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "repo1", "type1", "tag1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st.Mode().Perm(), os.FileMode(0o600); got != want {
+		t.Fatalf("mode: got %v, want %v", got, want)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "repo1", "type1"))
+	if len(ents) != 1 {
+		t.Fatalf("temp files left behind: %v", ents)
+	}
+}
+
+func TestFSSymlinkEscape(t *testing.T) {
+	ctx := context.Background()
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("outside"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "default"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "default", "evil")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get(ctx, ResourcePath{"default", "evil", "secret"}); err == nil {
+		t.Fatalf("read through symlink escaping the repository: got %q", got)
+	}
+	if err := s.Set(ctx, ResourcePath{"default", "evil", "planted"}, []byte("x")); err == nil {
+		t.Fatal("wrote through symlink escaping the repository")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
+		t.Fatal("file planted outside the repository")
+	}
+}
