@@ -92,12 +92,12 @@ var statusCodes = []struct {
 	err  error
 	code codes.Code
 }{
+	{errBadRequest, codes.InvalidArgument},
 	{spec.ErrPolicyDenied, codes.PermissionDenied},
 	{spec.ErrNotFound, codes.NotFound},
 	{spec.ErrIntegrity, codes.DataLoss},
 	{spec.ErrNoKey, codes.FailedPrecondition},
 	{spec.ErrUnsupported, codes.Unimplemented},
-	{errBadRequest, codes.InvalidArgument},
 }
 
 func toStatus(err error) error {
@@ -123,11 +123,21 @@ func fromStatus(err error) error {
 	}
 	for _, m := range statusCodes {
 		if st.Code() == m.code && m.err != errBadRequest {
-			return fmt.Errorf("%s: %w", st.Message(), m.err)
+			return &remoteError{msg: st.Message(), sentinel: m.err}
 		}
 	}
 	return fmt.Errorf("grpc %s: %s", st.Code(), st.Message())
 }
+
+// remoteError is a server's error message carrying the sentinel its status
+// code maps to (the message already names it).
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // callGRPC performs one WrapKey or UnWrapKey call.
 func callGRPC(ctx context.Context, addr string, tlsConf *GRPCTLS, op string, in []byte) ([]byte, error) {
