@@ -1,0 +1,103 @@
+// Package attest verifies TEE evidence for the broker. A Verifier checks one
+// TEE type's evidence, including that it binds the expected report data
+// (protocol.ReportDataDigest), and returns the claims it vouches for; the
+// attestation policy then turns those claims into an EAR trust vector.
+package attest
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Evidence is what a Verifier examines.
+type Evidence struct {
+	Tee        protocol.Tee
+	Primary    json.RawMessage // tee-evidence.primary_evidence
+	Additional string          // tee-evidence.additional_evidence
+	// ReportData is the SHA-384 digest the evidence must carry (see
+	// protocol.ReportDataDigest); verifiers pad or truncate it to the
+	// platform's report-data size.
+	ReportData []byte
+	InitData   *protocol.InitData
+}
+
+// Claims are the verified evidence claims of one TEE.
+type Claims = map[string]any
+
+// Verifier checks one TEE type's evidence. Failures wrap spec.ErrIntegrity
+// (bad evidence or binding) or spec.ErrUnsupported (malformed input).
+type Verifier interface {
+	Verify(ctx context.Context, ev Evidence) (Claims, error)
+}
+
+// Verifiers selects a Verifier by TEE type.
+type Verifiers map[protocol.Tee]Verifier
+
+// Default returns the verifiers coffer ships: sample.
+func Default() Verifiers { return Verifiers{protocol.TeeSample: Sample{}} }
+
+// Supports reports whether tee has a verifier.
+func (v Verifiers) Supports(tee protocol.Tee) bool { _, ok := v[tee]; return ok }
+
+// Verify dispatches to the verifier of ev.Tee; an unknown tee wraps spec.ErrUnsupported.
+func (v Verifiers) Verify(ctx context.Context, ev Evidence) (Claims, error) {
+	ver, ok := v[ev.Tee]
+	if !ok {
+		return nil, fmt.Errorf("no verifier for tee %q: %w", ev.Tee, spec.ErrUnsupported)
+	}
+	return ver.Verify(ctx, ev)
+}
+
+// Sample verifies the evidence of the reference "sample" TEE, which has no
+// hardware root of trust: {"svn":"1","report_data":"<std base64>"}. The
+// report data must equal the expected digest (48 bytes) or its 64-byte
+// zero-padded form. It vouches for fixed claims like the reference:
+// launch_digest "abcde", platform_version 1.4, debug false.
+type Sample struct{}
+
+type sampleEvidence struct {
+	SVN        string `json:"svn"`
+	ReportData string `json:"report_data"`
+}
+
+// Verify implements Verifier.
+func (Sample) Verify(_ context.Context, ev Evidence) (Claims, error) {
+	var se sampleEvidence
+	if err := json.Unmarshal(ev.Primary, &se); err != nil {
+		return nil, fmt.Errorf("sample evidence: %v: %w", err, spec.ErrUnsupported)
+	}
+	rd, err := base64.StdEncoding.DecodeString(se.ReportData)
+	if err != nil {
+		return nil, fmt.Errorf("sample evidence report_data: not base64: %w", spec.ErrIntegrity)
+	}
+	if len(ev.ReportData) == 0 {
+		return nil, fmt.Errorf("sample evidence: no expected report data: %w", spec.ErrIntegrity)
+	}
+	want := ev.ReportData
+	if len(rd) == 64 {
+		want = protocol.ReportData(ev.ReportData, 64)
+	}
+	if subtle.ConstantTimeCompare(rd, want) != 1 {
+		return nil, fmt.Errorf("sample evidence report_data does not bind this nonce and tee key: %w", spec.ErrIntegrity)
+	}
+	return Claims{
+		"svn":              se.SVN,
+		"report_data":      se.ReportData,
+		"launch_digest":    "abcde",
+		"platform_version": map[string]any{"major": 1, "minor": 4},
+		"debug":            false,
+	}, nil
+}
+
+// SampleEvidence builds sample-TEE evidence carrying digest as report data,
+// as the reference sample attester does (for clients and tests).
+func SampleEvidence(svn string, digest []byte) json.RawMessage {
+	raw, _ := json.Marshal(sampleEvidence{SVN: svn, ReportData: base64.StdEncoding.EncodeToString(digest)})
+	return raw
+}

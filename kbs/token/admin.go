@@ -1,0 +1,146 @@
+package token
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Admin token defaults, as trustee's kbs-client: 2 h lifetime.
+const (
+	AdminTTL  = 2 * time.Hour
+	AdminSkew = 60 * time.Second // tolerated clock skew for nbf/iat
+)
+
+// AdminClaims are the claims of an admin token.
+type AdminClaims struct {
+	IssuedAt  int64  `json:"iat"`
+	Expiry    int64  `json:"exp"`
+	NotBefore int64  `json:"nbf"`
+	Role      string `json:"role,omitempty"`
+}
+
+var adminHeader = b64.EncodeToString([]byte(`{"alg":"EdDSA","typ":"JWT"}`))
+
+// SignAdmin returns an admin JWT valid from now for ttl (AdminTTL if 0).
+func SignAdmin(key ed25519.PrivateKey, role string, now time.Time, ttl time.Duration) string {
+	if ttl <= 0 {
+		ttl = AdminTTL
+	}
+	c, _ := json.Marshal(AdminClaims{IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(ttl).Unix(), Role: role})
+	signing := adminHeader + "." + b64.EncodeToString(c)
+	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing)))
+}
+
+// VerifyAdmin checks an admin JWT against any of keys: alg EdDSA, signature,
+// exp in the future, nbf and iat not in the future (AdminSkew tolerated),
+// and, when role is not "", a matching role claim. Failures wrap spec.ErrIntegrity.
+func VerifyAdmin(tok string, keys []ed25519.PublicKey, role string, now time.Time) (*AdminClaims, error) {
+	hdr, payload, sig, err := split(tok)
+	if err != nil {
+		return nil, err
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(hdr, &h) != nil || h.Alg != "EdDSA" {
+		return nil, fmt.Errorf("admin token: alg must be EdDSA: %w", spec.ErrIntegrity)
+	}
+	signing := tok[:strings.LastIndexByte(tok, '.')]
+	ok := false
+	for _, k := range keys {
+		if ed25519.Verify(k, []byte(signing), sig) {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("admin token: signature does not match any admin key: %w", spec.ErrIntegrity)
+	}
+	var c AdminClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("admin token claims: %v: %w", err, spec.ErrIntegrity)
+	}
+	n := now.Unix()
+	skew := int64(AdminSkew / time.Second)
+	switch {
+	case c.Expiry == 0 || n >= c.Expiry:
+		return nil, fmt.Errorf("admin token expired: %w", spec.ErrIntegrity)
+	case c.NotBefore > n+skew:
+		return nil, fmt.Errorf("admin token not valid yet (nbf): %w", spec.ErrIntegrity)
+	case c.IssuedAt > n+skew:
+		return nil, fmt.Errorf("admin token issued in the future: %w", spec.ErrIntegrity)
+	case role != "" && c.Role != role:
+		return nil, fmt.Errorf("admin token role %q, need %q: %w", c.Role, role, spec.ErrPolicyDenied)
+	}
+	return &c, nil
+}
+
+// GenerateAdminKey returns a new Ed25519 key pair as PEM: PKCS#8 private
+// and PKIX public, the files `openssl genpkey -algorithm ed25519` and
+// `openssl pkey -pubout` write.
+func GenerateAdminKey() (privPEM, pubPEM []byte, err error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	p8, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, nil, err
+	}
+	pk, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}),
+		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), nil
+}
+
+// ParseAdminPrivateKey parses a PKCS#8 Ed25519 private key PEM.
+func ParseAdminPrivateKey(pemBytes []byte) (ed25519.PrivateKey, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("admin private key: want a PKCS#8 \"PRIVATE KEY\" PEM block: %w", spec.ErrUnsupported)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("admin private key: %v: %w", err, spec.ErrUnsupported)
+	}
+	ek, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("admin private key is %T, want Ed25519: %w", k, spec.ErrUnsupported)
+	}
+	return ek, nil
+}
+
+// ParseAdminPublicKey parses a PKIX Ed25519 public key PEM; a PKCS#8
+// private key PEM is accepted too and its public half returned.
+func ParseAdminPublicKey(pemBytes []byte) (ed25519.PublicKey, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		return nil, fmt.Errorf("admin public key: no PEM block: %w", spec.ErrUnsupported)
+	}
+	if blk.Type == "PRIVATE KEY" {
+		k, err := ParseAdminPrivateKey(pemBytes)
+		if err != nil {
+			return nil, err
+		}
+		return k.Public().(ed25519.PublicKey), nil
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("admin public key: %v: %w", err, spec.ErrUnsupported)
+	}
+	ek, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("admin public key is %T, want Ed25519: %w", k, spec.ErrUnsupported)
+	}
+	return ek, nil
+}

@@ -1,0 +1,273 @@
+// Package token issues and verifies the broker's JWTs: EAR attestation
+// results (ES256, the signer's public key in the "jwk" header) handed to
+// attested clients, and the Ed25519 ("EdDSA") admin tokens that trustee's
+// kbs-client signs.
+package token
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+var b64 = base64.RawURLEncoding
+
+// EAR profile and status names (draft-ietf-rats-ear).
+const (
+	Profile                = "tag:github.com,2023:veraison/ear"
+	StatusNone             = "none"
+	StatusAffirming        = "affirming"
+	StatusWarning          = "warning"
+	StatusContraindicated  = "contraindicated"
+	DefaultIssuer          = "coffer-kbs"
+	DefaultTTL             = 5 * time.Minute
+	DefaultSubmod          = "cpu0"
+	DefaultAppraisalPolicy = "default_cpu"
+)
+
+// TrustVector is the AR4SI trustworthiness vector; 0 means "no claim".
+type TrustVector struct {
+	InstanceIdentity int `json:"instance-identity"`
+	Configuration    int `json:"configuration"`
+	Executables      int `json:"executables"`
+	FileSystem       int `json:"file-system"`
+	Hardware         int `json:"hardware"`
+	RuntimeOpaque    int `json:"runtime-opaque"`
+	StorageOpaque    int `json:"storage-opaque"`
+	SourcedData      int `json:"sourced-data"`
+}
+
+// Tier maps one trust claim value to its status: 2–31 affirming, 32–95
+// (and 1) warning, 96–127 (and anything out of range) contraindicated, 0 none.
+func Tier(v int) string {
+	switch {
+	case v == 0:
+		return StatusNone
+	case v >= 2 && v <= 31:
+		return StatusAffirming
+	case v == 1 || (v >= 32 && v <= 95):
+		return StatusWarning
+	}
+	return StatusContraindicated
+}
+
+// Status is the worst tier among the vector's claims.
+func (tv TrustVector) Status() string {
+	rank := map[string]int{StatusNone: 0, StatusAffirming: 1, StatusWarning: 2, StatusContraindicated: 3}
+	worst := StatusNone
+	for _, v := range []int{tv.InstanceIdentity, tv.Configuration, tv.Executables, tv.FileSystem,
+		tv.Hardware, tv.RuntimeOpaque, tv.StorageOpaque, tv.SourcedData} {
+		if t := Tier(v); rank[t] > rank[worst] {
+			worst = t
+		}
+	}
+	return worst
+}
+
+// Submod is one appraisal inside an EAR.
+type Submod struct {
+	Status            string         `json:"ear.status"`
+	TrustVector       TrustVector    `json:"ear.trustworthiness-vector"`
+	PolicyID          string         `json:"ear.appraisal-policy-id"`
+	AnnotatedEvidence map[string]any `json:"ear.veraison.annotated-evidence"`
+}
+
+// EAR is the claims set of an attestation result token.
+type EAR struct {
+	Profile    string            `json:"eat_profile"`
+	IssuedAt   int64             `json:"iat"`
+	Expiry     int64             `json:"exp"`
+	Issuer     string            `json:"iss"`
+	VerifierID map[string]string `json:"ear.verifier-id,omitempty"`
+	Submods    map[string]Submod `json:"submods"`
+}
+
+// AnnotatedEvidence builds the "ear.veraison.annotated-evidence" object the
+// reference emits: the TEE's claims under its name, the report data, the
+// runtime data claims (nonce, tee-pubkey) and the init data digest if any.
+func AnnotatedEvidence(tee protocol.Tee, claims map[string]any, reportData string, rd protocol.RuntimeData, initData string) map[string]any {
+	m := map[string]any{
+		string(tee):           claims,
+		"report_data":         reportData,
+		"runtime_data_claims": map[string]any{"nonce": rd.Nonce, "tee-pubkey": rd.TeePubKey},
+	}
+	if initData != "" {
+		m["init_data"] = initData
+	}
+	return m
+}
+
+// Signer issues and verifies EAR tokens with one P-256 key.
+type Signer struct {
+	key    *ecdsa.PrivateKey
+	header string // base64url of the JOSE header, computed once
+	issuer string
+	ttl    time.Duration
+}
+
+// NewSigner returns a Signer. key nil generates a fresh P-256 key; issuer
+// "" means DefaultIssuer; ttl 0 means DefaultTTL.
+func NewSigner(key *ecdsa.PrivateKey, issuer string, ttl time.Duration) (*Signer, error) {
+	if key == nil {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, err
+		}
+	}
+	if key.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("ear signing key must be P-256: %w", spec.ErrUnsupported)
+	}
+	if issuer == "" {
+		issuer = DefaultIssuer
+	}
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	jwk, err := protocol.PublicTeeKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	hdr, _ := json.Marshal(map[string]any{"alg": "ES256", "typ": "JWT",
+		"jwk": map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "x": jwk.X, "y": jwk.Y}})
+	return &Signer{key: key, header: b64.EncodeToString(hdr), issuer: issuer, ttl: ttl}, nil
+}
+
+// PublicKey returns the verification key.
+func (s *Signer) PublicKey() *ecdsa.PublicKey { return &s.key.PublicKey }
+
+// TTL returns the lifetime of issued tokens.
+func (s *Signer) TTL() time.Duration { return s.ttl }
+
+// Issue signs an EAR for one submodule (DefaultSubmod), setting profile,
+// issuer, iat and exp.
+func (s *Signer) Issue(now time.Time, sub Submod) (string, error) {
+	ear := EAR{
+		Profile:    Profile,
+		IssuedAt:   now.Unix(),
+		Expiry:     now.Add(s.ttl).Unix(),
+		Issuer:     s.issuer,
+		VerifierID: map[string]string{"build": "coffer", "developer": "https://github.com/coffer-dev/coffer"},
+		Submods:    map[string]Submod{DefaultSubmod: sub},
+	}
+	payload, err := json.Marshal(ear)
+	if err != nil {
+		return "", err
+	}
+	signing := s.header + "." + b64.EncodeToString(payload)
+	h := sha256.Sum256([]byte(signing))
+	r, ss, err := ecdsa.Sign(rand.Reader, s.key, h[:])
+	if err != nil {
+		return "", err
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	ss.FillBytes(sig[32:])
+	return signing + "." + b64.EncodeToString(sig), nil
+}
+
+// Verified is a token that passed Verify.
+type Verified struct {
+	Claims    map[string]any      // the whole claims set (resource policy input)
+	Status    string              // submods.cpu0 ear.status
+	TeePubKey *protocol.TeePubKey // runtime_data_claims.tee-pubkey, if any
+	Expiry    time.Time
+}
+
+// Verify checks the signature (against this signer's key only, whatever
+// the header's jwk says) and expiry of an EAR token. Failures wrap
+// spec.ErrIntegrity.
+func (s *Signer) Verify(tok string, now time.Time) (*Verified, error) {
+	hdr, payload, sig, err := split(tok)
+	if err != nil {
+		return nil, err
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(hdr, &h) != nil || h.Alg != "ES256" || len(sig) != 64 {
+		return nil, fmt.Errorf("token: not an ES256 JWT: %w", spec.ErrIntegrity)
+	}
+	dot := strings.LastIndexByte(tok, '.')
+	d := sha256.Sum256([]byte(tok[:dot]))
+	r, ss := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+	if !ecdsa.Verify(&s.key.PublicKey, d[:], r, ss) {
+		return nil, fmt.Errorf("token: bad signature: %w", spec.ErrIntegrity)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return nil, fmt.Errorf("token claims: %v: %w", err, spec.ErrIntegrity)
+	}
+	var ear struct {
+		Expiry  int64 `json:"exp"`
+		Submods map[string]struct {
+			Status string `json:"ear.status"`
+			AE     struct {
+				RDC struct {
+					TeePubKey *protocol.TeePubKey `json:"tee-pubkey"`
+				} `json:"runtime_data_claims"`
+			} `json:"ear.veraison.annotated-evidence"`
+		} `json:"submods"`
+	}
+	if err := json.Unmarshal(payload, &ear); err != nil {
+		return nil, fmt.Errorf("token claims: %v: %w", err, spec.ErrIntegrity)
+	}
+	exp := time.Unix(ear.Expiry, 0)
+	if ear.Expiry == 0 || !now.Before(exp) {
+		return nil, fmt.Errorf("token expired at %s: %w", exp.UTC().Format(time.RFC3339), spec.ErrIntegrity)
+	}
+	sub := ear.Submods[DefaultSubmod]
+	return &Verified{Claims: claims, Status: sub.Status, TeePubKey: sub.AE.RDC.TeePubKey, Expiry: exp}, nil
+}
+
+func split(tok string) (hdr, payload, sig []byte, err error) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil, nil, nil, fmt.Errorf("token: not a compact JWS: %w", spec.ErrIntegrity)
+	}
+	var e1, e2, e3 error
+	hdr, e1 = b64.DecodeString(parts[0])
+	payload, e2 = b64.DecodeString(parts[1])
+	sig, e3 = b64.DecodeString(parts[2])
+	if e1 != nil || e2 != nil || e3 != nil {
+		return nil, nil, nil, fmt.Errorf("token: bad base64url: %w", spec.ErrIntegrity)
+	}
+	return hdr, payload, sig, nil
+}
+
+// LoadSigningKey parses a PEM P-256 private key (PKCS#8 or SEC 1 "EC PRIVATE KEY").
+func LoadSigningKey(pemBytes []byte) (*ecdsa.PrivateKey, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		return nil, fmt.Errorf("ear signing key: no PEM block: %w", spec.ErrUnsupported)
+	}
+	var k any
+	var err error
+	if blk.Type == "EC PRIVATE KEY" {
+		k, err = x509.ParseECPrivateKey(blk.Bytes)
+	} else {
+		k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ear signing key: %v: %w", err, spec.ErrUnsupported)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("ear signing key must be EC P-256, got %T: %w", k, spec.ErrUnsupported)
+	}
+	return ek, nil
+}
+
+var _ crypto.Signer = (*ecdsa.PrivateKey)(nil)
