@@ -23,7 +23,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	for name, s := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			p := ResourcePath{"default", "image_key", "nginx"}
+			p := rp("default", "image_key", "nginx")
 			if _, err := s.Get(ctx, p); !errors.Is(err, spec.ErrNotFound) {
 				t.Fatalf("Get missing: got %v, want ErrNotFound", err)
 			}
@@ -53,8 +53,8 @@ func TestStoreRoundTrip(t *testing.T) {
 func TestStoreRejectsTraversal(t *testing.T) {
 	ctx := context.Background()
 	bad := []ResourcePath{
-		{"..", "x", "y"}, {"a", "..", "y"}, {"a", "b", ".."}, {"a", "b", "../../etc/passwd"},
-		{"a", "b", "%2e%2e"}, {"a", "b", "c/d"}, {"", "b", "c"}, {"a", "b", ".hidden"}, {"a", "b", "c\\d"},
+		rp("..", "x", "y"), rp("a", "..", "y"), rp("a", "b", ".."), rp("a", "b", "../../etc/passwd"),
+		rp("a", "b", "%2e%2e"), rp("a", "b", "c/d"), rp("", "b", "c"), rp("a", "b", ".hidden"), rp("a", "b", "c\\d"),
 	}
 	for name, s := range stores(t) {
 		for _, p := range bad {
@@ -86,11 +86,11 @@ func TestFSLayoutAndModes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "default", "image_key", "hand"), []byte("by hand"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Get(ctx, ResourcePath{"default", "image_key", "hand"})
+	got, err := s.Get(ctx, rp("default", "image_key", "hand"))
 	if err != nil || string(got) != "by hand" {
 		t.Fatalf("Get hand-written: got %q, %v", got, err)
 	}
-	p := ResourcePath{"repo1", "type1", "tag1"}
+	p := rp("repo1", "type1", "tag1")
 	if err := s.Set(ctx, p, []byte("v")); err != nil {
 		t.Fatal(err)
 	}
@@ -125,13 +125,15 @@ func TestFSSymlinkEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got, err := s.Get(ctx, ResourcePath{"default", "evil", "secret"}); err == nil {
+	if got, err := s.Get(ctx, rp("default", "evil", "secret")); err == nil {
 		t.Fatalf("read through symlink escaping the repository: got %q", got)
 	}
-	if err := s.Set(ctx, ResourcePath{"default", "evil", "planted"}, []byte("x")); err == nil {
+	if err := s.Set(ctx, rp("default", "evil", "planted"), []byte("x")); err == nil {
 		t.Fatal("wrote through symlink escaping the repository")
 	}
 	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
 		t.Fatal("file planted outside the repository")
 	}
 }
+
+func rp(repo, typ, tag string) ResourcePath { return ResourcePath{Repo: repo, Type: typ, Tag: tag} }
