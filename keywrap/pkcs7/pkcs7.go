@@ -84,14 +84,15 @@ type pair struct {
 
 // Unwrapper opens pkcs7 entries with RSA private keys and their certificates.
 type Unwrapper struct {
-	pairs []pair
-	nKeys int
+	pairs  []pair
+	nKeys  int
+	nCerts int
 }
 
 // NewUnwrapper pairs each certificate with the private key of the same public
 // key. keys must be crypto.Decrypters with RSA public keys (*rsa.PrivateKey
-// or an HSM/TPM key). Certificates without a key are ignored; keys without a
-// certificate make Unwrap fail with ErrNeedCertificate when nothing else fits.
+// or an HSM/TPM key). Certificates without a key are ignored; keys given
+// without any certificate make Unwrap fail with ErrNeedCertificate.
 func NewUnwrapper(keys []crypto.PrivateKey, certs []*x509.Certificate) (*Unwrapper, error) {
 	u := &Unwrapper{}
 	var decs []crypto.Decrypter
@@ -101,7 +102,7 @@ func NewUnwrapper(keys []crypto.PrivateKey, certs []*x509.Certificate) (*Unwrapp
 		}
 		decs = append(decs, k.(crypto.Decrypter))
 	}
-	u.nKeys = len(decs)
+	u.nKeys, u.nCerts = len(decs), len(certs)
 	for _, c := range certs {
 		cpub, ok := c.PublicKey.(*rsa.PublicKey)
 		if !ok {
@@ -154,7 +155,7 @@ func (u *Unwrapper) Unwrap(ctx context.Context, entry []byte) ([]byte, error) {
 		}
 	}
 	if match == nil {
-		if len(u.pairs) == 0 && u.nKeys > 0 {
+		if u.nCerts == 0 && u.nKeys > 0 {
 			return nil, ErrNeedCertificate
 		}
 		return nil, fmt.Errorf("pkcs7: none of the given certificates is a recipient: %w", spec.ErrNoKey)
@@ -232,7 +233,7 @@ func certName(c *x509.Certificate) string {
 	return fmt.Sprintf("issuer %q serial %s", c.Issuer.String(), c.SerialNumber.Text(16))
 }
 
-// Describe lists the recipients of a pkcs7 entry, one line each:
+// Describe lists the recipients of a pkcs7 entry (in DER SET order), one line each:
 // `issuer="CN=…" serial=0x…`.
 func Describe(entry []byte) ([]string, error) {
 	infos, err := parseRecipients(entry)

@@ -117,6 +117,7 @@ func PGP(t testing.TB, name string) *openpgp.Entity {
 	t.Helper()
 	e, err := openpgp.NewEntity(name, "test", name+"@example.com", &packet.Config{
 		Algorithm: packet.PubKeyAlgoRSA, RSABits: 2048,
+		DefaultCipher: packet.CipherAES256, DefaultHash: crypto.SHA256,
 	})
 	if err != nil {
 		t.Fatal(err)
