@@ -1,0 +1,314 @@
+// Package policy evaluates the broker's OPA Rego policies: the attestation
+// policy, which turns verified TEE claims and reference values into an EAR
+// trust vector, and the resource policy (`package policy`, boolean `allow`),
+// which decides whether an attestation token may receive a resource.
+//
+// Every policy is compiled and its query prepared once, when it is set; a
+// policy that does not compile is rejected with the compiler's message and
+// the running policy stays in force. Policies are written in Rego v1; a
+// policy that only parses as Rego v0 (as many trustee examples are) is
+// accepted as v0.
+package policy
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/token"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Built-in resource policies.
+const (
+	// ResourceAffirming releases resources only to tokens whose EAR status is
+	// "affirming". It is the default.
+	ResourceAffirming = `package policy
+
+default allow := false
+
+allow if input.submods.cpu0["ear.status"] == "affirming"
+`
+	// ResourceAllowAll releases every resource to any valid token.
+	ResourceAllowAll = "package policy\n\ndefault allow := true\n"
+	// ResourceDenyAll releases nothing.
+	ResourceDenyAll = "package policy\n\ndefault allow := false\n"
+)
+
+// DefaultAttestation is the default attestation policy (id "default_cpu").
+// Its input is {"<tee>": claims}; data.reference holds the reference values.
+// The sample TEE is affirming only when its launch_digest and svn are among
+// the reference values "launch_digest" and "svn" and debug is off.
+const DefaultAttestation = `package policy
+
+default executables := 33
+
+default hardware := 97
+
+default configuration := 36
+
+executables := 3 if {
+	input.sample.launch_digest in data.reference.launch_digest
+}
+
+hardware := 2 if {
+	input.sample.svn in data.reference.svn
+}
+
+configuration := 2 if {
+	input.sample.debug == false
+}
+`
+
+// ErrCompile marks a policy that failed to parse or compile.
+var ErrCompile = errors.New("policy does not compile")
+
+// Engine holds the current policies and reference values. Safe for concurrent use.
+type Engine struct {
+	refs storage.Store // data.reference
+
+	mu        sync.RWMutex
+	resSrc    string
+	res       rego.PreparedEvalQuery
+	attID     string
+	attSrc    string
+	att       rego.PreparedEvalQuery
+	refValues map[string][]any
+}
+
+// New returns an Engine with ResourceAffirming and DefaultAttestation.
+func New(ctx context.Context) (*Engine, error) {
+	e := &Engine{refs: inmem.NewFromObject(map[string]any{"reference": map[string]any{}}), refValues: map[string][]any{}}
+	if err := e.SetResourcePolicy(ctx, ResourceAffirming); err != nil {
+		return nil, err
+	}
+	if err := e.SetAttestationPolicy(ctx, token.DefaultAppraisalPolicy, DefaultAttestation); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// prepare compiles src (v1, falling back to v0) with query q.
+func prepare(ctx context.Context, src, q string, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
+	try := func(v ast.RegoVersion) (rego.PreparedEvalQuery, error) {
+		mod, err := ast.ParseModuleWithOpts("policy.rego", src, ast.ParserOptions{RegoVersion: v})
+		if err != nil {
+			return rego.PreparedEvalQuery{}, err
+		}
+		if mod.Package.Path.String() != "data.policy" {
+			return rego.PreparedEvalQuery{}, fmt.Errorf("package is %s, want policy", mod.Package.Path)
+		}
+		all := append([]func(*rego.Rego){rego.Query(q), rego.ParsedModule(mod), rego.SetRegoVersion(v), rego.StrictBuiltinErrors(false)}, opts...)
+		return rego.New(all...).PrepareForEval(ctx)
+	}
+	pq, err := try(ast.RegoV1)
+	if err == nil {
+		return pq, nil
+	}
+	if pq0, err0 := try(ast.RegoV0); err0 == nil {
+		return pq0, nil
+	}
+	return rego.PreparedEvalQuery{}, fmt.Errorf("%w: %v", ErrCompile, err)
+}
+
+const resourceQuery = `allow = data.policy.allow with input as input.claims with data.plugin as input.d.plugin with data["resource-path"] as input.d.path with data.query as input.d.query`
+
+// SetResourcePolicy compiles and installs a resource policy. On error (wrapping ErrCompile) the previous policy stays.
+func (e *Engine) SetResourcePolicy(ctx context.Context, src string) error {
+	pq, err := prepare(ctx, src, resourceQuery)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.res, e.resSrc = pq, src
+	e.mu.Unlock()
+	return nil
+}
+
+// ResourcePolicy returns the source of the current resource policy.
+func (e *Engine) ResourcePolicy() string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.resSrc
+}
+
+// Input is a resource policy input (the verified token claims) converted
+// once, so repeated decisions for the same token skip the conversion.
+type Input struct{ claims *ast.Term }
+
+// NewInput converts token claims for Allow.
+func NewInput(claims map[string]any) (*Input, error) {
+	v, err := ast.InterfaceToValue(claims)
+	if err != nil {
+		return nil, fmt.Errorf("policy input: %w", err)
+	}
+	return &Input{claims: ast.NewTerm(v)}, nil
+}
+
+// Allow evaluates the resource policy for a request of path by the holder
+// of in. data.plugin is "resource", data["resource-path"] the path segments
+// and data.query the URL query parameters. An undefined or non-boolean allow is a denial.
+func (e *Engine) Allow(ctx context.Context, in *Input, p protocol.ResourcePath, query map[string][]string) (bool, error) {
+	q := ast.NewObject()
+	for k, vs := range query {
+		if len(vs) > 0 {
+			q.Insert(ast.StringTerm(k), ast.StringTerm(vs[0]))
+		}
+	}
+	d := ast.NewObject(
+		ast.Item(ast.StringTerm("plugin"), ast.StringTerm("resource")),
+		ast.Item(ast.StringTerm("path"), ast.ArrayTerm(ast.StringTerm(p.Repo), ast.StringTerm(p.Type), ast.StringTerm(p.Tag))),
+		ast.Item(ast.StringTerm("query"), ast.NewTerm(q)),
+	)
+	input := ast.NewObject(ast.Item(ast.StringTerm("claims"), in.claims), ast.Item(ast.StringTerm("d"), ast.NewTerm(d)))
+	e.mu.RLock()
+	pq := e.res
+	e.mu.RUnlock()
+	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return false, fmt.Errorf("evaluating resource policy: %w", err)
+	}
+	if len(rs) != 1 {
+		return false, nil
+	}
+	allow, ok := rs[0].Bindings["allow"].(bool)
+	return ok && allow, nil
+}
+
+// SetAttestationPolicy compiles and installs the attestation policy with
+// its id (reported as ear.appraisal-policy-id). The previous policy stays on error.
+func (e *Engine) SetAttestationPolicy(ctx context.Context, id, src string) error {
+	if id == "" {
+		id = token.DefaultAppraisalPolicy
+	}
+	pq, err := prepare(ctx, src, "result = data.policy", rego.Store(e.refs))
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.att, e.attSrc, e.attID = pq, src, id
+	e.mu.Unlock()
+	return nil
+}
+
+// AttestationPolicy returns the id and source of the attestation policy.
+func (e *Engine) AttestationPolicy() (id, src string) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.attID, e.attSrc
+}
+
+// Appraise runs the attestation policy over one TEE's verified claims and
+// returns the trust vector (from the policy's rules instance_identity,
+// configuration, executables, file_system, hardware, runtime_opaque,
+// storage_opaque, sourced_data; absent ones are 0) and the policy id.
+func (e *Engine) Appraise(ctx context.Context, tee protocol.Tee, claims map[string]any) (token.TrustVector, string, error) {
+	e.mu.RLock()
+	pq, id := e.att, e.attID
+	e.mu.RUnlock()
+	rs, err := pq.Eval(ctx, rego.EvalInput(map[string]any{string(tee): claims}))
+	if err != nil {
+		return token.TrustVector{}, id, fmt.Errorf("evaluating attestation policy: %w", err)
+	}
+	var tv token.TrustVector
+	if len(rs) != 1 {
+		return tv, id, nil
+	}
+	out, _ := rs[0].Bindings["result"].(map[string]any)
+	get := func(name string) int {
+		switch n := out[name].(type) {
+		case json.Number:
+			i, _ := n.Int64()
+			return int(i)
+		case float64:
+			return int(n)
+		case int:
+			return n
+		}
+		return 0
+	}
+	tv = token.TrustVector{
+		InstanceIdentity: get("instance_identity"), Configuration: get("configuration"),
+		Executables: get("executables"), FileSystem: get("file_system"), Hardware: get("hardware"),
+		RuntimeOpaque: get("runtime_opaque"), StorageOpaque: get("storage_opaque"), SourcedData: get("sourced_data"),
+	}
+	return tv, id, nil
+}
+
+// SetReferenceValue replaces the reference values called name.
+func (e *Engine) SetReferenceValue(ctx context.Context, name string, values []any) error {
+	if name == "" {
+		return fmt.Errorf("reference value without a name: %w", spec.ErrUnsupported)
+	}
+	if values == nil {
+		values = []any{}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.refValues[name] = values
+	all := make(map[string]any, len(e.refValues))
+	for k, v := range e.refValues {
+		all[k] = v
+	}
+	return storage.WriteOne(ctx, e.refs, storage.ReplaceOp, storage.MustParsePath("/reference"), all)
+}
+
+// ReferenceValues returns a copy of the stored reference values.
+func (e *Engine) ReferenceValues() map[string][]any {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make(map[string][]any, len(e.refValues))
+	for k, v := range e.refValues {
+		out[k] = append([]any(nil), v...)
+	}
+	return out
+}
+
+// RVPSMessage is the reference value provider message of the sample type.
+type RVPSMessage struct {
+	Version string `json:"version"`
+	Type    string `json:"type"`
+	Payload string `json:"payload"` // std base64 of {"name":[values]}
+}
+
+// ApplyRVPS stores the reference values of an RVPS message
+// {"version":"0.1.0","type":"sample","payload":"<std b64 of {\"name\":[values]}>"}.
+func (e *Engine) ApplyRVPS(ctx context.Context, raw []byte) error {
+	var m RVPSMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf("rvps message: %v: %w", err, spec.ErrUnsupported)
+	}
+	if m.Version != "0.1.0" || m.Type != "sample" {
+		return fmt.Errorf("rvps message version %q type %q, want 0.1.0 sample: %w", m.Version, m.Type, spec.ErrUnsupported)
+	}
+	payload, err := base64.StdEncoding.DecodeString(m.Payload)
+	if err != nil {
+		return fmt.Errorf("rvps payload: not base64: %w", spec.ErrUnsupported)
+	}
+	var values map[string][]any
+	if err := json.Unmarshal(payload, &values); err != nil {
+		return fmt.Errorf("rvps payload: %v: %w", err, spec.ErrUnsupported)
+	}
+	for name, vs := range values {
+		if err := e.SetReferenceValue(ctx, name, vs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewRVPSMessage builds a sample RVPS message setting name to values.
+func NewRVPSMessage(name string, values []string) []byte {
+	payload, _ := json.Marshal(map[string][]string{name: values})
+	raw, _ := json.Marshal(RVPSMessage{Version: "0.1.0", Type: "sample", Payload: base64.StdEncoding.EncodeToString(payload)})
+	return raw
+}

@@ -1,0 +1,169 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/token"
+)
+
+func sampleClaims() map[string]any {
+	return map[string]any{"svn": "1", "launch_digest": "abcde", "debug": false,
+		"platform_version": map[string]any{"major": 1, "minor": 4}}
+}
+
+func TestDefaultAttestationPolicy(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tv, id, err := e.Appraise(ctx, "sample", sampleClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tv.Status(); got != token.StatusContraindicated || id != "default_cpu" {
+		t.Fatalf("without reference values: got %s %+v (%s), want contraindicated", got, tv, id)
+	}
+	if err := e.ApplyRVPS(ctx, NewRVPSMessage("launch_digest", []string{"abcde"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ApplyRVPS(ctx, NewRVPSMessage("svn", []string{"1"})); err != nil {
+		t.Fatal(err)
+	}
+	tv, _, _ = e.Appraise(ctx, "sample", sampleClaims())
+	if got := tv.Status(); got != token.StatusAffirming {
+		t.Fatalf("with matching reference values: got %s %+v, want affirming", got, tv)
+	}
+	if want := (token.TrustVector{Executables: 3, Hardware: 2, Configuration: 2}); tv != want {
+		t.Fatalf("vector: got %+v, want %+v", tv, want)
+	}
+	if err := e.SetReferenceValue(ctx, "launch_digest", []any{"other"}); err != nil {
+		t.Fatal(err)
+	}
+	tv, _, _ = e.Appraise(ctx, "sample", sampleClaims())
+	if got := tv.Status(); got != token.StatusWarning {
+		t.Fatalf("mismatching launch digest: got %s %+v, want warning", got, tv)
+	}
+	if got := e.ReferenceValues()["svn"]; len(got) != 1 || got[0] != "1" {
+		t.Fatalf("ReferenceValues: got %v", got)
+	}
+}
+
+func tokenClaims(status string) map[string]any {
+	return map[string]any{"submods": map[string]any{"cpu0": map[string]any{"ear.status": status}}}
+}
+
+func TestResourcePolicies(t *testing.T) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	p := protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "nginx"}
+	aff, _ := NewInput(tokenClaims("affirming"))
+	warn, _ := NewInput(tokenClaims("warning"))
+	pathPolicy := `package policy
+import rego.v1
+default allow := false
+allow if {
+	data.plugin == "resource"
+	data["resource-path"] == ["default", "image_key", "nginx"]
+	data.query.v == "1"
+	input.submods.cpu0["ear.status"] != "contraindicated"
+}`
+	v0Policy := "package policy\ndefault allow = false\nallow { input.submods.cpu0[\"ear.status\"] == \"warning\" }\n"
+	tests := []struct {
+		name   string
+		policy string
+		in     *Input
+		query  map[string][]string
+		want   bool
+	}{
+		{"default affirming", "", aff, nil, true},
+		{"default warning", "", warn, nil, false},
+		{"allow-all", ResourceAllowAll, warn, nil, true},
+		{"deny-all", ResourceDenyAll, aff, nil, false},
+		{"path+query", pathPolicy, warn, map[string][]string{"v": {"1"}}, true},
+		{"path, wrong query", pathPolicy, warn, map[string][]string{"v": {"2"}}, false},
+		{"rego v0", v0Policy, warn, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.policy != "" {
+				if err := e.SetResourcePolicy(ctx, tt.policy); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := e.Allow(ctx, tt.in, p, tt.query)
+			if err != nil || got != tt.want {
+				t.Fatalf("Allow: got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCompileErrorKeepsPolicy(t *testing.T) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	if err := e.SetResourcePolicy(ctx, ResourceAllowAll); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"package policy\nallow if {", "package other\ndefault allow := true", "not rego", "package policy\nallow if undefined_fn(1)"} {
+		err := e.SetResourcePolicy(ctx, bad)
+		if !errors.Is(err, ErrCompile) {
+			t.Errorf("%q: got %v, want ErrCompile", bad, err)
+		}
+		if err := e.SetAttestationPolicy(ctx, "x", bad); !errors.Is(err, ErrCompile) {
+			t.Errorf("attestation %q: got %v, want ErrCompile", bad, err)
+		}
+	}
+	err := e.SetResourcePolicy(ctx, "package policy\nallow if {")
+	if err == nil || !strings.Contains(err.Error(), "policy.rego:") {
+		t.Errorf("compiler message missing: %v", err)
+	}
+	if got := e.ResourcePolicy(); got != ResourceAllowAll {
+		t.Fatalf("running policy changed: got %q", got)
+	}
+	if id, src := e.AttestationPolicy(); id != "default_cpu" || src != DefaultAttestation {
+		t.Fatalf("attestation policy changed: got %s", id)
+	}
+}
+
+func TestRVPSRejects(t *testing.T) {
+	e, _ := New(context.Background())
+	for _, bad := range []string{`{`, `{"version":"0.2.0","type":"sample","payload":""}`, `{"version":"0.1.0","type":"sample","payload":"!!"}`, `{"version":"0.1.0","type":"sample","payload":"WzFd"}`} {
+		if err := e.ApplyRVPS(context.Background(), []byte(bad)); err == nil {
+			t.Errorf("%s: got nil error", bad)
+		}
+	}
+}
+
+func BenchmarkAllow(b *testing.B) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	in, _ := NewInput(tokenClaims("affirming"))
+	p := protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "nginx"}
+	for b.Loop() {
+		if ok, err := e.Allow(ctx, in, p, nil); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+func BenchmarkAppraise(b *testing.B) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	for b.Loop() {
+		if _, _, err := e.Appraise(ctx, "sample", sampleClaims()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func FuzzApplyRVPS(f *testing.F) {
+	f.Add(NewRVPSMessage("svn", []string{"1"}))
+	f.Add([]byte(`{"version":"0.1.0","type":"sample","payload":"e30="}`))
+	e, _ := New(context.Background())
+	f.Fuzz(func(t *testing.T, in []byte) { _ = e.ApplyRVPS(context.Background(), in) })
+}
