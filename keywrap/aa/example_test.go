@@ -1,0 +1,40 @@
+package aa_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/coffer-dev/coffer/keywrap/aa"
+)
+
+func Example() {
+	ctx := context.Background()
+	kek := bytes.Repeat([]byte{7}, aa.KEKSize) // in real use: a KBS resource
+
+	p, err := aa.ParseParams("provider:attestation-agent:keypath=/etc/kek.bin::keyid=kbs:///default/image_key/nginx")
+	if err != nil {
+		panic(err)
+	}
+	w, err := aa.NewWrapper(kek, p.KeyID)
+	if err != nil {
+		panic(err)
+	}
+	entry, err := w.Wrap(ctx, []byte(`{"symkey":"..."}`))
+	if err != nil {
+		panic(err)
+	}
+
+	kid, _ := aa.Describe(entry)
+	repo, typ, tag, _ := aa.ResourcePath(kid)
+	fmt.Println(w.Scheme(), kid, repo, typ, tag)
+
+	u := aa.NewUnwrapper(func(ctx context.Context, kid string) ([]byte, error) {
+		return kek, nil // in real use: fetch the resource from the broker after attestation
+	})
+	privopts, err := u.Unwrap(ctx, entry)
+	fmt.Println(string(privopts), err)
+	// Output:
+	// provider.attestation-agent kbs:///default/image_key/nginx default image_key nginx
+	// {"symkey":"..."} <nil>
+}
