@@ -1,0 +1,175 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/token"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// admin authenticates an admin call and runs next, or answers 401.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func()) {
+	if s.o.insecureAdmin {
+		next()
+		return
+	}
+	if r.TLS == nil && !isLoopback(r.RemoteAddr) {
+		s.o.logger.Warn("kbs admin refused", "remote", r.RemoteAddr, "reason", "plain HTTP from a non-loopback address")
+		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin API refused over plain HTTP from a non-loopback address: use TLS")
+		return
+	}
+	if len(s.o.adminKeys) == 0 {
+		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin API disabled: the broker has no admin public key configured")
+		return
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin call without a Bearer admin token")
+		return
+	}
+	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, s.o.adminRole, s.o.now())
+	if err != nil {
+		s.o.logger.Warn("kbs admin refused", "remote", r.RemoteAddr, "reason", err.Error())
+		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin token rejected: "+err.Error())
+		return
+	}
+	s.o.logger.Info("kbs admin", "method", r.Method, "path", r.URL.Path, "role", c.Role)
+	next()
+}
+
+func (s *Server) adminPath(w http.ResponseWriter, rest string) (protocol.ResourcePath, bool) {
+	p, err := protocol.ParseResourcePath(rest)
+	if err != nil || strings.Count(rest, "/") != 2 {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidPath, fmt.Sprintf("invalid resource path %q: want <repo>/<type>/<tag> matching [a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*", rest))
+		return p, false
+	}
+	return p, true
+}
+
+func (s *Server) handleSetResource(w http.ResponseWriter, r *http.Request, rest string) {
+	p, ok := s.adminPath(w, rest)
+	if !ok {
+		return
+	}
+	body, ok := s.readBody(w, r, s.o.maxResource)
+	if !ok {
+		return
+	}
+	if err := s.o.store.Set(r.Context(), p, body); err != nil {
+		s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
+		writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "storing the resource failed")
+		return
+	}
+	s.o.logger.Info("kbs audit", "resource", p.String(), "decision", "stored", "bytes", len(body))
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleDeleteResource(w http.ResponseWriter, r *http.Request, rest string) {
+	p, ok := s.adminPath(w, rest)
+	if !ok {
+		return
+	}
+	if err := s.o.store.Delete(r.Context(), p); err != nil {
+		if errors.Is(err, spec.ErrNotFound) {
+			writeError(w, http.StatusNotFound, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
+			return
+		}
+		s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
+		writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "deleting the resource failed")
+		return
+	}
+	s.o.logger.Info("kbs audit", "resource", p.String(), "decision", "deleted")
+	w.WriteHeader(http.StatusOK)
+}
+
+// decodePolicy accepts base64url without padding (the reference) and, leniently, padded or standard base64.
+func decodePolicy(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.StdEncoding, base64.RawStdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, errors.New("policy is not base64url")
+}
+
+// PolicyRequest is the body of POST /kbs/v0/resource-policy and the answer of GET.
+type PolicyRequest struct {
+	Policy string `json:"policy"` // base64url without padding of the Rego source
+}
+
+// AttestationPolicyRequest is the body of POST /kbs/v0/attestation-policy.
+type AttestationPolicyRequest struct {
+	Type     string `json:"type"` // "rego"
+	PolicyID string `json:"policy_id"`
+	Policy   string `json:"policy"` // base64url without padding
+}
+
+func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request) {
+	var req PolicyRequest
+	if !s.readJSON(w, r, &req) {
+		return
+	}
+	src, err := decodePolicy(req.Policy)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, err.Error())
+		return
+	}
+	if err := s.o.engine.SetResourcePolicy(r.Context(), string(src)); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrPolicyEngine, "resource policy rejected, previous policy kept: "+err.Error())
+		return
+	}
+	s.o.logger.Info("kbs admin: resource policy set", "bytes", len(src))
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleGetResourcePolicy(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, PolicyRequest{Policy: base64.RawURLEncoding.EncodeToString([]byte(s.o.engine.ResourcePolicy()))})
+}
+
+func (s *Server) handleSetAttestationPolicy(w http.ResponseWriter, r *http.Request) {
+	var req AttestationPolicyRequest
+	if !s.readJSON(w, r, &req) {
+		return
+	}
+	if req.Type != "" && req.Type != "rego" {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("attestation policy type %q not supported, want rego", req.Type))
+		return
+	}
+	src, err := decodePolicy(req.Policy)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, err.Error())
+		return
+	}
+	if err := s.o.engine.SetAttestationPolicy(r.Context(), req.PolicyID, string(src)); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrPolicyEngine, "attestation policy rejected, previous policy kept: "+err.Error())
+		return
+	}
+	s.o.logger.Info("kbs admin: attestation policy set", "id", req.PolicyID, "bytes", len(src))
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.readBody(w, r, s.o.maxBody)
+	if !ok {
+		return
+	}
+	// trustee's kbs-client wraps the RVPS message as {"message":"<json>"}; accept both.
+	var wrapped struct {
+		Message *string `json:"message"`
+	}
+	if json.Unmarshal(body, &wrapped) == nil && wrapped.Message != nil {
+		body = []byte(*wrapped.Message)
+	}
+	if err := s.o.engine.ApplyRVPS(r.Context(), body); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "reference value rejected: "+err.Error())
+		return
+	}
+	s.o.logger.Info("kbs admin: reference values set")
+	w.WriteHeader(http.StatusOK)
+}

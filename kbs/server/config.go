@@ -1,0 +1,208 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/coffer-dev/coffer/kbs/policy"
+	"github.com/coffer-dev/coffer/kbs/store"
+	"github.com/coffer-dev/coffer/kbs/token"
+)
+
+// Config is the broker's configuration: the TOML file of `coffer kbs serve
+// --config`, every key also a flag of that command.
+type Config struct {
+	Listen                string        `toml:"listen"`                  // default 127.0.0.1:8080
+	Repository            string        `toml:"repository"`              // fs store directory; default store.DefaultRepositoryDir
+	Store                 string        `toml:"store"`                   // "fs" (default) or "memory"
+	AdminPublicKeys       []string      `toml:"admin_public_keys"`       // Ed25519 PKIX PEM files
+	AdminRole             string        `toml:"admin_role"`              // required role claim; "" = optional
+	InsecureAdmin         bool          `toml:"insecure_admin"`          // development only
+	TLSCert               string        `toml:"tls_cert"`                // PEM certificate chain
+	TLSKey                string        `toml:"tls_key"`                 // PEM private key
+	TokenKey              string        `toml:"token_key"`               // P-256 PEM; "" = generated at start
+	TokenTTL              time.Duration `toml:"token_ttl"`               // default token.DefaultTTL
+	SessionTTL            time.Duration `toml:"session_ttl"`             // default DefaultSessionTTL
+	ResourcePolicyFile    string        `toml:"resource_policy_file"`    // initial resource policy (Rego)
+	AttestationPolicyFile string        `toml:"attestation_policy_file"` // initial attestation policy (Rego)
+	MaxBodyBytes          int64         `toml:"max_body_bytes"`          // default DefaultMaxBodyBytes
+	MaxResourceBytes      int64         `toml:"max_resource_bytes"`      // default DefaultMaxResourceBytes
+	ShutdownTimeout       time.Duration `toml:"shutdown_timeout"`        // default 10s
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen: "127.0.0.1:8080", Repository: store.DefaultRepositoryDir, Store: "fs",
+		TokenTTL: token.DefaultTTL, SessionTTL: DefaultSessionTTL,
+		MaxBodyBytes: DefaultMaxBodyBytes, MaxResourceBytes: DefaultMaxResourceBytes, ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// LoadConfig reads a TOML file over DefaultConfig; unknown keys are an error.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("reading kbs config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return c, fmt.Errorf("kbs config %s: unknown keys %v", path, und)
+	}
+	return c, nil
+}
+
+// Options turns the configuration into server options, reading key and policy files.
+func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, func() error, error) {
+	closer := func() error { return nil }
+	var opts []Option
+	switch c.Store {
+	case "", "fs":
+		fs, err := store.NewFS(c.Repository)
+		if err != nil {
+			return nil, closer, err
+		}
+		closer = fs.Close
+		opts = append(opts, WithStore(fs))
+	case "memory":
+		opts = append(opts, WithStore(store.NewMemory()))
+	default:
+		return nil, closer, fmt.Errorf("kbs config: store %q: want fs or memory", c.Store)
+	}
+	var keys []ed25519.PublicKey
+	for _, f := range c.AdminPublicKeys {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return nil, closer, fmt.Errorf("reading admin public key: %w", err)
+		}
+		k, err := token.ParseAdminPublicKey(raw)
+		if err != nil {
+			return nil, closer, fmt.Errorf("admin public key %s: %w", f, err)
+		}
+		keys = append(keys, k)
+	}
+	var signKey *ecdsa.PrivateKey
+	if c.TokenKey != "" {
+		raw, err := os.ReadFile(c.TokenKey)
+		if err != nil {
+			return nil, closer, fmt.Errorf("reading token key: %w", err)
+		}
+		k, err := token.LoadSigningKey(raw)
+		if err != nil {
+			return nil, closer, fmt.Errorf("token key %s: %w", c.TokenKey, err)
+		}
+		signKey = k
+	}
+	signer, err := token.NewSigner(signKey, "", c.TokenTTL)
+	if err != nil {
+		return nil, closer, err
+	}
+	engine, err := policy.New(ctx)
+	if err != nil {
+		return nil, closer, err
+	}
+	if c.ResourcePolicyFile != "" {
+		src, err := os.ReadFile(c.ResourcePolicyFile)
+		if err != nil {
+			return nil, closer, fmt.Errorf("reading resource policy: %w", err)
+		}
+		if err := engine.SetResourcePolicy(ctx, string(src)); err != nil {
+			return nil, closer, fmt.Errorf("resource policy %s: %w", c.ResourcePolicyFile, err)
+		}
+	}
+	if c.AttestationPolicyFile != "" {
+		src, err := os.ReadFile(c.AttestationPolicyFile)
+		if err != nil {
+			return nil, closer, fmt.Errorf("reading attestation policy: %w", err)
+		}
+		if err := engine.SetAttestationPolicy(ctx, token.DefaultAppraisalPolicy, string(src)); err != nil {
+			return nil, closer, fmt.Errorf("attestation policy %s: %w", c.AttestationPolicyFile, err)
+		}
+	}
+	opts = append(opts, WithAdminKeys(keys...), WithAdminRole(c.AdminRole), WithInsecureAdmin(c.InsecureAdmin),
+		WithSigner(signer), WithPolicy(engine), WithLogger(logger))
+	if c.SessionTTL > 0 {
+		opts = append(opts, WithSessionTTL(c.SessionTTL))
+	}
+	if c.MaxBodyBytes > 0 {
+		opts = append(opts, WithMaxBodyBytes(c.MaxBodyBytes))
+	}
+	if c.MaxResourceBytes > 0 {
+		opts = append(opts, WithMaxResourceBytes(c.MaxResourceBytes))
+	}
+	return opts, closer, nil
+}
+
+// Serve runs the broker described by c until ctx is cancelled, then shuts
+// down gracefully (in-flight requests get c.ShutdownTimeout). ready, if not
+// nil, receives the bound address once listening.
+func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(addr net.Addr)) error {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("kbs config: tls_cert and tls_key go together")
+	}
+	opts, closeStore, err := c.Options(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	srv, err := New(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("kbs listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("kbs tls: %w", err)
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	} else if !isLoopback(ln.Addr().String()) {
+		logger.Warn("kbs serving plain HTTP on a non-loopback address: admin calls from other hosts are refused; configure tls_cert/tls_key")
+	}
+	logger.Info("kbs listening", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "store", c.Store, "repository", c.Repository)
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	timeout := c.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	logger.Info("kbs shutting down")
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("kbs shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,31 @@
+package server
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	attestations *prometheus.CounterVec
+	releases     prometheus.Counter
+	denials      *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kbs_http_requests_total", Help: "HTTP requests by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kbs_attestations_total", Help: "Attestation results by tee and EAR status (or \"failed\").",
+		}, []string{"tee", "status"}),
+		releases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kbs_resource_releases_total", Help: "Resources released to attested clients.",
+		}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kbs_resource_denials_total", Help: "Resource requests refused, by reason.",
+		}, []string{"reason"}),
+	}
+	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials)
+	return m
+}

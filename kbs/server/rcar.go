@@ -1,0 +1,270 @@
+package server
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/coffer-dev/coffer/kbs/attest"
+	"github.com/coffer-dev/coffer/kbs/policy"
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/token"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+var emptyExtraParams = json.RawMessage(`""`)
+
+func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
+	var req protocol.Request
+	if !s.readJSON(w, r, &req) {
+		return
+	}
+	if req.Version != protocol.Version {
+		writeError(w, http.StatusUnauthorized, protocol.ErrAuthFailed,
+			fmt.Sprintf("protocol version %q not supported, this broker speaks %s", req.Version, protocol.Version))
+		return
+	}
+	if !s.o.verifiers.Supports(req.Tee) {
+		s.m.attestations.WithLabelValues("unsupported", "failed").Inc()
+		writeError(w, http.StatusUnauthorized, protocol.ErrUnsupportedTee, fmt.Sprintf("no verifier for tee %q on this broker", req.Tee))
+		return
+	}
+	var raw [protocol.NonceSize]byte
+	_, _ = rand.Read(raw[:])
+	nonce := base64.StdEncoding.EncodeToString(raw[:])
+	now := s.o.now()
+	expires := now.Add(s.o.sessionTTL)
+	sess, ok := s.sessions.create(req.Tee, nonce, expires, now)
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, protocol.ErrInternal, "too many live sessions, retry later")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: sess.id, Path: "/", Expires: expires, HttpOnly: true})
+	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: emptyExtraParams})
+}
+
+// session returns the caller's live session, or writes 401 and returns nil.
+func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
+	c, err := r.Cookie(protocol.SessionCookie)
+	if err != nil || c.Value == "" {
+		writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "no kbs-session-id cookie: call /kbs/v0/auth first")
+		return nil
+	}
+	sess, ok := s.sessions.get(c.Value, s.o.now())
+	if !ok {
+		writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
+		return nil
+	}
+	return sess
+}
+
+func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
+	sess := s.session(w, r)
+	if sess == nil {
+		return
+	}
+	var a protocol.Attestation
+	if !s.readJSON(w, r, &a) {
+		return
+	}
+	log := s.o.logger.With("session", sessionLogID(sess.id), "tee", string(sess.tee))
+	fail := func(code int, variant, detail string) {
+		s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
+		log.Info("kbs attestation", "decision", "rejected", "reason", detail)
+		writeError(w, code, variant, detail)
+	}
+	sess.mu.Lock()
+	if sess.nonceUsed {
+		sess.mu.Unlock()
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
+		return
+	}
+	sess.nonceUsed = true // one attempt per challenge, whatever its outcome
+	sess.mu.Unlock()
+	if subtle.ConstantTimeCompare([]byte(a.RuntimeData.Nonce), []byte(sess.nonce)) != 1 {
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "runtime-data nonce does not match the session's challenge")
+		return
+	}
+
+	pub := a.RuntimeData.TeePubKey
+	if _, err := pub.PublicKey(); err != nil {
+		fail(http.StatusUnauthorized, protocol.ErrTeePubKey, "tee-pubkey unusable: "+err.Error())
+		return
+	}
+	digest, err := protocol.ReportDataDigest(a.RuntimeData.Nonce, pub, a.TeeEvidence.AdditionalEvidence)
+	if err != nil {
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "computing report data: "+err.Error())
+		return
+	}
+	claims, err := s.o.verifiers.Verify(r.Context(), attest.Evidence{
+		Tee: sess.tee, Primary: a.TeeEvidence.PrimaryEvidence, Additional: a.TeeEvidence.AdditionalEvidence,
+		ReportData: digest, InitData: a.InitData,
+	})
+	if err != nil {
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "evidence rejected: "+err.Error())
+		return
+	}
+	tv, policyID, err := s.o.engine.Appraise(r.Context(), sess.tee, claims)
+	if err != nil {
+		fail(http.StatusUnauthorized, protocol.ErrPolicyEngine, err.Error())
+		return
+	}
+	status := tv.Status()
+	now := s.o.now()
+	sub := token.Submod{
+		Status: status, TrustVector: tv, PolicyID: policyID,
+		AnnotatedEvidence: token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, ""),
+	}
+	tok, v, err := s.o.signer.IssueVerified(now, sub)
+	if err != nil {
+		fail(http.StatusInternalServerError, protocol.ErrInternal, "issuing token failed")
+		return
+	}
+	g, err := grantOf(v)
+	if err != nil {
+		fail(http.StatusInternalServerError, protocol.ErrInternal, "preparing token claims: "+err.Error())
+		return
+	}
+	g.tee = string(sess.tee)
+	s.tokens.put(tok, g, now)
+	sess.mu.Lock()
+	sess.grant = g
+	sess.mu.Unlock()
+	s.m.attestations.WithLabelValues(string(sess.tee), status).Inc()
+	log.Info("kbs attestation", "decision", "token issued", "status", status, "policy", policyID)
+	writeJSON(w, http.StatusOK, protocol.AttestResponse{Token: tok})
+}
+
+func grantOf(v *token.Verified) (*grant, error) {
+	in, err := policy.NewInput(v.Claims)
+	if err != nil {
+		return nil, err
+	}
+	tee := ""
+	if sm, ok := v.Claims["submods"].(map[string]any); ok {
+		if c, ok := sm[token.DefaultSubmod].(map[string]any); ok {
+			if ae, ok := c["ear.veraison.annotated-evidence"].(map[string]any); ok {
+				for k := range ae {
+					if k != "report_data" && k != "runtime_data_claims" && k != "init_data" {
+						tee = k
+					}
+				}
+			}
+		}
+	}
+	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry}, nil
+}
+
+// credentials finds the caller's grant: a bearer EAR token, else an attested session.
+func (s *Server) credentials(w http.ResponseWriter, r *http.Request) (*grant, string) {
+	now := s.o.now()
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "Authorization header is not a Bearer token")
+			return nil, ""
+		}
+		tok = strings.TrimSpace(tok)
+		g, ok := s.tokens.get(tok)
+		if !ok {
+			v, err := s.o.signer.Verify(tok, now)
+			if err != nil {
+				writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "attestation token rejected: "+err.Error())
+				return nil, ""
+			}
+			if g, err = grantOf(v); err != nil {
+				writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "attestation token claims: "+err.Error())
+				return nil, ""
+			}
+			s.tokens.put(tok, g, now)
+		}
+		if !now.Before(g.expires) {
+			writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "attestation token expired: attest again")
+			return nil, ""
+		}
+		return g, "bearer"
+	}
+	sess := s.session(w, r)
+	if sess == nil {
+		return nil, ""
+	}
+	sess.mu.Lock()
+	g := sess.grant
+	sess.mu.Unlock()
+	if g == nil {
+		writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session not attested: call /kbs/v0/attest first")
+		return nil, ""
+	}
+	if !now.Before(g.expires) {
+		writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "session's attestation token expired: attest again")
+		return nil, ""
+	}
+	return g, sessionLogID(sess.id)
+}
+
+func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest string) {
+	p, err := protocol.ParseResourcePath(rest)
+	if err != nil {
+		s.m.denials.WithLabelValues("invalid_path").Inc()
+		writeError(w, http.StatusUnauthorized, protocol.ErrInvalidPath, fmt.Sprintf("invalid resource path %q: want <repo>/<type>/<tag> matching [a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*", rest))
+		return
+	}
+	g, who := s.credentials(w, r)
+	if g == nil {
+		s.m.denials.WithLabelValues("unauthenticated").Inc()
+		return
+	}
+	audit := func(decision, reason string) {
+		s.o.logger.LogAttrs(r.Context(), slog.LevelInfo, "kbs audit",
+			slog.String("session", who), slog.String("tee", g.tee), slog.String("resource", p.String()),
+			slog.String("decision", decision), slog.String("reason", reason))
+	}
+	if g.teePubKey == nil {
+		s.m.denials.WithLabelValues("no_tee_key").Inc()
+		audit("deny", "no tee-pubkey in token")
+		writeError(w, http.StatusUnauthorized, protocol.ErrTeePubKey, "attestation token carries no tee-pubkey to seal the resource to")
+		return
+	}
+	allow, err := s.o.engine.Allow(r.Context(), g.input, p, r.URL.Query())
+	if err != nil {
+		s.m.denials.WithLabelValues("policy_error").Inc()
+		audit("deny", "policy error")
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyEngine, err.Error())
+		return
+	}
+	if !allow {
+		s.m.denials.WithLabelValues("policy").Inc()
+		audit("deny", "resource policy")
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("access to %s denied by the resource policy (ear.status %s)", p, g.status))
+		return
+	}
+	data, err := s.o.store.Get(r.Context(), p)
+	if err != nil {
+		s.m.denials.WithLabelValues("not_found").Inc()
+		audit("deny", "no such resource")
+		if errors.Is(err, spec.ErrNotFound) {
+			writeError(w, http.StatusUnauthorized, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
+		} else {
+			s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
+			writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "reading the resource failed")
+		}
+		return
+	}
+	resp, err := protocol.Seal(*g.teePubKey, data)
+	clear(data)
+	if err != nil {
+		s.m.denials.WithLabelValues("seal").Inc()
+		audit("deny", "cannot seal to tee key")
+		writeError(w, http.StatusUnauthorized, protocol.ErrTeePubKey, "sealing to the tee key failed: "+err.Error())
+		return
+	}
+	s.m.releases.Inc()
+	audit("release", "allowed by resource policy")
+	writeJSON(w, http.StatusOK, resp)
+}
