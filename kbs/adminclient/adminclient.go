@@ -1,0 +1,235 @@
+// Package adminclient calls a key broker's admin API (coffer's or trustee's):
+// upload and delete resources, set policies and reference values. Every call
+// carries a fresh Ed25519-signed JWT as trustee's kbs-client signs them.
+//
+//	key, _ := adminclient.LoadKey("admin.key")
+//	c, _ := adminclient.New("https://kbs.example:8080", key)
+//	err := c.SetResource(ctx, "default/image_key/nginx", kek)
+package adminclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/coffer-dev/coffer/kbs/policy"
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/token"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+type options struct {
+	hc   *http.Client
+	role string
+	ttl  time.Duration
+	now  func() time.Time
+}
+
+// Option configures New.
+type Option func(*options) error
+
+// WithHTTPClient sets the HTTP client (TLS roots, proxies). Default: http.DefaultClient.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(o *options) error { o.hc = hc; return nil }
+}
+
+// WithRole puts a "role" claim in the admin tokens. Default: none.
+func WithRole(role string) Option {
+	return func(o *options) error { o.role = role; return nil }
+}
+
+// WithTokenTTL sets the admin token lifetime. Default: token.AdminTTL (2 h).
+func WithTokenTTL(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("token ttl %v: must be positive", d)
+		}
+		o.ttl = d
+		return nil
+	}
+}
+
+// Client calls one broker's admin API.
+type Client struct {
+	base *url.URL
+	key  ed25519.PrivateKey
+	o    options
+}
+
+// New returns a client for the broker at baseURL (scheme://host[:port]).
+func New(baseURL string, key ed25519.PrivateKey, opts ...Option) (*Client, error) {
+	u, err := url.Parse(strings.TrimSuffix(baseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("kbs url %q: want http(s)://host[:port]: %w", baseURL, spec.ErrUnsupported)
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("admin key: not an Ed25519 private key: %w", spec.ErrUnsupported)
+	}
+	o := options{hc: http.DefaultClient, ttl: token.AdminTTL, now: time.Now}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("kbs admin client: %w", err)
+		}
+	}
+	return &Client{base: u, key: key, o: o}, nil
+}
+
+// LoadKey reads an Ed25519 PKCS#8 PEM private key, as written by
+// `openssl genpkey -algorithm ed25519` or `coffer kbs keygen-admin`.
+func LoadKey(path string) (ed25519.PrivateKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading admin key: %w", err)
+	}
+	return token.ParseAdminPrivateKey(raw)
+}
+
+// Error is a failed admin call: the HTTP status and the broker's error body.
+// It unwraps to spec.ErrNotFound (404 or ResourceNotFound), spec.ErrPolicyDenied
+// (401/403 AdminAuth) or spec.ErrUnsupported (400 policy or request rejected).
+type Error struct {
+	Method, Path string
+	Status       int
+	Info         protocol.ErrorInfo
+}
+
+func (e *Error) Error() string {
+	d := e.Info.Detail
+	if d == "" {
+		d = http.StatusText(e.Status)
+	}
+	return fmt.Sprintf("kbs admin %s %s: %d %s: %s", e.Method, e.Path, e.Status, e.Info.Variant(), d)
+}
+
+func (e *Error) Unwrap() error {
+	switch {
+	case e.Status == http.StatusNotFound || e.Info.Variant() == protocol.ErrResourceNotFound:
+		return spec.ErrNotFound
+	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
+		return spec.ErrPolicyDenied
+	case e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge:
+		return spec.ErrUnsupported
+	}
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte) ([]byte, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("kbs admin %s %s: %w", method, path, err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("Authorization", "Bearer "+token.SignAdmin(c.key, c.o.role, c.o.now(), c.o.ttl))
+	resp, err := c.o.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("kbs admin %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("kbs admin %s %s: reading response: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Method: method, Path: path, Status: resp.StatusCode}
+		if json.Unmarshal(out, &e.Info) != nil {
+			e.Info.Detail = strings.TrimSpace(string(out))
+		}
+		return nil, e
+	}
+	return out, nil
+}
+
+func resourcePath(path string) (string, error) {
+	p, err := protocol.ParseResourcePath(strings.TrimPrefix(path, "/"))
+	if err != nil {
+		if kp, kerr := protocol.ParseKID(path); kerr == nil {
+			p, err = kp, nil
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	return protocol.PathResource + p.String(), nil
+}
+
+// SetResource uploads data as the resource at path ("repo/type/tag" or
+// "kbs:///repo/type/tag"), replacing any previous value.
+func (c *Client) SetResource(ctx context.Context, path string, data []byte) error {
+	p, err := resourcePath(path)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, http.MethodPost, p, protocol.ContentTypeOctetStream, data)
+	return err
+}
+
+// DeleteResource removes the resource at path; a missing one wraps spec.ErrNotFound.
+func (c *Client) DeleteResource(ctx context.Context, path string) error {
+	p, err := resourcePath(path)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, http.MethodDelete, p, "", nil)
+	return err
+}
+
+// SetResourcePolicy installs a Rego resource policy (package policy, allow).
+// A policy that does not compile is refused with the compiler's message.
+func (c *Client) SetResourcePolicy(ctx context.Context, rego []byte) error {
+	body, _ := json.Marshal(map[string]string{"policy": base64.RawURLEncoding.EncodeToString(rego)})
+	_, err := c.do(ctx, http.MethodPost, protocol.PathResourcePolicy, protocol.ContentTypeJSON, body)
+	return err
+}
+
+// GetResourcePolicy returns the Rego source of the resource policy.
+func (c *Client) GetResourcePolicy(ctx context.Context) ([]byte, error) {
+	out, err := c.do(ctx, http.MethodGet, protocol.PathResourcePolicy, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	var pr struct {
+		Policy string `json:"policy"`
+	}
+	if err := json.Unmarshal(out, &pr); err != nil {
+		return nil, fmt.Errorf("kbs admin: resource policy answer: %w", errors.Join(err, spec.ErrUnsupported))
+	}
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.StdEncoding} {
+		if src, err := enc.DecodeString(pr.Policy); err == nil {
+			return src, nil
+		}
+	}
+	return nil, fmt.Errorf("kbs admin: resource policy answer is not base64: %w", spec.ErrUnsupported)
+}
+
+// SetAttestationPolicy installs a Rego attestation policy under id ("" = "default_cpu").
+func (c *Client) SetAttestationPolicy(ctx context.Context, id string, rego []byte) error {
+	if id == "" {
+		id = token.DefaultAppraisalPolicy
+	}
+	body, _ := json.Marshal(map[string]string{"type": "rego", "policy_id": id, "policy": base64.RawURLEncoding.EncodeToString(rego)})
+	_, err := c.do(ctx, http.MethodPost, protocol.PathAttestationPolicy, protocol.ContentTypeJSON, body)
+	return err
+}
+
+// SetReferenceValue sets the reference values called name (sample RVPS message).
+func (c *Client) SetReferenceValue(ctx context.Context, name string, values []string) error {
+	if name == "" {
+		return fmt.Errorf("reference value without a name: %w", spec.ErrUnsupported)
+	}
+	_, err := c.do(ctx, http.MethodPost, protocol.PathReferenceValue, protocol.ContentTypeJSON, policy.NewRVPSMessage(name, values))
+	return err
+}
