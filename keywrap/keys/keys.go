@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -101,11 +102,27 @@ type Material struct {
 
 const expectedPrivate = "expected PKCS#8, PKCS#1, SEC1, JWK or OpenPGP"
 
+// readFile reads a key file; a missing file also matches spec.ErrNotFound.
+func readFile(kind, path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s %s does not exist: %w", kind, path, errors.Join(spec.ErrNotFound, err))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", kind, err)
+	}
+	return data, nil
+}
+
+// ReadFile reads a key file as the Load functions do (a missing file is an
+// error matching spec.ErrNotFound), for callers that parse it themselves.
+func ReadFile(path string) ([]byte, error) { return readFile("key file", path) }
+
 // LoadMaterial reads and parses a private key file; see ParseMaterial.
 func LoadMaterial(path string, password []byte) (*Material, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile("key file", path)
 	if err != nil {
-		return nil, fmt.Errorf("reading key file: %w", err)
+		return nil, err
 	}
 	defer clear(data)
 	return ParseMaterial(path, data, password)
@@ -358,9 +375,9 @@ const expectedPublic = "expected a PKIX or PKCS#1 public key, an x509 certificat
 
 // LoadPublicKey reads and parses a public key file; see ParsePublicKey.
 func LoadPublicKey(path string) (*PublicKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile("public key file", path)
 	if err != nil {
-		return nil, fmt.Errorf("reading public key file: %w", err)
+		return nil, err
 	}
 	return ParsePublicKey(path, data)
 }
@@ -401,9 +418,9 @@ func ParsePublicKey(name string, data []byte) (*PublicKey, error) {
 
 // LoadCertificates reads and parses a certificate file; see ParseCertificates.
 func LoadCertificates(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile("certificate file", path)
 	if err != nil {
-		return nil, fmt.Errorf("reading certificate file: %w", err)
+		return nil, err
 	}
 	return ParseCertificates(path, data)
 }
@@ -439,9 +456,9 @@ func ParseCertificates(name string, data []byte) ([]*x509.Certificate, error) {
 
 // LoadOpenPGP reads and parses an OpenPGP key file; see ParseOpenPGP.
 func LoadOpenPGP(path string) (openpgp.EntityList, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile("OpenPGP key file", path)
 	if err != nil {
-		return nil, fmt.Errorf("reading OpenPGP key file: %w", err)
+		return nil, err
 	}
 	return ParseOpenPGP(path, data)
 }

@@ -343,8 +343,15 @@ func TestLoadFiles(t *testing.T) {
 	if p, err := keys.LoadPublicKey(pp); err != nil || !p.Key.(*ecdsa.PublicKey).Equal(ek.Public()) {
 		t.Fatalf("LoadPublicKey: %v", err)
 	}
-	if _, err := keys.LoadMaterial(dir+"/missing.pem", nil); err == nil {
-		t.Fatal("missing file: no error")
+	for _, load := range []func(string) error{
+		func(p string) error { _, err := keys.LoadMaterial(p, nil); return err },
+		func(p string) error { _, err := keys.LoadPublicKey(p); return err },
+		func(p string) error { _, err := keys.LoadCertificates(p); return err },
+		func(p string) error { _, err := keys.LoadOpenPGP(p); return err },
+	} {
+		if err := load(dir + "/missing.pem"); !errors.Is(err, spec.ErrNotFound) || !strings.Contains(err.Error(), "missing.pem does not exist") {
+			t.Errorf("missing file: got %v, want ErrNotFound naming the file", err)
+		}
 	}
 }
 

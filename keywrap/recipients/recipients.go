@@ -86,7 +86,7 @@ func ParseRecipients(ctx context.Context, specs []string, env Env) ([]keywrap.Wr
 		case SchemePGP:
 			el, err := keys.LoadOpenPGP(r.File)
 			if err != nil {
-				if _, serr := os.Stat(r.File); errors.Is(serr, os.ErrNotExist) {
+				if errors.Is(err, spec.ErrNotFound) {
 					return nil, fmt.Errorf("recipient pgp:%s: coffer takes an OpenPGP public key file (gpg --export --armor ID > key.asc), not a keyring name: %w",
 						r.File, spec.ErrNotFound)
 				}
@@ -265,9 +265,9 @@ func loadKey(ks KeySpec, env Env) (*keys.Material, error) {
 		return nil, err
 	}
 	defer clear(pw)
-	data, err := os.ReadFile(ks.File)
+	data, err := keys.ReadFile(ks.File)
 	if err != nil {
-		return nil, fmt.Errorf("reading key file: %w", err)
+		return nil, err
 	}
 	defer clear(data)
 	m, err := keys.ParseMaterial(ks.File, data, pw)
