@@ -399,3 +399,42 @@ func edPEM(t *testing.T) []byte {
 	}
 	return keystest.PEM("PRIVATE KEY", keystest.PKCS8(t, priv))
 }
+
+// Layers are processed in parallel: wrappers and unwrappers must be safe for
+// concurrent use (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ws, err := recipients.ParseRecipients(ctx, []string{
+		"jwe:" + f.rsaPub, "jwe:" + f.ecJWKPub, "pkcs7:" + f.rsaCert, "pgp:" + f.pgpPub,
+		"provider:attestation-agent:keypath=" + f.kek + "::keyid=kbs:///default/image_key/nginx",
+	}, recipients.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	us, err := recipients.ParseKeys(ctx, []string{f.rsaPriv, f.rsaCert, f.pgpSec + ":pass=pgp pass", "provider:attestation-agent:keypath=" + f.kek}, recipients.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8*len(ws))
+	for i := 0; i < 8; i++ {
+		go func() {
+			for _, w := range ws {
+				e, err := w.Wrap(ctx, privopts)
+				if err == nil {
+					var got []byte
+					got, err = find(us, w.Scheme()).Unwrap(ctx, e)
+					if err == nil && !bytes.Equal(got, privopts) {
+						err = fmt.Errorf("%s: got %q", w.Scheme(), got)
+					}
+				}
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < 8*len(ws); i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
