@@ -17,6 +17,7 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(
 		// registered verbs (one line each; keep this list, add yours):
 		newVersionCmd(),
+		newKBSCmd(),
 	)
 	return root
 }

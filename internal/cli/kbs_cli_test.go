@@ -1,0 +1,174 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coffer-dev/coffer/kbs/attest"
+	"github.com/coffer-dev/coffer/kbs/kbstest"
+	"github.com/coffer-dev/coffer/kbs/policy"
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+func runCoffer(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	root := NewRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// sampleGet runs auth → attest → get-resource with the sample TEE.
+func sampleGet(t *testing.T, url, path string) (int, []byte) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	priv, pub, _ := protocol.GenerateTeeKey()
+	post := func(p string, v any, out any) {
+		body, _ := json.Marshal(v)
+		resp, err := hc.Post(url+p, protocol.ContentTypeJSON, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	var ch protocol.Challenge
+	post(protocol.PathAuth, protocol.Request{Version: protocol.Version, Tee: protocol.TeeSample, ExtraParams: json.RawMessage(`""`)}, &ch)
+	d, _ := protocol.ReportDataDigest(ch.Nonce, pub, "")
+	var ar protocol.AttestResponse
+	post(protocol.PathAttest, protocol.Attestation{RuntimeData: protocol.RuntimeData{Nonce: ch.Nonce, TeePubKey: pub},
+		TeeEvidence: protocol.CompositeEvidence{PrimaryEvidence: attest.SampleEvidence("1", d)}}, &ar)
+	resp, err := hc.Get(url + protocol.PathResource + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, nil
+	}
+	var r protocol.Response
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	pt, err := protocol.Open(priv, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, pt
+}
+
+func TestKBSAdminVerbs(t *testing.T) {
+	b := kbstest.New(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	_ = os.WriteFile(keyFile, []byte("image-kek"), 0o600)
+	t.Setenv("COFFER_KBS_URL", b.URL)
+	t.Setenv("COFFER_KBS_ADMIN_KEY", b.AdminKeyFile)
+
+	// Seed workflow: set-resource → set-resource-policy → get-resource with sample attestation.
+	if out, err := runCoffer(t, "", "kbs", "set-resource", "--path", "default/image_key/nginx", "--resource-file", keyFile); err != nil {
+		t.Fatalf("set-resource: %v %s", err, out)
+	}
+	if code, _ := sampleGet(t, b.URL, "default/image_key/nginx"); code != http.StatusUnauthorized {
+		t.Fatalf("before policy: got %d, want 401 (no reference values, affirming-only)", code)
+	}
+	if out, err := runCoffer(t, "", "kbs", "set-resource-policy", "--allow-all"); err != nil {
+		t.Fatalf("set-resource-policy: %v %s", err, out)
+	}
+	if code, got := sampleGet(t, b.URL, "default/image_key/nginx"); code != http.StatusOK || string(got) != "image-kek" {
+		t.Fatalf("get-resource: %d %q", code, got)
+	}
+	out, err := runCoffer(t, "", "kbs", "get-resource-policy")
+	if err != nil || out != policy.ResourceAllowAll {
+		t.Fatalf("get-resource-policy: %q %v", out, err)
+	}
+	// --affirming plus reference values.
+	if _, err := runCoffer(t, "", "kbs", "set-resource-policy", "--affirming"); err != nil {
+		t.Fatal(err)
+	}
+	for _, rv := range [][]string{{"launch_digest", "abcde"}, {"svn", "1", "2"}} {
+		if out, err := runCoffer(t, "", append([]string{"kbs", "set-reference-value"}, rv...)...); err != nil {
+			t.Fatalf("set-reference-value: %v %s", err, out)
+		}
+	}
+	if code, _ := sampleGet(t, b.URL, "default/image_key/nginx"); code != http.StatusOK {
+		t.Fatalf("affirming with reference values: %d", code)
+	}
+	// stdin resource, explicit flags beat env.
+	if _, err := runCoffer(t, "from stdin", "kbs", "set-resource", "--url", b.URL, "--admin-key", b.AdminKeyFile, "--path", "default/k/stdin", "--resource-file", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.Store.Get(context.Background(), protocol.ResourcePath{Repo: "default", Type: "k", Tag: "stdin"}); string(got) != "from stdin" {
+		t.Fatalf("stdin resource: %q", got)
+	}
+	polFile := filepath.Join(dir, "bad.rego")
+	_ = os.WriteFile(polFile, []byte("package policy\nallow if {"), 0o600)
+	if _, err := runCoffer(t, "", "kbs", "set-resource-policy", "--policy-file", polFile); !errors.Is(err, spec.ErrUnsupported) || !strings.Contains(err.Error(), "rego_parse_error") {
+		t.Fatalf("bad policy: got %v", err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "set-attestation-policy", "--policy-file", polFile); err == nil {
+		t.Fatal("bad attestation policy accepted")
+	}
+	if _, err := runCoffer(t, "", "kbs", "delete-resource", "--path", "default/image_key/nginx"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "delete-resource", "--path", "default/image_key/nginx"); !errors.Is(err, spec.ErrNotFound) {
+		t.Fatalf("delete missing: got %v", err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "set-resource-policy"); !errors.Is(err, ErrUsage) {
+		t.Fatalf("no policy flag: got %v", err)
+	}
+}
+
+func TestKBSAdminVerbsNeedURLAndKey(t *testing.T) {
+	t.Setenv("COFFER_KBS_URL", "")
+	t.Setenv("COFFER_KBS_ADMIN_KEY", "")
+	if _, err := runCoffer(t, "", "kbs", "get-resource-policy"); !errors.Is(err, ErrUsage) {
+		t.Fatalf("got %v, want ErrUsage", err)
+	}
+}
+
+func TestKBSKeygenAdmin(t *testing.T) {
+	b := kbstest.New(t)
+	out := filepath.Join(t.TempDir(), "admin.key")
+	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(out)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("private key file: %v %v", st, err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", out); err == nil {
+		t.Fatal("overwrote an existing key without --force")
+	}
+	// A key the broker does not know is refused.
+	if _, err := runCoffer(t, "", "kbs", "get-resource-policy", "--url", b.URL, "--admin-key", out); !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Fatalf("unknown admin key: got %v, want ErrPolicyDenied", err)
+	}
+}
+
+func TestKBSServeBadConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "kbs.toml")
+	_ = os.WriteFile(cfg, []byte("bogus_key = 1\n"), 0o600)
+	if _, err := runCoffer(t, "", "kbs", "serve", "--config", cfg); err == nil || !strings.Contains(err.Error(), "unknown keys") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "serve", "--store", "tape", "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "tape") {
+		t.Fatalf("bad store flag: got %v", err)
+	}
+}
