@@ -162,7 +162,8 @@ func recipientIDs(entry []byte) ([]uint64, error) {
 }
 
 // Describe lists the recipient key IDs of a pgp entry, one per line
-// ("0x" + 16 hex digits; 0x0000000000000000 is a hidden recipient).
+// ("keyid" and 16 upper-case hex digits, as gpg --list-packets prints it;
+// 0000000000000000 is a hidden recipient).
 func Describe(entry []byte) ([]string, error) {
 	ids, err := recipientIDs(entry)
 	if err != nil {
@@ -170,7 +171,7 @@ func Describe(entry []byte) ([]string, error) {
 	}
 	lines := make([]string, 0, len(ids))
 	for _, id := range ids {
-		lines = append(lines, "keyid 0x"+KeyID(id))
+		lines = append(lines, "keyid "+KeyID(id))
 	}
 	return lines, nil
 }

@@ -151,7 +151,7 @@ func TestRoundTripStructureDescribe(t *testing.T) {
 	var want []string
 	for _, e := range []*openpgp.Entity{alice, bob} {
 		sk, _ := e.EncryptionKey(e.PrimaryKey.CreationTime)
-		want = append(want, fmt.Sprintf("keyid 0x%016X", sk.PublicKey.KeyId))
+		want = append(want, fmt.Sprintf("keyid %016X", sk.PublicKey.KeyId))
 	}
 	if fmt.Sprint(lines) != fmt.Sprint(want) {
 		t.Errorf("Describe: got %q, want %q", lines, want)
@@ -253,7 +253,7 @@ func TestOcicryptInterop(t *testing.T) {
 			t.Fatal(err)
 		}
 		lines, _ := pgp.Describe(entry)
-		if len(ids) != 1 || len(lines) != 1 || !strings.EqualFold(strings.TrimLeft(strings.TrimPrefix(ids[0], "0x"), "0"), strings.TrimLeft(strings.TrimPrefix(lines[0], "keyid 0x"), "0")) {
+		if len(ids) != 1 || len(lines) != 1 || !strings.EqualFold(strings.TrimLeft(strings.TrimPrefix(ids[0], "0x"), "0"), strings.TrimLeft(strings.TrimPrefix(lines[0], "keyid "), "0")) {
 			t.Errorf("key ids: ocicrypt %q, coffer %q", ids, lines)
 		}
 	})
@@ -339,7 +339,7 @@ func TestGPGInterop(t *testing.T) {
 		}
 		listing := string(g.run(entry, "--list-packets"))
 		for _, l := range lines {
-			id := strings.TrimPrefix(l, "keyid 0x")
+			id := strings.TrimPrefix(l, "keyid ")
 			if !strings.Contains(listing, "keyid "+id) {
 				t.Errorf("gpg --list-packets does not show keyid %s:\n%s", id, listing)
 			}

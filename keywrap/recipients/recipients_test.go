@@ -121,7 +121,7 @@ func TestParseRecipientsOrderAndRoundTrip(t *testing.T) {
 	if got := describe["pkcs7"]; !strings.Contains(got, `issuer="CN=rsa recipient,O=coffer tests" serial=0x`) {
 		t.Errorf("pkcs7: got %q", got)
 	}
-	if got := describe["pgp"]; !strings.HasPrefix(got, "keyid 0x") || len(got) != len("keyid 0x")+16 {
+	if got := describe["pgp"]; !strings.HasPrefix(got, "keyid ") || len(got) != len("keyid ")+16 {
 		t.Errorf("pgp: got %q", got)
 	}
 	if got, want := describe["provider.attestation-agent"], "provider attestation-agent kid kbs:///default/image_key/nginx"; got != want {
