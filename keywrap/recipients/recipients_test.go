@@ -438,3 +438,54 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWrapUnwrap measures one wrap and one unwrap per scheme (the
+// per-layer cost of key wrapping).
+func BenchmarkWrapUnwrap(b *testing.B) {
+	dir := b.TempDir()
+	rk := keystest.RSA(b, 0)
+	ek := keystest.EC(b, elliptic.P256())
+	_, certDER := keystest.Cert(b, rk, "bench")
+	e := keystest.PGP(b, "bench")
+	kek := make([]byte, 32)
+	files := map[string]string{
+		"rsa.pub": keystest.Write(b, dir, "rsa.pub", keystest.PEM("PUBLIC KEY", keystest.PKIX(b, rk.Public()))),
+		"rsa":     keystest.Write(b, dir, "rsa", keystest.PEM("PRIVATE KEY", keystest.PKCS8(b, rk))),
+		"ec.pub":  keystest.Write(b, dir, "ec.pub", keystest.PEM("PUBLIC KEY", keystest.PKIX(b, ek.Public()))),
+		"ec":      keystest.Write(b, dir, "ec", keystest.PEM("PRIVATE KEY", keystest.PKCS8(b, ek))),
+		"crt":     keystest.Write(b, dir, "crt", keystest.PEM("CERTIFICATE", certDER)),
+		"pgp.pub": keystest.Write(b, dir, "pgp.pub", keystest.PGPPublic(b, e, false)),
+		"pgp":     keystest.Write(b, dir, "pgp", keystest.PGPSecret(b, e, false, nil)),
+		"kek":     keystest.Write(b, dir, "kek", kek),
+	}
+	cases := []struct{ name, recipient, key, scheme string }{
+		{"jwe-rsa", "jwe:" + files["rsa.pub"], files["rsa"], "jwe"},
+		{"jwe-ec", "jwe:" + files["ec.pub"], files["ec"], "jwe"},
+		{"pkcs7", "pkcs7:" + files["crt"], files["rsa"], "pkcs7"},
+		{"pgp", "pgp:" + files["pgp.pub"], files["pgp"], "pgp"},
+		{"aa-native", "provider:attestation-agent:keypath=" + files["kek"] + "::keyid=kbs:///a/b/c", "provider:attestation-agent:keypath=" + files["kek"], "provider.attestation-agent"},
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			ws, err := recipients.ParseRecipients(ctx, []string{c.recipient}, recipients.Env{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			us, err := recipients.ParseKeys(ctx, []string{c.key, files["crt"]}, recipients.Env{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			u := find(us, c.scheme)
+			for b.Loop() {
+				entry, err := ws[0].Wrap(ctx, privopts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := u.Unwrap(ctx, entry); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
