@@ -58,17 +58,17 @@ func (e *PasswordError) Is(target error) bool {
 	return (e.Missing && target == ErrPasswordRequired) || (!e.Missing && target == ErrWrongPassword)
 }
 
-// msgError carries a complete message and a sentinel for errors.Is.
+// msgError carries a complete one-line message and the errors it matches.
 type msgError struct {
-	msg string
-	err error
+	msg  string
+	errs []error
 }
 
-func (e *msgError) Error() string { return e.msg }
-func (e *msgError) Unwrap() error { return e.err }
+func (e *msgError) Error() string   { return e.msg }
+func (e *msgError) Unwrap() []error { return e.errs }
 
 func errorf(sentinel error, format string, args ...any) error {
-	return &msgError{msg: fmt.Sprintf(format, args...), err: sentinel}
+	return &msgError{msg: fmt.Sprintf(format, args...), errs: []error{sentinel}}
 }
 
 // PublicKey is a parsed recipient key.
@@ -106,7 +106,7 @@ const expectedPrivate = "expected PKCS#8, PKCS#1, SEC1, JWK or OpenPGP"
 func readFile(kind, path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s %s does not exist: %w", kind, path, errors.Join(spec.ErrNotFound, err))
+		return nil, &msgError{msg: fmt.Sprintf("%s %s does not exist", kind, path), errs: []error{spec.ErrNotFound, err}}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", kind, err)

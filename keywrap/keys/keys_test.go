@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"io/fs"
 	"os/exec"
 	"strings"
 	"testing"
@@ -349,7 +350,7 @@ func TestLoadFiles(t *testing.T) {
 		func(p string) error { _, err := keys.LoadCertificates(p); return err },
 		func(p string) error { _, err := keys.LoadOpenPGP(p); return err },
 	} {
-		if err := load(dir + "/missing.pem"); !errors.Is(err, spec.ErrNotFound) || !strings.Contains(err.Error(), "missing.pem does not exist") {
+		if err := load(dir + "/missing.pem"); !errors.Is(err, spec.ErrNotFound) || !errors.Is(err, fs.ErrNotExist) || !strings.HasSuffix(err.Error(), "missing.pem does not exist") {
 			t.Errorf("missing file: got %v, want ErrNotFound naming the file", err)
 		}
 	}
