@@ -14,6 +14,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -216,10 +218,9 @@ func (m *Material) parsePEM(data, password []byte) error {
 			if err != nil {
 				return err
 			}
-			k, err := parsePrivateDER(der)
-			clear(der)
+			k, err := m.parseDecrypted(der)
 			if err != nil {
-				return &PasswordError{File: m.Name}
+				return err
 			}
 			if err := m.setPrivate(k); err != nil {
 				return err
@@ -291,10 +292,9 @@ func (m *Material) parseBinary(data, password []byte) error {
 		if err != nil {
 			return err
 		}
-		k, err := parsePrivateDER(der)
-		clear(der)
+		k, err := m.parseDecrypted(der)
 		if err != nil {
-			return &PasswordError{File: m.Name}
+			return err
 		}
 		m.Private = k
 		return nil
@@ -345,6 +345,26 @@ func openPGPEncrypted(e *openpgp.Entity) bool {
 		}
 	}
 	return false
+}
+
+// parseDecrypted parses (and then clears) the PKCS#8 DER from an encrypted
+// PKCS#8 key. Well-formed PKCS#8 of an unsupported algorithm is reported as
+// such; anything else means the password was wrong.
+func (m *Material) parseDecrypted(der []byte) (crypto.PrivateKey, error) {
+	defer clear(der)
+	k, err := parsePrivateDER(der)
+	if err == nil {
+		return k, nil
+	}
+	var info struct {
+		Version    int
+		Algorithm  pkix.AlgorithmIdentifier
+		PrivateKey []byte
+	}
+	if rest, aerr := asn1.Unmarshal(der, &info); aerr == nil && len(rest) == 0 && len(info.Algorithm.Algorithm) > 0 {
+		return nil, errorf(errUnsupportedKey, "%s: private key algorithm %s is not supported (need RSA or EC)", m.Name, info.Algorithm.Algorithm)
+	}
+	return nil, &PasswordError{File: m.Name}
 }
 
 // parsePrivateDER tries PKCS#8, PKCS#1 and SEC1.

@@ -169,3 +169,23 @@ func TestPBES2WithoutOpenSSL(t *testing.T) {
 		})
 	}
 }
+
+func TestEncryptedPKCS8UnsupportedAlgorithm(t *testing.T) {
+	inner, err := asn1.Marshal(struct {
+		Version int
+		Alg     pkix.AlgorithmIdentifier
+		Key     []byte
+	}{0, pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10040, 4, 1}}, []byte{2, 1, 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := pbes2Opts{schemeOID: oidPBES2, kdfOID: oidPBKDF2, prfOID: oidHMAC256, cipherOID: oidAES256, prf: sha256.New, keyLen: 32, iter: 100}
+	der := pbes2Encrypt(t, inner, []byte("pw"), o)
+	_, err = keys.ParseMaterial("dsa.p8", keystest.PEM("ENCRYPTED PRIVATE KEY", der), []byte("pw"))
+	if !errors.Is(err, spec.ErrUnsupported) || errors.Is(err, keys.ErrWrongPassword) {
+		t.Fatalf("got %v, want ErrUnsupported (not a wrong password)", err)
+	}
+	if got, want := err.Error(), "dsa.p8: private key algorithm 1.2.840.10040.4.1 is not supported (need RSA or EC)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
