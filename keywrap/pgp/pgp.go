@@ -16,7 +16,13 @@ import (
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
+	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
+)
+
+var (
+	_ keywrap.Wrapper   = (*Wrapper)(nil)
+	_ keywrap.Unwrapper = (*Unwrapper)(nil)
 )
 
 // Scheme is the annotation suffix of this wrapper.

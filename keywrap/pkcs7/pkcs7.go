@@ -19,7 +19,13 @@ import (
 
 	"github.com/smallstep/pkcs7"
 
+	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
+)
+
+var (
+	_ keywrap.Wrapper   = (*Wrapper)(nil)
+	_ keywrap.Unwrapper = (*Unwrapper)(nil)
 )
 
 // Scheme is the annotation suffix of this wrapper.
