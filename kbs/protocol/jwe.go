@@ -176,21 +176,41 @@ func concatKEK(z []byte) []byte {
 
 // Seal encrypts plaintext to the tee key as a flattened JWE with enc A256GCM:
 // EC keys (P-256, P-384, P-521) use ECDH-ES+A256KW with the ephemeral key in
-// the "epk" header, RSA keys RSA-OAEP-256 (or RSA1_5 when the key's alg asks for it).
+// the "epk" header, RSA keys RSA-OAEP-256 (or RSA1_5 when the key's alg asks
+// for it). It is NewSealer(pub) followed by one Seal.
 func Seal(pub TeePubKey, plaintext []byte) (*Response, error) {
-	cek := make([]byte, 32)
-	if _, err := rand.Read(cek); err != nil {
+	s, err := NewSealer(pub)
+	if err != nil {
 		return nil, err
 	}
-	var alg string
+	return s.Seal(plaintext)
+}
+
+// Sealer seals any number of resources to one tee key; it is safe for
+// concurrent use. For EC keys the ECDH agreement is done once, in
+// NewSealer: every Response of a Sealer carries the same ephemeral key
+// ("epk", hence the same protected header) and wraps a fresh random content
+// key under the same derived key-encryption key. Responses of one Sealer are
+// therefore linkable to each other (as the token that authorizes them
+// already is), which is the price of skipping two scalar multiplications per
+// resource. Use one Sealer per attested tee key, never across keys.
+type Sealer struct {
+	alg       string
+	protected string
+	kek       cipher.Block   // ECDH-ES+A256KW
+	rsa       *rsa.PublicKey // RSA-OAEP-256, RSA1_5
+}
+
+// NewSealer prepares sealing to pub (see Seal for the algorithms).
+func NewSealer(pub TeePubKey) (*Sealer, error) {
+	s := &Sealer{}
 	others := map[string]any{}
-	var encKey []byte
 	switch pub.Kty {
 	case "EC":
 		if pub.Alg != "" && pub.Alg != KeyAlgECDHESA256KW {
 			return nil, fmt.Errorf("ec tee key alg %q: %w", pub.Alg, spec.ErrUnsupported)
 		}
-		alg = KeyAlgECDHESA256KW
+		s.alg = KeyAlgECDHESA256KW
 		peer, err := ecdhPublic(pub.Crv, pub.X, pub.Y)
 		if err != nil {
 			return nil, err
@@ -203,10 +223,8 @@ func Seal(pub TeePubKey, plaintext []byte) (*Response, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ecdh: %v: %w", err, spec.ErrUnsupported)
 		}
-		block, _ := aes.NewCipher(concatKEK(z))
-		if encKey, err = josecipher.KeyWrap(block, cek); err != nil {
-			return nil, err
-		}
+		s.kek, _ = aes.NewCipher(concatKEK(z))
+		clear(z)
 		raw := eph.PublicKey().Bytes()
 		n := (len(raw) - 1) / 2
 		others["epk"] = map[string]string{"crv": pub.Crv, "kty": "EC",
@@ -216,23 +234,42 @@ func Seal(pub TeePubKey, plaintext []byte) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.rsa = rpub
 		switch pub.Alg {
 		case "", KeyAlgRSAOAEP256:
-			alg = KeyAlgRSAOAEP256
-			encKey, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, rpub, cek, nil)
+			s.alg = KeyAlgRSAOAEP256
 		case KeyAlgRSA15:
-			alg = KeyAlgRSA15
-			encKey, err = rsa.EncryptPKCS1v15(rand.Reader, rpub, cek)
+			s.alg = KeyAlgRSA15
 		default:
 			return nil, fmt.Errorf("rsa tee key alg %q: %w", pub.Alg, spec.ErrUnsupported)
-		}
-		if err != nil {
-			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("tee key type %q: %w", pub.Kty, spec.ErrUnsupported)
 	}
-	protected, err := SerializeProtectedHeader(alg, ContentEncA256GCM, others)
+	var err error
+	if s.protected, err = SerializeProtectedHeader(s.alg, ContentEncA256GCM, others); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Seal encrypts plaintext under a fresh content key.
+func (s *Sealer) Seal(plaintext []byte) (*Response, error) {
+	cek := make([]byte, 32)
+	if _, err := rand.Read(cek); err != nil {
+		return nil, err
+	}
+	defer clear(cek)
+	var encKey []byte
+	var err error
+	switch s.alg {
+	case KeyAlgECDHESA256KW:
+		encKey, err = josecipher.KeyWrap(s.kek, cek)
+	case KeyAlgRSAOAEP256:
+		encKey, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, s.rsa, cek, nil)
+	case KeyAlgRSA15:
+		encKey, err = rsa.EncryptPKCS1v15(rand.Reader, s.rsa, cek)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -242,10 +279,10 @@ func Seal(pub TeePubKey, plaintext []byte) (*Response, error) {
 	if _, err := rand.Read(iv); err != nil {
 		return nil, err
 	}
-	ct := gcm.Seal(nil, iv, plaintext, []byte(protected))
+	ct := gcm.Seal(nil, iv, plaintext, []byte(s.protected))
 	tagAt := len(ct) - gcm.Overhead()
 	return &Response{
-		Protected:    protected,
+		Protected:    s.protected,
 		EncryptedKey: b64.EncodeToString(encKey),
 		IV:           b64.EncodeToString(iv),
 		Ciphertext:   b64.EncodeToString(ct[:tagAt]),

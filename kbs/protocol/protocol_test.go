@@ -340,3 +340,26 @@ func FuzzOpen(f *testing.F) {
 		_, _ = Open(priv, &r) // must not panic
 	})
 }
+
+func TestSealerReuse(t *testing.T) {
+	priv, pub, _ := GenerateTeeKey()
+	s, err := NewSealer(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, _ := s.Seal([]byte("one"))
+	r2, _ := s.Seal([]byte("two"))
+	if r1.Protected != r2.Protected || r1.EncryptedKey == r2.EncryptedKey || r1.IV == r2.IV {
+		t.Fatalf("want same header, fresh content key and iv: %+v %+v", r1, r2)
+	}
+	for want, r := range map[string]*Response{"one": r1, "two": r2} {
+		if got, err := Open(priv, r); err != nil || string(got) != want {
+			t.Fatalf("Open: got %q, %v; want %q", got, err, want)
+		}
+	}
+	// Swapping the encrypted keys of two responses fails.
+	r1.EncryptedKey = r2.EncryptedKey
+	if _, err := Open(priv, r1); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("swapped key: got %v", err)
+	}
+}

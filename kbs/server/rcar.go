@@ -256,7 +256,7 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 		}
 		return
 	}
-	resp, err := protocol.Seal(*g.teePubKey, data)
+	resp, err := g.seal(data)
 	clear(data)
 	if err != nil {
 		s.m.denials.WithLabelValues("seal").Inc()

@@ -19,6 +19,19 @@ type grant struct {
 	status    string
 	tee       string
 	expires   time.Time
+
+	sealOnce sync.Once // the sealer is made on first release, then reused
+	sealer   *protocol.Sealer
+	sealErr  error
+}
+
+// seal encrypts data to the grant's tee key, reusing one Sealer per grant.
+func (g *grant) seal(data []byte) (*protocol.Response, error) {
+	g.sealOnce.Do(func() { g.sealer, g.sealErr = protocol.NewSealer(*g.teePubKey) })
+	if g.sealErr != nil {
+		return nil, g.sealErr
+	}
+	return g.sealer.Seal(data)
 }
 
 type session struct {
