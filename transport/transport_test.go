@@ -1,0 +1,291 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		in, transport, str, err string
+	}{
+		{in: "oci:/tmp/x", transport: "oci", str: "oci:/tmp/x"},
+		{in: "oci:/tmp/x:v1", transport: "oci", str: "oci:/tmp/x:v1"},
+		{in: "oci:rel/dir:tag", transport: "oci", str: "oci:rel/dir:tag"},
+		{in: "oci-archive:/a.tar:t", transport: "oci-archive", str: "oci-archive:/a.tar:t"},
+		{in: "docker-archive:/a.tar", transport: "docker-archive", str: "docker-archive:/a.tar"},
+		{in: "docker-archive:/a.tar:app:v2", transport: "docker-archive", str: "docker-archive:/a.tar:app:v2"},
+		{in: "docker://127.0.0.1:5000/app:enc", transport: "docker", str: "docker://127.0.0.1:5000/app:enc"},
+		{in: "docker://reg.example/app@sha256:" + strings.Repeat("a", 64), transport: "docker"},
+		{in: "docker:reg/app", err: "docker://HOST/REPO"},
+		{in: "/tmp/x", err: "has no transport"},
+		{in: "ftp:/x", err: "unknown transport"},
+		{in: "oci:", err: "empty path"},
+		{in: "oci:/x:", err: "empty tag"},
+		{in: "docker://UPPER/Case:tag", err: "image reference"},
+	} {
+		r, err := Parse(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Parse(%q) err = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tc.in, err)
+			continue
+		}
+		if r.Transport() != tc.transport || (tc.str != "" && r.String() != tc.str) {
+			t.Errorf("Parse(%q) = %s %s, want %s %s", tc.in, r.Transport(), r, tc.transport, tc.str)
+		}
+	}
+	if _, err := Parse("nfs:/x"); !errors.Is(err, spec.ErrUnsupported) {
+		t.Errorf("unknown transport err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"oci:/x:v1", "docker://h:1/r@sha256:00", "oci-archive:a:b", "docker-archive:x:y:z", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if _, err := Parse(r.String()); err != nil {
+			t.Fatalf("Parse(%q) ok but its String %q does not parse: %v", s, r.String(), err)
+		}
+	})
+}
+
+func mustParse(t *testing.T, s string) Reference {
+	t.Helper()
+	r, err := Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func digest(t *testing.T, a Artifact) v1.Hash {
+	t.Helper()
+	var d v1.Hash
+	var err error
+	if a.Image != nil {
+		d, err = a.Image.Digest()
+	} else {
+		d, err = a.Index.Digest()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func roundTrip(t *testing.T, ref string, a Artifact) {
+	t.Helper()
+	ctx := context.Background()
+	r := mustParse(t, ref)
+	if err := Write(ctx, r, a); err != nil {
+		t.Fatalf("Write %s: %v", ref, err)
+	}
+	got, closeFn, err := Read(ctx, r)
+	if err != nil {
+		t.Fatalf("Read %s: %v", ref, err)
+	}
+	defer closeFn()
+	if digest(t, got) != digest(t, a) {
+		t.Errorf("%s: read back digest %s, want %s", ref, digest(t, got), digest(t, a))
+	}
+}
+
+func TestLocalRoundTrips(t *testing.T) {
+	img, _ := random.Image(1024, 2)
+	idx, _ := random.Index(512, 1, 2)
+	dir := t.TempDir()
+	roundTrip(t, "oci:"+filepath.Join(dir, "lay")+":v1", Artifact{Image: img})
+	roundTrip(t, "oci:"+filepath.Join(dir, "lay")+":idx", Artifact{Index: idx})
+	roundTrip(t, "oci-archive:"+filepath.Join(dir, "a.tar")+":v1", Artifact{Image: img})
+	roundTrip(t, "oci-archive:"+filepath.Join(dir, "i.tar"), Artifact{Index: idx})
+	roundTrip(t, "docker-archive:"+filepath.Join(dir, "d.tar"), Artifact{Image: img})
+	if err := Write(context.Background(), mustParse(t, "docker-archive:"+filepath.Join(dir, "x.tar")), Artifact{Index: idx}); !errors.Is(err, spec.ErrUnsupported) {
+		t.Errorf("index to docker-archive: err = %v", err)
+	}
+}
+
+func TestOCITagReplaced(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "lay")
+	a, _ := random.Image(100, 1)
+	b, _ := random.Image(100, 1)
+	for _, img := range []v1.Image{a, b} {
+		if err := Write(ctx, mustParse(t, "oci:"+dir+":v1"), Artifact{Image: img}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Write(ctx, mustParse(t, "oci:"+dir+":other"), Artifact{Image: a}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	if n := strings.Count(string(raw), `"org.opencontainers.image.ref.name":"v1"`); n != 1 {
+		t.Errorf("index.json has %d v1 entries, want 1: %s", n, raw)
+	}
+	got, _, err := Read(ctx, mustParse(t, "oci:"+dir+":v1"))
+	if err != nil || digest(t, got) != digest(t, Artifact{Image: b}) {
+		t.Errorf("v1 does not name the newer image: %v", err)
+	}
+	if _, _, err := Read(ctx, mustParse(t, "oci:"+dir)); err == nil || !strings.Contains(err.Error(), "tags: ") {
+		t.Errorf("untagged read of a multi-image layout: %v", err)
+	}
+	if _, _, err := Read(ctx, mustParse(t, "oci:"+dir+":nope")); !errors.Is(err, spec.ErrNotFound) {
+		t.Errorf("missing tag: %v", err)
+	}
+}
+
+// failingLayer errors at the end of its stream, as a layer that fails
+// verification does.
+type failingLayer struct{ v1.Layer }
+
+func (f failingLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(io.MultiReader(strings.NewReader("partial data"), errReader{})), nil
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("integrity check failed") }
+
+type failingImage struct{ v1.Image }
+
+func (f failingImage) Layers() ([]v1.Layer, error) {
+	ls, err := f.Image.Layers()
+	for i := range ls {
+		ls[i] = failingLayer{ls[i]}
+	}
+	return ls, err
+}
+
+func (f failingImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	l, err := f.Image.LayerByDigest(h)
+	return failingLayer{l}, err
+}
+
+func TestFailedWriteLeavesLayoutUnchanged(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "lay")
+	good, _ := random.Image(100, 1)
+	if err := Write(ctx, mustParse(t, "oci:"+dir+":v1"), Artifact{Image: good}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	blobsBefore, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
+	bad, _ := random.Image(100, 2)
+	if err := Write(ctx, mustParse(t, "oci:"+dir+":v2"), Artifact{Image: failingImage{bad}}); err == nil {
+		t.Fatal("write of a failing image succeeded")
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	blobsAfter, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
+	if string(before) != string(after) {
+		t.Errorf("index.json changed by a failed write")
+	}
+	if len(blobsAfter) != len(blobsBefore) {
+		t.Errorf("blobs: %d before, %d after a failed write", len(blobsBefore), len(blobsAfter))
+	}
+	// A new layout is not created at all.
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if err := Write(ctx, mustParse(t, "oci:"+fresh+":v1"), Artifact{Image: failingImage{bad}}); err == nil {
+		t.Fatal("write succeeded")
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed write left %s behind", fresh)
+	}
+	arch := filepath.Join(t.TempDir(), "a.tar")
+	if err := Write(ctx, mustParse(t, "oci-archive:"+arch), Artifact{Image: failingImage{bad}}); err == nil {
+		t.Fatal("archive write succeeded")
+	}
+	if left, _ := os.ReadDir(filepath.Dir(arch)); len(left) != 0 {
+		t.Errorf("failed archive write left %d entries", len(left))
+	}
+}
+
+func TestRegistryRoundTrip(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, _ := random.Image(2048, 2)
+	idx, _ := random.Index(512, 1, 2)
+	roundTrip(t, "docker://"+host+"/app:v1", Artifact{Image: img})
+	roundTrip(t, "docker://"+host+"/app:multi", Artifact{Index: idx})
+	_, _, err := Read(context.Background(), mustParse(t, "docker://"+host+"/app:missing"))
+	if !errors.Is(err, spec.ErrNotFound) {
+		t.Errorf("missing tag: %v", err)
+	}
+}
+
+func TestRegistryGoneMidPush(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	host := strings.TrimPrefix(srv.URL, "http://")
+	srv.Close()
+	img, _ := random.Image(1024, 1)
+	err := Write(context.Background(), mustParse(t, "docker://"+host+"/app:v1"), Artifact{Image: img})
+	if err == nil || !strings.Contains(err.Error(), "unreachable") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("push to a dead registry: %v", err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// StartDockerRegistry runs Debian's docker-registry on loopback for a test.
+func startDockerRegistry(t *testing.T) string {
+	bin := testutil.RequireTool(t, "docker-registry")
+	addr := freePort(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n", filepath.Join(dir, "data"), addr)), 0o600)
+	cmd := exec.Command(bin, "serve", cfg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("docker-registry did not start")
+	return ""
+}
+
+func TestDebianDockerRegistry(t *testing.T) {
+	addr := startDockerRegistry(t)
+	img, _ := random.Image(4096, 3)
+	idx, _ := random.Index(512, 2, 2)
+	roundTrip(t, "docker://"+addr+"/coffer/app:v1", Artifact{Image: img})
+	roundTrip(t, "docker://"+addr+"/coffer/app:multi", Artifact{Index: idx})
+}
