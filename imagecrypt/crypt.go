@@ -274,9 +274,28 @@ func (s *session) unwrap(ctx context.Context, d v1.Descriptor) (spec.PrivateOpti
 	if len(schemes) == 0 {
 		return spec.PrivateOptions{}, fmt.Errorf("layer has no wrapped keys: %w", spec.ErrNoKey)
 	}
-	if len(errs) > 0 {
-		return spec.PrivateOptions{}, errors.Join(errs...)
+	msg := fmt.Sprintf("none of the given keys opens this layer (its recipients use %s)", strings.Join(schemes, ", "))
+	if len(errs) == 0 {
+		return spec.PrivateOptions{}, fmt.Errorf("%s: %w", msg, spec.ErrNoKey)
 	}
-	return spec.PrivateOptions{}, fmt.Errorf("none of the given keys is a recipient of this layer (its recipients use %s): %w",
-		strings.Join(schemes, ", "), spec.ErrNoKey)
+	// Keep every cause, on one line, and keep them matchable with errors.Is
+	// (a broker's policy denial must still map to its own exit code).
+	return spec.PrivateOptions{}, &unwrapError{msg: msg, causes: errs}
 }
+
+// unwrapError reports why no unwrapper opened a layer: one line, every cause
+// kept for errors.Is, and always matching spec.ErrNoKey.
+type unwrapError struct {
+	msg    string
+	causes []error
+}
+
+func (e *unwrapError) Error() string {
+	parts := make([]string, len(e.causes))
+	for i, c := range e.causes {
+		parts[i] = strings.ReplaceAll(c.Error(), "\n", "; ")
+	}
+	return e.msg + ": " + strings.Join(parts, "; ")
+}
+
+func (e *unwrapError) Unwrap() []error { return append([]error{spec.ErrNoKey}, e.causes...) }

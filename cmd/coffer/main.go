@@ -16,14 +16,14 @@ import (
 // Exit codes: 1 generic failure, 2 usage, 3 no key, 4 integrity, 5 policy denied, 6 not found.
 func exitCode(err error) int {
 	switch {
-	case errors.Is(err, spec.ErrNoKey):
-		return 3
-	case errors.Is(err, spec.ErrIntegrity):
-		return 4
 	case errors.Is(err, spec.ErrPolicyDenied):
 		return 5
 	case errors.Is(err, spec.ErrNotFound):
 		return 6
+	case errors.Is(err, spec.ErrIntegrity):
+		return 4
+	case errors.Is(err, spec.ErrNoKey):
+		return 3
 	case errors.Is(err, cli.ErrUsage):
 		return 2
 	}

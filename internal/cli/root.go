@@ -17,6 +17,10 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(
 		// registered verbs (one line each; keep this list, add yours):
 		newVersionCmd(),
+		newEncryptCmd(),
+		newDecryptCmd(),
+		newRekeyCmd(),
+		newInspectCmd(),
 		newKBSCmd(),
 	)
 	return root

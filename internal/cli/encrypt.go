@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/imagecrypt"
+)
+
+func newEncryptCmd() *cobra.Command {
+	var (
+		reg  registryFlags
+		sel  selectFlags
+		keys keyFlags
+		kbs  kbsKeyFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "encrypt [flags] SRC DST",
+		Short: "Encrypt image layers for recipients (ocicrypt format)",
+		Long: `Encrypt the layers of SRC for the given recipients and write DST.
+Layers already encrypted get the new recipients added (pass --key to open them);
+their blobs stay unchanged. SRC and DST: oci:DIR[:TAG], docker://REF,
+oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
+		Example: `  coffer encrypt --recipient jwe:pub.pem oci:app:v1 oci:app:enc
+  coffer encrypt --recipient jwe:new.pem --key old.pem oci:app:enc oci:app:enc2
+  coffer encrypt --kbs http://127.0.0.1:8080 --admin-key admin.key --key-id default/image_key/app SRC DST`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			wrappers, err := keys.wrappers(ctx)
+			if err != nil {
+				return err
+			}
+			if kw, err := kbs.wrapper(ctx); err != nil {
+				return err
+			} else if kw != nil {
+				wrappers = append(wrappers, kw)
+			}
+			if len(wrappers) == 0 {
+				return fmt.Errorf("no recipients: give --recipient or --kbs with --key-id: %w", ErrUsage)
+			}
+			opts, err := sel.options()
+			if err != nil {
+				return err
+			}
+			unw, err := keys.unwrappers(ctx)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, imagecrypt.WithKeys(unw...))
+			return imageJob(cmd, args[0], args[1], &reg, opts,
+				func(ctx context.Context, a imagecrypt.Artifact, o ...imagecrypt.Option) (*imagecrypt.Result, error) {
+					return imagecrypt.Encrypt(ctx, a, wrappers, o...)
+				})
+		},
+	}
+	reg.AddFlags(cmd.Flags())
+	sel.AddFlags(cmd.Flags())
+	keys.addRecipients(cmd.Flags())
+	keys.addKeys(cmd.Flags(), "private key opening already-encrypted layers, to add recipients to them (repeatable)")
+	kbs.AddFlags(cmd.Flags())
+	return cmd
+}
+
+func newRekeyCmd() *cobra.Command {
+	var (
+		reg  registryFlags
+		sel  selectFlags
+		keys keyFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "rekey --key OLD --recipient NEW... SRC DST",
+		Short: "Replace the recipient set of encrypted layers (key rotation); blobs unchanged",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			wrappers, err := keys.wrappers(ctx)
+			if err != nil {
+				return err
+			}
+			unw, err := keys.unwrappers(ctx)
+			if err != nil {
+				return err
+			}
+			if len(wrappers) == 0 || len(unw) == 0 {
+				return fmt.Errorf("rekey needs --key (a current private key) and at least one --recipient: %w", ErrUsage)
+			}
+			opts, err := sel.options()
+			if err != nil {
+				return err
+			}
+			opts = append(opts, imagecrypt.WithKeys(unw...))
+			return imageJob(cmd, args[0], args[1], &reg, opts,
+				func(ctx context.Context, a imagecrypt.Artifact, o ...imagecrypt.Option) (*imagecrypt.Result, error) {
+					return imagecrypt.Rekey(ctx, a, wrappers, o...)
+				})
+		},
+	}
+	reg.AddFlags(cmd.Flags())
+	sel.AddFlags(cmd.Flags())
+	keys.addRecipients(cmd.Flags())
+	keys.addKeys(cmd.Flags(), "current private key FILE[:pass=P|:file=F|:fd=N] or provider:NAME (repeatable)")
+	return cmd
+}

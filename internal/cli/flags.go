@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/keywrap/recipients"
+	"github.com/coffer-dev/coffer/transport"
+)
+
+// registryFlags are the registry access flags shared by image verbs.
+type registryFlags struct {
+	creds    string
+	insecure bool
+	jobs     int
+}
+
+func (f *registryFlags) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.creds, "creds", "", "registry credentials USER:PASSWORD (default: docker config.json)")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow plain HTTP and unverified TLS registries (loopback registries are always allowed over HTTP)")
+	fs.IntVar(&f.jobs, "jobs", 4, "layers transferred in parallel")
+}
+
+func (f *registryFlags) options() []transport.Option {
+	opts := []transport.Option{transport.WithInsecure(f.insecure), transport.WithJobs(f.jobs)}
+	if f.creds != "" {
+		opts = append(opts, transport.WithCreds(f.creds))
+	}
+	return opts
+}
+
+// selectFlags choose layers and platforms.
+type selectFlags struct {
+	layers    []int
+	platforms []string
+}
+
+func (f *selectFlags) AddFlags(fs *pflag.FlagSet) {
+	fs.IntSliceVar(&f.layers, "layer", nil, "layer index to process (0-based, negative from the top; repeatable; default all)")
+	fs.StringSliceVar(&f.platforms, "platform", nil, "platform OS/ARCH[/VARIANT] of an index to process (repeatable; default all)")
+}
+
+func (f *selectFlags) options() ([]imagecrypt.Option, error) {
+	opts := []imagecrypt.Option{imagecrypt.WithLayers(f.layers...)}
+	for _, p := range f.platforms {
+		pl, err := v1.ParsePlatform(p)
+		if err != nil {
+			return nil, fmt.Errorf("--platform %q: %w: %w", p, err, ErrUsage)
+		}
+		opts = append(opts, imagecrypt.WithPlatforms(*pl))
+	}
+	return opts, nil
+}
+
+// keyFlags are private keys (--key) and recipients (--recipient).
+type keyFlags struct {
+	keys       []string
+	recipients []string
+}
+
+func (f *keyFlags) addKeys(fs *pflag.FlagSet, usage string) {
+	fs.StringArrayVar(&f.keys, "key", nil, usage)
+}
+
+func (f *keyFlags) addRecipients(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&f.recipients, "recipient", nil, "recipient jwe:PUBKEY | pkcs7:CERT | pgp:PUBKEY | provider:NAME[:PARAMS] (repeatable)")
+}
+
+func keyEnv() recipients.Env {
+	return recipients.Env{KeyProviderConfig: os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG")}
+}
+
+func (f *keyFlags) unwrappers(ctx context.Context) ([]keywrap.Unwrapper, error) {
+	if len(f.keys) == 0 {
+		return nil, nil
+	}
+	return recipients.ParseKeys(ctx, f.keys, keyEnv())
+}
+
+func (f *keyFlags) wrappers(ctx context.Context) ([]keywrap.Wrapper, error) {
+	if len(f.recipients) == 0 {
+		return nil, nil
+	}
+	return recipients.ParseRecipients(ctx, f.recipients, keyEnv())
+}
+
+// imageJob reads SRC, transforms it and writes DST. Layers are staged next
+// to DST when it is a local path, so the writer can link them into place.
+func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option,
+	run func(context.Context, imagecrypt.Artifact, ...imagecrypt.Option) (*imagecrypt.Result, error)) error {
+	ctx := cmd.Context()
+	sref, err := transport.Parse(src)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, ErrUsage)
+	}
+	dref, err := transport.Parse(dst)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, ErrUsage)
+	}
+	stage, err := os.MkdirTemp(stageDir(dref), ".coffer-stage-")
+	if err != nil {
+		return fmt.Errorf("creating staging directory: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	in, closeSrc, err := transport.Read(ctx, sref, reg.options()...)
+	if err != nil {
+		return err
+	}
+	defer closeSrc()
+	p := newProgress(cmd.ErrOrStderr())
+	opts = append(opts, imagecrypt.WithTempDir(stage), imagecrypt.WithProgress(p.layerDone))
+	res, err := run(ctx, imagecrypt.Artifact(in), opts...)
+	p.finish()
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	if err := transport.Write(ctx, dref, transport.Artifact(res.Artifact), reg.options()...); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d layer(s) changed, written to %s\n", cmd.Name(), res.Layers, dref)
+	return nil
+}
+
+// stageDir picks a directory on the destination's file system if it is
+// local (the directory holding DIR or FILE), else the system temp dir.
+func stageDir(ref transport.Reference) string {
+	switch ref.Transport() {
+	case "oci", "oci-archive", "docker-archive":
+		path, _, _ := strings.Cut(strings.TrimPrefix(ref.String(), ref.Transport()+":"), ":")
+		dir := filepath.Dir(filepath.Clean(path))
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			return dir
+		}
+	}
+	return os.TempDir()
+}
