@@ -51,9 +51,9 @@ func TestEncryptInspectDecrypt(t *testing.T) {
 	}
 
 	for name, key := range map[string][]string{
-		"rsa jwe":   {"--key", k.rsaPriv},
-		"ec jwe":    {"--key", k.ecPriv},
-		"pkcs7":     {"--key", k.rsaCert, "--key", k.rsaPriv},
+		"rsa jwe": {"--key", k.rsaPriv},
+		"ec jwe":  {"--key", k.ecPriv},
+		"pkcs7":   {"--key", k.rsaCert, "--key", k.rsaPriv},
 	} {
 		dec := ref(filepath.Join(t.TempDir(), "dec"), "v1")
 		mustCoffer(t, append(append([]string{"decrypt"}, key...), enc, dec)...)

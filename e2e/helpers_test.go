@@ -113,9 +113,9 @@ func layoutDigest(t *testing.T, ref string) v1.Hash {
 }
 
 type keyset struct {
-	dir                        string
-	rsaPriv, rsaPub, rsaCert   string
-	ecPriv, ecPub              string
+	dir                      string
+	rsaPriv, rsaPub, rsaCert string
+	ecPriv, ecPub            string
 }
 
 func writePEM(t *testing.T, path, typ string, der []byte) string {
