@@ -79,6 +79,8 @@ type Engine struct {
 	mu        sync.RWMutex
 	resSrc    string
 	res       rego.PreparedEvalQuery
+	resGen    uint64 // bumped on every resource policy change
+	resDet    bool   // decisions of the resource policy may be cached
 	attID     string
 	attSrc    string
 	att       rego.PreparedEvalQuery
@@ -97,39 +99,56 @@ func New(ctx context.Context) (*Engine, error) {
 	return e, nil
 }
 
-// prepare compiles src (v1, falling back to v0) with query q.
-func prepare(ctx context.Context, src, q string, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
-	try := func(v ast.RegoVersion) (rego.PreparedEvalQuery, error) {
+// prepare compiles src (v1, falling back to v0) with query q. It also
+// reports whether the policy is deterministic (calls no builtin OPA marks
+// nondeterministic, such as time.now_ns or http.send), so that its
+// decisions may be cached.
+func prepare(ctx context.Context, src, q string, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, bool, error) {
+	try := func(v ast.RegoVersion) (rego.PreparedEvalQuery, bool, error) {
 		mod, err := ast.ParseModuleWithOpts("policy.rego", src, ast.ParserOptions{RegoVersion: v})
 		if err != nil {
-			return rego.PreparedEvalQuery{}, err
+			return rego.PreparedEvalQuery{}, false, err
 		}
 		if mod.Package.Path.String() != "data.policy" {
-			return rego.PreparedEvalQuery{}, fmt.Errorf("package is %s, want policy", mod.Package.Path)
+			return rego.PreparedEvalQuery{}, false, fmt.Errorf("package is %s, want policy", mod.Package.Path)
 		}
 		all := append([]func(*rego.Rego){rego.Query(q), rego.ParsedModule(mod), rego.SetRegoVersion(v), rego.StrictBuiltinErrors(false)}, opts...)
-		return rego.New(all...).PrepareForEval(ctx)
+		pq, err := rego.New(all...).PrepareForEval(ctx)
+		return pq, err == nil && deterministic(mod), err
 	}
-	pq, err := try(ast.RegoV1)
+	pq, det, err := try(ast.RegoV1)
 	if err == nil {
-		return pq, nil
+		return pq, det, nil
 	}
-	if pq0, err0 := try(ast.RegoV0); err0 == nil {
-		return pq0, nil
+	if pq0, det0, err0 := try(ast.RegoV0); err0 == nil {
+		return pq0, det0, nil
 	}
-	return rego.PreparedEvalQuery{}, fmt.Errorf("%w: %v", ErrCompile, err)
+	return rego.PreparedEvalQuery{}, false, fmt.Errorf("%w: %v", ErrCompile, err)
+}
+
+// deterministic reports whether mod refers to no nondeterministic builtin.
+func deterministic(mod *ast.Module) bool {
+	det := true
+	ast.WalkRefs(mod, func(r ast.Ref) bool {
+		if b, ok := ast.BuiltinMap[r.String()]; ok && b.Nondeterministic {
+			det = false
+		}
+		return !det
+	})
+	return det
 }
 
 const resourceQuery = `allow = data.policy.allow with input as input.claims with data.plugin as input.d.plugin with data["resource-path"] as input.d.path with data.query as input.d.query`
 
 // SetResourcePolicy compiles and installs a resource policy. On error (wrapping ErrCompile) the previous policy stays.
 func (e *Engine) SetResourcePolicy(ctx context.Context, src string) error {
-	pq, err := prepare(ctx, src, resourceQuery)
+	pq, det, err := prepare(ctx, src, resourceQuery)
 	if err != nil {
 		return err
 	}
 	e.mu.Lock()
-	e.res, e.resSrc = pq, src
+	e.res, e.resSrc, e.resDet = pq, src, det
+	e.resGen++
 	e.mu.Unlock()
 	return nil
 }
@@ -142,8 +161,19 @@ func (e *Engine) ResourcePolicy() string {
 }
 
 // Input is a resource policy input (the verified token claims) converted
-// once, so repeated decisions for the same token skip the conversion.
-type Input struct{ claims *ast.Term }
+// once, so repeated decisions for the same token skip the conversion. It
+// also remembers the decisions of a deterministic resource policy for
+// requests without query parameters, until the policy changes.
+type Input struct {
+	claims *ast.Term
+
+	mu        sync.Mutex
+	gen       uint64
+	decisions map[protocol.ResourcePath]bool
+}
+
+// maxCachedDecisions bounds the decisions remembered per Input.
+const maxCachedDecisions = 256
 
 // NewInput converts token claims for Allow.
 func NewInput(claims map[string]any) (*Input, error) {
@@ -154,10 +184,40 @@ func NewInput(claims map[string]any) (*Input, error) {
 	return &Input{claims: ast.NewTerm(v)}, nil
 }
 
+func (in *Input) cached(gen uint64, p protocol.ResourcePath) (allow, ok bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.gen != gen {
+		return false, false
+	}
+	allow, ok = in.decisions[p]
+	return allow, ok
+}
+
+func (in *Input) remember(gen uint64, p protocol.ResourcePath, allow bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.gen != gen || in.decisions == nil {
+		in.gen, in.decisions = gen, map[protocol.ResourcePath]bool{}
+	}
+	if len(in.decisions) < maxCachedDecisions {
+		in.decisions[p] = allow
+	}
+}
+
 // Allow evaluates the resource policy for a request of path by the holder
 // of in. data.plugin is "resource", data["resource-path"] the path segments
 // and data.query the URL query parameters. An undefined or non-boolean allow is a denial.
 func (e *Engine) Allow(ctx context.Context, in *Input, p protocol.ResourcePath, query map[string][]string) (bool, error) {
+	e.mu.RLock()
+	pq, gen, det := e.res, e.resGen, e.resDet
+	e.mu.RUnlock()
+	cacheable := det && len(query) == 0
+	if cacheable {
+		if allow, ok := in.cached(gen, p); ok {
+			return allow, nil
+		}
+	}
 	q := ast.NewObject()
 	for k, vs := range query {
 		if len(vs) > 0 {
@@ -170,18 +230,19 @@ func (e *Engine) Allow(ctx context.Context, in *Input, p protocol.ResourcePath, 
 		ast.Item(ast.StringTerm("query"), ast.NewTerm(q)),
 	)
 	input := ast.NewObject(ast.Item(ast.StringTerm("claims"), in.claims), ast.Item(ast.StringTerm("d"), ast.NewTerm(d)))
-	e.mu.RLock()
-	pq := e.res
-	e.mu.RUnlock()
 	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
 		return false, fmt.Errorf("evaluating resource policy: %w", err)
 	}
-	if len(rs) != 1 {
-		return false, nil
+	allow := false
+	if len(rs) == 1 {
+		b, ok := rs[0].Bindings["allow"].(bool)
+		allow = ok && b
 	}
-	allow, ok := rs[0].Bindings["allow"].(bool)
-	return ok && allow, nil
+	if cacheable {
+		in.remember(gen, p, allow)
+	}
+	return allow, nil
 }
 
 // SetAttestationPolicy compiles and installs the attestation policy with
@@ -190,7 +251,7 @@ func (e *Engine) SetAttestationPolicy(ctx context.Context, id, src string) error
 	if id == "" {
 		id = token.DefaultAppraisalPolicy
 	}
-	pq, err := prepare(ctx, src, "result = data.policy", rego.Store(e.refs))
+	pq, _, err := prepare(ctx, src, "result = data.policy", rego.Store(e.refs))
 	if err != nil {
 		return err
 	}

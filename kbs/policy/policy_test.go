@@ -167,3 +167,32 @@ func FuzzApplyRVPS(f *testing.F) {
 	e, _ := New(context.Background())
 	f.Fuzz(func(t *testing.T, in []byte) { _ = e.ApplyRVPS(context.Background(), in) })
 }
+
+func TestDecisionCache(t *testing.T) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	in, _ := NewInput(tokenClaims("affirming"))
+	p := protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "nginx"}
+	if ok, _ := e.Allow(ctx, in, p, nil); !ok {
+		t.Fatal("affirming denied")
+	}
+	// A policy change invalidates remembered decisions.
+	if err := e.SetResourcePolicy(ctx, ResourceDenyAll); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := e.Allow(ctx, in, p, nil); ok {
+		t.Fatal("stale cached decision after the policy changed")
+	}
+	// Nondeterministic policies are never cached: this one flips with time.
+	flip := "package policy\ndefault allow := false\nallow if time.now_ns() < 0\n"
+	if err := e.SetResourcePolicy(ctx, flip); err != nil {
+		t.Fatal(err)
+	}
+	if e.resDet {
+		t.Fatal("time.now_ns policy considered deterministic")
+	}
+	e.SetResourcePolicy(ctx, ResourceAllowAll)
+	if !e.resDet {
+		t.Fatal("allow-all considered nondeterministic")
+	}
+}
