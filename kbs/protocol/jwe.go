@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"sync"
 
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
@@ -294,20 +295,106 @@ func (s *Sealer) Seal(plaintext []byte) (*Response, error) {
 // *ecdh.PrivateKey for ECDH-ES+A256KW, or an RSA crypto.Decrypter (such as
 // *rsa.PrivateKey) for RSA-OAEP-256 / RSA1_5. The AAD is the received
 // protected string. Failures wrap spec.ErrIntegrity or spec.ErrUnsupported.
+// A client opening several resources should keep one Opener instead.
 func Open(priv crypto.PrivateKey, r *Response) ([]byte, error) {
+	o, err := NewOpener(priv)
+	if err != nil {
+		return nil, err
+	}
+	return o.Open(r)
+}
+
+// Opener opens Responses sealed to one tee key; it is safe for concurrent
+// use. It remembers the key-encryption key derived for each ephemeral key
+// ("epk") it has seen (a few, most recent), so the responses of one broker
+// Sealer cost one ECDH in total rather than one each.
+type Opener struct {
+	ec  *ecdh.PrivateKey  // ECDH-ES+A256KW
+	dec crypto.Decrypter // RSA
+
+	mu   sync.Mutex
+	keks map[string]cipher.Block // by protected header
+	fifo []string
+}
+
+const openerCache = 16
+
+// NewOpener prepares opening with priv (see Open for the key types).
+func NewOpener(priv crypto.PrivateKey) (*Opener, error) {
+	o := &Opener{keks: map[string]cipher.Block{}}
+	switch k := priv.(type) {
+	case *ecdsa.PrivateKey:
+		ek, err := k.ECDH()
+		if err != nil {
+			return nil, fmt.Errorf("tee key: %v: %w", err, spec.ErrUnsupported)
+		}
+		o.ec = ek
+	case *ecdh.PrivateKey:
+		o.ec = k
+	case crypto.Decrypter:
+		if _, isRSA := k.Public().(*rsa.PublicKey); !isRSA {
+			return nil, fmt.Errorf("tee key %T: %w", priv, spec.ErrUnsupported)
+		}
+		o.dec = k
+	default:
+		return nil, fmt.Errorf("tee key %T: %w", priv, spec.ErrUnsupported)
+	}
+	return o, nil
+}
+
+func (o *Opener) kek(protected string, epk *jweEPK) (cipher.Block, error) {
+	o.mu.Lock()
+	kek, ok := o.keks[protected]
+	o.mu.Unlock()
+	if ok {
+		return kek, nil
+	}
+	if epk == nil || epk.Kty != "EC" {
+		return nil, fmt.Errorf("jwe epk missing: %w", spec.ErrIntegrity)
+	}
+	peer, err := ecdhPublic(epk.Crv, epk.X, epk.Y)
+	if err != nil {
+		return nil, err
+	}
+	if peer.Curve() != o.ec.Curve() {
+		return nil, fmt.Errorf("jwe epk curve %s differs from the tee key: %w", epk.Crv, spec.ErrNoKey)
+	}
+	z, err := o.ec.ECDH(peer)
+	if err != nil {
+		return nil, fmt.Errorf("ecdh: %v: %w", err, spec.ErrIntegrity)
+	}
+	kek, _ = aes.NewCipher(concatKEK(z))
+	clear(z)
+	o.mu.Lock()
+	if _, dup := o.keks[protected]; !dup {
+		if len(o.fifo) >= openerCache {
+			delete(o.keks, o.fifo[0])
+			o.fifo = o.fifo[1:]
+		}
+		o.keks[protected] = kek
+		o.fifo = append(o.fifo, protected)
+	}
+	o.mu.Unlock()
+	return kek, nil
+}
+
+type jweEPK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+}
+
+// Open decrypts r.
+func (o *Opener) Open(r *Response) ([]byte, error) {
 	hdrJSON, err := b64.DecodeString(r.Protected)
 	if err != nil {
 		return nil, fmt.Errorf("jwe protected header: %w", spec.ErrIntegrity)
 	}
 	var hdr struct {
-		Alg string `json:"alg"`
-		Enc string `json:"enc"`
-		Epk *struct {
-			Kty string `json:"kty"`
-			Crv string `json:"crv"`
-			X   string `json:"x"`
-			Y   string `json:"y"`
-		} `json:"epk"`
+		Alg string  `json:"alg"`
+		Enc string  `json:"enc"`
+		Epk *jweEPK `json:"epk"`
 	}
 	if err := json.Unmarshal(hdrJSON, &hdr); err != nil {
 		return nil, fmt.Errorf("jwe protected header: %v: %w", err, spec.ErrIntegrity)
@@ -325,47 +412,24 @@ func Open(priv crypto.PrivateKey, r *Response) ([]byte, error) {
 	var cek []byte
 	switch hdr.Alg {
 	case KeyAlgECDHESA256KW:
-		var ep *ecdh.PrivateKey
-		switch k := priv.(type) {
-		case *ecdsa.PrivateKey:
-			if ep, err = k.ECDH(); err != nil {
-				return nil, fmt.Errorf("tee key: %v: %w", err, spec.ErrUnsupported)
-			}
-		case *ecdh.PrivateKey:
-			ep = k
-		default:
-			return nil, fmt.Errorf("jwe alg %s needs an EC key, have %T: %w", hdr.Alg, priv, spec.ErrNoKey)
+		if o.ec == nil {
+			return nil, fmt.Errorf("jwe alg %s needs an EC tee key: %w", hdr.Alg, spec.ErrNoKey)
 		}
-		if hdr.Epk == nil || hdr.Epk.Kty != "EC" {
-			return nil, fmt.Errorf("jwe epk missing: %w", spec.ErrIntegrity)
-		}
-		peer, err := ecdhPublic(hdr.Epk.Crv, hdr.Epk.X, hdr.Epk.Y)
+		kek, err := o.kek(r.Protected, hdr.Epk)
 		if err != nil {
 			return nil, err
 		}
-		if peer.Curve() != ep.Curve() {
-			return nil, fmt.Errorf("jwe epk curve %s differs from the tee key: %w", hdr.Epk.Crv, spec.ErrNoKey)
-		}
-		z, err := ep.ECDH(peer)
-		if err != nil {
-			return nil, fmt.Errorf("ecdh: %v: %w", err, spec.ErrIntegrity)
-		}
-		block, _ := aes.NewCipher(concatKEK(z))
-		if cek, err = josecipher.KeyUnwrap(block, encKey); err != nil {
+		if cek, err = josecipher.KeyUnwrap(kek, encKey); err != nil {
 			return nil, fmt.Errorf("jwe key unwrap: %w", spec.ErrIntegrity)
 		}
 	case KeyAlgRSAOAEP256, KeyAlgRSA15:
-		d, ok := priv.(crypto.Decrypter)
-		if !ok {
-			return nil, fmt.Errorf("jwe alg %s needs an RSA key, have %T: %w", hdr.Alg, priv, spec.ErrNoKey)
-		}
-		if _, isRSA := d.Public().(*rsa.PublicKey); !isRSA {
-			return nil, fmt.Errorf("jwe alg %s needs an RSA key: %w", hdr.Alg, spec.ErrNoKey)
+		if o.dec == nil {
+			return nil, fmt.Errorf("jwe alg %s needs an RSA tee key: %w", hdr.Alg, spec.ErrNoKey)
 		}
 		if hdr.Alg == KeyAlgRSAOAEP256 {
-			cek, err = d.Decrypt(rand.Reader, encKey, &rsa.OAEPOptions{Hash: crypto.SHA256})
+			cek, err = o.dec.Decrypt(rand.Reader, encKey, &rsa.OAEPOptions{Hash: crypto.SHA256})
 		} else {
-			cek, err = d.Decrypt(rand.Reader, encKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: 32})
+			cek, err = o.dec.Decrypt(rand.Reader, encKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: 32})
 		}
 		if err != nil {
 			return nil, fmt.Errorf("jwe key decrypt: %w", spec.ErrIntegrity)
@@ -373,6 +437,7 @@ func Open(priv crypto.PrivateKey, r *Response) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("jwe alg %q: %w", hdr.Alg, spec.ErrUnsupported)
 	}
+	defer clear(cek)
 	if len(cek) != 32 {
 		return nil, fmt.Errorf("jwe content key length: %w", spec.ErrIntegrity)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -361,5 +362,46 @@ func TestSealerReuse(t *testing.T) {
 	r1.EncryptedKey = r2.EncryptedKey
 	if _, err := Open(priv, r1); !errors.Is(err, spec.ErrIntegrity) {
 		t.Fatalf("swapped key: got %v", err)
+	}
+}
+
+func TestOpener(t *testing.T) {
+	priv, pub, _ := GenerateTeeKey()
+	o, err := NewOpener(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Many sealers (more than the cache holds), several responses each, interleaved.
+	var sealers []*Sealer
+	for range openerCache + 4 {
+		s, _ := NewSealer(pub)
+		sealers = append(sealers, s)
+	}
+	for round := range 3 {
+		for i, s := range sealers {
+			want := fmt.Sprintf("r%d-s%d", round, i)
+			r, _ := s.Seal([]byte(want))
+			if got, err := o.Open(r); err != nil || string(got) != want {
+				t.Fatalf("Open: got %q, %v; want %q", got, err, want)
+			}
+		}
+	}
+	if len(o.keks) > openerCache {
+		t.Fatalf("cache grew to %d", len(o.keks))
+	}
+	// A forged response reusing a cached header still needs the right key wrap.
+	r, _ := sealers[len(sealers)-1].Seal([]byte("x"))
+	r.EncryptedKey = b64.EncodeToString(make([]byte, 40))
+	if _, err := o.Open(r); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("forged key: got %v", err)
+	}
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ro, _ := NewOpener(rsaKey)
+	r, _ = sealers[0].Seal([]byte("x"))
+	if _, err := ro.Open(r); !errors.Is(err, spec.ErrNoKey) {
+		t.Fatalf("rsa opener on ec response: got %v, want ErrNoKey", err)
+	}
+	if _, err := NewOpener("not a key"); !errors.Is(err, spec.ErrUnsupported) {
+		t.Fatalf("NewOpener(string): got %v", err)
 	}
 }

@@ -184,12 +184,14 @@ func BenchmarkHandshake(b *testing.B) {
 }
 
 // BenchmarkResourceGET: N concurrent guests, each with its own EAR token,
-// doing bearer-token GETs of a resource (sealed per request) and decrypting it.
+// doing bearer-token GETs of a resource (sealed per request under a fresh
+// content key) and decrypting it with a protocol.Opener.
 func BenchmarkResourceGET(b *testing.B) {
 	hs, tr := benchBroker(b)
 	guests := make([]*benchClient, *benchClients)
 	toks := make([]string, *benchClients)
-	privs := make([]any, *benchClients)
+	openers := make([]*protocol.Opener, *benchClients)
+	var err error
 	for i := range guests {
 		jar, _ := cookiejar.New(nil)
 		c := &benchClient{base: hs.URL, hc: &http.Client{Transport: tr, Jar: jar}}
@@ -208,14 +210,17 @@ func BenchmarkResourceGET(b *testing.B) {
 		}
 		// Bearer only: a fresh client without the session cookie.
 		guests[i] = &benchClient{base: hs.URL, hc: &http.Client{Transport: tr}}
-		toks[i], privs[i] = ar.Token, priv
+		toks[i] = ar.Token
+		if openers[i], err = protocol.NewOpener(priv); err != nil {
+			b.Fatal(err)
+		}
 	}
 	runConcurrent(b, "GETs", func(i int) error {
 		r, err := guests[i].getResource(toks[i])
 		if err != nil {
 			return err
 		}
-		pt, err := protocol.Open(privs[i], r)
+		pt, err := openers[i].Open(r)
 		if err != nil || !bytes.Equal(pt, secret) {
 			return err
 		}
