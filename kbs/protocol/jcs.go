@@ -223,17 +223,47 @@ func es6Number(lit string) (string, error) {
 // ReportDataDigest returns the SHA-384 digest a TEE must carry in its
 // report data: SHA-384 of the JCS canonical JSON of
 // {"tee-pubkey": pub, "nonce": nonce, "additional-evidence": additional}.
+// (The canonical text is written directly; reportDataJSON documents it.)
 func ReportDataDigest(nonce string, pub TeePubKey, additionalEvidence string) ([]byte, error) {
-	c, err := CanonicalizeValue(map[string]any{
-		"tee-pubkey":          pub,
-		"nonce":               nonce,
-		"additional-evidence": additionalEvidence,
-	})
-	if err != nil {
-		return nil, err
-	}
-	sum := sha512.Sum384(c)
+	sum := sha512.Sum384(reportDataJSON(nonce, pub, additionalEvidence))
 	return sum[:], nil
+}
+
+// reportDataJSON writes the canonical form of the report-data object: its
+// members and those of the tee-pubkey in sorted order, empty optional JWK
+// members left out as encoding/json's omitempty does. A test checks it
+// against Canonicalize.
+func reportDataJSON(nonce string, pub TeePubKey, additional string) []byte {
+	var b bytes.Buffer
+	b.Grow(256 + len(additional))
+	b.WriteString(`{"additional-evidence":`)
+	writeJCSString(&b, additional)
+	b.WriteString(`,"nonce":`)
+	writeJCSString(&b, nonce)
+	b.WriteString(`,"tee-pubkey":{`)
+	first := true
+	member := func(name, v string, always bool) {
+		if v == "" && !always {
+			return
+		}
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.WriteByte('"')
+		b.WriteString(name)
+		b.WriteString(`":`)
+		writeJCSString(&b, v)
+	}
+	member("alg", pub.Alg, false)
+	member("crv", pub.Crv, false)
+	member("e", pub.E, false)
+	member("kty", pub.Kty, true)
+	member("n", pub.N, false)
+	member("x", pub.X, false)
+	member("y", pub.Y, false)
+	b.WriteString("}}")
+	return b.Bytes()
 }
 
 // ReportData fits a digest into a report-data field of size bytes

@@ -309,7 +309,7 @@ func Open(priv crypto.PrivateKey, r *Response) ([]byte, error) {
 // ("epk") it has seen (a few, most recent), so the responses of one broker
 // Sealer cost one ECDH in total rather than one each.
 type Opener struct {
-	ec  *ecdh.PrivateKey  // ECDH-ES+A256KW
+	ec  *ecdh.PrivateKey // ECDH-ES+A256KW
 	dec crypto.Decrypter // RSA
 
 	mu   sync.Mutex

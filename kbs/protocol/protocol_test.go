@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -404,4 +405,44 @@ func TestOpener(t *testing.T) {
 	if _, err := NewOpener("not a key"); !errors.Is(err, spec.ErrUnsupported) {
 		t.Fatalf("NewOpener(string): got %v", err)
 	}
+}
+
+func TestReportDataJSONIsCanonical(t *testing.T) {
+	_, ec, _ := GenerateTeeKey()
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rpub, _ := PublicTeeKey(&rk.PublicKey)
+	for _, tt := range []struct {
+		nonce, add string
+		pub        TeePubKey
+	}{
+		{"bm9uY2U=", "", ec},
+		{"n\u00e9\"\\\x01", `{"gpu":["a",1]}`, rpub},
+		{"", "", TeePubKey{}},
+		{"x", "\u2028<>&", TeePubKey{Kty: "EC", X: "a"}},
+	} {
+		want, err := CanonicalizeValue(map[string]any{"tee-pubkey": tt.pub, "nonce": tt.nonce, "additional-evidence": tt.add})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reportDataJSON(tt.nonce, tt.pub, tt.add); string(got) != string(want) {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	}
+}
+
+func FuzzReportDataJSON(f *testing.F) {
+	f.Add("nonce", "", "EC", "P-256", "x", "y")
+	f.Fuzz(func(t *testing.T, nonce, add, kty, crv, x, y string) {
+		pub := TeePubKey{Kty: kty, Crv: crv, X: x, Y: y, Alg: add}
+		want, err := CanonicalizeValue(map[string]any{"tee-pubkey": pub, "nonce": nonce, "additional-evidence": add})
+		if err != nil {
+			return // invalid UTF-8 is replaced by encoding/json; not comparable
+		}
+		if !utf8.ValidString(nonce+add+kty+crv+x+y) {
+			return
+		}
+		if got := reportDataJSON(nonce, pub, add); string(got) != string(want) {
+			t.Fatalf("got  %s\nwant %s", got, want)
+		}
+	})
 }
