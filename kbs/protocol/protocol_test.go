@@ -438,7 +438,7 @@ func FuzzReportDataJSON(f *testing.F) {
 		if err != nil {
 			return // invalid UTF-8 is replaced by encoding/json; not comparable
 		}
-		if !utf8.ValidString(nonce+add+kty+crv+x+y) {
+		if !utf8.ValidString(nonce + add + kty + crv + x + y) {
 			return
 		}
 		if got := reportDataJSON(nonce, pub, add); string(got) != string(want) {
