@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -58,12 +59,17 @@ func (v Verifiers) Verify(ctx context.Context, ev Evidence) (Claims, error) {
 // hardware root of trust: {"svn":"1","report_data":"<std base64>"}. The
 // report data must equal the expected digest (48 bytes) or its 64-byte
 // zero-padded form. It vouches for fixed claims like the reference:
-// launch_digest "abcde", platform_version 1.4, debug false.
+// launch_digest "abcde", platform_version 1.4, debug false. Evidence may
+// also carry "init_data" (std base64 of the initdata digest, see
+// InitDataDigest); when it does, the request's init-data must hash to it,
+// and the claim "init_data" (hex) is emitted. Init-data the evidence does
+// not bind yields no claim.
 type Sample struct{}
 
 type sampleEvidence struct {
 	SVN        string `json:"svn"`
 	ReportData string `json:"report_data"`
+	InitData   string `json:"init_data,omitempty"`
 }
 
 // Verify implements Verifier.
@@ -86,13 +92,34 @@ func (Sample) Verify(_ context.Context, ev Evidence) (Claims, error) {
 	if subtle.ConstantTimeCompare(rd, want) != 1 {
 		return nil, fmt.Errorf("sample evidence report_data does not bind this nonce and tee key: %w", spec.ErrIntegrity)
 	}
-	return Claims{
+	c := Claims{
 		"svn":              se.SVN,
 		"report_data":      se.ReportData,
 		"launch_digest":    "abcde",
 		"platform_version": map[string]any{"major": 1, "minor": 4},
 		"debug":            false,
-	}, nil
+	}
+	if se.InitData != "" {
+		bound, err := base64.StdEncoding.DecodeString(se.InitData)
+		if err != nil {
+			return nil, fmt.Errorf("sample evidence init_data: not base64: %w", spec.ErrIntegrity)
+		}
+		if ev.InitData == nil {
+			return nil, fmt.Errorf("sample evidence binds init-data but the request carries none: %w", spec.ErrIntegrity)
+		}
+		want, err := InitDataDigest(ev.InitData)
+		if err != nil {
+			return nil, err
+		}
+		if len(bound) > len(want) {
+			want = protocol.ReportData(want, len(bound))
+		}
+		if subtle.ConstantTimeCompare(bound, want) != 1 {
+			return nil, fmt.Errorf("sample evidence init_data does not match the request's init-data: %w", spec.ErrIntegrity)
+		}
+		c["init_data"] = hex.EncodeToString(want)
+	}
+	return c, nil
 }
 
 // SampleEvidence builds sample-TEE evidence carrying digest as report data,

@@ -3,6 +3,9 @@ package attest
 import (
 	"context"
 	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -51,4 +54,38 @@ func FuzzSampleVerify(f *testing.F) {
 			t.Fatal("accepted evidence without report_data")
 		}
 	})
+}
+
+func TestSampleInitData(t *testing.T) {
+	ctx := context.Background()
+	d := sha512.Sum384([]byte("bound"))
+	body := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"x\"\n"
+	id := &protocol.InitData{Format: "toml", Body: body}
+	digest, err := InitDataDigest(id)
+	if err != nil || len(digest) != 32 {
+		t.Fatalf("InitDataDigest: %x %v", digest, err)
+	}
+	ev := func(initData []byte) []byte {
+		raw, _ := json.Marshal(sampleEvidence{SVN: "1", ReportData: base64.StdEncoding.EncodeToString(d[:]), InitData: base64.StdEncoding.EncodeToString(initData)})
+		return raw
+	}
+	c, err := Sample{}.Verify(ctx, Evidence{Tee: "sample", Primary: ev(digest), ReportData: d[:], InitData: id})
+	if err != nil || c["init_data"] != hex.EncodeToString(digest) {
+		t.Fatalf("bound init-data: %v %v", c, err)
+	}
+	if _, err := (Sample{}).Verify(ctx, Evidence{Tee: "sample", Primary: ev(make([]byte, 32)), ReportData: d[:], InitData: id}); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("other init-data: got %v", err)
+	}
+	if _, err := (Sample{}).Verify(ctx, Evidence{Tee: "sample", Primary: ev(digest), ReportData: d[:]}); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("missing init-data: got %v", err)
+	}
+	c, _ = Sample{}.Verify(ctx, Evidence{Tee: "sample", Primary: SampleEvidence("1", d[:]), ReportData: d[:], InitData: id})
+	if _, ok := c["init_data"]; ok {
+		t.Fatal("unbound init-data claimed")
+	}
+	for _, bad := range []protocol.InitData{{Format: "json", Body: "{}"}, {Format: "toml", Body: "algorithm = \"md5\""}, {Format: "toml", Body: "= ="}} {
+		if _, err := InitDataDigest(&bad); !errors.Is(err, spec.ErrUnsupported) {
+			t.Errorf("%+v: got %v", bad, err)
+		}
+	}
 }

@@ -117,9 +117,10 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	}
 	status := tv.Status()
 	now := s.o.now()
+	initData, _ := claims["init_data"].(string) // only when the evidence binds it
 	sub := token.Submod{
 		Status: status, TrustVector: tv, PolicyID: policyID,
-		AnnotatedEvidence: token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, ""),
+		AnnotatedEvidence: token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, initData),
 	}
 	tok, v, err := s.o.signer.IssueVerified(now, sub)
 	if err != nil {
