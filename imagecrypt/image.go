@@ -277,8 +277,7 @@ func (s *session) image(ctx context.Context, img v1.Image) (v1.Image, int, error
 	if out.raw, err = spliceTopLevel(raw, "layers", joinArray(items)); err != nil {
 		return nil, 0, err
 	}
-	res, err := partial.CompressedToImage(out)
-	return res, changed, err
+	return out, changed, nil
 }
 
 // dockerToOCI rewrites a Docker schema 2 manifest as an OCI manifest: the
@@ -302,7 +301,9 @@ func dockerToOCI(m *v1.Manifest) ([]byte, error) {
 	return json.Marshal(n)
 }
 
-// image is a manifest coffer rewrote, over the image it came from.
+// image is a manifest coffer rewrote, over the image it came from. It
+// implements v1.Image itself (rather than through partial) so that its
+// staged layers reach writers unwrapped, BlobFile included.
 type image struct {
 	base   v1.Image
 	raw    []byte
@@ -311,14 +312,58 @@ type image struct {
 	layers map[v1.Hash]v1.Layer
 }
 
+var _ v1.Image = (*image)(nil)
+
 func (i *image) RawManifest() ([]byte, error)        { return i.raw, nil }
 func (i *image) RawConfigFile() ([]byte, error)      { return i.cfg, nil }
 func (i *image) MediaType() (types.MediaType, error) { return i.mt, nil }
-func (i *image) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+func (i *image) Size() (int64, error)                { return int64(len(i.raw)), nil }
+func (i *image) Digest() (v1.Hash, error)            { return sha256Hash(i.raw), nil }
+func (i *image) ConfigName() (v1.Hash, error)        { return sha256Hash(i.cfg), nil }
+func (i *image) Manifest() (*v1.Manifest, error)     { return v1.ParseManifest(bytes.NewReader(i.raw)) }
+func (i *image) ConfigFile() (*v1.ConfigFile, error) {
+	return v1.ParseConfigFile(bytes.NewReader(i.cfg))
+}
+
+func (i *image) Layers() ([]v1.Layer, error) {
+	m, err := i.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	ls := make([]v1.Layer, len(m.Layers))
+	for j, d := range m.Layers {
+		if ls[j], err = i.LayerByDigest(d.Digest); err != nil {
+			return nil, err
+		}
+	}
+	return ls, nil
+}
+
+func (i *image) LayerByDigest(h v1.Hash) (v1.Layer, error) {
 	if l, ok := i.layers[h]; ok {
 		return l, nil
 	}
+	if h == sha256Hash(i.cfg) {
+		return partial.ConfigLayer(i)
+	}
 	return i.base.LayerByDigest(h)
+}
+
+func (i *image) LayerByDiffID(h v1.Hash) (v1.Layer, error) {
+	cfg, err := i.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	m, err := i.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	for j, d := range cfg.RootFS.DiffIDs {
+		if d == h && j < len(m.Layers) {
+			return i.LayerByDigest(m.Layers[j].Digest)
+		}
+	}
+	return nil, fmt.Errorf("no layer with diff_id %s: %w", h, spec.ErrNotFound)
 }
 
 // index is an index coffer rewrote.
