@@ -16,6 +16,7 @@ import (
 // admin authenticates an admin call and runs next, or answers 401.
 func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func()) {
 	if s.o.insecureAdmin {
+		s.o.logger.Warn("kbs admin call NOT authenticated (insecure admin mode)", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
 		next()
 		return
 	}

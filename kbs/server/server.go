@@ -43,21 +43,19 @@ const (
 )
 
 type options struct {
-	store            store.Store
-	verifiers        attest.Verifiers
-	engine           *policy.Engine
-	signer           *token.Signer
-	adminKeys        []ed25519.PublicKey
-	adminRole        string
-	insecureAdmin    bool
-	sessionTTL       time.Duration
-	maxBody          int64
-	maxResource      int64
-	maxSessions      int
-	logger           *slog.Logger
-	now              func() time.Time
-	metricsRegistry  *prometheus.Registry
-	trustedLoopbacks bool
+	store         store.Store
+	verifiers     attest.Verifiers
+	engine        *policy.Engine
+	signer        *token.Signer
+	adminKeys     []ed25519.PublicKey
+	adminRole     string
+	insecureAdmin bool
+	sessionTTL    time.Duration
+	maxBody       int64
+	maxResource   int64
+	maxSessions   int
+	logger        *slog.Logger
+	now           func() time.Time
 }
 
 // Option configures New.
@@ -206,7 +204,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 	s := &Server{
 		o:        o,
 		sessions: newSessionTable(o.maxSessions),
-		tokens:   newTokenCache(100_000),
+		tokens:   newTokenCache(50_000),
 		m:        newMetrics(),
 	}
 	s.handler = s.routes()
