@@ -3,11 +3,18 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -683,4 +690,36 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-var _ = errors.Is
+
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kbs"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	p8, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile := writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	keyFile := writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8})))
+	c := server.DefaultConfig()
+	c.Listen, c.Store, c.TLSCert, c.TLSKey, c.ResourcePolicyFile = "127.0.0.1:0", "memory", certFile, keyFile, writeFile(t, dir, "p.rego", policy.ResourceAllowAll)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc := make(chan string, 1)
+	go func() {
+		_ = server.Serve(ctx, c, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
+	}()
+	addr := <-addrc
+	pool := x509.NewCertPool()
+	cert, _ := x509.ParseCertificate(der)
+	pool.AddCert(cert)
+	cl := newRCAR(t, "https://"+addr)
+	cl.hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	_, r := cl.auth(protocol.TeeSample)
+	if r.code != http.StatusOK || !strings.Contains(r.hdr.Get("Set-Cookie"), "Secure") {
+		t.Fatalf("auth over TLS: %d %q", r.code, r.hdr.Get("Set-Cookie"))
+	}
+	c.TLSKey = ""
+	if err := server.Serve(ctx, c, slog.New(slog.DiscardHandler), nil); err == nil {
+		t.Fatal("tls_cert without tls_key accepted")
+	}
+}
