@@ -690,7 +690,6 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-
 func TestServeTLS(t *testing.T) {
 	dir := t.TempDir()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
