@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -187,7 +189,7 @@ func largestLayerBlob(t *testing.T, r, dir string) string {
 
 func TestRegistryRoundTrip(t *testing.T) {
 	k := newKeys(t)
-	srv := httptest.NewServer(registry.New())
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	src := writeLayout(t, ociImage(t, 2), "v1")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -144,7 +145,7 @@ func TestEncryptDecryptRoundTrip(t *testing.T) {
 		t.Errorf("config changed: %s != %s", m.Config.Digest, orig.Config.Digest)
 	}
 	// Materialize through a real registry so nothing depends on in-memory state.
-	srv := httptest.NewServer(registry.New())
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	ref, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://") + "/app:enc")
 	if err := remote.Write(ref, enc.Image); err != nil {

@@ -1,0 +1,150 @@
+// Package pull fetches an image, unwraps its layer keys (local keys first,
+// then the key broker through attestation), decrypts and verifies every
+// layer, and unpacks the result into a root file system.
+package pull
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/spec"
+	"github.com/coffer-dev/coffer/transport"
+	"github.com/coffer-dev/coffer/unpack"
+)
+
+// Option configures Pull.
+type Option func(*options) error
+
+type options struct {
+	keys      []keywrap.Unwrapper
+	platform  v1.Platform
+	transport []transport.Option
+	log       *slog.Logger
+	jobs      int
+}
+
+// WithKeys adds unwrappers, tried in order. Put local keys first and the
+// broker-backed attestation-agent unwrapper last, so attestation happens
+// only when a layer needs it.
+func WithKeys(u ...keywrap.Unwrapper) Option {
+	return func(o *options) error { o.keys = append(o.keys, u...); return nil }
+}
+
+// WithPlatform picks the manifest of an index. Default: this machine's
+// linux/GOARCH.
+func WithPlatform(p v1.Platform) Option {
+	return func(o *options) error { o.platform = p; return nil }
+}
+
+// WithTransport passes registry options through.
+func WithTransport(t ...transport.Option) Option {
+	return func(o *options) error { o.transport = append(o.transport, t...); return nil }
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error { o.log = l; return nil }
+}
+
+// WithJobs sets how many layers download and decrypt at once. Default 2.
+func WithJobs(n int) Option {
+	return func(o *options) error { o.jobs = n; return nil }
+}
+
+// Pull writes the image at ref as a root file system at rootfs (which must
+// not exist) and its config as rootfs + ".config.json". On any failure
+// neither is left behind.
+func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...Option) error {
+	o := &options{platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, log: slog.New(slog.DiscardHandler), jobs: 2}
+	for _, f := range opts {
+		if err := f(o); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Lstat(rootfs); err == nil {
+		return fmt.Errorf("rootfs %s already exists: choose a new directory", rootfs)
+	}
+	parent := filepath.Dir(filepath.Clean(rootfs))
+	stage, err := os.MkdirTemp(parent, ".coffer-pull-")
+	if err != nil {
+		return fmt.Errorf("creating staging directory: %w", err)
+	}
+	defer os.RemoveAll(stage)
+
+	a, closeSrc, err := transport.Read(ctx, ref, o.transport...)
+	if err != nil {
+		return err
+	}
+	defer closeSrc()
+	img, err := pickImage(a, o.platform)
+	if err != nil {
+		return err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("reading image config: %w", err)
+	}
+	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img},
+		imagecrypt.WithKeys(o.keys...), imagecrypt.WithTempDir(stage), imagecrypt.WithJobs(o.jobs), imagecrypt.WithLogger(o.log))
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	m, err := res.Image.Manifest()
+	if err != nil {
+		return err
+	}
+	layers := make([]unpack.Layer, len(m.Layers))
+	for i, d := range m.Layers {
+		if spec.IsEncrypted(string(d.MediaType)) {
+			return fmt.Errorf("layer %d is still encrypted: %w", i, spec.ErrNoKey)
+		}
+		l, err := res.Image.LayerByDigest(d.Digest)
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		ul := unpack.Layer{MediaType: string(d.MediaType), Open: l.Compressed}
+		if i < len(cfg.RootFS.DiffIDs) {
+			ul.DiffID = cfg.RootFS.DiffIDs[i]
+		}
+		layers[i] = ul
+	}
+	o.log.Info("unpacking", "layers", len(layers), "rootfs", rootfs)
+	if err := unpack.Apply(ctx, rootfs, layers); err != nil {
+		return err
+	}
+	if err := unpack.WriteConfig(rootfs+".config.json", cfg); err != nil {
+		os.RemoveAll(rootfs)
+		return err
+	}
+	return nil
+}
+
+func pickImage(a transport.Artifact, want v1.Platform) (v1.Image, error) {
+	if a.Image != nil {
+		return a.Image, nil
+	}
+	im, err := a.Index.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("parsing index: %w", err)
+	}
+	var seen []string
+	for _, d := range im.Manifests {
+		if !d.MediaType.IsImage() || d.Platform == nil {
+			continue
+		}
+		seen = append(seen, d.Platform.String())
+		if d.Platform.Satisfies(want) {
+			return a.Index.Image(d.Digest)
+		}
+	}
+	return nil, fmt.Errorf("no manifest for platform %s in the index (it has %v): %w", want.String(), seen, spec.ErrNotFound)
+}
