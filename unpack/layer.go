@@ -99,7 +99,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		return a.whiteout(dir, base)
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		a.o.log.Debug("skipping tar entry of unhandled type", "name", hdr.Name, "type", string(hdr.Typeflag))
 		return nil
@@ -118,7 +118,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		err = a.mkdir(p, hdr)
-	case tar.TypeReg:
+	case tar.TypeReg, tar.TypeGNUSparse:
 		err = a.regular(p, hdr, tr)
 	case tar.TypeSymlink:
 		err = a.create(p, func() error { return a.root.Symlink(hdr.Linkname, p) })
@@ -391,7 +391,7 @@ func (a *applier) regular(p string, hdr *tar.Header, tr *tar.Reader) error {
 }
 
 func (a *applier) fill(f *os.File, hdr *tar.Header, tr *tar.Reader) error {
-	if err := a.copy(f, tr); err != nil {
+	if err := a.copy(f, tr, isSparse(hdr)); err != nil {
 		return err
 	}
 	if a.o.sameOwner {
@@ -408,9 +408,31 @@ func (a *applier) fill(f *os.File, hdr *tar.Header, tr *tar.Reader) error {
 	return futimes(f, atime, mtime)
 }
 
+// isSparse reports whether hdr is a GNU sparse file (old GNU or PAX form),
+// whose holes archive/tar expands into zeros.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
 // copy streams the entry's contents with a large buffer (one write per
-// MiB), checking ctx between chunks.
-func (a *applier) copy(f *os.File, r io.Reader) error {
+// MiB), checking ctx between chunks. For sparse entries, all-zero chunks
+// are skipped with a seek, so holes stay holes on disk (a tiny layer can
+// declare a huge sparse file; ctx still bounds the time spent).
+func (a *applier) copy(f *os.File, r io.Reader, sparse bool) error {
+	var size int64
+	defer func() {
+		if sparse {
+			_ = f.Truncate(size)
+		}
+	}()
 	for {
 		if err := a.ctx.Err(); err != nil {
 			return err
@@ -422,11 +444,16 @@ func (a *applier) copy(f *os.File, r io.Reader) error {
 			m, err = r.Read(a.buf[n:])
 			n += m
 		}
-		if n > 0 {
+		if sparse && n > 0 && allZero(a.buf[:n]) {
+			if _, serr := f.Seek(int64(n), io.SeekCurrent); serr != nil {
+				return serr
+			}
+		} else if n > 0 {
 			if _, werr := f.Write(a.buf[:n]); werr != nil {
 				return werr
 			}
 		}
+		size += int64(n)
 		if err == io.EOF {
 			return nil
 		}
@@ -536,4 +563,19 @@ func (a *applier) xattrsPath(p string, hdr *tar.Header) {
 	}
 	defer f.Close()
 	a.xattrsFile(f, hdr)
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
