@@ -81,7 +81,7 @@ func newKBSServeCmd() *cobra.Command {
 				"session-ttl": func() { cfg.SessionTTL = fc.SessionTTL }, "resource-policy-file": func() { cfg.ResourcePolicyFile = fc.ResourcePolicyFile },
 				"attestation-policy-file": func() { cfg.AttestationPolicyFile = fc.AttestationPolicyFile },
 				"max-body-bytes":          func() { cfg.MaxBodyBytes = fc.MaxBodyBytes }, "max-resource-bytes": func() { cfg.MaxResourceBytes = fc.MaxResourceBytes },
-				"shutdown-timeout": func() { cfg.ShutdownTimeout = fc.ShutdownTimeout },
+				"shutdown-timeout": func() { cfg.ShutdownTimeout = fc.ShutdownTimeout }, "state-dir": func() { cfg.StateDir = fc.StateDir },
 			}
 			cmd.Flags().Visit(func(f *pflag.Flag) {
 				if apply, ok := set[f.Name]; ok {
@@ -110,6 +110,7 @@ func newKBSServeCmd() *cobra.Command {
 	f.Int64Var(&fc.MaxBodyBytes, "max-body-bytes", fc.MaxBodyBytes, "largest JSON request body")
 	f.Int64Var(&fc.MaxResourceBytes, "max-resource-bytes", fc.MaxResourceBytes, "largest uploaded resource")
 	f.DurationVar(&fc.ShutdownTimeout, "shutdown-timeout", fc.ShutdownTimeout, "grace period for in-flight requests on shutdown")
+	f.StringVar(&fc.StateDir, "state-dir", "", "keep admin-set policies and reference values here across restarts (default: memory only)")
 	return cmd
 }
 

@@ -125,6 +125,7 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 		writeError(w, http.StatusBadRequest, protocol.ErrPolicyEngine, "resource policy rejected, previous policy kept: "+err.Error())
 		return
 	}
+	s.saveState(stateResourcePolicy, src)
 	s.o.logger.Info("kbs admin: resource policy set", "bytes", len(src))
 	w.WriteHeader(http.StatusOK)
 }
@@ -151,7 +152,10 @@ func (s *Server) handleSetAttestationPolicy(w http.ResponseWriter, r *http.Reque
 		writeError(w, http.StatusBadRequest, protocol.ErrPolicyEngine, "attestation policy rejected, previous policy kept: "+err.Error())
 		return
 	}
-	s.o.logger.Info("kbs admin: attestation policy set", "id", req.PolicyID, "bytes", len(src))
+	id, _ := s.o.engine.AttestationPolicy()
+	st, _ := json.Marshal(attestationPolicyState{ID: id, Policy: string(src)})
+	s.saveState(stateAttestationPolicy, st)
+	s.o.logger.Info("kbs admin: attestation policy set", "id", id, "bytes", len(src))
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -171,6 +175,7 @@ func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request)
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "reference value rejected: "+err.Error())
 		return
 	}
+	s.saveReferenceValues()
 	s.o.logger.Info("kbs admin: reference values set")
 	w.WriteHeader(http.StatusOK)
 }

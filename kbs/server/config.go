@@ -39,6 +39,7 @@ type Config struct {
 	MaxBodyBytes          int64         `toml:"max_body_bytes"`          // default DefaultMaxBodyBytes
 	MaxResourceBytes      int64         `toml:"max_resource_bytes"`      // default DefaultMaxResourceBytes
 	ShutdownTimeout       time.Duration `toml:"shutdown_timeout"`        // default 10s
+	StateDir              string        `toml:"state_dir"`               // admin-set policies and reference values; "" = memory only
 }
 
 // DefaultConfig returns the defaults.
@@ -131,7 +132,7 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 		}
 	}
 	opts = append(opts, WithAdminKeys(keys...), WithAdminRole(c.AdminRole), WithInsecureAdmin(c.InsecureAdmin),
-		WithSigner(signer), WithPolicy(engine), WithLogger(logger))
+		WithSigner(signer), WithPolicy(engine), WithLogger(logger), WithStateDir(c.StateDir))
 	if c.SessionTTL > 0 {
 		opts = append(opts, WithSessionTTL(c.SessionTTL))
 	}

@@ -56,6 +56,7 @@ type options struct {
 	maxSessions   int
 	logger        *slog.Logger
 	now           func() time.Time
+	stateDir      string
 }
 
 // Option configures New.
@@ -206,6 +207,9 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		sessions: newSessionTable(o.maxSessions),
 		tokens:   newTokenCache(50_000),
 		m:        newMetrics(),
+	}
+	if err := s.loadState(ctx); err != nil {
+		return nil, err
 	}
 	s.handler = s.routes()
 	return s, nil

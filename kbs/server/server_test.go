@@ -722,3 +722,36 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal("tls_cert without tls_key accepted")
 	}
 }
+
+func TestStateSurvivesRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	b := kbstest.New(t, server.WithStateDir(dir))
+	c := newRCAR(t, b.URL)
+	admin := map[string]string{"Authorization": "Bearer " + b.AdminToken()}
+	enc := base64.RawURLEncoding.EncodeToString
+	body, _ := json.Marshal(map[string]string{"policy": enc([]byte(policy.ResourceAllowAll))})
+	if r := c.do(http.MethodPost, protocol.PathResourcePolicy, body, admin); r.code != http.StatusOK {
+		t.Fatal(r.code)
+	}
+	body, _ = json.Marshal(map[string]string{"type": "rego", "policy_id": "mine", "policy": enc([]byte("package policy\n\nhardware := 40\n"))})
+	if r := c.do(http.MethodPost, protocol.PathAttestationPolicy, body, admin); r.code != http.StatusOK {
+		t.Fatal(r.code)
+	}
+	if r := c.do(http.MethodPost, protocol.PathReferenceValue, policy.NewRVPSMessage("svn", []string{"3"}), admin); r.code != http.StatusOK {
+		t.Fatal(r.code)
+	}
+	st, err := os.Stat(filepath.Join(dir, "resource-policy.rego"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v", st, err)
+	}
+	again := kbstest.New(t, server.WithStateDir(dir))
+	e := again.Server.Policy()
+	if id, _ := e.AttestationPolicy(); e.ResourcePolicy() != policy.ResourceAllowAll || id != "mine" || fmt.Sprint(e.ReferenceValues()["svn"]) != "[3]" {
+		t.Fatalf("restored state: policy %q, attestation %s, refs %v", e.ResourcePolicy(), id, e.ReferenceValues())
+	}
+	// A corrupt state file stops the broker from starting rather than running with defaults.
+	_ = os.WriteFile(filepath.Join(dir, "resource-policy.rego"), []byte("package policy\nallow if {"), 0o600)
+	if _, err := server.New(context.Background(), server.WithStateDir(dir), server.WithLogger(slog.New(slog.DiscardHandler))); err == nil {
+		t.Fatal("corrupt saved policy accepted")
+	}
+}
