@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
@@ -170,5 +173,67 @@ func TestKBSServeBadConfig(t *testing.T) {
 	}
 	if _, err := runCoffer(t, "", "kbs", "serve", "--store", "tape", "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "tape") {
 		t.Fatalf("bad store flag: got %v", err)
+	}
+}
+
+func TestKBSServeSeedWorkflow(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	keyFile := filepath.Join(dir, "admin.key")
+	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", keyFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "kbs.toml")
+	_ = os.WriteFile(cfg, []byte("listen = \"127.0.0.1:1\"\nsession_ttl = \"1m\"\n"), 0o600)
+	repo := filepath.Join(dir, "repo")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := NewRoot()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"kbs", "serve", "--config", cfg, "--listen", addr, "--repository", repo, "--admin-public-key", keyFile + ".pub"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	url := "http://" + addr
+	for i := 0; ; i++ {
+		if resp, err := http.Get(url + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatal("broker did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	kek := filepath.Join(dir, "kek")
+	_ = os.WriteFile(kek, []byte("0123456789abcdef0123456789abcdef"), 0o600)
+	admin := []string{"--url", url, "--admin-key", keyFile}
+	if _, err := runCoffer(t, "", append([]string{"kbs", "set-resource", "--path", "default/image_key/nginx", "--resource-file", kek}, admin...)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCoffer(t, "", append([]string{"kbs", "set-resource-policy", "--allow-all"}, admin...)...); err != nil {
+		t.Fatal(err)
+	}
+	if code, got := sampleGet(t, url, "default/image_key/nginx"); code != http.StatusOK || string(got) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("get-resource: %d %q", code, got)
+	}
+	// The fs repository layout holds the key.
+	if b, err := os.ReadFile(filepath.Join(repo, "default", "image_key", "nginx")); err != nil || len(b) != 32 {
+		t.Fatalf("repository file: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not shut down")
 	}
 }
