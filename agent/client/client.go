@@ -1,0 +1,346 @@
+// Package client is the guest side of the KBS protocol (RCAR 0.4.0): it
+// attests to a key broker with an Attester and fetches resources sealed to
+// its tee key. One Client caches its token until expiry and runs at most one
+// attestation at a time, so a pull attests once however many layers it has.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Option configures New.
+type Option func(*options) error
+
+type options struct {
+	attester evidence.Attester
+	keyType  string
+	hc       *http.Client
+	log      *slog.Logger
+}
+
+// WithAttester sets the evidence source. Default: evidence.Detect().
+func WithAttester(a evidence.Attester) Option {
+	return func(o *options) error { o.attester = a; return nil }
+}
+
+// WithTeeKeyType chooses the tee key: "ec" (P-256, default) or "rsa" (2048).
+func WithTeeKeyType(t string) Option {
+	return func(o *options) error {
+		if t != "ec" && t != "rsa" {
+			return fmt.Errorf("tee key type %q: want ec or rsa", t)
+		}
+		o.keyType = t
+		return nil
+	}
+}
+
+// WithHTTPClient sets the HTTP client (its Jar is replaced). Default: a
+// client with a 30 s timeout.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(o *options) error { o.hc = hc; return nil }
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option { return func(o *options) error { o.log = l; return nil } }
+
+// Client talks to one broker.
+type Client struct {
+	base     string
+	att      evidence.Attester
+	hc       *http.Client
+	log      *slog.Logger
+	priv     crypto.PrivateKey
+	pub      protocol.TeePubKey
+	opener   *protocol.Opener
+	mu       sync.Mutex // serializes attestation
+	token    string
+	tokenExp time.Time
+	attested int
+}
+
+// New returns a client for the broker at baseURL (http://host:port).
+func New(baseURL string, opts ...Option) (*Client, error) {
+	o := &options{keyType: "ec", log: slog.New(slog.DiscardHandler)}
+	for _, f := range opts {
+		if err := f(o); err != nil {
+			return nil, err
+		}
+	}
+	if o.attester == nil {
+		o.attester = evidence.Detect()
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if o.hc != nil {
+		c := *o.hc
+		hc = &c
+	}
+	jar, _ := cookiejar.New(nil)
+	hc.Jar = jar
+	c := &Client{base: strings.TrimRight(baseURL, "/"), att: o.attester, hc: hc, log: o.log}
+	var err error
+	switch o.keyType {
+	case "rsa":
+		k, gerr := rsa.GenerateKey(rand.Reader, 2048)
+		if gerr != nil {
+			return nil, gerr
+		}
+		c.priv = k
+		c.pub, err = protocol.PublicTeeKey(&k.PublicKey)
+	default:
+		c.priv, c.pub, err = protocol.GenerateTeeKey()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.opener, err = protocol.NewOpener(c.priv); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Attestations reports how many attestations this client performed.
+func (c *Client) Attestations() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.attested
+}
+
+// Token returns a valid attestation token, attesting if none is cached.
+func (c *Client) Token(ctx context.Context) (string, error) {
+	return c.tokenFor(ctx, "")
+}
+
+// Attest runs a fresh auth/attest handshake and returns the EAR token.
+func (c *Client) Attest(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.attestLocked(ctx)
+}
+
+// tokenFor returns the cached token unless it equals stale (rejected by the
+// broker) or is about to expire; then it attests once.
+func (c *Client) tokenFor(ctx context.Context, stale string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token != "" && c.token != stale && time.Until(c.tokenExp) > 10*time.Second {
+		return c.token, nil
+	}
+	return c.attestLocked(ctx)
+}
+
+func (c *Client) attestLocked(ctx context.Context) (string, error) {
+	var ch protocol.Challenge
+	req := protocol.Request{Version: protocol.Version, Tee: protocol.Tee(c.att.Tee()), ExtraParams: json.RawMessage(`""`)}
+	if err := c.post(ctx, protocol.PathAuth, req, &ch); err != nil {
+		return "", fmt.Errorf("kbs auth: %w", err)
+	}
+	digest, err := protocol.ReportDataDigest(ch.Nonce, c.pub, "")
+	if err != nil {
+		return "", err
+	}
+	ev, err := c.att.Evidence(ctx, digest)
+	if err != nil {
+		return "", err
+	}
+	att := protocol.Attestation{
+		RuntimeData: protocol.RuntimeData{Nonce: ch.Nonce, TeePubKey: c.pub},
+		TeeEvidence: protocol.CompositeEvidence{PrimaryEvidence: ev},
+	}
+	var resp protocol.AttestResponse
+	if err := c.post(ctx, protocol.PathAttest, att, &resp); err != nil {
+		return "", fmt.Errorf("kbs attestation (tee %s): %w", c.att.Tee(), err)
+	}
+	c.token, c.tokenExp = resp.Token, tokenExpiry(resp.Token)
+	c.attested++
+	c.log.Info("attested to key broker", "kbs", c.base, "tee", c.att.Tee())
+	return c.token, nil
+}
+
+// GetResource fetches repo/typ/tag. It attests when needed, and re-attests
+// once when the broker answers 401 to a cached token.
+func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
+	p := protocol.ResourcePath{Repo: repo, Type: typ, Tag: tag}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	tok, err := c.tokenFor(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.getResource(ctx, p, tok)
+	var he *httpError
+	if errors.As(err, &he) && he.status == http.StatusUnauthorized && retryable(he.info) {
+		c.log.Info("broker refused the cached token; attesting again", "resource", p.String())
+		if tok, err = c.tokenFor(ctx, tok); err != nil {
+			return nil, err
+		}
+		out, err = c.getResource(ctx, p, tok)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kbs resource %s: %w", p, err)
+	}
+	return out, nil
+}
+
+// retryable: only token/session problems are worth a new attestation; a
+// policy denial or a missing resource would come back the same.
+func retryable(e protocol.ErrorInfo) bool {
+	switch e.Variant() {
+	case protocol.ErrPolicyDeny, protocol.ErrResourceNotFound, protocol.ErrInvalidPath:
+		return false
+	}
+	return true
+}
+
+func (c *Client) getResource(ctx context.Context, p protocol.ResourcePath, tok string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+protocol.PathResource+p.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	body, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	var r protocol.Response
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("broker response is not a JWE: %w", spec.ErrIntegrity)
+	}
+	return c.opener.Open(&r)
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", protocol.ContentTypeJSON)
+	body, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("malformed broker response: %v", err)
+	}
+	return nil
+}
+
+// httpError is a non-200 broker answer.
+type httpError struct {
+	status int
+	info   protocol.ErrorInfo
+}
+
+func (e *httpError) Error() string {
+	d := e.info.Detail
+	if d == "" {
+		d = http.StatusText(e.status)
+	}
+	if v := e.info.Variant(); v != "" {
+		return fmt.Sprintf("broker said %s (HTTP %d): %s", v, e.status, d)
+	}
+	return fmt.Sprintf("broker said HTTP %d: %s", e.status, d)
+}
+
+// Is maps the broker's error variants onto coffer's sentinels.
+func (e *httpError) Is(target error) bool {
+	switch e.info.Variant() {
+	case protocol.ErrPolicyDeny:
+		return target == spec.ErrPolicyDenied
+	case protocol.ErrResourceNotFound:
+		return target == spec.ErrNotFound
+	case protocol.ErrUnsupportedTee:
+		return target == spec.ErrUnsupported
+	}
+	return false
+}
+
+const maxBody = 4 << 20
+
+func (c *Client) do(req *http.Request) ([]byte, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("key broker at %s unreachable: connection refused", c.base)
+		}
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("key broker at %s unreachable: %v", c.base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading broker response: %v", err)
+	}
+	if len(body) > maxBody {
+		return nil, fmt.Errorf("broker response over %d bytes", maxBody)
+	}
+	if resp.StatusCode != http.StatusOK {
+		he := &httpError{status: resp.StatusCode}
+		if json.Unmarshal(body, &he.info) != nil {
+			he.info.Detail = strings.TrimSpace(string(body))
+			if len(he.info.Detail) > 200 {
+				he.info.Detail = he.info.Detail[:200]
+			}
+		}
+		return nil, he
+	}
+	return body, nil
+}
+
+// tokenExpiry reads exp from a JWT payload without verifying it: it only
+// decides when to attest again (the broker verifies the token on use).
+func tokenExpiry(tok string) time.Time {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(b, &claims) != nil || claims.Exp == 0 {
+		return time.Time{}
+	}
+	return time.Unix(claims.Exp, 0)
+}
+
+// KeyResolver returns a resolver for kbs:///repo/type/tag key ids, for
+// keywrap/aa's unwrapper and keyprovider handler.
+func (c *Client) KeyResolver() func(ctx context.Context, kid string) ([]byte, error) {
+	return func(ctx context.Context, kid string) ([]byte, error) {
+		p, err := protocol.ParseKID(kid)
+		if err != nil {
+			return nil, err
+		}
+		return c.GetResource(ctx, p.Repo, p.Type, p.Tag)
+	}
+}

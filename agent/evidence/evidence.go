@@ -1,0 +1,78 @@
+// Package evidence produces TEE evidence for remote attestation. Only the
+// sample attester is implemented; Detect reports which TEE this machine has
+// the way the CoCo attestation agent probes for it.
+package evidence
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Attester produces evidence binding reportData (the protocol's digest of
+// the tee key, nonce and additional evidence).
+type Attester interface {
+	Tee() string
+	Evidence(ctx context.Context, reportData []byte) (json.RawMessage, error)
+}
+
+// Sample is the CoCo "sample" attester: no hardware, for development and
+// tests. Its evidence is {"svn":"1","report_data":"<std base64>"}.
+type Sample struct{}
+
+// Tee implements Attester.
+func (Sample) Tee() string { return "sample" }
+
+// Evidence implements Attester.
+func (Sample) Evidence(_ context.Context, reportData []byte) (json.RawMessage, error) {
+	return json.Marshal(struct {
+		SVN        string `json:"svn"`
+		ReportData string `json:"report_data"`
+	}{"1", base64.StdEncoding.EncodeToString(reportData)})
+}
+
+// unimplemented is a TEE that was detected but has no attester in coffer yet.
+type unimplemented struct{ tee string }
+
+func (u unimplemented) Tee() string { return u.tee }
+func (u unimplemented) Evidence(context.Context, []byte) (json.RawMessage, error) {
+	return nil, fmt.Errorf("TEE %q detected but coffer has no %s attester yet (use --tee sample for development): %w", u.tee, u.tee, spec.ErrUnsupported)
+}
+
+// probes are checked in order, as the CoCo attestation agent does.
+var probes = []struct{ tee, path string }{
+	{"tdx", "/dev/tdx_guest"},
+	{"tdx", "/dev/tdx-guest"},
+	{"snp", "/dev/sev-guest"},
+	{"sgx", "/dev/attestation/quote"},
+	{"cca", "/dev/cca_attestation"},
+	{"se", "/dev/uv"},
+}
+
+// Detect returns the attester for this machine's TEE, and Sample where none
+// is found.
+func Detect() Attester {
+	for _, p := range probes {
+		if _, err := os.Stat(p.path); err == nil {
+			return unimplemented{p.tee}
+		}
+	}
+	return Sample{}
+}
+
+// ForTee returns the attester named by tee ("" = Detect()).
+func ForTee(tee string) (Attester, error) {
+	switch tee {
+	case "":
+		return Detect(), nil
+	case "sample":
+		return Sample{}, nil
+	case "tdx", "snp", "sgx", "cca", "se", "tpm", "az-snp-vtpm", "az-tdx-vtpm":
+		return unimplemented{tee}, nil
+	}
+	return nil, fmt.Errorf("unknown tee %q (known: sample, tdx, snp, sgx, cca, se, tpm, az-snp-vtpm, az-tdx-vtpm): %w", tee, spec.ErrUnsupported)
+}
