@@ -40,6 +40,7 @@ type Config struct {
 	MaxResourceBytes      int64         `toml:"max_resource_bytes"`      // default DefaultMaxResourceBytes
 	ShutdownTimeout       time.Duration `toml:"shutdown_timeout"`        // default 10s
 	StateDir              string        `toml:"state_dir"`               // admin-set policies and reference values; "" = memory only
+	GCPercent             int           `toml:"gc_percent"`              // Go GC target for the serving process (coffer kbs serve); 0 = Go's default / GOGC
 }
 
 // DefaultConfig returns the defaults.

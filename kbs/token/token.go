@@ -165,8 +165,17 @@ func (s *Signer) IssueVerified(now time.Time, sub Submod) (string, *Verified, er
 	if err != nil {
 		return "", nil, err
 	}
-	v, err := parseEAR(payload, now)
-	return tok, v, err
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return "", nil, err
+	}
+	v := &Verified{Claims: claims, Status: sub.Status, Expiry: time.Unix(now.Add(s.ttl).Unix(), 0)}
+	if rdc, ok := sub.AnnotatedEvidence["runtime_data_claims"].(map[string]any); ok {
+		if pk, ok := rdc["tee-pubkey"].(protocol.TeePubKey); ok {
+			v.TeePubKey = &pk
+		}
+	}
+	return tok, v, nil
 }
 
 func (s *Signer) issue(now time.Time, sub Submod) (string, []byte, error) {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,4 +211,20 @@ func FuzzVerify(f *testing.F) {
 		_, _ = s.Verify(tok, time.Now())
 		_, _ = VerifyAdmin(tok, nil, "", time.Now())
 	})
+}
+
+func TestIssueVerifiedMatchesVerify(t *testing.T) {
+	s, _ := NewSigner(nil, "", 0)
+	now := time.Now()
+	tok, iv, err := s.IssueVerified(now, sampleSubmod())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Verify(tok, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if iv.Status != v.Status || !iv.Expiry.Equal(v.Expiry) || iv.TeePubKey == nil || *iv.TeePubKey != *v.TeePubKey || fmt.Sprint(iv.Claims) != fmt.Sprint(v.Claims) {
+		t.Fatalf("IssueVerified %+v differs from Verify %+v", iv, v)
+	}
 }
