@@ -1,0 +1,24 @@
+package protocol_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// The agent links kbs/protocol into the guest: keep it to the standard
+// library, go-jose and coffer's spec.
+func TestProtocolDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case dep == "github.com/coffer-dev/coffer/kbs/protocol", dep == "github.com/coffer-dev/coffer/spec",
+			strings.HasPrefix(dep, "github.com/go-jose/go-jose/v4"):
+		default:
+			t.Errorf("kbs/protocol depends on %s", dep)
+		}
+	}
+}
