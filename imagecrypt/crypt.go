@@ -265,7 +265,10 @@ func (s *session) unwrap(ctx context.Context, d v1.Descriptor) (spec.PrivateOpti
 				}
 				err = perr
 			}
-			if !errors.Is(err, spec.ErrNoKey) {
+			// A local key that is simply not a recipient says nothing worth
+			// reporting; a key provider's failure (broker denial, broker
+			// unreachable, wrong KEK) is the cause the user needs.
+			if !errors.Is(err, spec.ErrNoKey) || strings.HasPrefix(u.Scheme(), "provider.") {
 				errs = append(errs, err)
 			}
 		}

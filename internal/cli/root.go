@@ -21,6 +21,8 @@ func NewRoot() *cobra.Command {
 		newDecryptCmd(),
 		newRekeyCmd(),
 		newInspectCmd(),
+		newPullCmd(),
+		newDemoCmd(),
 		newKBSCmd(),
 	)
 	return root

@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/internal/demo"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+func newDemoCmd() *cobra.Command {
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole confidential-image flow on embedded defaults (no network)",
+		Long: `Generate an image holding /secret, encrypt it for a local key and for a key held
+by an in-process key broker (loopback only), inspect it, decrypt it, pull it with
+sample attestation under an allowing policy, then show the denial under a deny policy.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := os.MkdirTemp("", "coffer-demo-")
+			if err != nil {
+				return err
+			}
+			if keep {
+				fmt.Fprintf(cmd.OutOrStdout(), "working directory (kept): %s\n", dir)
+			} else {
+				defer os.RemoveAll(dir)
+			}
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), dir)
+		},
+	}
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the working directory")
+	return cmd
+}
+
+// step runs one coffer verb in-process, echoing it like a shell session.
+func step(ctx context.Context, w io.Writer, dir string, args ...string) error {
+	shown := make([]string, len(args))
+	for i, a := range args {
+		shown[i] = strings.ReplaceAll(a, dir+string(filepath.Separator), "")
+	}
+	fmt.Fprintf(w, "\n$ coffer %s\n", strings.Join(shown, " "))
+	root := NewRoot()
+	out := newIndent(w)
+	root.SetOut(out)
+	root.SetErr(out)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// indent prefixes each output line of a step, buffering partial lines
+// (tabwriter writes cell by cell).
+type indent struct {
+	w   io.Writer
+	buf *[]byte
+}
+
+func newIndent(w io.Writer) indent { return indent{w, new([]byte)} }
+
+func (i indent) Write(p []byte) (int, error) {
+	*i.buf = append(*i.buf, p...)
+	for {
+		n := bytes.IndexByte(*i.buf, '\n')
+		if n < 0 {
+			return len(p), nil
+		}
+		if _, err := fmt.Fprintf(i.w, "  %s\n", (*i.buf)[:n]); err != nil {
+			return 0, err
+		}
+		*i.buf = (*i.buf)[n+1:]
+	}
+}
+
+func runDemo(ctx context.Context, w io.Writer, dir string) error {
+	p := func(s string) string { return filepath.Join(dir, s) }
+	say := func(format string, a ...any) { fmt.Fprintf(w, "\n== "+format+"\n", a...) }
+
+	say("1. An image whose first layer holds /secret")
+	if err := demo.WriteImage(p("app"), "v1"); err != nil {
+		return fmt.Errorf("building the demo image: %w", err)
+	}
+	if err := step(ctx, w, dir, "inspect", "oci:"+p("app")+":v1"); err != nil {
+		return err
+	}
+
+	say("2. Encrypt for a local RSA key (jwe, the format skopeo and ctr-enc use), then decrypt")
+	if err := demo.WriteRSAKeys(p("priv.pem"), p("pub.pem")); err != nil {
+		return err
+	}
+	for _, args := range [][]string{
+		{"encrypt", "--recipient", "jwe:" + p("pub.pem"), "oci:" + p("app") + ":v1", "oci:" + p("app") + ":jwe"},
+		{"inspect", "oci:" + p("app") + ":jwe"},
+		{"decrypt", "--key", p("priv.pem"), "oci:" + p("app") + ":jwe", "oci:" + p("plain") + ":v1"},
+	} {
+		if err := step(ctx, w, dir, args...); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w, "  (every layer's HMAC and digest were verified before the output was written)")
+
+	say("3. A key broker on loopback (CoCo KBS protocol), its admin key, an encryption key it holds")
+	if err := step(ctx, w, dir, "kbs", "keygen-admin", "--out", p("admin.key")); err != nil {
+		return err
+	}
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	b, err := demo.StartBroker(bctx, dir, p("admin.key.pub"))
+	if err != nil {
+		return err
+	}
+	defer func() { stop(); b.Wait() }()
+	fmt.Fprintf(w, "  broker listening at %s (filesystem repository in the work dir)\n", b.URL)
+	admin := []string{"--url", b.URL, "--admin-key", p("admin.key")}
+	steps := [][]string{
+		append([]string{"encrypt", "--kbs", b.URL, "--admin-key", p("admin.key"), "--key-id", "default/image_key/demo"},
+			"oci:"+p("app")+":v1", "oci:"+p("app")+":kbs"),
+		{"inspect", "oci:" + p("app") + ":kbs"},
+		append([]string{"kbs", "set-reference-value"}, append(admin, "launch_digest", "abcde")...),
+		append([]string{"kbs", "set-reference-value"}, append(admin, "svn", "1")...),
+		append([]string{"kbs", "set-resource-policy", "--affirming"}, admin...),
+	}
+	for _, args := range steps {
+		if err := step(ctx, w, dir, args...); err != nil {
+			return err
+		}
+	}
+
+	say("4. Pull inside the (sample) TEE: attest, get the key, decrypt, verify, unpack")
+	if err := step(ctx, w, dir, "pull", "--kbs", b.URL, "--tee", "sample", "oci:"+p("app")+":kbs", p("rootfs")); err != nil {
+		return err
+	}
+	secret, err := os.ReadFile(p("rootfs/secret"))
+	if err != nil {
+		return fmt.Errorf("reading the pulled secret: %w", err)
+	}
+	fmt.Fprintf(w, "  rootfs/secret: %s", secret)
+
+	say("5. The owner revokes: the broker now denies the key, and the pull fails cleanly")
+	if err := step(ctx, w, dir, append([]string{"kbs", "set-resource-policy", "--deny-all"}, admin...)...); err != nil {
+		return err
+	}
+	err = step(ctx, w, dir, "pull", "--kbs", b.URL, "--tee", "sample", "oci:"+p("app")+":kbs", p("rootfs2"))
+	if err == nil {
+		return errors.New("demo: the pull succeeded under a deny policy")
+	}
+	fmt.Fprintf(w, "  coffer: %v\n", err)
+	if _, serr := os.Stat(p("rootfs2")); serr == nil {
+		return errors.New("demo: a denied pull left a rootfs behind")
+	}
+	if errors.Is(err, spec.ErrPolicyDenied) {
+		fmt.Fprintln(w, "  (exit code 5: denied by policy; no rootfs2 was created)")
+	}
+	say("Done: encrypted, inspected, decrypted with a local key; released by the broker only after attestation and only while policy allowed")
+	return nil
+}

@@ -1,0 +1,51 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/coffer-dev/coffer/agent/client"
+	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/keywrap/aa"
+)
+
+// kbsClientFlags make a broker-backed attestation-agent unwrapper.
+type kbsClientFlags struct {
+	url, tee, teeKey string
+}
+
+func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys (default $COFFER_KBS_URL)")
+	fs.StringVar(&f.tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
+	fs.StringVar(&f.teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
+}
+
+// client returns nil when no broker is configured.
+func (f *kbsClientFlags) client() (*client.Client, error) {
+	if f.url == "" {
+		f.url = os.Getenv("COFFER_KBS_URL")
+	}
+	if f.url == "" {
+		if f.tee != "" {
+			return nil, fmt.Errorf("--tee needs --kbs: %w", ErrUsage)
+		}
+		return nil, nil
+	}
+	att, err := evidence.ForTee(f.tee)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(f.url, client.WithAttester(att), client.WithTeeKeyType(f.teeKey))
+}
+
+// unwrapper returns nil when no broker is configured.
+func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, error) {
+	c, err := f.client()
+	if c == nil || err != nil {
+		return nil, err
+	}
+	return aa.NewUnwrapper(c.KeyResolver()), nil
+}

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"fmt"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/pull"
+	"github.com/coffer-dev/coffer/transport"
+)
+
+func newPullCmd() *cobra.Command {
+	var (
+		reg      registryFlags
+		keys     keyFlags
+		kbs      kbsClientFlags
+		platform string
+	)
+	cmd := &cobra.Command{
+		Use:   "pull [--kbs URL] [--key KEY] IMAGE ROOTFS",
+		Short: "Fetch, decrypt, verify and unpack an image into a new root file system",
+		Long: `Pull IMAGE and unpack it into ROOTFS (which must not exist), with its image
+config at ROOTFS.config.json. Layer keys are unwrapped with local --key files
+first, then through the key broker (--kbs) after remote attestation, at most
+once per pull. Every layer is authenticated (HMAC, digest, diffID) before it
+is applied; on any failure nothing is left at ROOTFS.`,
+		Example: `  coffer pull --kbs http://127.0.0.1:8080 docker://127.0.0.1:5000/app:enc ./rootfs
+  coffer pull --key priv.pem oci:app:enc ./rootfs`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			ref, err := transport.Parse(args[0])
+			if err != nil {
+				return fmt.Errorf("%w: %w", err, ErrUsage)
+			}
+			unw, err := keys.unwrappers(ctx)
+			if err != nil {
+				return err
+			}
+			if bu, err := kbs.unwrapper(); err != nil {
+				return err
+			} else if bu != nil {
+				unw = append(unw, bu)
+			}
+			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...)}
+			if platform != "" {
+				p, err := v1.ParsePlatform(platform)
+				if err != nil {
+					return fmt.Errorf("--platform %q: %w: %w", platform, err, ErrUsage)
+				}
+				opts = append(opts, pull.WithPlatform(*p))
+			}
+			if err := pull.Pull(ctx, ref, args[1], opts...); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pulled %s into %s (config: %s.config.json)\n", ref, args[1], args[1])
+			return nil
+		},
+	}
+	reg.AddFlags(cmd.Flags())
+	keys.addKeys(cmd.Flags(), "local private key FILE[:pass=…] tried before the broker (repeatable)")
+	kbs.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&platform, "platform", "", "platform OS/ARCH[/VARIANT] to pull from an index (default linux/GOARCH)")
+	return cmd
+}
