@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -48,8 +50,9 @@ var (
 // When diffID is not the zero Hash, the returned reader hashes everything
 // it yields and, at the end of the stream, returns an error wrapping
 // [spec.ErrIntegrity] instead of io.EOF if the digest differs; read it to
-// EOF before trusting what it produced. Close releases the decompressor; it
-// does not close r.
+// EOF before trusting what it produced. Decompression and hashing run in a
+// goroutine up to a few MiB ahead of the reader. Close stops it, waiting
+// for a pending Read of r to return; it does not close r.
 func Decompress(mediaType string, r io.Reader, diffID v1.Hash) (io.ReadCloser, error) {
 	if strings.HasSuffix(mediaType, spec.EncryptedSuffix) {
 		return nil, fmt.Errorf("layer media type %q is encrypted, decrypt it first: %w", mediaType, spec.ErrUnsupported)
@@ -89,35 +92,114 @@ func Decompress(mediaType string, r io.Reader, diffID v1.Hash) (io.ReadCloser, e
 	default:
 		plain, closeFn = br, func() error { return nil }
 	}
-	return &layerReader{r: plain, h: h, want: diffID, close: closeFn}, nil
+	l := &layerReader{
+		ch:   make(chan chunk, pipeDepth),
+		free: make(chan []byte, pipeDepth+1),
+		done: make(chan struct{}),
+		exit: make(chan struct{}),
+	}
+	for range pipeDepth + 1 {
+		l.free <- make([]byte, pipeChunk)
+	}
+	go l.produce(plain, h, diffID, closeFn)
+	return l, nil
 }
 
-// layerReader yields the uncompressed stream and checks its digest at EOF.
+const (
+	pipeChunk = 1 << 20
+	pipeDepth = 3
+)
+
+// layerReader decompresses and hashes in its own goroutine, one MiB ahead
+// of the reader, so on two cores decompression and the digest overlap with
+// the file system work. At the end of the stream it yields the diffID
+// verdict instead of io.EOF.
 type layerReader struct {
-	r     io.Reader
-	h     hash.Hash
-	want  v1.Hash
-	err   error // sticky end-of-stream result
-	close func() error
+	ch        chan chunk
+	free      chan []byte
+	done      chan struct{} // closed by Close
+	exit      chan struct{} // closed when the goroutine has returned
+	closeOnce sync.Once
+
+	cur, buf []byte // unread part of the current chunk, and the chunk
+	err      error  // sticky end-of-stream result
+}
+
+type chunk struct {
+	buf []byte
+	n   int
+	err error
+}
+
+func (l *layerReader) produce(src io.Reader, h hash.Hash, want v1.Hash, closeFn func() error) {
+	defer close(l.exit)
+	defer closeFn()
+	for {
+		var buf []byte
+		select {
+		case buf = <-l.free:
+		case <-l.done:
+			return
+		}
+		n := 0
+		var err error
+		for n < len(buf) && err == nil {
+			var m int
+			m, err = src.Read(buf[n:])
+			n += m
+		}
+		if h != nil && n > 0 {
+			h.Write(buf[:n])
+		}
+		if err == io.EOF && h != nil {
+			if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+				err = fmt.Errorf("layer diffID is sha256:%s, the image config says %s: %w", got, want, spec.ErrIntegrity)
+			}
+		}
+		select {
+		case l.ch <- chunk{buf: buf, n: n, err: err}:
+		case <-l.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (l *layerReader) Read(p []byte) (int, error) {
-	if l.err != nil {
-		return 0, l.err
+	select {
+	case <-l.done:
+		return 0, os.ErrClosed
+	default:
 	}
-	n, err := l.r.Read(p)
-	if l.h != nil && n > 0 {
-		l.h.Write(p[:n])
-	}
-	if err == io.EOF && l.h != nil {
-		if got := hex.EncodeToString(l.h.Sum(nil)); got != l.want.Hex {
-			err = fmt.Errorf("layer diffID is sha256:%s, the image config says %s: %w", got, l.want, spec.ErrIntegrity)
+	for len(l.cur) == 0 {
+		if l.err != nil {
+			return 0, l.err
+		}
+		if l.buf != nil {
+			l.free <- l.buf // never blocks: free holds every buffer
+			l.buf = nil
+		}
+		select {
+		case c := <-l.ch:
+			l.buf, l.cur = c.buf, c.buf[:c.n]
+			l.err = c.err
+		case <-l.done:
+			l.err = os.ErrClosed
 		}
 	}
-	if err != nil {
-		l.err = err
-	}
-	return n, err
+	n := copy(p, l.cur)
+	l.cur = l.cur[n:]
+	return n, nil
 }
 
-func (l *layerReader) Close() error { return l.close() }
+// Close stops the decompressing goroutine and waits until it has let go of
+// the blob reader (at most one pending Read of it), so the caller may
+// close that next without racing a Read. It does not close the blob
+// reader.
+func (l *layerReader) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	<-l.exit
+	return nil
+}

@@ -893,3 +893,39 @@ func TestSparseFile(t *testing.T) {
 		t.Errorf("sparse file uses %d bytes on disk, want holes kept", blocks*512)
 	}
 }
+
+func TestDecompress(t *testing.T) {
+	raw := bytes.Repeat([]byte("0123456789abcdef"), 300000) // ~4.6 MiB: several pipeline chunks
+	for _, c := range []struct {
+		name string
+		blob []byte
+	}{{"plain", raw}, {"gzip", gzipped(t, raw)}, {"zstd", zstded(t, raw)}} {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := Decompress("", bytes.NewReader(c.blob), diffID(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			r.Close()
+			if err != nil || !bytes.Equal(got, raw) {
+				t.Errorf("got %d bytes, %v; want %d bytes, nil", len(got), err, len(raw))
+			}
+			r, _ = Decompress("", bytes.NewReader(c.blob), diffID(c.blob[:10]))
+			got, err = io.ReadAll(r)
+			r.Close()
+			if !errors.Is(err, spec.ErrIntegrity) || len(got) != len(raw) {
+				t.Errorf("wrong diffID: got %d bytes, %v; want all bytes then ErrIntegrity", len(got), err)
+			}
+			// Closing early stops the goroutine and later reads fail.
+			r, _ = Decompress("", bytes.NewReader(c.blob), v1.Hash{})
+			buf := make([]byte, 10)
+			if _, err := r.Read(buf); err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			if _, err := io.ReadAll(r); !errors.Is(err, os.ErrClosed) {
+				t.Errorf("read after Close: got %v, want os.ErrClosed", err)
+			}
+		})
+	}
+}
