@@ -143,19 +143,24 @@ type ErrorInfo struct {
 	Detail string `json:"detail"`
 }
 
-// Error variants used in ErrorInfo.Type (after ErrorTypePrefix).
+// Error variants used in ErrorInfo.Type (after ErrorTypePrefix). Where
+// trustee's KBS has a variant for the same failure its name is used.
+// Status codes: ErrInvalidPath 404 and ErrPolicyDeny 403 as the reference,
+// ErrResourceNotFound 404 (which the reference client reports as "not
+// found" instead of re-attesting), malformed or oversized bodies 400/413,
+// everything else 401 so that clients re-attest.
 const (
-	ErrAuthFailed       = "RcarAuthFailed"       // malformed or unsupported auth request
-	ErrAttestFailed     = "RcarAttestFailed"     // evidence rejected, bad nonce, bad binding
-	ErrSessionNotFound  = "SessionNotFound"      // missing, unknown or expired session cookie
-	ErrTokenInvalid     = "TokenVerifyFailed"    // bearer token bad signature or expired
+	ErrAuthFailed       = "RcarAuthFailed"       // unsupported protocol version in /auth
+	ErrAttestFailed     = "AttestationError"     // evidence rejected, bad nonce, bad binding
+	ErrSessionNotFound  = "TokenNotFound"        // no usable session cookie or token
+	ErrTokenInvalid     = "TokenVerifierError"   // bearer token bad signature or expired
 	ErrPolicyDeny       = "PolicyDeny"           // the resource policy said no
 	ErrResourceNotFound = "ResourceNotFound"     // no such resource
-	ErrInvalidPath      = "InvalidRequestPath"   // path fails validation
-	ErrInvalidRequest   = "InvalidRequest"       // malformed JSON, bad body
+	ErrInvalidPath      = "InvalidRequestPath"   // path fails validation or no such endpoint
+	ErrInvalidRequest   = "SerdeError"           // malformed JSON, bad body
 	ErrPayloadTooLarge  = "PayloadTooLarge"      // body over the limit
-	ErrAdminAuth        = "AdminAuth"            // admin token missing or invalid
-	ErrPolicyEngine     = "PolicyEngine"         // policy failed to compile or evaluate
+	ErrAdminAuth        = "AdminAuthAccess"      // admin token missing or invalid
+	ErrPolicyEngine     = "PolicyEngineError"    // policy failed to compile or evaluate
 	ErrUnsupportedTee   = "UnsupportedTee"       // tee without a verifier
 	ErrTeePubKey        = "TeePubKeyUnsupported" // tee key not usable for sealing
 	ErrInternal         = "InternalError"

@@ -31,7 +31,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/kbs/token"
-	"github.com/coffer-dev/coffer/spec"
 )
 
 // Defaults of the options.
@@ -382,6 +381,8 @@ func statusClass(code int) string {
 		return "400"
 	case 401:
 		return "401"
+	case 403:
+		return "403"
 	case 404:
 		return "404"
 	case 413:
@@ -406,17 +407,4 @@ func isLoopback(remoteAddr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// errVariant maps library errors to an error variant and status.
-func errVariant(err error) (int, string) {
-	switch {
-	case errors.Is(err, spec.ErrNotFound):
-		return http.StatusUnauthorized, protocol.ErrResourceNotFound
-	case errors.Is(err, spec.ErrPolicyDenied):
-		return http.StatusUnauthorized, protocol.ErrPolicyDeny
-	case errors.Is(err, spec.ErrUnsupported):
-		return http.StatusBadRequest, protocol.ErrInvalidRequest
-	}
-	return http.StatusInternalServerError, protocol.ErrInternal
 }

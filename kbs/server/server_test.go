@@ -254,14 +254,14 @@ func TestPolicyDeny(t *testing.T) {
 	c := newRCAR(t, b.URL)
 	tok := c.handshake()
 	_, _, r := c.get(keyPath, tok)
-	wantError(t, r, http.StatusUnauthorized, protocol.ErrPolicyDeny, "denied by the resource policy (ear.status contraindicated)")
+	wantError(t, r, http.StatusForbidden, protocol.ErrPolicyDeny, "denied by the resource policy (ear.status contraindicated)")
 	b.AllowAll(t)
 	if _, _, r := c.get(keyPath, tok); r.code != http.StatusOK {
 		t.Fatalf("allow-all: %d %s", r.code, r.body)
 	}
 	b.DenyAll(t)
 	_, _, r = c.get(keyPath, tok)
-	wantError(t, r, http.StatusUnauthorized, protocol.ErrPolicyDeny, "denied")
+	wantError(t, r, http.StatusForbidden, protocol.ErrPolicyDeny, "denied")
 	// Path-aware policy.
 	b.SetResourcePolicy(t, `package policy
 default allow := false
@@ -271,7 +271,7 @@ allow if data["resource-path"][2] == "public"`)
 		t.Fatalf("path policy: %d %s", r.code, r.body)
 	}
 	_, _, r = c.get(keyPath, tok)
-	wantError(t, r, http.StatusUnauthorized, protocol.ErrPolicyDeny, "denied")
+	wantError(t, r, http.StatusForbidden, protocol.ErrPolicyDeny, "denied")
 }
 
 func TestMissingResource(t *testing.T) {
@@ -279,7 +279,7 @@ func TestMissingResource(t *testing.T) {
 	c := newRCAR(t, b.URL)
 	c.handshake()
 	_, _, r := c.get("default/image_key/absent", "")
-	wantError(t, r, http.StatusUnauthorized, protocol.ErrResourceNotFound, "no resource default/image_key/absent")
+	wantError(t, r, http.StatusNotFound, protocol.ErrResourceNotFound, "no resource default/image_key/absent")
 }
 
 func TestUnauthenticatedGet(t *testing.T) {
@@ -335,7 +335,7 @@ func TestPathTraversal(t *testing.T) {
 	for _, p := range paths {
 		t.Run(p, func(t *testing.T) {
 			r := c.do(http.MethodGet, protocol.PathResource+p, nil, map[string]string{"Authorization": "Bearer " + tok})
-			wantError(t, r, http.StatusUnauthorized, protocol.ErrInvalidPath, "invalid resource path")
+			wantError(t, r, http.StatusNotFound, protocol.ErrInvalidPath, "invalid resource path")
 			r = c.do(http.MethodPost, protocol.PathResource+p, []byte("x"), map[string]string{"Authorization": "Bearer " + b.AdminToken()})
 			wantError(t, r, http.StatusBadRequest, protocol.ErrInvalidPath, "invalid resource path")
 		})
