@@ -287,9 +287,8 @@ func (a *applier) removeAll(p string) error {
 	return nil
 }
 
-// create runs mk; if something is already at p it removes it (unless
-// keepDir and it is a directory) and runs mk again. If the parent is missing
-// it creates it (0755) first.
+// create runs mk; if something is already at p it removes it and runs mk
+// again. If the parent is missing it creates it (0755) first.
 func (a *applier) create(p string, mk func() error) error {
 	err := mk()
 	if errors.Is(err, fs.ErrNotExist) {
@@ -299,12 +298,26 @@ func (a *applier) create(p string, mk func() error) error {
 		err = mk()
 	}
 	if errors.Is(err, fs.ErrExist) {
-		if err := a.removeAll(p); err != nil {
+		if err := a.removeExisting(p); err != nil {
 			return err
 		}
 		err = mk()
 	}
 	return err
+}
+
+// removeExisting removes what is at p so a new entry can take its place:
+// a plain Remove for files and links (the directory cache stays valid),
+// RemoveAll for directories.
+func (a *applier) removeExisting(p string) error {
+	fi, err := a.root.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return a.removeAll(p)
+	}
+	return a.root.Remove(p)
 }
 
 func mode(hdr *tar.Header) fs.FileMode {
@@ -335,7 +348,7 @@ func (a *applier) mkdir(p string, hdr *tar.Header) error {
 			}
 			if fi.IsDir() {
 				err = nil // merge with the lower directory
-			} else if err = a.removeAll(p); err == nil {
+			} else if err = a.root.Remove(p); err == nil {
 				err = a.root.Mkdir(p, 0o700)
 			}
 		}

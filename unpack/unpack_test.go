@@ -929,3 +929,35 @@ func TestDecompress(t *testing.T) {
 		})
 	}
 }
+
+// TestDirReplacedBySymlink: once a directory has been seen, replacing it
+// with a symlink later in the same layer must redirect later entries
+// (the directory cache is invalidated), and never out of the rootfs.
+func TestDirReplacedBySymlink(t *testing.T) {
+	s := newSandbox(t)
+	lower := mkTar(t, ent{name: "d/", typ: tar.TypeDir}, ent{name: "e/", typ: tar.TypeDir})
+	upper := mkTar(t,
+		ent{name: "d/pre", body: "1"},
+		ent{name: "d", typ: tar.TypeSymlink, link: "/e"},
+		ent{name: "d/x", body: "2"},
+		ent{name: "e", typ: tar.TypeSymlink, link: "../outside"},
+		ent{name: "d/y", body: "3"}, // d -> /e -> ../outside: lands in rootfs/outside
+	)
+	if err := apply(t, s, tarLayers(lower, upper)); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if got, _ := os.Readlink(filepath.Join(s.rootfs, "d")); got != "/e" {
+		t.Errorf("d: got link %q, want /e", got)
+	}
+	if exists(filepath.Join(s.rootfs, "d/pre")) || exists(filepath.Join(s.rootfs, "e/pre")) {
+		t.Error("d/pre survived the replacement of d")
+	}
+	if got := readFile(t, filepath.Join(s.rootfs, "outside/y")); got != "3" {
+		t.Errorf("outside/y inside the rootfs: got %q, want %q", got, "3")
+	}
+	// e/x was written while e was a directory, then e became a symlink.
+	if exists(filepath.Join(s.rootfs, "e/x")) {
+		t.Error("e is a symlink now, e/x should be gone with the directory")
+	}
+	s.checkOutside(t)
+}
