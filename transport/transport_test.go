@@ -3,16 +3,12 @@ package transport
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -250,40 +246,8 @@ func TestRegistryGoneMidPush(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// StartDockerRegistry runs Debian's docker-registry on loopback for a test.
-func startDockerRegistry(t *testing.T) string {
-	bin := testutil.RequireTool(t, "docker-registry")
-	addr := freePort(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n", filepath.Join(dir, "data"), addr)), 0o600)
-	cmd := exec.Command(bin, "serve", cfg)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for range 100 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("docker-registry did not start")
-	return ""
-}
-
 func TestDebianDockerRegistry(t *testing.T) {
-	addr := startDockerRegistry(t)
+	addr := testutil.StartDockerRegistry(t)
 	img, _ := random.Image(4096, 3)
 	idx, _ := random.Index(512, 2, 2)
 	roundTrip(t, "docker://"+addr+"/coffer/app:v1", Artifact{Image: img})
