@@ -87,8 +87,8 @@ func TestKBSAdminVerbs(t *testing.T) {
 	if out, err := runCoffer(t, "", "kbs", "set-resource", "--path", "default/image_key/nginx", "--resource-file", keyFile); err != nil {
 		t.Fatalf("set-resource: %v %s", err, out)
 	}
-	if code, _ := sampleGet(t, b.URL, "default/image_key/nginx"); code != http.StatusForbidden {
-		t.Fatalf("before policy: got %d, want 403 (no reference values, affirming-only)", code)
+	if code, _ := sampleGet(t, b.URL, "default/image_key/nginx"); code != http.StatusUnauthorized {
+		t.Fatalf("before policy: got %d, want 401 (no reference values, affirming-only)", code)
 	}
 	if out, err := runCoffer(t, "", "kbs", "set-resource-policy", "--allow-all"); err != nil {
 		t.Fatalf("set-resource-policy: %v %s", err, out)

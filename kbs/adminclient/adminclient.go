@@ -13,7 +13,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -195,24 +194,10 @@ func (c *Client) SetResourcePolicy(ctx context.Context, rego []byte) error {
 	return err
 }
 
-// GetResourcePolicy returns the Rego source of the resource policy.
+// GetResourcePolicy returns the Rego source of the resource policy (the
+// raw answer body; coffer's broker answers with the policy text).
 func (c *Client) GetResourcePolicy(ctx context.Context) ([]byte, error) {
-	out, err := c.do(ctx, http.MethodGet, protocol.PathResourcePolicy, "", nil)
-	if err != nil {
-		return nil, err
-	}
-	var pr struct {
-		Policy string `json:"policy"`
-	}
-	if err := json.Unmarshal(out, &pr); err != nil {
-		return nil, fmt.Errorf("kbs admin: resource policy answer: %w", errors.Join(err, spec.ErrUnsupported))
-	}
-	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.StdEncoding} {
-		if src, err := enc.DecodeString(pr.Policy); err == nil {
-			return src, nil
-		}
-	}
-	return nil, fmt.Errorf("kbs admin: resource policy answer is not base64: %w", spec.ErrUnsupported)
+	return c.do(ctx, http.MethodGet, protocol.PathResourcePolicy, "", nil)
 }
 
 // SetAttestationPolicy installs a Rego attestation policy under id ("" = "default_cpu").

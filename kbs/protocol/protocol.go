@@ -145,10 +145,10 @@ type ErrorInfo struct {
 
 // Error variants used in ErrorInfo.Type (after ErrorTypePrefix). Where
 // trustee's KBS has a variant for the same failure its name is used.
-// Status codes: ErrInvalidPath 404 and ErrPolicyDeny 403 as the reference,
-// ErrResourceNotFound 404 (which the reference client reports as "not
-// found" instead of re-attesting), malformed or oversized bodies 400/413,
-// everything else 401 so that clients re-attest.
+// Status codes follow the reference: 404 for ErrInvalidPath (bad resource
+// path, unknown endpoint), 401 for everything an RCAR client may cure by
+// attesting again (including ErrPolicyDeny and ErrResourceNotFound); coffer
+// adds 400/413 for malformed or oversized bodies and 400/404 on the admin API.
 const (
 	ErrAuthFailed       = "RcarAuthFailed"       // unsupported protocol version in /auth
 	ErrAttestFailed     = "AttestationError"     // evidence rejected, bad nonce, bad binding

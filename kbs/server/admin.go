@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -99,7 +100,7 @@ func decodePolicy(s string) ([]byte, error) {
 	return nil, errors.New("policy is not base64url")
 }
 
-// PolicyRequest is the body of POST /kbs/v0/resource-policy and the answer of GET.
+// PolicyRequest is the body of POST /kbs/v0/resource-policy.
 type PolicyRequest struct {
 	Policy string `json:"policy"` // base64url without padding of the Rego source
 }
@@ -130,8 +131,11 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 	w.WriteHeader(http.StatusOK)
 }
 
+// handleGetResourcePolicy answers with the Rego source as text, as trustee
+// did before it switched to listing policy ids.
 func (s *Server) handleGetResourcePolicy(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, PolicyRequest{Policy: base64.RawURLEncoding.EncodeToString([]byte(s.o.engine.ResourcePolicy()))})
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, s.o.engine.ResourcePolicy())
 }
 
 func (s *Server) handleSetAttestationPolicy(w http.ResponseWriter, r *http.Request) {

@@ -242,7 +242,7 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 	if !allow {
 		s.m.denials.WithLabelValues("policy").Inc()
 		audit("deny", "resource policy")
-		writeError(w, http.StatusForbidden, protocol.ErrPolicyDeny, fmt.Sprintf("access to %s denied by the resource policy (ear.status %s)", p, g.status))
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("access to %s denied by the resource policy (ear.status %s)", p, g.status))
 		return
 	}
 	data, err := s.o.store.Get(r.Context(), p)
@@ -250,7 +250,7 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 		s.m.denials.WithLabelValues("not_found").Inc()
 		audit("deny", "no such resource")
 		if errors.Is(err, spec.ErrNotFound) {
-			writeError(w, http.StatusNotFound, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
+			writeError(w, http.StatusUnauthorized, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
 		} else {
 			s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
 			writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "reading the resource failed")
