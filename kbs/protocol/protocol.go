@@ -150,7 +150,7 @@ type ErrorInfo struct {
 // attesting again (including ErrPolicyDeny and ErrResourceNotFound); coffer
 // adds 400/413 for malformed or oversized bodies and 400/404 on the admin API.
 const (
-	ErrAuthFailed       = "RcarAuthFailed"       // unsupported protocol version in /auth
+	ErrAuthFailed       = "AttestationError"     // unsupported protocol version in /auth
 	ErrAttestFailed     = "AttestationError"     // evidence rejected, bad nonce, bad binding
 	ErrSessionNotFound  = "TokenNotFound"        // no usable session cookie or token
 	ErrTokenInvalid     = "TokenVerifierError"   // bearer token bad signature or expired
@@ -161,8 +161,8 @@ const (
 	ErrPayloadTooLarge  = "PayloadTooLarge"      // body over the limit
 	ErrAdminAuth        = "AdminAuthAccess"      // admin token missing or invalid
 	ErrPolicyEngine     = "PolicyEngineError"    // policy failed to compile or evaluate
-	ErrUnsupportedTee   = "UnsupportedTee"       // tee without a verifier
-	ErrTeePubKey        = "TeePubKeyUnsupported" // tee key not usable for sealing
+	ErrUnsupportedTee   = "AttestationError"     // tee without a verifier
+	ErrTeePubKey        = "JweError"             // tee key not usable for sealing
 	ErrInternal         = "InternalError"
 )
 
