@@ -4,21 +4,35 @@
 // Every file system operation goes through an [os.Root] opened on the
 // rootfs, so no entry can create, change or remove anything outside it, and
 // symbolic links met on the way to an entry are resolved the way a chroot
-// would: an absolute target starts again at the rootfs and ".." stops at it.
-// Symbolic links themselves are created exactly as the layer says.
+// would: an absolute target starts again at the rootfs and ".." stops at it
+// (as containerd and umoci do), so "/etc/x" written through a link to "/"
+// lands in rootfs/etc/x. Symbolic links themselves are created exactly as
+// the layer says, and an entry replacing a symlink replaces the link, never
+// its target.
 //
 // Entry names are confined, not rewritten: a leading "/" is dropped (so
 // "/etc/passwd" and "./etc/passwd" are the same entry), "a/../b" is cleaned
 // to "b", and any name or hard link target that would climb above the rootfs
 // ("../x", "a/../../x") makes the layer fail with an error wrapping
-// [ErrUnsafePath], as containerd does. OCI whiteouts (".wh.NAME") and opaque
-// directory markers (".wh..wh..opq") remove content of lower layers only:
-// entries written earlier by the same layer are kept, as the OCI image spec
-// requires.
+// [ErrUnsafePath], as containerd does. Hard links must name an existing
+// non-directory inside the rootfs.
+//
+// OCI whiteouts (".wh.NAME") and opaque directory markers (".wh..wh..opq")
+// remove content of lower layers only: entries written earlier by the same
+// layer are kept, as the OCI image spec requires, wherever the marker sits
+// in the tar.
+//
+// Modes (including set-id and sticky bits) and mtimes are kept; uid and gid
+// when running as root (see [WithSameOwner]). Device nodes and fifos are
+// created only as root and skipped with a warning otherwise. Extended
+// attributes (SCHILY.xattr.*) are best effort on files and directories.
+// GNU sparse files keep their holes.
 //
 // [Apply] unpacks into a temporary directory next to the destination and
 // renames it into place only after every layer applied and every diffID
-// matched, so a failure never leaves a partial rootfs behind.
+// matched, so a failure never leaves a partial rootfs behind. A tar cut
+// exactly at an entry boundary looks complete to a tar reader; only the
+// diffID catches that, so pass it whenever the image config has one.
 package unpack
 
 import (
