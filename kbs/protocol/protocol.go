@@ -150,19 +150,19 @@ type ErrorInfo struct {
 // attesting again (including ErrPolicyDeny and ErrResourceNotFound); coffer
 // adds 400/413 for malformed or oversized bodies and 400/404 on the admin API.
 const (
-	ErrAuthFailed       = "AttestationError"     // unsupported protocol version in /auth
-	ErrAttestFailed     = "AttestationError"     // evidence rejected, bad nonce, bad binding
-	ErrSessionNotFound  = "TokenNotFound"        // no usable session cookie or token
-	ErrTokenInvalid     = "TokenVerifierError"   // bearer token bad signature or expired
-	ErrPolicyDeny       = "PolicyDeny"           // the resource policy said no
-	ErrResourceNotFound = "ResourceNotFound"     // no such resource
-	ErrInvalidPath      = "InvalidRequestPath"   // path fails validation or no such endpoint
-	ErrInvalidRequest   = "SerdeError"           // malformed JSON, bad body
-	ErrPayloadTooLarge  = "PayloadTooLarge"      // body over the limit
-	ErrAdminAuth        = "AdminAuthAccess"      // admin token missing or invalid
-	ErrPolicyEngine     = "PolicyEngineError"    // policy failed to compile or evaluate
-	ErrUnsupportedTee   = "AttestationError"     // tee without a verifier
-	ErrTeePubKey        = "JweError"             // tee key not usable for sealing
+	ErrAuthFailed       = "AttestationError"   // unsupported protocol version in /auth
+	ErrAttestFailed     = "AttestationError"   // evidence rejected, bad nonce, bad binding
+	ErrSessionNotFound  = "TokenNotFound"      // no usable session cookie or token
+	ErrTokenInvalid     = "TokenVerifierError" // bearer token bad signature or expired
+	ErrPolicyDeny       = "PolicyDeny"         // the resource policy said no
+	ErrResourceNotFound = "ResourceNotFound"   // no such resource
+	ErrInvalidPath      = "InvalidRequestPath" // path fails validation or no such endpoint
+	ErrInvalidRequest   = "SerdeError"         // malformed JSON, bad body
+	ErrPayloadTooLarge  = "PayloadTooLarge"    // body over the limit
+	ErrAdminAuth        = "AdminAuthAccess"    // admin token missing or invalid
+	ErrPolicyEngine     = "PolicyEngineError"  // policy failed to compile or evaluate
+	ErrUnsupportedTee   = "AttestationError"   // tee without a verifier
+	ErrTeePubKey        = "JweError"           // tee key not usable for sealing
 	ErrInternal         = "InternalError"
 )
 
