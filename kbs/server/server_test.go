@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -752,4 +753,33 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if _, err := server.New(context.Background(), server.WithStateDir(dir), server.WithLogger(slog.New(slog.DiscardHandler))); err == nil {
 		t.Fatal("corrupt saved policy accepted")
 	}
+}
+
+func TestInitDataInToken(t *testing.T) {
+	b := ready(t)
+	c := newRCAR(t, b.URL)
+	ch, _ := c.auth(protocol.TeeSample)
+	a := c.attestation(ch.Nonce, c.pub)
+	body := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = \"x\"\n"
+	a.InitData = &protocol.InitData{Format: "toml", Body: body}
+	tok, r := c.attest(a)
+	if r.code != http.StatusOK {
+		t.Fatalf("attest with init-data: %d %s", r.code, r.body)
+	}
+	v, err := b.Server.Signer().Verify(tok, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha512.Sum384([]byte(body))
+	ae := v.Claims["submods"].(map[string]any)["cpu0"].(map[string]any)["ear.veraison.annotated-evidence"].(map[string]any)
+	if want := base64.StdEncoding.EncodeToString(sum[:]); ae["init_data"] != want || ae["sample"].(map[string]any)["init_data"] != want {
+		t.Fatalf("init_data in token: got %v", ae)
+	}
+	// Malformed init-data is refused.
+	c = newRCAR(t, b.URL)
+	ch, _ = c.auth(protocol.TeeSample)
+	a = c.attestation(ch.Nonce, c.pub)
+	a.InitData = &protocol.InitData{Format: "json", Body: "{}"}
+	_, r = c.attest(a)
+	wantError(t, r, http.StatusUnauthorized, protocol.ErrAttestFailed, "init-data format")
 }
