@@ -22,6 +22,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/types"
 
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
@@ -45,7 +46,8 @@ allow if input.submods.cpu0["ear.status"] == "affirming"
 )
 
 // DefaultAttestation is the default attestation policy (id "default_cpu").
-// Its input is {"<tee>": claims}; data.reference holds the reference values.
+// Its input is {"<tee>": claims}; data.reference holds the reference values
+// (also reachable with trustee's query_reference_value(name)).
 // The sample TEE is affirming only when its launch_digest and svn are among
 // the reference values "launch_digest" and "svn" and debug is off.
 const DefaultAttestation = `package policy
@@ -74,7 +76,8 @@ var ErrCompile = errors.New("policy does not compile")
 
 // Engine holds the current policies and reference values. Safe for concurrent use.
 type Engine struct {
-	refs storage.Store // data.reference
+	refs  storage.Store // data.reference
+	refMu sync.Mutex    // serializes reference value writers
 
 	mu        sync.RWMutex
 	resSrc    string
@@ -251,7 +254,7 @@ func (e *Engine) SetAttestationPolicy(ctx context.Context, id, src string) error
 	if id == "" {
 		id = token.DefaultAppraisalPolicy
 	}
-	pq, _, err := prepare(ctx, src, "result = data.policy", rego.Store(e.refs))
+	pq, _, err := prepare(ctx, src, "result = data.policy", rego.Store(e.refs), e.queryReferenceValue())
 	if err != nil {
 		return err
 	}
@@ -259,6 +262,32 @@ func (e *Engine) SetAttestationPolicy(ctx context.Context, id, src string) error
 	e.att, e.attSrc, e.attID = pq, src, id
 	e.mu.Unlock()
 	return nil
+}
+
+// queryReferenceValue provides trustee's builtin query_reference_value(name)
+// (the list of reference values called name, [] when none), so attestation
+// policies written for trustee run unchanged.
+func (e *Engine) queryReferenceValue() func(*rego.Rego) {
+	return rego.Function1(&rego.Function{
+		Name: "query_reference_value",
+		Decl: types.NewFunction(types.Args(types.S), types.NewArray(nil, types.A)),
+	}, func(_ rego.BuiltinContext, name *ast.Term) (*ast.Term, error) {
+		n, ok := name.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("query_reference_value: name must be a string")
+		}
+		e.mu.RLock()
+		vs := e.refValues[string(n)]
+		e.mu.RUnlock()
+		if vs == nil {
+			vs = []any{}
+		}
+		v, err := ast.InterfaceToValue(vs)
+		if err != nil {
+			return nil, err
+		}
+		return ast.NewTerm(v), nil
+	})
 }
 
 // AttestationPolicy returns the id and source of the attestation policy.
@@ -313,13 +342,18 @@ func (e *Engine) SetReferenceValue(ctx context.Context, name string, values []an
 	if values == nil {
 		values = []any{}
 	}
+	// refMu orders writers; e.mu is held only briefly, never across the store
+	// write (an evaluation holding a store read transaction may call
+	// query_reference_value, which takes e.mu).
+	e.refMu.Lock()
+	defer e.refMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.refValues[name] = values
 	all := make(map[string]any, len(e.refValues))
 	for k, v := range e.refValues {
 		all[k] = v
 	}
+	e.mu.Unlock()
 	return storage.WriteOne(ctx, e.refs, storage.ReplaceOp, storage.MustParsePath("/reference"), all)
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -195,4 +196,63 @@ func TestDecisionCache(t *testing.T) {
 	if !e.resDet {
 		t.Fatal("allow-all considered nondeterministic")
 	}
+}
+
+func TestTrusteeStyleAttestationPolicy(t *testing.T) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	// The shape of trustee's ear_default_policy_cpu.rego for the sample TEE.
+	src := `package policy
+import rego.v1
+default executables := 33
+default hardware := 97
+default configuration := 36
+executables := 3 if {
+	input.sample
+	input.sample.launch_digest in query_reference_value("launch_digest")
+}
+hardware := 2 if {
+	input.sample
+	input.sample.svn in query_reference_value("svn")
+	count(query_reference_value("nothing")) == 0
+}
+configuration := 2 if {
+	input.sample
+	input.sample.debug == false
+}`
+	if err := e.SetAttestationPolicy(ctx, "trustee", src); err != nil {
+		t.Fatal(err)
+	}
+	tv, _, _ := e.Appraise(ctx, "sample", sampleClaims())
+	if tv.Status() != token.StatusContraindicated {
+		t.Fatalf("no reference values: %+v", tv)
+	}
+	e.SetReferenceValue(ctx, "launch_digest", []any{"abcde"})
+	e.SetReferenceValue(ctx, "svn", []any{"1"})
+	tv, _, _ = e.Appraise(ctx, "sample", sampleClaims())
+	if want := (token.TrustVector{Executables: 3, Hardware: 2, Configuration: 2}); tv != want {
+		t.Fatalf("vector: got %+v, want %+v", tv, want)
+	}
+}
+
+func TestConcurrentReferenceValues(t *testing.T) {
+	ctx := context.Background()
+	e, _ := New(ctx)
+	src := "package policy\nhardware := 2 if \"1\" in query_reference_value(\"svn\")\nexecutables := 3 if \"abcde\" in data.reference.launch_digest\n"
+	if err := e.SetAttestationPolicy(ctx, "x", src); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			_ = e.SetReferenceValue(ctx, "svn", []any{fmt.Sprint(i % 3)})
+		}
+	}()
+	for range 200 {
+		if _, _, err := e.Appraise(ctx, "sample", sampleClaims()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
 }
