@@ -42,6 +42,11 @@ type applier struct {
 	// dirMeta is applied once the layer is done, deepest last-seen first,
 	// so writing children does not undo a directory's mtime or lock us out.
 	dirMeta []dirMeta
+	// proot is an os.Root on the resolved directory pdir, kept while
+	// consecutive regular files go into the same directory, so creating
+	// each one is a single-component open. Dropped on any removal.
+	proot *os.Root
+	pdir  string
 }
 
 type dirMeta struct {
@@ -59,6 +64,7 @@ func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options) err
 		written: map[string]struct{}{},
 		under:   map[string]struct{}{},
 	}
+	defer a.dropParent()
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -279,6 +285,7 @@ func (a *applier) readDir(p string) ([]string, error) {
 }
 
 func (a *applier) removeAll(p string) error {
+	a.dropParent()
 	clear(a.dirs)
 	a.dirs["."] = true
 	if err := a.root.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -388,11 +395,27 @@ func (a *applier) finishDirs() error {
 }
 
 func (a *applier) regular(p string, hdr *tar.Header, tr *tar.Reader) error {
+	dir, base := path.Dir(p), path.Base(p)
 	var f *os.File
-	err := a.create(p, func() (err error) {
-		f, err = a.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	open := func() error {
+		pr, err := a.parent(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err = a.root.MkdirAll(dir, 0o755); err == nil {
+				pr, err = a.parent(dir)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		f, err = pr.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		return err
-	})
+	}
+	err := open()
+	if errors.Is(err, fs.ErrExist) {
+		if err = a.removeExisting(p); err == nil {
+			err = open()
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -401,6 +424,27 @@ func (a *applier) regular(p string, hdr *tar.Header, tr *tar.Reader) error {
 		return err
 	}
 	return f.Close()
+}
+
+// parent returns an os.Root on the resolved directory dir (cached).
+func (a *applier) parent(dir string) (*os.Root, error) {
+	if a.proot != nil && a.pdir == dir {
+		return a.proot, nil
+	}
+	a.dropParent()
+	r, err := a.root.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	a.proot, a.pdir = r, dir
+	return r, nil
+}
+
+func (a *applier) dropParent() {
+	if a.proot != nil {
+		a.proot.Close()
+		a.proot = nil
+	}
 }
 
 func (a *applier) fill(f *os.File, hdr *tar.Header, tr *tar.Reader) error {
