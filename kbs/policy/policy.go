@@ -376,7 +376,8 @@ type RVPSMessage struct {
 }
 
 // ApplyRVPS stores the reference values of an RVPS message
-// {"version":"0.1.0","type":"sample","payload":"<std b64 of {\"name\":[values]}>"}.
+// {"version":"0.1.0","type":"sample","payload":"<std b64 of {\"name\":[values]}>"};
+// a single value instead of a list is taken as a list of one.
 func (e *Engine) ApplyRVPS(ctx context.Context, raw []byte) error {
 	var m RVPSMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -389,11 +390,15 @@ func (e *Engine) ApplyRVPS(ctx context.Context, raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("rvps payload: not base64: %w", spec.ErrUnsupported)
 	}
-	var values map[string][]any
+	var values map[string]any
 	if err := json.Unmarshal(payload, &values); err != nil {
 		return fmt.Errorf("rvps payload: %v: %w", err, spec.ErrUnsupported)
 	}
-	for name, vs := range values {
+	for name, v := range values {
+		vs, ok := v.([]any)
+		if !ok {
+			vs = []any{v} // kbs-client sends a single value unless asked for an array
+		}
 		if err := e.SetReferenceValue(ctx, name, vs); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -128,6 +129,17 @@ func TestCompileErrorKeepsPolicy(t *testing.T) {
 	}
 	if id, src := e.AttestationPolicy(); id != "default_cpu" || src != DefaultAttestation {
 		t.Fatalf("attestation policy changed: got %s", id)
+	}
+}
+
+func TestRVPSScalar(t *testing.T) {
+	e, _ := New(context.Background())
+	msg := `{"version":"0.1.0","type":"sample","payload":"` + base64.StdEncoding.EncodeToString([]byte(`{"svn":"1","n":2}`)) + `"}`
+	if err := e.ApplyRVPS(context.Background(), []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(e.ReferenceValues()); got != "map[n:[2] svn:[1]]" {
+		t.Fatalf("got %s", got)
 	}
 }
 
