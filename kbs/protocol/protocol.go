@@ -161,7 +161,7 @@ const (
 	ErrPayloadTooLarge  = "PayloadTooLarge"    // body over the limit
 	ErrAdminAuth        = "AdminAuthAccess"    // admin token missing or invalid
 	ErrPolicyEngine     = "PolicyEngineError"  // policy failed to compile or evaluate
-	ErrUnsupportedTee   = "AttestationError"   // tee without a verifier
+	ErrUnsupportedTee   = "UnsupportedTee"     // tee without a verifier (coffer-specific, so clients can tell it apart)
 	ErrTeePubKey        = "JweError"           // tee key not usable for sealing
 	ErrInternal         = "InternalError"
 )
