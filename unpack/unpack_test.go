@@ -454,7 +454,7 @@ func TestDeviceFilesRoot(t *testing.T) {
 	if fi.Mode()&fs.ModeCharDevice == 0 || fi.Mode().Perm() != 0o666 {
 		t.Errorf("dev/null mode: got %v, want a 0666 char device", fi.Mode())
 	}
-	if st := fi.Sys().(*syscall.Stat_t); st.Rdev != uint64(1<<8|3) {
+	if st := fi.Sys().(*syscall.Stat_t); uint64(st.Rdev) != 1<<8|3 {
 		t.Errorf("dev/null rdev: got %#x, want 0x103", st.Rdev)
 	}
 	fi, err = os.Lstat(filepath.Join(s.rootfs, "dev/loop9"))
