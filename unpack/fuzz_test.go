@@ -38,7 +38,7 @@ func FuzzApplyLayer(f *testing.F) {
 		}
 		_ = ApplyLayer(context.Background(), s.rootfs, bytes.NewReader(data), withPrivileged(false))
 		s.checkOutside(t)
-		if err := os.RemoveAll(s.rootfs); err != nil {
+		if err := removeAll(s.rootfs); err != nil {
 			t.Fatal(err)
 		}
 		err := Apply(context.Background(), s.rootfs, []Layer{layerOf("", data, diffID(data))}, withPrivileged(false))

@@ -110,6 +110,9 @@ func newSandbox(t testing.TB) sandbox {
 	t.Helper()
 	base := t.TempDir()
 	s := sandbox{base: base, rootfs: filepath.Join(base, "rootfs"), outside: filepath.Join(base, "outside")}
+	// Read-only directories in the rootfs would stop an unprivileged
+	// TempDir cleanup; this runs first.
+	t.Cleanup(func() { removeAll(s.rootfs) })
 	if err := os.Mkdir(s.outside, 0o755); err != nil {
 		t.Fatal(err)
 	}

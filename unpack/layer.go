@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,6 +48,38 @@ type applier struct {
 	// each one is a single-component open. Dropped on any removal.
 	proot *os.Root
 	pdir  string
+	// locked collects, when unprivileged, directories whose final mode
+	// denies us write or search access; set by restoreModes at the end.
+	locked dirModes
+}
+
+type dirModes map[string]fs.FileMode
+
+func newDirModes(o *options) dirModes {
+	if o.privileged {
+		return nil // root is not stopped by directory modes
+	}
+	return dirModes{}
+}
+
+// restoreModes gives the collected directories their final modes,
+// deepest first.
+func restoreModes(root *os.Root, m dirModes) error {
+	paths := make([]string, 0, len(m))
+	for p := range m {
+		paths = append(paths, p)
+	}
+	sort.Slice(paths, func(i, j int) bool { return len(paths[i]) > len(paths[j]) })
+	for _, p := range paths {
+		fi, err := root.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := root.Chmod(p, m[p]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type dirMeta struct {
@@ -55,7 +88,7 @@ type dirMeta struct {
 	atime, mtime time.Time
 }
 
-func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options) error {
+func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options, locked dirModes) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	a := &applier{
@@ -63,6 +96,7 @@ func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options) err
 		dirs:    map[string]bool{".": true},
 		written: map[string]struct{}{},
 		under:   map[string]struct{}{},
+		locked:  locked,
 	}
 	defer a.dropParent()
 	tr := tar.NewReader(r)
@@ -384,7 +418,18 @@ func (a *applier) finishDirs() error {
 		if err != nil || !fi.IsDir() {
 			continue // replaced or removed later in the layer
 		}
-		if err := a.root.Chmod(d.path, d.mode); err != nil {
+		m := d.mode
+		if a.locked != nil {
+			// Unprivileged: keep the directory writable for us until the
+			// end of the unpack, or later entries could not go into it.
+			if m&0o700 != 0o700 {
+				a.locked[d.path] = m
+				m |= 0o700
+			} else {
+				delete(a.locked, d.path)
+			}
+		}
+		if err := a.root.Chmod(d.path, m); err != nil {
 			return fmt.Errorf("entry %q: %w", d.path, err)
 		}
 		if err := a.root.Chtimes(d.path, d.atime, d.mtime); err != nil {

@@ -22,7 +22,9 @@
 // layer are kept, as the OCI image spec requires, wherever the marker sits
 // in the tar.
 //
-// Modes (including set-id and sticky bits) and mtimes are kept; uid and gid
+// Modes (including set-id and sticky bits) and mtimes are kept (an
+// unprivileged unpack keeps read-only directories writable until the end,
+// then restores their modes); uid and gid
 // when running as root (see [WithSameOwner]). Device nodes and fifos are
 // created only as root and skipped with a warning otherwise. Extended
 // attributes (SCHILY.xattr.*) are best effort on files and directories.
@@ -149,13 +151,17 @@ func Apply(ctx context.Context, dst string, layers []Layer, opts ...Option) (err
 		return err
 	}
 	defer root.Close()
+	locked := newDirModes(o)
 	for i, l := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := applyBlob(ctx, root, l, o); err != nil {
+		if err := applyBlob(ctx, root, l, o, locked); err != nil {
 			return fmt.Errorf("layer %d: %w", i, err)
 		}
+	}
+	if err := restoreModes(root, locked); err != nil {
+		return err
 	}
 	if err := root.Close(); err != nil {
 		return err
@@ -168,7 +174,7 @@ func Apply(ctx context.Context, dst string, layers []Layer, opts ...Option) (err
 
 // applyBlob opens, decompresses and applies one layer, then reads the tar
 // stream to its very end so the diffID is checked before Apply commits.
-func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options) error {
+func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options, locked dirModes) error {
 	if l.Open == nil {
 		return errors.New("layer has no Open function")
 	}
@@ -182,7 +188,7 @@ func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options) error {
 		return err
 	}
 	defer tr.Close()
-	if err := applyLayer(ctx, root, tr, o); err != nil {
+	if err := applyLayer(ctx, root, tr, o, locked); err != nil {
 		return err
 	}
 	// The tar end marker may be followed by padding; the diffID covers it.
@@ -206,7 +212,11 @@ func ApplyLayer(ctx context.Context, rootfs string, r io.Reader, opts ...Option)
 		return err
 	}
 	defer root.Close()
-	return applyLayer(ctx, root, r, o)
+	locked := newDirModes(o)
+	if err := applyLayer(ctx, root, r, o, locked); err != nil {
+		return err
+	}
+	return restoreModes(root, locked)
 }
 
 // removeAll removes dir even when the unpacked tree holds read-only

@@ -961,3 +961,24 @@ func TestDirReplacedBySymlink(t *testing.T) {
 	}
 	s.checkOutside(t)
 }
+
+// TestReadOnlyDirsUnprivileged: an unprivileged unpack keeps read-only
+// directories writable until the end (so later layers can add to them),
+// then gives them their recorded modes.
+func TestReadOnlyDirsUnprivileged(t *testing.T) {
+	s := newSandbox(t)
+	lower := mkTar(t, ent{name: "ro/", typ: tar.TypeDir, mode: 0o555}, ent{name: "ro/sub/", typ: tar.TypeDir, mode: 0o500})
+	upper := mkTar(t, ent{name: "ro/sub/f", body: "f"}, ent{name: "ro/g", body: "g"})
+	if err := apply(t, s, tarLayers(lower, upper), withPrivileged(false), WithSameOwner(false)); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for name, want := range map[string]fs.FileMode{"ro": 0o555, "ro/sub": 0o500} {
+		fi, err := os.Stat(filepath.Join(s.rootfs, name))
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: got %v, %v; want mode %v", name, fi.Mode().Perm(), err, want)
+		}
+	}
+	if got := readFile(t, filepath.Join(s.rootfs, "ro/sub/f")); got != "f" {
+		t.Errorf("ro/sub/f: got %q", got)
+	}
+}
