@@ -11,6 +11,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -163,12 +164,13 @@ func (e *Engine) ResourcePolicy() string {
 	return e.resSrc
 }
 
-// Input is a resource policy input (the verified token claims) converted
-// once, so repeated decisions for the same token skip the conversion. It
-// also remembers the decisions of a deterministic resource policy for
-// requests without query parameters, until the policy changes.
+// Input is a resource policy input: the verified token claims as JSON. It
+// remembers the decisions of a deterministic resource policy for requests
+// without query parameters, until the policy changes; only a miss converts
+// the claims for OPA, and the converted form is not kept, so an Input costs
+// little more than its JSON.
 type Input struct {
-	claims *ast.Term
+	raw []byte
 
 	mu        sync.Mutex
 	gen       uint64
@@ -178,13 +180,21 @@ type Input struct {
 // maxCachedDecisions bounds the decisions remembered per Input.
 const maxCachedDecisions = 256
 
-// NewInput converts token claims for Allow.
+// NewInput prepares token claims for Allow.
 func NewInput(claims map[string]any) (*Input, error) {
-	v, err := ast.InterfaceToValue(claims)
+	raw, err := json.Marshal(claims)
 	if err != nil {
 		return nil, fmt.Errorf("policy input: %w", err)
 	}
-	return &Input{claims: ast.NewTerm(v)}, nil
+	return &Input{raw: raw}, nil
+}
+
+// NewInputJSON prepares token claims given as a JSON object for Allow.
+func NewInputJSON(raw []byte) (*Input, error) {
+	if !json.Valid(raw) {
+		return nil, fmt.Errorf("policy input: invalid JSON: %w", spec.ErrUnsupported)
+	}
+	return &Input{raw: raw}, nil
 }
 
 func (in *Input) cached(gen uint64, p protocol.ResourcePath) (allow, ok bool) {
@@ -232,7 +242,11 @@ func (e *Engine) Allow(ctx context.Context, in *Input, p protocol.ResourcePath, 
 		ast.Item(ast.StringTerm("path"), ast.ArrayTerm(ast.StringTerm(p.Repo), ast.StringTerm(p.Type), ast.StringTerm(p.Tag))),
 		ast.Item(ast.StringTerm("query"), ast.NewTerm(q)),
 	)
-	input := ast.NewObject(ast.Item(ast.StringTerm("claims"), in.claims), ast.Item(ast.StringTerm("d"), ast.NewTerm(d)))
+	claims, err := ast.ValueFromReader(bytes.NewReader(in.raw))
+	if err != nil {
+		return false, fmt.Errorf("policy input: %w", err)
+	}
+	input := ast.NewObject(ast.Item(ast.StringTerm("claims"), ast.NewTerm(claims)), ast.Item(ast.StringTerm("d"), ast.NewTerm(d)))
 	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
 		return false, fmt.Errorf("evaluating resource policy: %w", err)

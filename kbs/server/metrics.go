@@ -8,6 +8,7 @@ type metrics struct {
 	attestations *prometheus.CounterVec
 	releases     prometheus.Counter
 	denials      *prometheus.CounterVec
+	evictions    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -25,7 +26,10 @@ func newMetrics() *metrics {
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kbs_resource_denials_total", Help: "Resource requests refused, by reason.",
 		}, []string{"reason"}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kbs_sessions_evicted_total", Help: "Live sessions dropped because the session table was full.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials)
+	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials, m.evictions)
 	return m
 }

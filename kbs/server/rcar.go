@@ -40,10 +40,10 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	sess, ok := s.sessions.create(req.Tee, nonce, expires, now)
-	if !ok {
-		writeError(w, http.StatusServiceUnavailable, protocol.ErrInternal, "too many live sessions, retry later")
-		return
+	sess, evicted := s.sessions.create(req.Tee, nonce, expires, now)
+	if evicted > 0 {
+		s.m.evictions.Add(float64(evicted))
+		s.o.logger.Warn("kbs session table full: live sessions evicted", "evicted", evicted)
 	}
 	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: sess.id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
 	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: emptyExtraParams})
@@ -143,7 +143,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 }
 
 func grantOf(v *token.Verified) (*grant, error) {
-	in, err := policy.NewInput(v.Claims)
+	in, err := policy.NewInputJSON(v.Payload)
 	if err != nil {
 		return nil, err
 	}

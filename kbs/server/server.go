@@ -38,7 +38,7 @@ const (
 	DefaultSessionTTL       = 5 * time.Minute
 	DefaultMaxBodyBytes     = 1 << 20 // RCAR and admin JSON bodies
 	DefaultMaxResourceBytes = 1 << 20 // admin resource uploads
-	DefaultMaxSessions      = 200_000
+	DefaultMaxSessions      = 100_000 // about 0.5 GiB at most
 )
 
 type options struct {
@@ -138,9 +138,16 @@ func WithMaxResourceBytes(n int64) Option {
 	}
 }
 
-// WithMaxSessions bounds the number of live sessions. Default: DefaultMaxSessions.
+// WithMaxSessions bounds the number of live sessions; when full, arbitrary
+// live sessions are evicted (kbs_sessions_evicted_total). Default: DefaultMaxSessions.
 func WithMaxSessions(n int) Option {
-	return func(o *options) error { o.maxSessions = n; return nil }
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("max sessions %d: must be positive", n)
+		}
+		o.maxSessions = n
+		return nil
+	}
 }
 
 // WithLogger sets the logger for audit and operational lines. Default: slog.Default().

@@ -783,3 +783,28 @@ func TestInitDataInToken(t *testing.T) {
 	_, r = c.attest(a)
 	wantError(t, r, http.StatusUnauthorized, protocol.ErrAttestFailed, "init-data format")
 }
+
+func TestSessionTableFull(t *testing.T) {
+	b := ready(t, server.WithMaxSessions(64))
+	var clients []*rcar
+	for range 300 {
+		c := newRCAR(t, b.URL)
+		if _, r := c.auth(protocol.TeeSample); r.code != http.StatusOK {
+			t.Fatalf("auth with a full table: %d %s", r.code, r.body)
+		}
+		clients = append(clients, c)
+	}
+	// Early sessions were evicted and answer 401 (the client attests again);
+	// the newest still work.
+	ch, r := clients[0].auth(protocol.TeeSample)
+	if r.code != http.StatusOK {
+		t.Fatal(r.code)
+	}
+	if _, r := clients[0].attest(clients[0].attestation(ch.Nonce, clients[0].pub)); r.code != http.StatusOK {
+		t.Fatalf("fresh session after evictions: %d %s", r.code, r.body)
+	}
+	m := clients[0].do(http.MethodGet, "/metrics", nil, nil)
+	if !strings.Contains(string(m.body), "kbs_sessions_evicted_total") || strings.Contains(string(m.body), "kbs_sessions_evicted_total 0") {
+		t.Fatalf("no evictions counted")
+	}
+}

@@ -73,8 +73,10 @@ func (t *sessionTable) shard(id string) *sessionShard {
 	return &t.shards[maphash.String(t.seed, id)%shards]
 }
 
-// create makes a session; false when the table is full of live sessions.
-func (t *sessionTable) create(tee protocol.Tee, nonce string, expires, now time.Time) (*session, bool) {
+// create makes a session. When its shard is full of live sessions it
+// evicts an arbitrary eighth of them (their holders get a 401 and attest
+// again) rather than refusing newcomers, and reports how many went.
+func (t *sessionTable) create(tee protocol.Tee, nonce string, expires, now time.Time) (*session, int) {
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
 	id := hex.EncodeToString(raw[:])
@@ -90,11 +92,18 @@ func (t *sessionTable) create(tee protocol.Tee, nonce string, expires, now time.
 			}
 		}
 	}
+	evicted := 0
 	if len(sh.m) >= t.perShard {
-		return nil, false
+		n := len(sh.m)/8 + 1
+		for k := range sh.m { // map order is unspecified: an arbitrary choice
+			delete(sh.m, k)
+			if evicted++; evicted >= n {
+				break
+			}
+		}
 	}
 	sh.m[id] = s
-	return s, true
+	return s, evicted
 }
 
 // get returns a live session; expired ones are removed.

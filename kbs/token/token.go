@@ -169,7 +169,7 @@ func (s *Signer) IssueVerified(now time.Time, sub Submod) (string, *Verified, er
 	if err := json.Unmarshal(payload, &claims); err != nil {
 		return "", nil, err
 	}
-	v := &Verified{Claims: claims, Status: sub.Status, Expiry: time.Unix(now.Add(s.ttl).Unix(), 0)}
+	v := &Verified{Claims: claims, Payload: payload, Status: sub.Status, Expiry: time.Unix(now.Add(s.ttl).Unix(), 0)}
 	if rdc, ok := sub.AnnotatedEvidence["runtime_data_claims"].(map[string]any); ok {
 		if pk, ok := rdc["tee-pubkey"].(protocol.TeePubKey); ok {
 			v.TeePubKey = &pk
@@ -206,6 +206,7 @@ func (s *Signer) issue(now time.Time, sub Submod) (string, []byte, error) {
 // Verified is a token that passed Verify.
 type Verified struct {
 	Claims    map[string]any      // the whole claims set (resource policy input)
+	Payload   []byte              // the same claims as the token's JSON
 	Status    string              // submods.cpu0 ear.status
 	TeePubKey *protocol.TeePubKey // runtime_data_claims.tee-pubkey, if any
 	Expiry    time.Time
@@ -258,7 +259,7 @@ func parseEAR(payload []byte, now time.Time) (*Verified, error) {
 		return nil, fmt.Errorf("token expired at %s: %w", exp.UTC().Format(time.RFC3339), spec.ErrIntegrity)
 	}
 	sub := ear.Submods[DefaultSubmod]
-	return &Verified{Claims: claims, Status: sub.Status, TeePubKey: sub.AE.RDC.TeePubKey, Expiry: exp}, nil
+	return &Verified{Claims: claims, Payload: payload, Status: sub.Status, TeePubKey: sub.AE.RDC.TeePubKey, Expiry: exp}, nil
 }
 
 func split(tok string) (hdr, payload, sig []byte, err error) {
