@@ -118,7 +118,7 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 		layers[i] = ul
 	}
 	o.log.Info("unpacking", "layers", len(layers), "rootfs", rootfs)
-	if err := unpack.Apply(ctx, rootfs, layers); err != nil {
+	if err := unpack.Apply(ctx, rootfs, layers, unpack.WithLogger(o.log)); err != nil {
 		return err
 	}
 	if err := unpack.WriteConfig(rootfs+".config.json", cfg); err != nil {
