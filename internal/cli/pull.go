@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
@@ -43,7 +44,8 @@ is applied; on any failure nothing is left at ROOTFS.`,
 			} else if bu != nil {
 				unw = append(unw, bu)
 			}
-			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...)}
+			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...),
+				pull.WithLogger(slog.Default())}
 			if platform != "" {
 				p, err := v1.ParsePlatform(platform)
 				if err != nil {

@@ -3,6 +3,8 @@
 package cli
 
 import (
+	"log/slog"
+
 	"github.com/spf13/cobra"
 )
 
@@ -13,6 +15,15 @@ func NewRoot() *cobra.Command {
 		Short:         "Confidential container images: encrypt, broker keys, attest, pull",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	var verbose bool
+	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log progress to stderr (default: warnings and errors only)")
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+		level := slog.LevelWarn
+		if verbose {
+			level = slog.LevelInfo
+		}
+		slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})))
 	}
 	root.AddCommand(
 		// registered verbs (one line each; keep this list, add yours):
