@@ -33,7 +33,7 @@ import (
 type Broker struct {
 	URL    string         // base URL, e.g. http://127.0.0.1:34567
 	Server *server.Server // the handler, for direct access to policy/store/signer
-	Store  *store.Memory  // the resource store
+	Store  store.Store    // the store the server uses (a store.Memory unless WithStore overrides it)
 	HTTP   *httptest.Server
 
 	AdminKey           ed25519.PrivateKey // signs admin tokens accepted by the broker
@@ -73,22 +73,21 @@ func New(t testing.TB, opts ...server.Option) *Broker {
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	return &Broker{URL: hs.URL, Server: srv, Store: mem, HTTP: hs,
+	return &Broker{URL: hs.URL, Server: srv, Store: srv.Store(), HTTP: hs,
 		AdminKey: priv, AdminKeyFile: keyFile, AdminPublicKeyFile: pubFile}
 }
 
 // AdminToken returns a fresh admin token for b.
 func (b *Broker) AdminToken() string { return token.SignAdmin(b.AdminKey, "", time.Now(), 0) }
 
-// SetResource stores data at path ("repo/type/tag") in the broker's store
-// (see Store for the store the server actually uses when overridden).
+// SetResource stores data at path ("repo/type/tag") in the broker's store.
 func (b *Broker) SetResource(t testing.TB, path string, data []byte) {
 	t.Helper()
 	p, err := protocol.ParseResourcePath(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Server.Store().Set(context.Background(), p, data); err != nil {
+	if err := b.Store.Set(context.Background(), p, data); err != nil {
 		t.Fatal(err)
 	}
 }
