@@ -120,11 +120,16 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		return d, nil, false, err
 	}
 	defer f.Close()
+	preallocate(f, d.Size)
 	rc, err := l.Compressed()
 	if err != nil {
 		return d, nil, false, fmt.Errorf("reading blob: %w", err)
 	}
-	sealed, err := layercrypt.Encrypt(ctx, f, rc, k, layercrypt.WithPlainDigest())
+	var lopts []layercrypt.Option
+	if !s.o.trustSrc {
+		lopts = append(lopts, layercrypt.WithPlainDigest())
+	}
+	sealed, err := layercrypt.Encrypt(ctx, f, rc, k, lopts...)
 	rc.Close()
 	if err != nil {
 		return d, nil, false, err
@@ -132,7 +137,10 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err := f.Close(); err != nil {
 		return d, nil, false, fmt.Errorf("staging layer: %w", err)
 	}
-	if got := hex.EncodeToString(sealed.PlainDigest[:]); got != d.Digest.Hex || sealed.Size != d.Size {
+	if sealed.Size != d.Size {
+		return d, nil, false, fmt.Errorf("source blob has %d bytes, its descriptor says %d: %w", sealed.Size, d.Size, spec.ErrIntegrity)
+	}
+	if got := hex.EncodeToString(sealed.PlainDigest[:]); !s.o.trustSrc && got != d.Digest.Hex {
 		return d, nil, false, fmt.Errorf("source blob does not match its descriptor (got sha256:%s, %d bytes): %w", got, sealed.Size, spec.ErrIntegrity)
 	}
 	p := spec.PrivateOptions{
@@ -186,6 +194,7 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		return d, nil, false, err
 	}
 	defer f.Close()
+	preallocate(f, d.Size)
 	rc, err := l.Compressed()
 	if err != nil {
 		return d, nil, false, fmt.Errorf("reading blob: %w", err)

@@ -494,3 +494,27 @@ func FuzzSplice(f *testing.F) {
 		}
 	})
 }
+
+// A source blob that does not match its descriptor is refused (unless the
+// caller vouches for the source).
+func TestEncryptVerifiesSource(t *testing.T) {
+	img := ociImage(t, 1)
+	m, _ := img.Manifest()
+	b := layerBytes(t, img)[0]
+	b[5] ^= 1
+	bad := swapped{img, m.Layers[0].Digest, b}
+	k := newTestKey(t, "jwe")
+	_, err := Encrypt(context.Background(), Artifact{Image: bad}, []keyWrapper{k}, WithTempDir(t.TempDir()))
+	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "does not match its descriptor") {
+		t.Fatalf("corrupt source: err = %v", err)
+	}
+	res, err := Encrypt(context.Background(), Artifact{Image: bad}, []keyWrapper{k}, WithTempDir(t.TempDir()), WithTrustedSource(true))
+	if err != nil {
+		t.Fatalf("trusted source: %v", err)
+	}
+	res.Close()
+	short := swapped{img, m.Layers[0].Digest, b[:len(b)-1]}
+	if _, err := Encrypt(context.Background(), Artifact{Image: short}, []keyWrapper{k}, WithTrustedSource(true)); !errors.Is(err, spec.ErrIntegrity) {
+		t.Errorf("short source with trust: err = %v, want ErrIntegrity (size check stays)", err)
+	}
+}

@@ -21,6 +21,7 @@ type options struct {
 	jobs       int
 	log        *slog.Logger
 	progress   func(Progress)
+	trustSrc   bool
 }
 
 // Progress reports one finished layer.
@@ -81,6 +82,15 @@ func WithJobs(n int) Option {
 		o.jobs = n
 		return nil
 	}
+}
+
+// WithTrustedSource skips re-hashing source blobs during encryption. By
+// default (false) Encrypt hashes every plaintext blob as it reads it and
+// fails if it does not match its descriptor: a third SHA-256 pass beside the
+// HMAC and the ciphertext digest. Skip it only for sources that verify
+// themselves (registry pulls through go-containerregistry do).
+func WithTrustedSource(trust bool) Option {
+	return func(o *options) error { o.trustSrc = trust; return nil }
 }
 
 // WithLogger sets the logger. Default: discard.

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/transport"
 )
 
 func newEncryptCmd() *cobra.Command {
@@ -15,6 +16,8 @@ func newEncryptCmd() *cobra.Command {
 		sel  selectFlags
 		keys keyFlags
 		kbs  kbsKeyFlags
+
+		trustSrc bool
 	)
 	cmd := &cobra.Command{
 		Use:   "encrypt [flags] SRC DST",
@@ -49,7 +52,7 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			opts = append(opts, imagecrypt.WithKeys(unw...))
+			opts = append(opts, imagecrypt.WithKeys(unw...), imagecrypt.WithTrustedSource(trustSrc || selfVerifying(args[0])))
 			return imageJob(cmd, args[0], args[1], &reg, opts,
 				func(ctx context.Context, a imagecrypt.Artifact, o ...imagecrypt.Option) (*imagecrypt.Result, error) {
 					return imagecrypt.Encrypt(ctx, a, wrappers, o...)
@@ -61,6 +64,7 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "private key opening already-encrypted layers, to add recipients to them (repeatable)")
 	kbs.AddFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&trustSrc, "no-verify-source", false, "do not re-hash source layers against their digests (saves one SHA-256 pass; registry sources are verified while downloading anyway)")
 	return cmd
 }
 
@@ -103,4 +107,11 @@ func newRekeyCmd() *cobra.Command {
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "current private key FILE[:pass=P|:file=F|:fd=N] or provider:NAME (repeatable)")
 	return cmd
+}
+
+// selfVerifying reports whether a source checks blob digests as it is read
+// (go-containerregistry verifies registry blobs at EOF).
+func selfVerifying(src string) bool {
+	r, err := transport.Parse(src)
+	return err == nil && r.Transport() == "docker"
 }
