@@ -12,6 +12,7 @@ import (
 	"runtime"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/keywrap"
@@ -102,6 +103,10 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 	if err != nil {
 		return err
 	}
+	orig, err := img.Manifest()
+	if err != nil {
+		return err
+	}
 	layers := make([]unpack.Layer, len(m.Layers))
 	for i, d := range m.Layers {
 		if spec.IsEncrypted(string(d.MediaType)) {
@@ -114,6 +119,12 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 		ul := unpack.Layer{MediaType: string(d.MediaType), Open: l.Compressed}
 		if i < len(cfg.RootFS.DiffIDs) {
 			ul.DiffID = cfg.RootFS.DiffIDs[i]
+		}
+		// An uncompressed layer's diffID is its digest: for a layer that was
+		// encrypted, imagecrypt already verified exactly that digest on the
+		// plaintext, so unpack need not hash it a second time.
+		if ul.DiffID == d.Digest && uncompressed(d.MediaType) && i < len(orig.Layers) && spec.IsEncrypted(string(orig.Layers[i].MediaType)) {
+			ul.DiffID = v1.Hash{}
 		}
 		layers[i] = ul
 	}
@@ -147,4 +158,9 @@ func pickImage(a transport.Artifact, want v1.Platform) (v1.Image, error) {
 		}
 	}
 	return nil, fmt.Errorf("no manifest for platform %s in the index (it has %v): %w", want.String(), seen, spec.ErrNotFound)
+}
+
+func uncompressed(mt types.MediaType) bool {
+	return mt == types.OCIUncompressedLayer || mt == types.DockerUncompressedLayer ||
+		mt == types.OCIUncompressedRestrictedLayer
 }
