@@ -35,21 +35,24 @@ rss() { cut -d' ' -f2 <"$W/$1.times" | sort -n | tail -1; }
 for i in $(seq "$RUNS"); do
   rm -rf "$W"/c-enc "$W"/s-enc "$W"/c-dec "$W"/s-dec
   run coffer-encrypt "$COFFER" encrypt --recipient "jwe:$W/pub.pem" "oci:$W/src:v1" "oci:$W/c-enc:v1"
+  rm -rf "$W"/c-enc-nv
+  run coffer-encrypt-nv "$COFFER" encrypt --no-verify-source --recipient "jwe:$W/pub.pem" "oci:$W/src:v1" "oci:$W/c-enc-nv:v1"
   run skopeo-encrypt skopeo copy -q --encryption-key "jwe:$W/pub.pem" "oci:$W/src:v1" "oci:$W/s-enc:v1"
   run coffer-decrypt "$COFFER" decrypt --key "$W/priv.pem" "oci:$W/c-enc:v1" "oci:$W/c-dec:v1"
   run skopeo-decrypt skopeo copy -q --decryption-key "$W/priv.pem" "oci:$W/s-enc:v1" "oci:$W/s-dec:v1"
 done
 
-report() { # op
-  local c s
-  c=$(secs "coffer-$1"); s=$(secs "skopeo-$1")
-  awk -v op="$1" -v c="$c" -v s="$s" -v mib="$SIZE" -v cr="$(rss "coffer-$1")" -v sr="$(rss "skopeo-$1")" 'BEGIN {
-    printf "%-8s coffer %7.1f MiB/s (%5.2fs, peak RSS %4d MiB)   skopeo %7.1f MiB/s (%5.2fs, peak RSS %4d MiB)   ratio %.2fx\n",
+report() { # op [coffer-variant]
+  local c s cv=${2:-$1}
+  c=$(secs "coffer-$cv"); s=$(secs "skopeo-$1")
+  awk -v op="$cv" -v c="$c" -v s="$s" -v mib="$SIZE" -v cr="$(rss "coffer-$cv")" -v sr="$(rss "skopeo-$1")" 'BEGIN {
+    printf "%-10s coffer %7.1f MiB/s (%5.2fs, peak RSS %4d MiB)   skopeo %7.1f MiB/s (%5.2fs, peak RSS %4d MiB)   ratio %.2fx\n",
       op, mib/c, c, cr/1024, mib/s, s, sr/1024, s/c }'
 }
 echo
 echo "== ${SIZE} MiB single-layer image, oci -> oci, median of $RUNS runs (jwe, RSA-2048)"
 report encrypt
+report encrypt encrypt-nv
 report decrypt
 
 if command -v docker-registry >/dev/null && command -v umoci >/dev/null; then
