@@ -21,8 +21,11 @@ openssl genrsa -out "$W/priv.pem" 2048 2>/dev/null
 openssl rsa -in "$W/priv.pem" -pubout -out "$W/pub.pem" 2>/dev/null
 
 # run NAME CMD... : appends "seconds maxrss_kib" to $W/NAME.times
+# Each run starts with no dirty pages (sync, untimed), so no tool pays for
+# the previous one's writeback.
 run() {
   local name=$1; shift
+  sync
   if ! /usr/bin/time -f "%e %M" -o "$W/t" "$@" >"$W/out" 2>&1; then
     echo "bench: $name failed:" >&2; cat "$W/out" >&2; exit 1
   fi
