@@ -41,6 +41,11 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 	return client.New(f.url, client.WithAttester(att), client.WithTeeKeyType(f.teeKey))
 }
 
+// attesterFunc returns the attester the flags select.
+type attesterFunc func() (evidence.Attester, error)
+
+func (f *kbsClientFlags) attester() (evidence.Attester, error) { return evidence.ForTee(f.tee) }
+
 // unwrapper returns nil when no broker is configured.
 func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, error) {
 	c, err := f.client()

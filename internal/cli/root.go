@@ -25,6 +25,8 @@ func NewRoot() *cobra.Command {
 		}
 		slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})))
 	}
+	kbsCmd := newKBSCmd()
+	kbsCmd.AddCommand(newKBSClientCmds()...)
 	root.AddCommand(
 		// registered verbs (one line each; keep this list, add yours):
 		newVersionCmd(),
@@ -34,7 +36,9 @@ func NewRoot() *cobra.Command {
 		newInspectCmd(),
 		newPullCmd(),
 		newDemoCmd(),
-		newKBSCmd(),
+		kbsCmd,
+		newAgentCmd(),
+		newKeyproviderCmd(),
 	)
 	return root
 }

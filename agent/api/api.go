@@ -1,0 +1,130 @@
+// Package api serves the guest-side REST API of Confidential Containers'
+// api-server-rest: the Confidential Data Hub's resource endpoint and the
+// attestation agent's token and evidence endpoints, backed by coffer's
+// RCAR client. Listen on loopback only: whoever reaches it gets secrets.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/coffer-dev/coffer/agent/client"
+	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// Paths served.
+const (
+	PathResource = "/cdh/resource/" // + <repo>/<type>/<tag>
+	PathToken    = "/aa/token"      // ?token_type=kbs
+	PathEvidence = "/aa/evidence"   // ?runtime_data=…
+)
+
+// maxRuntimeData bounds the runtime_data query parameter.
+const maxRuntimeData = 4096
+
+type handler struct {
+	c   *client.Client
+	att evidence.Attester
+	log *slog.Logger
+}
+
+// NewHandler returns the API handler. log may be nil.
+func NewHandler(c *client.Client, att evidence.Attester, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{c: c, att: att, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc(PathResource, h.resource)
+	mux.HandleFunc(PathToken, h.token)
+	mux.HandleFunc(PathEvidence, h.evidence)
+	return mux
+}
+
+// ParseResourcePath validates "<repo>/<type>/<tag>" with the broker's rules.
+func ParseResourcePath(s string) (protocol.ResourcePath, error) {
+	return protocol.ParseResourcePath(s)
+}
+
+func (h *handler) resource(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
+		return
+	}
+	p, err := ParseResourcePath(strings.TrimPrefix(r.URL.Path, PathResource))
+	if err != nil {
+		http.Error(w, "BAD REQUEST: resource path must be <repo>/<type>/<tag>", http.StatusBadRequest)
+		return
+	}
+	data, err := h.c.GetResource(r.Context(), p.Repo, p.Type, p.Tag)
+	if err != nil {
+		h.fail(w, "resource "+p.String(), err)
+		return
+	}
+	h.log.Info("cdh: resource released", "resource", p.String(), "bytes", len(data))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(data)
+}
+
+func (h *handler) token(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
+		return
+	}
+	if tt := r.URL.Query().Get("token_type"); tt != "kbs" {
+		http.Error(w, fmt.Sprintf("BAD REQUEST: token_type %q is not supported (only kbs)", tt), http.StatusBadRequest)
+		return
+	}
+	tok, err := h.c.Token(r.Context())
+	if err != nil {
+		h.fail(w, "token", err)
+		return
+	}
+	// The reference also returns the tee key pair (PEM) here; coffer keeps
+	// the private key inside the agent and returns only the token.
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(struct {
+		Token string `json:"token"`
+	}{tok})
+}
+
+func (h *handler) evidence(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
+		return
+	}
+	rd := r.URL.Query().Get("runtime_data")
+	if rd == "" || len(rd) > maxRuntimeData {
+		http.Error(w, fmt.Sprintf("BAD REQUEST: runtime_data is required (at most %d bytes)", maxRuntimeData), http.StatusBadRequest)
+		return
+	}
+	ev, err := h.att.Evidence(r.Context(), []byte(rd))
+	if err != nil {
+		h.fail(w, "evidence", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(ev)
+}
+
+// fail maps an error to a status: 403 denied, 404 missing, 400 unsupported,
+// 502 for a broker that cannot be reached or answered badly.
+func (h *handler) fail(w http.ResponseWriter, what string, err error) {
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, spec.ErrPolicyDenied):
+		status = http.StatusForbidden
+	case errors.Is(err, spec.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, spec.ErrUnsupported):
+		status = http.StatusBadRequest
+	}
+	h.log.Warn("cdh: request failed", "what", what, "status", status, "error", err)
+	http.Error(w, err.Error(), status)
+}

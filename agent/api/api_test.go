@@ -1,0 +1,106 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/coffer-dev/coffer/agent/client"
+	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/kbs/kbstest"
+)
+
+func serve(t *testing.T, b *kbstest.Broker) *httptest.Server {
+	t.Helper()
+	c, err := client.New(b.URL, client.WithAttester(evidence.Sample{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}, nil))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestCDHResource(t *testing.T) {
+	b := kbstest.New(t)
+	b.SetResource(t, "default/image_key/app", []byte("secret-kek"))
+	b.AllowAll(t)
+	srv := serve(t, b)
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/cdh/resource/default/image_key/app", 200, "secret-kek"},
+		{"/cdh/resource/default/image_key/missing", 404, "ResourceNotFound"},
+		{"/cdh/resource/image_key/app", 200, "secret-kek"}, // two segments: repo "default", as trustee
+		{"/cdh/resource/default/%2e%2e/x", 400, "BAD REQUEST"},
+		{"/cdh/resource/a/b/c/d", 400, "BAD REQUEST"},
+	} {
+		status, body := get(t, srv.URL+tc.path)
+		if status != tc.status || !strings.Contains(body, tc.body) {
+			t.Errorf("GET %s = %d %q, want %d containing %q", tc.path, status, body, tc.status, tc.body)
+		}
+	}
+	b.DenyAll(t)
+	srv2 := serve(t, b)
+	status, body := get(t, srv2.URL+"/cdh/resource/default/image_key/app")
+	if status != http.StatusForbidden || !strings.Contains(body, "denied") {
+		t.Errorf("denied resource = %d %q, want 403 with the broker's detail", status, body)
+	}
+}
+
+func TestAAEndpoints(t *testing.T) {
+	b := kbstest.New(t)
+	srv := serve(t, b)
+	status, body := get(t, srv.URL+"/aa/token?token_type=kbs")
+	var tok struct{ Token string }
+	if status != 200 || json.Unmarshal([]byte(body), &tok) != nil || strings.Count(tok.Token, ".") != 2 {
+		t.Errorf("token = %d %q", status, body)
+	}
+	if status, _ := get(t, srv.URL+"/aa/token?token_type=coco_as"); status != 400 {
+		t.Errorf("unsupported token type = %d, want 400", status)
+	}
+	status, body = get(t, srv.URL+"/aa/evidence?runtime_data=hello")
+	var ev struct {
+		ReportData string `json:"report_data"`
+	}
+	if status != 200 || json.Unmarshal([]byte(body), &ev) != nil || ev.ReportData != base64.StdEncoding.EncodeToString([]byte("hello")) {
+		t.Errorf("evidence = %d %q", status, body)
+	}
+	if status, _ := get(t, srv.URL+"/aa/evidence"); status != 400 {
+		t.Errorf("evidence without runtime_data = %d, want 400", status)
+	}
+}
+
+func FuzzResourcePath(f *testing.F) {
+	for _, s := range []string{"default/image_key/app", "../x/y", "a/b/c/d", "a//b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseResourcePath(s)
+		if err != nil {
+			return
+		}
+		for _, seg := range []string{p.Repo, p.Type, p.Tag} {
+			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "/\\") {
+				t.Fatalf("accepted unsafe path %q", s)
+			}
+		}
+	})
+}

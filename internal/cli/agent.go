@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/coffer-dev/coffer/agent/api"
+	"github.com/coffer-dev/coffer/agent/client"
+	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/keywrap/keyprovider"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		kbs              kbsClientFlags
+		listen, kpGRPC   string
+		wrapKEK, wrapKID string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --kbs URL [--listen 127.0.0.1:8006] [--keyprovider-grpc 127.0.0.1:50000]",
+		Short: "Guest agent: CDH/AA REST API and the ocicrypt keyprovider gRPC service, backed by the broker",
+		Long: `Serve, until interrupted, the Confidential Containers guest APIs backed by coffer's
+RCAR client: GET /cdh/resource/<repo>/<type>/<tag>, /aa/token?token_type=kbs and
+/aa/evidence?runtime_data=… on --listen, and (with --keyprovider-grpc) the ocicrypt
+keyprovider service whose UnWrapKey fetches attestation-agent KEKs from the broker,
+so containerd, CRI-O or skopeo decrypt images through it unchanged. WrapKey only
+works with a configured --wrap-kek/--wrap-kid: a remote caller never names host files.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := kbs.client()
+			if err != nil {
+				return err
+			}
+			if c == nil {
+				return fmt.Errorf("--kbs (or COFFER_KBS_URL) is required: %w", ErrUsage)
+			}
+			h, err := newAgentKeyHandler(c, wrapKEK, wrapKID)
+			if err != nil {
+				return err
+			}
+			return serveAgent(cmd.Context(), c, kbs.attester, listen, kpGRPC, h, slog.Default())
+		},
+	}
+	kbs.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8006", "address of the CDH/AA REST API")
+	cmd.Flags().StringVar(&kpGRPC, "keyprovider-grpc", "", "address of the ocicrypt keyprovider gRPC service (e.g. 127.0.0.1:50000)")
+	cmd.Flags().StringVar(&wrapKEK, "wrap-kek", "", "32-byte KEK file WrapKey uses (with --wrap-kid)")
+	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
+	return cmd
+}
+
+// agentKeyHandler unwraps through the broker and wraps only with the KEK
+// the operator configured.
+type agentKeyHandler struct {
+	keyprovider.Handler // unwrap: aa with the broker resolver
+	wrap                func(ctx context.Context, opts []byte) ([]byte, error)
+}
+
+func newAgentKeyHandler(c *client.Client, kekFile, kid string) (*agentKeyHandler, error) {
+	h := &agentKeyHandler{Handler: aa.NewHandler(c.KeyResolver())}
+	if (kekFile == "") != (kid == "") {
+		return nil, fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
+	}
+	if kekFile != "" {
+		kek, err := aa.ReadKEK(kekFile)
+		if err != nil {
+			return nil, err
+		}
+		w, err := aa.NewWrapper(kek, kid)
+		if err != nil {
+			return nil, err
+		}
+		h.wrap = w.Wrap
+	}
+	return h, nil
+}
+
+func (h *agentKeyHandler) WrapKey(ctx context.Context, _ map[string][][]byte, opts []byte) ([]byte, error) {
+	if h.wrap == nil {
+		return nil, fmt.Errorf("this agent does not wrap keys (start it with --wrap-kek and --wrap-kid): %w", spec.ErrUnsupported)
+	}
+	return h.wrap(ctx, opts)
+}
+
+func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen, kpAddr string, h keyprovider.Handler, log *slog.Logger) error {
+	a, err := att()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	srv := &http.Server{Handler: api.NewHandler(c, a, log), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("agent REST API listening", "addr", ln.Addr().String(), "tee", a.Tee())
+	var gs *grpc.Server
+	if kpAddr != "" {
+		gl, err := net.Listen("tcp", kpAddr)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("agent keyprovider: %w", err)
+		}
+		gs = grpc.NewServer()
+		keyprovider.RegisterGRPC(gs, h)
+		go func() { errc <- gs.Serve(gl) }()
+		log.Info("agent keyprovider gRPC listening", "addr", gl.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			srv.Close()
+			if gs != nil {
+				gs.Stop()
+			}
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if gs != nil {
+		gs.GracefulStop()
+	}
+	return srv.Shutdown(sctx)
+}

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+)
+
+// newKBSClientCmds are the guest-side verbs of `coffer kbs`.
+func newKBSClientCmds() []*cobra.Command {
+	var tee, teeKey, path string
+	clientFor := func(cmd *cobra.Command) (*kbsClientFlags, error) {
+		f := &kbsClientFlags{url: kbsFlag(cmd, "url", "COFFER_KBS_URL"), tee: tee, teeKey: teeKey}
+		if f.url == "" {
+			return nil, fmt.Errorf("--url (or COFFER_KBS_URL) is required: %w", ErrUsage)
+		}
+		return f, nil
+	}
+	attest := &cobra.Command{
+		Use:   "attest --url URL [--tee sample]",
+		Short: "Attest to the broker and print the EAR token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := clientFor(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			tok, err := c.Attest(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	get := &cobra.Command{
+		Use:   "get-resource --url URL --path REPO/TYPE/TAG [--tee sample]",
+		Short: "Attest and fetch a resource; its raw bytes go to stdout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := protocol.ParseResourcePath(path)
+			if err != nil {
+				return fmt.Errorf("--path %q: %w: %w", path, err, ErrUsage)
+			}
+			f, err := clientFor(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			data, err := c.GetResource(cmd.Context(), p.Repo, p.Type, p.Tag)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(data)
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{attest, get} {
+		c.Flags().StringVar(&tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
+		c.Flags().StringVar(&teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
+	}
+	get.Flags().StringVar(&path, "path", "", "resource path repo/type/tag")
+	return []*cobra.Command{attest, get}
+}
