@@ -178,6 +178,9 @@ func pump(ctx context.Context, dst io.Writer, src io.Reader, ks cipher.Stream, t
 	var total int64
 	var err error
 	for err == nil {
+		if err = ctx.Err(); err != nil {
+			break
+		}
 		var c *chunk
 		select {
 		case <-ctx.Done():
