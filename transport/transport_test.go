@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -8,10 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/coffer-dev/coffer/internal/testutil"
@@ -252,4 +258,137 @@ func TestDebianDockerRegistry(t *testing.T) {
 	idx, _ := random.Index(512, 2, 2)
 	roundTrip(t, "docker://"+addr+"/coffer/app:v1", Artifact{Image: img})
 	roundTrip(t, "docker://"+addr+"/coffer/app:multi", Artifact{Index: idx})
+}
+
+// FuzzExtractTar feeds arbitrary archives to the oci-archive extractor: it
+// must fail or stay inside its directory.
+func FuzzExtractTar(f *testing.F) {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: "index.json", Mode: 0o644, Size: 2, Typeflag: tar.TypeReg})
+	tw.Write([]byte("{}"))
+	tw.WriteHeader(&tar.Header{Name: "../escape", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
+	tw.Write([]byte("x"))
+	tw.Close()
+	f.Add(b.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "x")
+		os.Mkdir(dir, 0o755)
+		_ = extractTar(context.Background(), bytes.NewReader(data), dir)
+		entries, _ := os.ReadDir(parent)
+		if len(entries) != 1 {
+			t.Fatalf("extraction wrote outside its directory: %d entries in the parent", len(entries))
+		}
+	})
+}
+
+// slowLayer streams its compressed bytes in small pieces and says when the
+// upload began, so a test can kill the registry mid-upload.
+type slowLayer struct {
+	v1.Layer
+	started chan struct{}
+}
+
+func (s slowLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := s.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{&slowReader{r: rc, started: s.started}, rc}, nil
+}
+
+type slowReader struct {
+	r       io.Reader
+	started chan struct{}
+	once    sync.Once
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	s.once.Do(func() { close(s.started) })
+	time.Sleep(5 * time.Millisecond)
+	if len(p) > 512 {
+		p = p[:512]
+	}
+	return s.r.Read(p)
+}
+
+func TestRegistryKilledMidPush(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	host := strings.TrimPrefix(srv.URL, "http://")
+	base, _ := random.Image(1<<20, 1)
+	l := (mustLayers(t, base))[0]
+	started := make(chan struct{})
+	img, err := mutate.AppendLayers(empty.Image, slowLayer{l, started})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-started
+		srv.CloseClientConnections()
+		srv.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = Write(ctx, mustParse(t, "docker://"+host+"/app:v1"), Artifact{Image: img}, WithJobs(1))
+	if err == nil {
+		t.Fatal("push succeeded although the registry died mid-upload")
+	}
+	if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pushing to "+host+"/app:v1") {
+		t.Errorf("error is not one actionable line: %q", err)
+	}
+}
+
+func mustLayers(t *testing.T, img v1.Image) []v1.Layer {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
+}
+
+// fileLayer offers its blob as a caller-owned file (the BlobFile hook).
+type fileLayer struct {
+	v1.Layer
+	path string
+}
+
+func (f fileLayer) BlobFile() (string, bool) { return f.path, true }
+
+func TestBlobFileHardLinked(t *testing.T) {
+	base, _ := random.Image(4096, 1)
+	l := mustLayers(t, base)[0]
+	rc, _ := l.Compressed()
+	data, _ := io.ReadAll(rc)
+	staged := filepath.Join(t.TempDir(), "staged")
+	if err := os.WriteFile(staged, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, fileLayer{l, staged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"oci:" + filepath.Join(t.TempDir(), "lay") + ":v1"} {
+		if err := Write(context.Background(), mustParse(t, ref), Artifact{Image: img}); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := l.Digest()
+		blob := filepath.Join(strings.TrimSuffix(strings.TrimPrefix(ref, "oci:"), ":v1"), "blobs", "sha256", d.Hex)
+		a, _ := os.Stat(staged)
+		b, err := os.Stat(blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !os.SameFile(a, b) {
+			t.Errorf("blob %s is a copy, want a hard link to the staged file", d.Hex)
+		}
+		got, _, err := Read(context.Background(), mustParse(t, ref))
+		if err != nil || digest(t, got) != digest(t, Artifact{Image: img}) {
+			t.Errorf("read back: %v", err)
+		}
+	}
 }
