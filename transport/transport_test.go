@@ -337,7 +337,7 @@ func TestRegistryKilledMidPush(t *testing.T) {
 	if err == nil {
 		t.Fatal("push succeeded although the registry died mid-upload")
 	}
-	if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pushing to "+host+"/app:v1") {
+	if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "pushing to docker://"+host+"/app:v1") {
 		t.Errorf("error is not one actionable line: %q", err)
 	}
 }
