@@ -249,9 +249,14 @@ func linkStagedBlobs(ctx context.Context, dir string, a Artifact) error {
 			if _, err := os.Stat(dst); err == nil {
 				continue
 			}
-			if err := os.Link(src, dst); err == nil {
-				os.Chmod(dst, 0o644)
+			// A link shares the caller's inode and mode: only link files
+			// already readable by all, so the caller's file is never
+			// changed and blobs keep the layout's usual 0644-style mode.
+			if fi, err := os.Stat(src); err != nil || fi.Mode().Perm()&0o444 != 0o444 {
+				continue
 			}
+			_ = os.Link(src, dst) // on failure the layout writer copies
+
 		}
 	}
 	return nil
