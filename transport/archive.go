@@ -35,7 +35,12 @@ func readOCIArchive(ctx context.Context, r localRef) (Artifact, func() error, er
 		return Artifact{}, nil, err
 	}
 	cleanup := func() error { return os.RemoveAll(tmp) }
-	if err := extractTar(ctx, f, tmp); err != nil {
+	st, err := f.Stat()
+	if err != nil {
+		cleanup()
+		return Artifact{}, nil, fmt.Errorf("reading %s: %w", r, err)
+	}
+	if err := extractTar(ctx, f, tmp, st.Size()); err != nil {
 		cleanup()
 		return Artifact{}, nil, fmt.Errorf("reading %s: %w", r, err)
 	}
@@ -48,8 +53,10 @@ func readOCIArchive(ctx context.Context, r localRef) (Artifact, func() error, er
 }
 
 // extractTar unpacks regular files and directories only, confined to dir
-// through os.Root: an archive cannot write outside it.
-func extractTar(ctx context.Context, r io.Reader, dir string) error {
+// through os.Root: an archive cannot write outside it. An OCI layout holds
+// no holes, so it never extracts to more than the archive's own size
+// (limit): sparse entries declaring huge sizes are refused.
+func extractTar(ctx context.Context, r io.Reader, dir string, limit int64) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
@@ -89,7 +96,12 @@ func extractTar(ctx context.Context, r io.Reader, dir string) error {
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(w, tr)
+			if h.Size > limit {
+				w.Close()
+				return fmt.Errorf("archive entry %q declares %d bytes, more than the archive holds: %w", h.Name, h.Size, spec.ErrIntegrity)
+			}
+			n, err := io.Copy(w, tr)
+			limit -= n
 			if cerr := w.Close(); err == nil {
 				err = cerr
 			}

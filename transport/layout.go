@@ -204,8 +204,9 @@ func atomicWrite(path string, data []byte, mode os.FileMode) error {
 }
 
 // blobFiler is implemented by layers whose blob already sits in a local file
-// (imagecrypt's staged layers). The file belongs to the caller: writers may
-// hard-link it, never move or change it.
+// (imagecrypt's staged layers, created 0600). The file belongs to the caller:
+// writers may hard-link it and make it 0644 (a blob's mode), never move or
+// change its contents.
 type blobFiler interface {
 	BlobFile() (path string, ok bool)
 }
@@ -249,13 +250,12 @@ func linkStagedBlobs(ctx context.Context, dir string, a Artifact) error {
 			if _, err := os.Stat(dst); err == nil {
 				continue
 			}
-			// A link shares the caller's inode and mode: only link files
-			// already readable by all, so the caller's file is never
-			// changed and blobs keep the layout's usual 0644-style mode.
-			if fi, err := os.Stat(src); err != nil || fi.Mode().Perm()&0o444 != 0o444 {
-				continue
+			// A link shares the caller's inode: the blob gets the usual 0644
+			// mode, which the staged file then shares. On failure the layout
+			// writer copies.
+			if err := os.Link(src, dst); err == nil {
+				_ = os.Chmod(dst, 0o644)
 			}
-			_ = os.Link(src, dst) // on failure the layout writer copies
 
 		}
 	}

@@ -275,7 +275,7 @@ func FuzzExtractTar(f *testing.F) {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "x")
 		os.Mkdir(dir, 0o755)
-		_ = extractTar(context.Background(), bytes.NewReader(data), dir)
+		_ = extractTar(context.Background(), bytes.NewReader(data), dir, int64(len(data)))
 		entries, _ := os.ReadDir(parent)
 		if len(entries) != 1 {
 			t.Fatalf("extraction wrote outside its directory: %d entries in the parent", len(entries))
