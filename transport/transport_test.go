@@ -365,7 +365,7 @@ func TestBlobFileHardLinked(t *testing.T) {
 	rc, _ := l.Compressed()
 	data, _ := io.ReadAll(rc)
 	staged := filepath.Join(t.TempDir(), "staged")
-	if err := os.WriteFile(staged, data, 0o644); err != nil {
+	if err := os.WriteFile(staged, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	img, err := mutate.AppendLayers(empty.Image, fileLayer{l, staged})
