@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -390,5 +391,23 @@ func TestBlobFileHardLinked(t *testing.T) {
 		if err != nil || digest(t, got) != digest(t, Artifact{Image: img}) {
 			t.Errorf("read back: %v", err)
 		}
+	}
+}
+
+func TestRegistryUnauthorized(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, _ := random.Image(100, 1)
+	err := Write(context.Background(), mustParse(t, "docker://"+host+"/app:v1"), Artifact{Image: img}, WithCreds("u:wrong"))
+	if err == nil || !strings.Contains(err.Error(), "check --creds or docker login") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("push with bad creds: %v", err)
+	}
+	_, _, err = Read(context.Background(), mustParse(t, "docker://"+host+"/app:v1"), WithCreds("u:wrong"))
+	if err == nil || !strings.Contains(err.Error(), "unauthorized") {
+		t.Errorf("pull with bad creds: %v", err)
 	}
 }
