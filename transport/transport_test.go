@@ -272,8 +272,13 @@ func FuzzExtractTar(f *testing.F) {
 	tw.Write([]byte("x"))
 	tw.Close()
 	f.Add(b.Bytes())
+	base := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		parent := t.TempDir()
+		parent, err := os.MkdirTemp(base, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(parent)
 		dir := filepath.Join(parent, "x")
 		os.Mkdir(dir, 0o755)
 		_ = extractTar(context.Background(), bytes.NewReader(data), dir, int64(len(data)))
