@@ -78,9 +78,12 @@ func TestInteropPGPCofferToOcicrypt(t *testing.T) {
 	m, _ := res.Image.Manifest()
 	d := m.Layers[0]
 	el, _ := res.Image.LayerByDigest(d.Digest)
-	r, _, err := ocicrypt.DecryptLayer(cc.DecryptConfig, bytes.NewReader(blob(t, el)), toOCI(d), false)
+	r, dg, err := ocicrypt.DecryptLayer(cc.DecryptConfig, bytes.NewReader(blob(t, el)), toOCI(d), false)
 	if err != nil {
 		t.Fatalf("ocicrypt: %v", err)
+	}
+	if want := digest.FromBytes(orig); dg != "" && dg != want { // ocicrypt (blockcipher init) drops privopts.digest and returns ""
+		t.Errorf("ocicrypt digest: got %q, want %s", dg, want)
 	}
 	got, err := io.ReadAll(r)
 	if err != nil {
