@@ -10,7 +10,7 @@ COFFER=${COFFER:-./bin/coffer}
 for t in skopeo /usr/bin/time openssl; do
   command -v "$t" >/dev/null || { echo "bench: $t is required (apt-get install skopeo time openssl)" >&2; exit 1; }
 done
-W=$(mktemp -d /var/tmp/coffer-bench.XXXXXX)
+W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/coffer-bench.XXXXXX")
 REG_PID=
 cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
