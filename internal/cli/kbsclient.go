@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/spf13/pflag"
 
@@ -46,11 +48,36 @@ type attesterFunc func() (evidence.Attester, error)
 
 func (f *kbsClientFlags) attester() (evidence.Attester, error) { return evidence.ForTee(f.tee) }
 
-// unwrapper returns nil when no broker is configured.
+// unwrapper returns nil when no broker is configured. It is meant for one
+// command (a pull): each key is fetched once however many layers use it.
 func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, error) {
 	c, err := f.client()
 	if c == nil || err != nil {
 		return nil, err
 	}
-	return aa.NewUnwrapper(c.KeyResolver()), nil
+	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), nil
+}
+
+// onceByKID memoizes a resolver per key id, concurrent callers included.
+// Only for short-lived commands: a long-running agent must ask the broker
+// every time so that a policy change takes effect.
+func onceByKID(resolve aa.KeyResolver) aa.KeyResolver {
+	type result struct {
+		once sync.Once
+		kek  []byte
+		err  error
+	}
+	var mu sync.Mutex
+	seen := map[string]*result{}
+	return func(ctx context.Context, kid string) ([]byte, error) {
+		mu.Lock()
+		r, ok := seen[kid]
+		if !ok {
+			r = &result{}
+			seen[kid] = r
+		}
+		mu.Unlock()
+		r.once.Do(func() { r.kek, r.err = resolve(ctx, kid) })
+		return r.kek, r.err
+	}
 }
