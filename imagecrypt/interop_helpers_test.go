@@ -40,4 +40,3 @@ func blob(t *testing.T, l v1.Layer) []byte {
 	}
 	return b
 }
-
