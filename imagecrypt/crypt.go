@@ -41,11 +41,7 @@ func Encrypt(ctx context.Context, in Artifact, wrappers []keywrap.Wrapper, opts 
 			if len(o.unwrappers) == 0 {
 				return d, nil, false, fmt.Errorf("already encrypted: to add recipients, also pass --key with one of its private keys")
 			}
-			p, err := s.unwrap(ctx, d)
-			if err != nil {
-				return d, nil, false, err
-			}
-			nd, err := addRecipients(ctx, d, p, wrappers)
+			nd, err := s.rewrap(ctx, d, wrappers, false)
 			return nd, nil, err == nil, err
 		}
 		return s.encryptLayer(ctx, d, l, diffID, wrappers)
@@ -72,13 +68,7 @@ func Rekey(ctx context.Context, in Artifact, wrappers []keywrap.Wrapper, opts ..
 		if !spec.IsEncrypted(string(d.MediaType)) {
 			return d, nil, false, nil
 		}
-		p, err := s.unwrap(ctx, d)
-		if err != nil {
-			return d, nil, false, err
-		}
-		d.Annotations = maps.Clone(d.Annotations)
-		maps.DeleteFunc(d.Annotations, func(k, _ string) bool { return strings.HasPrefix(k, spec.AnnotationKeyPrefix) })
-		nd, err := addRecipients(ctx, d, p, wrappers)
+		nd, err := s.rewrap(ctx, d, wrappers, true)
 		return nd, nil, err == nil, err
 	}
 	return s.run(ctx, in)
@@ -234,6 +224,22 @@ func plainAnnotations(a map[string]string) map[string]string {
 		return nil
 	}
 	return out
+}
+
+// rewrap opens an encrypted layer's options with the session's keys and
+// wraps them for wrappers, after dropping every existing recipient when
+// replace is set. The blob is untouched.
+func (s *session) rewrap(ctx context.Context, d v1.Descriptor, wrappers []keywrap.Wrapper, replace bool) (v1.Descriptor, error) {
+	p, err := s.unwrap(ctx, d)
+	if err != nil {
+		return d, err
+	}
+	defer clear(p.SymKey)
+	if replace {
+		d.Annotations = maps.Clone(d.Annotations)
+		maps.DeleteFunc(d.Annotations, func(k, _ string) bool { return strings.HasPrefix(k, spec.AnnotationKeyPrefix) })
+	}
+	return addRecipients(ctx, d, p, wrappers)
 }
 
 // addRecipients wraps p for every wrapper and appends the entries.
