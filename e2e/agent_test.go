@@ -152,3 +152,28 @@ func TestKBSClientVerbs(t *testing.T) {
 		t.Errorf("denied get-resource: err = %v", err)
 	}
 }
+
+// A token printed by `kbs admin-token` is accepted by the broker's admin API.
+func TestKBSAdminToken(t *testing.T) {
+	b := kbstest.New(t)
+	tok := strings.TrimSpace(mustCoffer(t, "kbs", "admin-token", "--admin-key", b.AdminKeyFile, "--ttl", "5m"))
+	req, _ := http.NewRequest(http.MethodPost, b.URL+"/kbs/v0/resource/default/k/t", strings.NewReader("v"))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin call with the printed token: HTTP %d", resp.StatusCode)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok[:len(tok)-3]+"AAA")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Error("tampered admin token accepted")
+	}
+}

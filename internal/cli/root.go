@@ -27,6 +27,7 @@ func NewRoot() *cobra.Command {
 	}
 	kbsCmd := newKBSCmd()
 	kbsCmd.AddCommand(newKBSClientCmds()...)
+	kbsCmd.AddCommand(newKBSAdminTokenCmd())
 	root.AddCommand(
 		// registered verbs (one line each; keep this list, add yours):
 		newVersionCmd(),

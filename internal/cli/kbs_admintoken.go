@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/kbs/adminclient"
+	"github.com/coffer-dev/coffer/kbs/token"
+)
+
+// newKBSAdminTokenCmd prints a signed admin token, for clients (newer
+// trustee kbs-client builds) that take a pre-issued token instead of a key.
+func newKBSAdminTokenCmd() *cobra.Command {
+	var (
+		role string
+		ttl  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "admin-token --admin-key admin.key [--role R] [--ttl 2h]",
+		Short: "Print an Ed25519-signed admin token (for clients that take a token, not a key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keyFile := kbsFlag(cmd, "admin-key", "COFFER_KBS_ADMIN_KEY")
+			if keyFile == "" {
+				return fmt.Errorf("--admin-key (or COFFER_KBS_ADMIN_KEY) is required: %w", ErrUsage)
+			}
+			if ttl <= 0 || ttl > 24*time.Hour {
+				return fmt.Errorf("--ttl must be between 1s and 24h: %w", ErrUsage)
+			}
+			key, err := adminclient.LoadKey(keyFile)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), token.SignAdmin(key, role, time.Now(), ttl))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&role, "role", "", "role claim (for brokers that require one)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 2*time.Hour, "token lifetime")
+	return cmd
+}
