@@ -59,8 +59,9 @@ func TestFailuresMapToSentinels(t *testing.T) {
 	b.DenyAll(t)
 	c := newClient(t, b.URL)
 	_, err := c.GetResource(context.Background(), "default", "image_key", "app")
-	if !errors.Is(err, spec.ErrPolicyDenied) || strings.Contains(err.Error(), "\n") {
-		t.Errorf("deny: err = %v, want ErrPolicyDenied on one line", err)
+	if !errors.Is(err, spec.ErrPolicyDenied) || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "PolicyDeny") || !strings.Contains(err.Error(), "denied by the resource policy") {
+		t.Errorf("deny: err = %v, want ErrPolicyDenied on one line carrying the broker's variant and detail", err)
 	}
 	if n := c.Attestations(); n != 1 {
 		t.Errorf("a denial triggered %d attestations, want 1 (no pointless retry)", n)
