@@ -34,12 +34,36 @@ type handler struct {
 	log *slog.Logger
 }
 
-// NewHandler returns the API handler. log may be nil.
-func NewHandler(c *client.Client, att evidence.Attester, log *slog.Logger) http.Handler {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+type options struct {
+	log *slog.Logger
+}
+
+// Option configures NewHandler.
+type Option func(*options)
+
+// WithLogger logs one line per released resource (path and size, never the
+// bytes) and per failed request. Default: no logging.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
 	}
-	h := &handler{c: c, att: att, log: log}
+}
+
+// NewHandler returns the API handler: resources and tokens come from c
+// (which attests when it has no valid token), evidence from att.
+//
+// The token endpoint answers {"token":"<EAR JWT>"}. guest-components'
+// api-server-rest also returns "tee_keypair", the PEM of the tee private key
+// the resources are sealed to; coffer never hands that key out, so the field
+// is absent.
+func NewHandler(c *client.Client, att evidence.Attester, opts ...Option) http.Handler {
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	h := &handler{c: c, att: att, log: o.log}
 	mux := http.NewServeMux()
 	mux.HandleFunc(PathResource, h.resource)
 	mux.HandleFunc(PathToken, h.token)
@@ -54,6 +78,7 @@ func ParseResourcePath(s string) (protocol.ResourcePath, error) {
 
 func (h *handler) resource(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
 		return
 	}
@@ -69,11 +94,13 @@ func (h *handler) resource(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("cdh: resource released", "resource", p.String(), "bytes", len(data))
 	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
 	w.Write(data)
 }
 
 func (h *handler) token(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
 		return
 	}
@@ -88,6 +115,7 @@ func (h *handler) token(w http.ResponseWriter, r *http.Request) {
 	}
 	// The reference also returns the tee key pair (PEM) here; coffer keeps
 	// the private key inside the agent and returns only the token.
+	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(struct {
 		Token string `json:"token"`
@@ -96,6 +124,7 @@ func (h *handler) token(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) evidence(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
 		return
 	}

@@ -20,7 +20,7 @@ func serve(t *testing.T, b *kbstest.Broker) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}, nil))
+	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -103,4 +103,55 @@ func FuzzResourcePath(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCDHErrors(t *testing.T) {
+	// A broker that is not there: 502 naming the cause.
+	dead := httptest.NewServer(http.NotFoundHandler())
+	url := dead.URL
+	dead.Close()
+	c, err := client.New(url, client.WithAttester(evidence.Sample{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}))
+	defer srv.Close()
+	for _, p := range []string{"/cdh/resource/default/image_key/app", "/aa/token?token_type=kbs"} {
+		if status, body := get(t, srv.URL+p); status != http.StatusBadGateway || body == "" {
+			t.Errorf("GET %s with the broker down = %d %q, want 502 with a cause", p, status, body)
+		}
+	}
+
+	// Only GET.
+	b := kbstest.New(t)
+	srv2 := serve(t, b)
+	for _, p := range []string{"/cdh/resource/default/image_key/app", "/aa/token?token_type=kbs", "/aa/evidence?runtime_data=x"} {
+		resp, err := http.Post(srv2.URL+p, "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodGet {
+			t.Errorf("POST %s = %d Allow %q, want 405 Allow GET", p, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	if status, _ := get(t, srv2.URL+"/aa/evidence?runtime_data="+strings.Repeat("a", maxRuntimeData+1)); status != http.StatusBadRequest {
+		t.Errorf("oversized runtime_data = %d, want 400", status)
+	}
+}
+
+func TestTokenHasNoPrivateKey(t *testing.T) {
+	b := kbstest.New(t)
+	srv := serve(t, b)
+	status, body := get(t, srv.URL+"/aa/token?token_type=kbs")
+	if status != http.StatusOK {
+		t.Fatalf("token = %d %q", status, body)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m["tee_keypair"]; ok || strings.Contains(body, "PRIVATE KEY") || len(m) != 1 {
+		t.Errorf("token response %q: want only {\"token\"}", body)
+	}
 }

@@ -100,7 +100,7 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	srv := &http.Server{Handler: api.NewHandler(c, a, log), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api.NewHandler(c, a, api.WithLogger(log)), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("agent REST API listening", "addr", ln.Addr().String(), "tee", a.Tee())
