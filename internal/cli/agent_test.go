@@ -1,0 +1,218 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ocicfg "github.com/containers/ocicrypt/config"
+	ocikpcfg "github.com/containers/ocicrypt/config/keyprovider-config"
+	ocikp "github.com/containers/ocicrypt/keywrap/keyprovider"
+
+	"github.com/coffer-dev/coffer/keywrap/keyprovider"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startAgent runs `coffer agent ARGS…` until the test ends and waits until
+// both its listeners answer. It returns the REST and gRPC addresses and a
+// function that stops the agent and returns RunE's error.
+func startAgent(t *testing.T, args ...string) (rest, grpcAddr string, stop func() error) {
+	t.Helper()
+	rest, grpcAddr = freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	root := NewRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"agent", "--listen", rest, "--keyprovider-grpc", grpcAddr}, args...))
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var result error
+	stopped := false
+	stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			select {
+			case result = <-done:
+			case <-time.After(15 * time.Second):
+				result = errors.New("agent did not stop within 15s of cancellation")
+			}
+		}
+		return result
+	}
+	t.Cleanup(func() { stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for _, addr := range []string{rest, grpcAddr} {
+		for {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("agent exited: %v (output %q)", err, out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent not listening on %s: %v", addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return rest, grpcAddr, stop
+}
+
+func TestAgentServesCDHAndKeyprovider(t *testing.T) {
+	const kid = "kbs:///default/image_key/app"
+	b, kek := brokerWithKEK(t, "default/image_key/app")
+	rest, grpcAddr, stop := startAgent(t, "--kbs", b.URL, "--tee", "sample")
+	ctx := context.Background()
+
+	// CDH REST API.
+	resp, err := http.Get("http://" + rest + "/cdh/resource/default/image_key/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, kek) {
+		t.Errorf("GET /cdh/resource = %d, %d bytes; want 200 and the KEK", resp.StatusCode, len(got))
+	}
+
+	// keyprovider gRPC, driven by coffer's keyprovider client.
+	entry := sealAA(t, kek, kid, []byte(testPrivopts))
+	cfg, err := keyprovider.ParseConfig([]byte(`{"key-providers":{"attestation-agent":{"grpc":"` + grpcAddr + `"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := cfg.Unwrapper("attestation-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts, err := u.Unwrap(ctx, entry); err != nil || string(opts) != testPrivopts {
+		t.Errorf("coffer client UnWrapKey = %q, %v; want %q", opts, err, testPrivopts)
+	}
+	if _, err := u.Unwrap(ctx, sealAA(t, kek, "kbs:///default/image_key/none", []byte(testPrivopts))); err == nil {
+		t.Error("UnWrapKey of a kid the broker does not hold succeeded")
+	}
+
+	// … and by ocicrypt's own keyprovider wrapper, as containerd and skopeo use it.
+	oci := ocikp.NewKeyWrapper("attestation-agent", ocikpcfg.KeyProviderAttrs{Grpc: grpcAddr})
+	dc := &ocicfg.DecryptConfig{Parameters: map[string][][]byte{"attestation-agent": {[]byte("Enabled")}}}
+	if opts, err := oci.UnwrapKey(dc, entry); err != nil || string(opts) != testPrivopts {
+		t.Errorf("ocicrypt UnwrapKey = %q, %v; want %q", opts, err, testPrivopts)
+	}
+
+	// WrapKey without a configured KEK is refused, even when the caller names a key file.
+	keyFile := filepath.Join(t.TempDir(), "kek")
+	os.WriteFile(keyFile, kek, 0o600)
+	ec := &ocicfg.EncryptConfig{Parameters: map[string][][]byte{"attestation-agent": {[]byte("keypath=" + keyFile + "::keyid=" + kid)}}}
+	if ann, err := oci.WrapKeys(ec, []byte(testPrivopts)); err == nil || !strings.Contains(err.Error(), "--wrap-kek") {
+		t.Errorf("WrapKey without --wrap-kek = %q, %v; want a refusal naming --wrap-kek", ann, err)
+	}
+	w, err := cfg.Wrapper("attestation-agent", "keypath="+keyFile+"::keyid="+kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Wrap(ctx, []byte(testPrivopts)); !errors.Is(err, spec.ErrUnsupported) {
+		t.Errorf("coffer client WrapKey without --wrap-kek: %v, want ErrUnsupported", err)
+	}
+
+	// SIGTERM (ctx cancel): both servers stop and the command returns cleanly.
+	if err := stop(); err != nil {
+		t.Fatalf("agent after cancel: %v", err)
+	}
+	for _, addr := range []string{rest, grpcAddr} {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after shutdown", addr)
+		}
+	}
+}
+
+func TestAgentWrapsWithConfiguredKEK(t *testing.T) {
+	const kid = "kbs:///default/image_key/app"
+	b, kek := brokerWithKEK(t, "default/image_key/app")
+	keyFile := filepath.Join(t.TempDir(), "kek")
+	if err := os.WriteFile(keyFile, kek, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, grpcAddr, _ := startAgent(t, "--kbs", b.URL, "--tee", "sample", "--wrap-kek", keyFile, "--wrap-kid", kid)
+
+	// A caller naming another file and kid still gets the configured KEK and kid.
+	other := make([]byte, 32)
+	rand.Read(other)
+	otherFile := filepath.Join(t.TempDir(), "other")
+	os.WriteFile(otherFile, other, 0o600)
+	oci := ocikp.NewKeyWrapper("attestation-agent", ocikpcfg.KeyProviderAttrs{Grpc: grpcAddr})
+	ec := &ocicfg.EncryptConfig{Parameters: map[string][][]byte{"attestation-agent": {[]byte("keypath=" + otherFile + "::keyid=kbs:///x/y/z")}}}
+	ann, err := oci.WrapKeys(ec, []byte(testPrivopts))
+	if err != nil {
+		t.Fatalf("ocicrypt WrapKeys: %v", err)
+	}
+	gotKID, pt := openAA(t, kek, ann)
+	if gotKID != kid || string(pt) != testPrivopts {
+		t.Errorf("wrapped = kid %q privopts %q, want %q %q", gotKID, pt, kid, testPrivopts)
+	}
+	// And it round-trips through the broker.
+	dc := &ocicfg.DecryptConfig{Parameters: map[string][][]byte{"attestation-agent": {[]byte("Enabled")}}}
+	if opts, err := oci.UnwrapKey(dc, ann); err != nil || string(opts) != testPrivopts {
+		t.Errorf("UnwrapKey of the agent's own annotation = %q, %v", opts, err)
+	}
+}
+
+func TestAgentFlags(t *testing.T) {
+	b, _ := brokerWithKEK(t, "default/image_key/app")
+	t.Setenv("COFFER_KBS_URL", "")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want error
+	}{
+		{"no broker", []string{"agent"}, ErrUsage},
+		{"kek without kid", []string{"agent", "--kbs", b.URL, "--wrap-kek", "/nonexistent"}, ErrUsage},
+		{"unknown tee", []string{"agent", "--kbs", b.URL, "--tee", "nosuch"}, spec.ErrUnsupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, _, err := runCofferSplit(t, nil, tc.args...); !errors.Is(err, tc.want) {
+				t.Errorf("coffer %v: %v, want %v", tc.args, err, tc.want)
+			}
+		})
+	}
+	// A short KEK file is rejected at start, not at the first WrapKey.
+	short := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(short, []byte("short"), 0o600)
+	if _, _, err := runCofferSplit(t, nil, "agent", "--kbs", b.URL, "--wrap-kek", short, "--wrap-kid", "kbs:///a/b/c"); err == nil {
+		t.Error("agent started with a 5-byte KEK")
+	}
+	// A busy address fails with an error instead of hanging.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, _, err := runCofferSplit(t, nil, "agent", "--kbs", b.URL, "--listen", ln.Addr().String()); err == nil {
+		t.Error("agent started on a busy address")
+	}
+}
