@@ -104,6 +104,7 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("agent REST API listening", "addr", ln.Addr().String(), "tee", a.Tee())
+	warnIfExposed(log, ln.Addr(), "--listen")
 	var gs *grpc.Server
 	if kpAddr != "" {
 		gl, err := net.Listen("tcp", kpAddr)
@@ -115,6 +116,7 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 		keyprovider.RegisterGRPC(gs, h)
 		go func() { errc <- gs.Serve(gl) }()
 		log.Info("agent keyprovider gRPC listening", "addr", gl.Addr().String())
+		warnIfExposed(log, gl.Addr(), "--keyprovider-grpc")
 	}
 	select {
 	case <-ctx.Done():
@@ -133,4 +135,12 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 		gs.GracefulStop()
 	}
 	return srv.Shutdown(sctx)
+}
+
+// warnIfExposed warns when a listener is reachable from off the machine:
+// whoever reaches the agent's APIs gets the broker's secrets.
+func warnIfExposed(log *slog.Logger, addr net.Addr, flag string) {
+	if ta, ok := addr.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		log.Warn("agent listening on a non-loopback address: anyone who reaches it receives released secrets", "flag", flag, "addr", addr.String())
+	}
 }
