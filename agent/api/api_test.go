@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -88,8 +89,11 @@ func TestAAEndpoints(t *testing.T) {
 	}
 }
 
+// segmentRE is the broker's rule for a resource path segment (WIRE.md §4).
+var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*$`)
+
 func FuzzResourcePath(f *testing.F) {
-	for _, s := range []string{"default/image_key/app", "../x/y", "a/b/c/d", "a//b"} {
+	for _, s := range []string{"default/image_key/app", "image_key/app", "../x/y", "a/b/c/d", "a//b", "a/b/c/", ".a/b/c", "a/b/c..", "%2e%2e/b/c", "a/b/c\\d", ""} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -98,9 +102,12 @@ func FuzzResourcePath(f *testing.F) {
 			return
 		}
 		for _, seg := range []string{p.Repo, p.Type, p.Tag} {
-			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "/\\") {
-				t.Fatalf("accepted unsafe path %q", s)
+			if !segmentRE.MatchString(seg) {
+				t.Fatalf("ParseResourcePath(%q) accepted segment %q", s, seg)
 			}
+		}
+		if got := p.String(); got != s && got != "default/"+s {
+			t.Fatalf("ParseResourcePath(%q).String() = %q", s, got)
 		}
 	})
 }
