@@ -131,8 +131,16 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	log.Info("agent shutting down")
 	if gs != nil {
-		gs.GracefulStop()
+		// GracefulStop waits for in-flight calls; bound it like the HTTP side.
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			gs.Stop()
+		}
 	}
 	return srv.Shutdown(sctx)
 }
