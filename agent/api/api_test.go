@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coffer-dev/coffer/agent/client"
@@ -160,5 +161,40 @@ func TestTokenHasNoPrivateKey(t *testing.T) {
 	}
 	if _, ok := m["tee_keypair"]; ok || strings.Contains(body, "PRIVATE KEY") || len(m) != 1 {
 		t.Errorf("token response %q: want only {\"token\"}", body)
+	}
+}
+
+// TestConcurrentRequestsAttestOnce: the API shares one client, so a burst of
+// container requests costs one attestation and everyone gets the secret.
+func TestConcurrentRequestsAttestOnce(t *testing.T) {
+	b := kbstest.New(t)
+	b.SetResource(t, "default/image_key/app", []byte("secret-kek"))
+	b.AllowAll(t)
+	c, err := client.New(b.URL, client.WithAttester(evidence.Sample{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}))
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(srv.URL + "/cdh/resource/default/image_key/app")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || string(body) != "secret-kek" {
+				t.Errorf("GET = %d %q", resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.Attestations(); n != 1 {
+		t.Errorf("attestations = %d, want 1", n)
 	}
 }
