@@ -20,10 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	digest "github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
@@ -120,26 +118,8 @@ func TestInteropJWEThreeRecipientsOcicryptToCoffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := make([]byte, 4096)
-	rand.Read(plain)
-	desc := ocispec.Descriptor{MediaType: string(types.OCILayer), Digest: digest.FromBytes(plain), Size: int64(len(plain))}
-	r, fin, err := ocicrypt.EncryptLayer(cc.EncryptConfig, bytes.NewReader(plain), desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ann, err := fin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1),
-		mutate.Addendum{Layer: static.NewLayer(ct, types.OCILayer+"+encrypted"), Annotations: ann, MediaType: types.OCILayer + "+encrypted"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, _, plain := ocicryptImage(t, cc.EncryptConfig, 4096)
+	want := digest.FromBytes(plain)
 	for ki, f := range writeKeys(t, "priv", privs) {
 		keys, err := recipients.ParseKeys(ctx, []string{f}, recipients.Env{})
 		if err != nil {
@@ -152,8 +132,8 @@ func TestInteropJWEThreeRecipientsOcicryptToCoffer(t *testing.T) {
 		m, _ := res.Image.Manifest()
 		d := m.Layers[0]
 		l, _ := res.Image.LayerByDigest(d.Digest)
-		if got := blob(t, l); d.Digest.String() != desc.Digest.String() || !bytes.Equal(got, plain) {
-			t.Errorf("key %d: got %s (%s), want %s", ki, d.Digest, digest.FromBytes(got), desc.Digest)
+		if got := blob(t, l); d.Digest.String() != want.String() || !bytes.Equal(got, plain) {
+			t.Errorf("key %d: got %s (%s), want %s", ki, d.Digest, digest.FromBytes(got), want)
 		}
 		res.Close()
 	}

@@ -18,10 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	digest "github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
@@ -108,26 +106,8 @@ func TestInteropPKCS7OcicryptToCoffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := make([]byte, 70000)
-	rand.Read(plain)
-	desc := ocispec.Descriptor{MediaType: string(types.OCILayer), Digest: digest.FromBytes(plain), Size: int64(len(plain))}
-	r, fin, err := ocicrypt.EncryptLayer(cc.EncryptConfig, bytes.NewReader(plain), desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ann, err := fin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1),
-		mutate.Addendum{Layer: static.NewLayer(ct, types.OCILayer+"+encrypted"), Annotations: ann, MediaType: types.OCILayer + "+encrypted"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, _, plain := ocicryptImage(t, cc.EncryptConfig, 70000)
+	want := digest.FromBytes(plain)
 	keys, err := recipients.ParseKeys(ctx, []string{files[1], files[0]}, recipients.Env{})
 	if err != nil {
 		t.Fatal(err)
@@ -141,8 +121,8 @@ func TestInteropPKCS7OcicryptToCoffer(t *testing.T) {
 	d := m.Layers[0]
 	l, _ := res.Image.LayerByDigest(d.Digest)
 	got := blob(t, l)
-	if d.Digest.String() != desc.Digest.String() || !bytes.Equal(got, plain) {
-		t.Errorf("got %s (%s), want %s", d.Digest, digest.FromBytes(got), desc.Digest)
+	if d.Digest.String() != want.String() || !bytes.Equal(got, plain) {
+		t.Errorf("got %s (%s), want %s", d.Digest, digest.FromBytes(got), want)
 	}
 	if d.MediaType != types.OCILayer {
 		t.Errorf("media type: got %s, want %s", d.MediaType, types.OCILayer)
