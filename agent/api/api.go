@@ -1,7 +1,9 @@
 // Package api serves the guest-side REST API of Confidential Containers'
 // api-server-rest: the Confidential Data Hub's resource endpoint and the
 // attestation agent's token and evidence endpoints, backed by coffer's
-// RCAR client. Listen on loopback only: whoever reaches it gets secrets.
+// RCAR client. Listen on loopback or a unix socket only (see Listen):
+// whoever reaches it gets secrets. The handler refuses requests a web page
+// could have sent (foreign Host over TCP, foreign Origin, cross-site fetch).
 package api
 
 import (
@@ -35,19 +37,39 @@ type handler struct {
 }
 
 type options struct {
-	log *slog.Logger
+	log     *slog.Logger
+	allowed map[string]bool
 }
 
 // Option configures NewHandler.
-type Option func(*options)
+type Option func(*options) error
 
 // WithLogger logs one line per released resource (path and size, never the
-// bytes) and per failed request. Default: no logging.
+// bytes) and per failed or refused request. Default: no logging.
 func WithLogger(l *slog.Logger) Option {
-	return func(o *options) {
+	return func(o *options) error {
 		if l != nil {
 			o.log = l
 		}
+		return nil
+	}
+}
+
+// WithAllowedHosts adds names (DNS names or IP addresses, no port) accepted
+// in the Host header of TCP requests and in Origin headers, besides the
+// loopback ones (localhost, 127.0.0.0/8, ::1), which are always accepted.
+// Default: loopback only. Allowing a name a web page can resolve to this
+// agent (any public DNS name) re-opens DNS rebinding for that name.
+func WithAllowedHosts(names ...string) Option {
+	return func(o *options) error {
+		for _, n := range names {
+			h, err := normalizeAllowedHost(n)
+			if err != nil {
+				return err
+			}
+			o.allowed[h] = true
+		}
+		return nil
 	}
 }
 
@@ -58,17 +80,24 @@ func WithLogger(l *slog.Logger) Option {
 // api-server-rest also returns "tee_keypair", the PEM of the tee private key
 // the resources are sealed to; coffer never hands that key out, so the field
 // is absent.
-func NewHandler(c *client.Client, att evidence.Attester, opts ...Option) http.Handler {
-	o := options{log: slog.New(slog.DiscardHandler)}
+//
+// Every request first passes the DNS-rebinding guard: over TCP its Host must
+// be loopback or allowed (WithAllowedHosts); an Origin header must name a
+// loopback or allowed host; Sec-Fetch-Site: cross-site is refused. Refusals
+// are 403 with a one-line body naming the refused value.
+func NewHandler(c *client.Client, att evidence.Attester, opts ...Option) (http.Handler, error) {
+	o := options{log: slog.New(slog.DiscardHandler), allowed: map[string]bool{}}
 	for _, opt := range opts {
-		opt(&o)
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("agent api: %w", err)
+		}
 	}
 	h := &handler{c: c, att: att, log: o.log}
 	mux := http.NewServeMux()
 	mux.HandleFunc(PathResource, h.resource)
 	mux.HandleFunc(PathToken, h.token)
 	mux.HandleFunc(PathEvidence, h.evidence)
-	return mux
+	return &guard{next: mux, allowed: o.allowed, log: o.log}, nil
 }
 
 // ParseResourcePath validates "<repo>/<type>/<tag>" with the broker's rules.

@@ -22,9 +22,18 @@ func serve(t *testing.T, b *kbstest.Broker) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}))
+	srv := httptest.NewServer(newHandler(t, c, evidence.Sample{}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+func newHandler(t *testing.T, c *client.Client, att evidence.Attester, opts ...Option) http.Handler {
+	t.Helper()
+	h, err := NewHandler(c, att, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -122,7 +131,7 @@ func TestCDHErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}))
+	srv := httptest.NewServer(newHandler(t, c, evidence.Sample{}))
 	defer srv.Close()
 	for _, p := range []string{"/cdh/resource/default/image_key/app", "/aa/token?token_type=kbs"} {
 		if status, body := get(t, srv.URL+p); status != http.StatusBadGateway || body == "" {
@@ -174,7 +183,7 @@ func TestConcurrentRequestsAttestOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(c, evidence.Sample{}))
+	srv := httptest.NewServer(newHandler(t, c, evidence.Sample{}))
 	defer srv.Close()
 	var wg sync.WaitGroup
 	for range 16 {

@@ -24,6 +24,7 @@ func newAgentCmd() *cobra.Command {
 		kbs              kbsClientFlags
 		listen, kpGRPC   string
 		wrapKEK, wrapKID string
+		allowedHosts     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --kbs URL [--listen 127.0.0.1:8006] [--keyprovider-grpc 127.0.0.1:50000]",
@@ -33,7 +34,11 @@ RCAR client: GET /cdh/resource/<repo>/<type>/<tag>, /aa/token?token_type=kbs and
 /aa/evidence?runtime_data=… on --listen, and (with --keyprovider-grpc) the ocicrypt
 keyprovider service whose UnWrapKey fetches attestation-agent KEKs from the broker,
 so containerd, CRI-O or skopeo decrypt images through it unchanged. WrapKey only
-works with a configured --wrap-kek/--wrap-kid: a remote caller never names host files.`,
+works with a configured --wrap-kek/--wrap-kid: a remote caller never names host files.
+
+The REST API answers only requests whose Host is loopback (localhost, 127.0.0.0/8,
+[::1]) or named by --allowed-host, and refuses cross-origin browser requests, so a
+web page cannot reach it through DNS rebinding.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := kbs.client()
@@ -47,12 +52,13 @@ works with a configured --wrap-kek/--wrap-kid: a remote caller never names host 
 			if err != nil {
 				return err
 			}
-			return serveAgent(cmd.Context(), c, kbs.attester, listen, kpGRPC, h, slog.Default())
+			return serveAgent(cmd.Context(), c, kbs.attester, listen, kpGRPC, h, slog.Default(), api.WithAllowedHosts(allowedHosts...))
 		},
 	}
 	kbs.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8006", "address of the CDH/AA REST API")
 	cmd.Flags().StringVar(&kpGRPC, "keyprovider-grpc", "", "address of the ocicrypt keyprovider gRPC service (e.g. 127.0.0.1:50000)")
+	cmd.Flags().StringArrayVar(&allowedHosts, "allowed-host", nil, "host name or address (no port) the REST API accepts in Host/Origin besides loopback; repeatable")
 	cmd.Flags().StringVar(&wrapKEK, "wrap-kek", "", "32-byte KEK file WrapKey uses (with --wrap-kid)")
 	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
 	return cmd
@@ -91,16 +97,20 @@ func (h *agentKeyHandler) WrapKey(ctx context.Context, _ map[string][][]byte, op
 	return h.wrap(ctx, opts)
 }
 
-func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen, kpAddr string, h keyprovider.Handler, log *slog.Logger) error {
+func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen, kpAddr string, h keyprovider.Handler, log *slog.Logger, opts ...api.Option) error {
 	a, err := att()
 	if err != nil {
 		return err
+	}
+	ah, err := api.NewHandler(c, a, append(opts, api.WithLogger(log))...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, ErrUsage)
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	srv := &http.Server{Handler: api.NewHandler(c, a, api.WithLogger(log)), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: ah, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("agent REST API listening", "addr", ln.Addr().String(), "tee", a.Tee())

@@ -194,6 +194,8 @@ func TestAgentFlags(t *testing.T) {
 		{"no broker", []string{"agent"}, ErrUsage},
 		{"kek without kid", []string{"agent", "--kbs", b.URL, "--wrap-kek", "/nonexistent"}, ErrUsage},
 		{"unknown tee", []string{"agent", "--kbs", b.URL, "--tee", "nosuch"}, spec.ErrUnsupported},
+		{"allowed host with scheme", []string{"agent", "--kbs", b.URL, "--allowed-host", "http://agent.internal"}, ErrUsage},
+		{"allowed host with port", []string{"agent", "--kbs", b.URL, "--allowed-host", "agent.internal:8006"}, ErrUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, _, err := runCofferSplit(t, nil, tc.args...); !errors.Is(err, tc.want) {
@@ -215,6 +217,37 @@ func TestAgentFlags(t *testing.T) {
 	defer ln.Close()
 	if _, _, err := runCofferSplit(t, nil, "agent", "--kbs", b.URL, "--listen", ln.Addr().String()); err == nil {
 		t.Error("agent started on a busy address")
+	}
+}
+
+// TestAgentRefusesDNSRebinding: through the command, a request a rebound web
+// page would send is refused; loopback and --allowed-host names are served.
+func TestAgentRefusesDNSRebinding(t *testing.T) {
+	b, kek := brokerWithKEK(t, "default/image_key/app")
+	rest, _, _ := startAgent(t, "--kbs", b.URL, "--tee", "sample", "--allowed-host", "agent.internal")
+	for _, tc := range []struct {
+		host, origin string
+		status       int
+	}{
+		{"attacker.example", "http://attacker.example", http.StatusForbidden},
+		{rest, "http://attacker.example", http.StatusForbidden},
+		{rest, "", http.StatusOK},
+		{"agent.internal:8006", "", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+rest+"/cdh/resource/default/image_key/app", nil)
+		req.Host = tc.host
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.status == http.StatusOK) != bytes.Equal(got, kek) {
+			t.Errorf("Host %s Origin %q: %d (%d bytes), want %d", tc.host, tc.origin, resp.StatusCode, len(got), tc.status)
+		}
 	}
 }
 
