@@ -65,6 +65,10 @@ func (v Verifiers) Verify(ctx context.Context, ev Evidence) (Claims, error) {
 // carry "init_data" (std base64 of the digest): then it must match.
 type Sample struct{}
 
+// maxSVN bounds the sample evidence's svn, a version number as a string:
+// every claim a verifier copies from evidence has a bound.
+const maxSVN = 32
+
 type sampleEvidence struct {
 	SVN        string `json:"svn"`
 	ReportData string `json:"report_data"`
@@ -76,6 +80,9 @@ func (Sample) Verify(_ context.Context, ev Evidence) (Claims, error) {
 	var se sampleEvidence
 	if err := json.Unmarshal(ev.Primary, &se); err != nil {
 		return nil, fmt.Errorf("sample evidence: %v: %w", err, spec.ErrUnsupported)
+	}
+	if len(se.SVN) > maxSVN {
+		return nil, fmt.Errorf("sample evidence svn of %d bytes, at most %d: %w", len(se.SVN), maxSVN, spec.ErrUnsupported)
 	}
 	rd, err := base64.StdEncoding.DecodeString(se.ReportData)
 	if err != nil {

@@ -9,6 +9,7 @@ type metrics struct {
 	releases     prometheus.Counter
 	denials      *prometheus.CounterVec
 	evictions    prometheus.Counter
+	limited      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -29,7 +30,10 @@ func newMetrics() *metrics {
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kbs_sessions_evicted_total", Help: "Live sessions dropped because the session table was full.",
 		}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kbs_rate_limited_total", Help: "/auth and /attest calls refused by a per-address limit.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials, m.evictions)
+	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials, m.evictions, m.limited)
 	return m
 }

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
@@ -20,7 +22,22 @@ import (
 
 var emptyExtraParams = json.RawMessage(`""`)
 
+// limited answers 429 when addr has used up its /auth and /attest budget.
+func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
+	ok, wait := s.limiter.allow(addrKey(r.RemoteAddr), s.o.now())
+	if ok {
+		return false
+	}
+	s.m.limited.Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+	writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests, "too many /auth and /attest calls from this address: retry later")
+	return true
+}
+
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
+	if s.limited(w, r) {
+		return
+	}
 	var req protocol.Request
 	if !s.readJSON(w, r, &req) {
 		return
@@ -40,33 +57,67 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	sess, evicted := s.sessions.create(req.Tee, nonce, expires, now)
+	sess, evicted, err := s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
+	if err != nil {
+		s.m.limited.Inc()
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests,
+			fmt.Sprintf("%v (%d): attest or let them expire first", err, s.o.maxPerAddr))
+		return
+	}
 	if evicted > 0 {
 		s.m.evictions.Add(float64(evicted))
-		s.o.logger.Warn("kbs session table full: live sessions evicted", "evicted", evicted)
 	}
 	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: sess.id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
 	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: emptyExtraParams})
 }
 
-// session returns the caller's live session, or writes 401 and returns nil.
-func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
+// cookie returns the caller's session id, or writes 401 and returns "".
+func cookie(w http.ResponseWriter, r *http.Request) string {
 	c, err := r.Cookie(protocol.SessionCookie)
 	if err != nil || c.Value == "" {
 		writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "no kbs-session-id cookie: call /kbs/v0/auth first")
+		return ""
+	}
+	return c.Value
+}
+
+// session returns the caller's live attested session, or writes 401 and returns nil.
+func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
+	id := cookie(w, r)
+	if id == "" {
 		return nil
 	}
-	sess, ok := s.sessions.get(c.Value, s.o.now())
+	sess, ok := s.sessions.get(id, s.o.now())
 	if !ok {
+		if _, err := s.pending.peek(id, s.o.now()); err == nil || errors.Is(err, errChallengeUsed) {
+			writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session not attested: call /kbs/v0/attest first")
+			return nil
+		}
 		writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
 		return nil
 	}
 	return sess
 }
 
+// handleAttest checks the cheap things first (session, body size, the
+// challenge's one attempt, nonce, tee key, report-data binding), then the
+// evidence, then the policy; each step ends with the request's context.
 func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
-	sess := s.session(w, r)
-	if sess == nil {
+	if s.limited(w, r) {
+		return
+	}
+	id := cookie(w, r)
+	if id == "" {
+		return
+	}
+	sess, err := s.pending.peek(id, s.o.now())
+	if err != nil {
+		if errors.Is(err, errChallengeUsed) {
+			writeError(w, http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
+		} else {
+			writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
+		}
 		return
 	}
 	var a protocol.Attestation
@@ -79,14 +130,15 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		log.Info("kbs attestation", "decision", "rejected", "reason", detail)
 		writeError(w, code, variant, detail)
 	}
-	sess.mu.Lock()
-	if sess.nonceUsed {
-		sess.mu.Unlock()
-		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
+	// One attempt per challenge, whatever its outcome.
+	if err := s.pending.spend(sess, s.o.now()); err != nil {
+		if errors.Is(err, errChallengeUsed) {
+			fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
+		} else {
+			fail(http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
+		}
 		return
 	}
-	sess.nonceUsed = true // one attempt per challenge, whatever its outcome
-	sess.mu.Unlock()
 	if subtle.ConstantTimeCompare([]byte(a.RuntimeData.Nonce), []byte(sess.nonce)) != 1 {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "runtime-data nonce does not match the session's challenge")
 		return
@@ -102,12 +154,24 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "computing report data: "+err.Error())
 		return
 	}
+	if r.Context().Err() != nil {
+		fail(http.StatusServiceUnavailable, protocol.ErrAttestFailed, "client went away")
+		return
+	}
 	claims, err := s.o.verifiers.Verify(r.Context(), attest.Evidence{
 		Tee: sess.tee, Primary: a.TeeEvidence.PrimaryEvidence, Additional: a.TeeEvidence.AdditionalEvidence,
 		ReportData: digest, InitData: a.InitData,
 	})
 	if err != nil {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "evidence rejected: "+err.Error())
+		return
+	}
+	if n, err := jsonSize(claims); err != nil || n > DefaultMaxClaimsBytes {
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, fmt.Sprintf("verified claims of %d bytes exceed the broker's limit of %d", n, DefaultMaxClaimsBytes))
+		return
+	}
+	if r.Context().Err() != nil {
+		fail(http.StatusServiceUnavailable, protocol.ErrAttestFailed, "client went away")
 		return
 	}
 	tv, policyID, err := s.o.engine.Appraise(r.Context(), sess.tee, claims)
@@ -122,6 +186,10 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		Status: status, TrustVector: tv, PolicyID: policyID,
 		AnnotatedEvidence: token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, initData),
 	}
+	if n, err := jsonSize(sub); err != nil || n > DefaultMaxClaimsBytes {
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, fmt.Sprintf("token claims of %d bytes (evidence claims, tee-pubkey, init-data) exceed the broker's limit of %d", n, DefaultMaxClaimsBytes))
+		return
+	}
 	tok, v, err := s.o.signer.IssueVerified(now, sub)
 	if err != nil {
 		fail(http.StatusInternalServerError, protocol.ErrInternal, "issuing token failed")
@@ -134,9 +202,11 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	}
 	g.tee = string(sess.tee)
 	s.tokens.put(tok, g, now)
-	sess.mu.Lock()
 	sess.grant = g
-	sess.mu.Unlock()
+	if evicted := s.sessions.put(sess, now); evicted > 0 {
+		s.m.evictions.Add(float64(evicted))
+		s.o.logger.Warn("kbs attested-session table full: sessions evicted", "evicted", evicted)
+	}
 	s.m.attestations.WithLabelValues(string(sess.tee), status).Inc()
 	log.Info("kbs attestation", "decision", "token issued", "status", status, "policy", policyID)
 	writeJSON(w, http.StatusOK, protocol.AttestResponse{Token: tok})
@@ -159,7 +229,8 @@ func grantOf(v *token.Verified) (*grant, error) {
 			}
 		}
 	}
-	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry}, nil
+	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry,
+		size: len(v.Payload) + grantOverhead}, nil
 }
 
 // credentials finds the caller's grant: a bearer EAR token, else an attested session.
@@ -195,13 +266,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) (*grant, st
 	if sess == nil {
 		return nil, ""
 	}
-	sess.mu.Lock()
 	g := sess.grant
-	sess.mu.Unlock()
-	if g == nil {
-		writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session not attested: call /kbs/v0/attest first")
-		return nil, ""
-	}
 	if !now.Before(g.expires) {
 		writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "session's attestation token expired: attest again")
 		return nil, ""
@@ -269,3 +334,14 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 	audit("release", "allowed by resource policy")
 	writeJSON(w, http.StatusOK, resp)
 }
+
+// jsonSize is the length of v as JSON.
+func jsonSize(v any) (int, error) {
+	var n countWriter
+	err := json.NewEncoder(&n).Encode(v)
+	return int(n), err
+}
+
+type countWriter int
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -38,7 +38,17 @@ const (
 	DefaultSessionTTL       = 5 * time.Minute
 	DefaultMaxBodyBytes     = 1 << 20 // RCAR and admin JSON bodies
 	DefaultMaxResourceBytes = 1 << 20 // admin resource uploads
-	DefaultMaxSessions      = 100_000 // about 0.5 GiB at most
+	DefaultMaxSessions      = 100_000 // attested sessions, and separately challenges
+	// DefaultMaxSessionBytes bounds what attested sessions keep alive
+	// (their verified claims); DefaultMaxTokenCacheBytes the bearer-token cache.
+	DefaultMaxSessionBytes    = 256 << 20
+	DefaultMaxTokenCacheBytes = 64 << 20
+	// DefaultMaxChallengesPerAddress bounds the challenges (sessions not yet
+	// attested) one client address may hold: a node's pods share an address.
+	DefaultMaxChallengesPerAddress = 1024
+	// DefaultMaxClaimsBytes bounds the verified claims of one attestation,
+	// as JSON, before they go into a token.
+	DefaultMaxClaimsBytes = 32 << 10
 )
 
 type options struct {
@@ -53,6 +63,9 @@ type options struct {
 	maxBody       int64
 	maxResource   int64
 	maxSessions   int
+	maxPerAddr    int
+	rate          float64
+	burst         int
 	logger        *slog.Logger
 	now           func() time.Time
 	stateDir      string
@@ -138,14 +151,45 @@ func WithMaxResourceBytes(n int64) Option {
 	}
 }
 
-// WithMaxSessions bounds the number of live sessions; when full, arbitrary
-// live sessions are evicted (kbs_sessions_evicted_total). Default: DefaultMaxSessions.
+// WithMaxSessions bounds the number of attested sessions and, separately,
+// of challenges (sessions not yet attested). When challenges are full the
+// oldest go; when attested sessions are full (by count or by
+// DefaultMaxSessionBytes) arbitrary ones go (kbs_sessions_evicted_total).
+// A flood of /auth never evicts an attested session. Default: DefaultMaxSessions.
 func WithMaxSessions(n int) Option {
 	return func(o *options) error {
 		if n <= 0 {
 			return fmt.Errorf("max sessions %d: must be positive", n)
 		}
 		o.maxSessions = n
+		return nil
+	}
+}
+
+// WithMaxChallengesPerAddress bounds the challenges (sessions that have
+// not attested) one client address may hold; more /auth calls from it get
+// 429 until some are used or expire. Default: DefaultMaxChallengesPerAddress.
+func WithMaxChallengesPerAddress(n int) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("max challenges per address %d: must be positive", n)
+		}
+		o.maxPerAddr = n
+		return nil
+	}
+}
+
+// WithRateLimit limits /auth and /attest calls per client address to
+// perSecond on average with bursts of burst; excess calls get 429 with
+// Retry-After. 0 turns the limit off. Behind a proxy every client shares
+// the proxy's address: limit there instead. Default: off for the library,
+// on in `coffer kbs serve` (Config.RateLimit).
+func WithRateLimit(perSecond float64, burst int) Option {
+	return func(o *options) error {
+		if perSecond < 0 || burst < 0 {
+			return fmt.Errorf("rate limit %v/s burst %d: must not be negative", perSecond, burst)
+		}
+		o.rate, o.burst = perSecond, burst
 		return nil
 	}
 }
@@ -163,8 +207,10 @@ func WithClock(now func() time.Time) Option {
 // Server is the broker. Create it with New; it is an http.Handler.
 type Server struct {
 	o        options
-	sessions *sessionTable
+	pending  *challenges
+	sessions *attested
 	tokens   *tokenCache
+	limiter  *addrLimiter
 	m        *metrics
 	handler  http.Handler
 }
@@ -176,6 +222,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		maxBody:     DefaultMaxBodyBytes,
 		maxResource: DefaultMaxResourceBytes,
 		maxSessions: DefaultMaxSessions,
+		maxPerAddr:  DefaultMaxChallengesPerAddress,
 		now:         time.Now,
 	}
 	for _, opt := range opts {
@@ -210,8 +257,10 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 	}
 	s := &Server{
 		o:        o,
-		sessions: newSessionTable(o.maxSessions),
-		tokens:   newTokenCache(50_000),
+		pending:  newChallenges(o.maxSessions, o.maxPerAddr),
+		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
+		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
+		limiter:  newAddrLimiter(o.rate, o.burst, 65536),
 		m:        newMetrics(),
 	}
 	if err := s.loadState(ctx); err != nil {

@@ -3,7 +3,10 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"hash/maphash"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -19,11 +22,16 @@ type grant struct {
 	status    string
 	tee       string
 	expires   time.Time
+	size      int // bytes it keeps alive, for the byte caps of the tables holding it
 
 	sealOnce sync.Once // the sealer is made on first release, then reused
 	sealer   *protocol.Sealer
 	sealErr  error
 }
+
+// grantOverhead approximates what a grant keeps besides its claims: the
+// prepared policy input, the sealer and the map entries pointing at it.
+const grantOverhead = 2 << 10
 
 // seal encrypts data to the grant's tee key, reusing one Sealer per grant.
 func (g *grant) seal(data []byte) (*protocol.Response, error) {
@@ -34,80 +42,215 @@ func (g *grant) seal(data []byte) (*protocol.Response, error) {
 	return g.sealer.Seal(data)
 }
 
+// session is one RCAR session: a challenge until it attests, then the
+// holder of a grant.
 type session struct {
 	id      string
 	tee     protocol.Tee
 	nonce   string
 	expires time.Time
+	addr    string // client address key (addrKey)
+	seq     uint64 // position in the challenge queue
 
-	mu        sync.Mutex
-	nonceUsed bool
-	grant     *grant
+	used  bool   // the challenge's one attempt is spent (guarded by challenges.mu)
+	grant *grant // set before the session enters the attested table; then read-only
+}
+
+var (
+	errChallengeUsed    = errors.New("challenge already used")
+	errChallengeUnknown = errors.New("challenge unknown or expired")
+	errTooManyPerAddr   = errors.New("too many outstanding challenges from this address")
+)
+
+// challenges holds sessions that have not attested. They cost nothing to
+// create, so they are kept apart from attested sessions (a flood of /auth
+// can never push an attested session out), bounded in number overall and
+// per client address, and evicted oldest first. A challenge whose attempt
+// was spent stays as a tombstone until it expires or is evicted, so a
+// replay is told so; it no longer counts against its address.
+type challenges struct {
+	mu      sync.Mutex
+	m       map[string]*session
+	queue   []*session // by creation, so by expiry; nil where taken out early
+	head    uint64     // seq of queue[0]
+	perAddr map[string]int
+	max     int
+	maxAddr int
+}
+
+func newChallenges(max, maxPerAddr int) *challenges {
+	return &challenges{m: map[string]*session{}, perAddr: map[string]int{}, max: max, maxAddr: maxPerAddr}
+}
+
+func newSessionID() string {
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])
+	return hex.EncodeToString(raw[:])
+}
+
+// create adds a challenge for addr; it reports how many older challenges
+// were evicted to make room.
+func (c *challenges) create(tee protocol.Tee, nonce, addr string, expires, now time.Time) (*session, int, error) {
+	s := &session{id: newSessionID(), tee: tee, nonce: nonce, expires: expires, addr: addr}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropExpired(now)
+	if c.perAddr[addr] >= c.maxAddr {
+		return nil, 0, errTooManyPerAddr
+	}
+	evicted := 0
+	for len(c.m) >= c.max && c.popOldest() {
+		evicted++
+	}
+	s.seq = c.head + uint64(len(c.queue))
+	c.queue = append(c.queue, s)
+	c.m[s.id] = s
+	c.perAddr[addr]++
+	return s, evicted, nil
+}
+
+// peek returns a live, unspent challenge without spending it.
+func (c *challenges) peek(id string, now time.Time) (*session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.m[id]
+	switch {
+	case !ok || !now.Before(s.expires):
+		return nil, errChallengeUnknown
+	case s.used:
+		return nil, errChallengeUsed
+	}
+	return s, nil
+}
+
+// spend uses up the one attempt of challenge s: only one caller wins.
+func (c *challenges) spend(s *session, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.m[s.id]; !ok || cur != s || !now.Before(s.expires) {
+		return errChallengeUnknown
+	}
+	if s.used {
+		return errChallengeUsed
+	}
+	s.used = true
+	c.release(s)
+	return nil
+}
+
+func (c *challenges) release(s *session) {
+	if n := c.perAddr[s.addr] - 1; n > 0 {
+		c.perAddr[s.addr] = n
+	} else {
+		delete(c.perAddr, s.addr)
+	}
+}
+
+// popOldest removes the oldest queued challenge; false when none is left.
+func (c *challenges) popOldest() bool {
+	for len(c.queue) > 0 {
+		s := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		c.head++
+		if s == nil {
+			continue
+		}
+		delete(c.m, s.id)
+		if !s.used {
+			c.release(s)
+		}
+		if len(c.queue) == 0 {
+			c.queue = nil // let the backing array go
+		}
+		return true
+	}
+	return false
+}
+
+func (c *challenges) dropExpired(now time.Time) {
+	for len(c.queue) > 0 && (c.queue[0] == nil || !now.Before(c.queue[0].expires)) {
+		c.popOldest()
+	}
+}
+
+// len reports the challenges held (tombstones included).
+func (c *challenges) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
 
 const shards = 32
 
-// sessionTable is a sharded map of live sessions with lazy expiry.
-type sessionTable struct {
+// attested is a sharded map of attested sessions with lazy expiry, bounded
+// in count and in the bytes their grants keep alive.
+type attested struct {
 	seed     maphash.Seed
-	max      int
-	shards   [shards]sessionShard
+	shards   [shards]attestedShard
 	perShard int
+	perBytes int
 }
 
-type sessionShard struct {
+type attestedShard struct {
 	mu      sync.Mutex
 	m       map[string]*session
+	bytes   int
 	inserts int
 }
 
-func newSessionTable(max int) *sessionTable {
-	t := &sessionTable{seed: maphash.MakeSeed(), max: max, perShard: max/shards + 1}
+func newAttested(max, maxBytes int) *attested {
+	t := &attested{seed: maphash.MakeSeed(), perShard: max/shards + 1, perBytes: maxBytes/shards + 1}
 	for i := range t.shards {
 		t.shards[i].m = map[string]*session{}
 	}
 	return t
 }
 
-func (t *sessionTable) shard(id string) *sessionShard {
+func (t *attested) shard(id string) *attestedShard {
 	return &t.shards[maphash.String(t.seed, id)%shards]
 }
 
-// create makes a session. When its shard is full of live sessions it
-// evicts an arbitrary eighth of them (their holders get a 401 and attest
-// again) rather than refusing newcomers, and reports how many went.
-func (t *sessionTable) create(tee protocol.Tee, nonce string, expires, now time.Time) (*session, int) {
-	var raw [16]byte
-	_, _ = rand.Read(raw[:])
-	id := hex.EncodeToString(raw[:])
-	s := &session{id: id, tee: tee, nonce: nonce, expires: expires}
-	sh := t.shard(id)
+// put stores an attested session (s.grant set). When its shard is full of
+// live sessions, by count or bytes, it evicts an arbitrary eighth of them
+// (their holders get a 401 and attest again) and reports how many went.
+// Only attested clients can fill this table, each at the price of an
+// attestation the policy accepted.
+func (t *attested) put(s *session, now time.Time) int {
+	sh := t.shard(s.id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.inserts++
-	if len(sh.m) >= t.perShard || sh.inserts%1024 == 0 {
+	full := func() bool { return len(sh.m) >= t.perShard || sh.bytes+s.grant.size > t.perBytes }
+	if full() || sh.inserts%1024 == 0 {
 		for k, v := range sh.m {
 			if !now.Before(v.expires) {
-				delete(sh.m, k)
+				sh.del(k, v)
 			}
 		}
 	}
 	evicted := 0
-	if len(sh.m) >= t.perShard {
+	if full() {
 		n := len(sh.m)/8 + 1
-		for k := range sh.m { // map order is unspecified: an arbitrary choice
-			delete(sh.m, k)
-			if evicted++; evicted >= n {
+		for k, v := range sh.m { // map order is unspecified: an arbitrary choice
+			sh.del(k, v)
+			if evicted++; evicted >= n && !full() {
 				break
 			}
 		}
 	}
-	sh.m[id] = s
-	return s, evicted
+	sh.m[s.id] = s
+	sh.bytes += s.grant.size
+	return evicted
 }
 
-// get returns a live session; expired ones are removed.
-func (t *sessionTable) get(id string, now time.Time) (*session, bool) {
+func (sh *attestedShard) del(k string, v *session) {
+	delete(sh.m, k)
+	sh.bytes -= v.grant.size
+}
+
+// get returns a live attested session; expired ones are removed.
+func (t *attested) get(id string, now time.Time) (*session, bool) {
 	sh := t.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -116,7 +259,7 @@ func (t *sessionTable) get(id string, now time.Time) (*session, bool) {
 		return nil, false
 	}
 	if !now.Before(s.expires) {
-		delete(sh.m, id)
+		sh.del(id, s)
 		return nil, false
 	}
 	return s, true
@@ -124,14 +267,20 @@ func (t *sessionTable) get(id string, now time.Time) (*session, bool) {
 
 // tokenCache remembers tokens this broker issued or already verified, so a
 // bearer GET skips signature verification and claim conversion. Expiry is
-// still checked on every use.
+// still checked on every use. It is bounded in count and in bytes; when
+// full after dropping expired entries it starts over (every entry can be
+// rebuilt from its token).
 type tokenCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]*grant
+	mu       sync.RWMutex
+	max      int
+	maxBytes int
+	bytes    int
+	m        map[string]*grant
 }
 
-func newTokenCache(max int) *tokenCache { return &tokenCache{max: max, m: map[string]*grant{}} }
+func newTokenCache(max, maxBytes int) *tokenCache {
+	return &tokenCache{max: max, maxBytes: maxBytes, m: map[string]*grant{}}
+}
 
 func (c *tokenCache) get(tok string) (*grant, bool) {
 	c.mu.RLock()
@@ -141,17 +290,47 @@ func (c *tokenCache) get(tok string) (*grant, bool) {
 }
 
 func (c *tokenCache) put(tok string, g *grant, now time.Time) {
+	size := g.size + len(tok)
+	if size > c.maxBytes/64 {
+		return // one entry may not take more than 1/64 of the cache
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
+	if _, ok := c.m[tok]; ok {
+		return
+	}
+	if len(c.m) >= c.max || c.bytes+size > c.maxBytes {
 		for k, v := range c.m {
 			if !now.Before(v.expires) {
 				delete(c.m, k)
+				c.bytes -= v.size + len(k)
 			}
 		}
-		if len(c.m) >= c.max {
+		if len(c.m) >= c.max || c.bytes+size > c.maxBytes {
 			clear(c.m)
+			c.bytes = 0
 		}
 	}
 	c.m[tok] = g
+	c.bytes += size
+}
+
+// addrKey names the client address that per-address limits count: the IP
+// of the connection (never a forwarded-for header, which the client
+// writes), IPv6 addresses by their /64, which one host usually holds.
+func addrKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
