@@ -47,7 +47,8 @@ func WithRole(role string) Option {
 	return func(o *options) error { o.role = role; return nil }
 }
 
-// WithTokenTTL sets the admin token lifetime. Default: token.AdminTTL (2 h).
+// WithTokenTTL sets the lifetime of the admin token signed for each call.
+// Default: token.AdminClientTTL.
 func WithTokenTTL(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -74,7 +75,7 @@ func New(baseURL string, key ed25519.PrivateKey, opts ...Option) (*Client, error
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("admin key: not an Ed25519 private key: %w", spec.ErrUnsupported)
 	}
-	o := options{hc: http.DefaultClient, ttl: token.AdminTTL, now: time.Now}
+	o := options{hc: http.DefaultClient, ttl: token.AdminClientTTL, now: time.Now}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("kbs admin client: %w", err)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
@@ -35,7 +37,10 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func()) {
 		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin call without a Bearer admin token")
 		return
 	}
-	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, s.o.adminRole, s.o.now())
+	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, token.AdminCheck{Role: s.o.adminRole, MaxTTL: s.o.adminMaxTTL}, s.o.now())
+	if err == nil && r.Method != http.MethodGet {
+		err = s.adminIDs.use(c, s.o.now())
+	}
 	if err != nil {
 		s.o.logger.Warn("kbs admin refused", "remote", r.RemoteAddr, "reason", err.Error())
 		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin token rejected: "+err.Error())
@@ -182,4 +187,42 @@ func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request)
 	s.saveReferenceValues()
 	s.o.logger.Info("kbs admin: reference values set")
 	w.WriteHeader(http.StatusOK)
+}
+
+// usedAdminIDs remembers the jti of admin tokens that made a write call
+// until they expire, so a captured token cannot repeat a write. Tokens
+// without a jti (trustee's kbs-client signs none) are bounded only by their
+// lifetime.
+type usedAdminIDs struct {
+	mu  sync.Mutex
+	m   map[string]int64 // jti → exp
+	max int
+}
+
+const maxAdminIDLen = 128
+
+func (u *usedAdminIDs) use(c *token.AdminClaims, now time.Time) error {
+	if c.ID == "" {
+		return nil
+	}
+	if len(c.ID) > maxAdminIDLen {
+		return fmt.Errorf("admin token jti longer than %d bytes", maxAdminIDLen)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, seen := u.m[c.ID]; seen {
+		return errors.New("admin token already used for a write (jti replay): sign a new one")
+	}
+	if len(u.m) >= u.max {
+		for k, exp := range u.m {
+			if now.Unix() >= exp {
+				delete(u.m, k)
+			}
+		}
+		if len(u.m) >= u.max {
+			return errors.New("too many live admin tokens: sign shorter-lived ones")
+		}
+	}
+	u.m[c.ID] = c.Expiry
+	return nil
 }

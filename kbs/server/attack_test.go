@@ -5,6 +5,7 @@ package server_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/server"
 )
@@ -170,4 +172,60 @@ func TestAttackRateLimit(t *testing.T) {
 	if m := serve(b.Server, http.MethodGet, "/metrics", "127.0.0.1:1", nil, nil); !strings.Contains(m.Body.String(), "kbs_rate_limited_total 1") {
 		t.Fatal("kbs_rate_limited_total not counted")
 	}
+}
+
+// signClaims signs arbitrary admin-token claims as kbs-client would.
+func signClaims(key ed25519.PrivateKey, claims string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	signing := enc([]byte(`{"alg":"EdDSA","typ":"JWT"}`)) + "." + enc([]byte(claims))
+	return signing + "." + enc(ed25519.Sign(key, []byte(signing)))
+}
+
+// Finding 8: {"exp":16725225600} (year 2500, no iat) was accepted, and one
+// token could be replayed forever. iat and exp are now required, the
+// lifetime is capped, and a token's jti buys one write.
+func TestAttackAdminTokenLifetime(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	b := ready(t, server.WithClock(clk.now), server.WithAdminTokenMaxTTL(15*time.Minute))
+	c := newRCAR(t, b.URL)
+	now := clk.now().Unix()
+	body, _ := json.Marshal(map[string]string{"policy": base64.RawURLEncoding.EncodeToString([]byte(policy.ResourceAllowAll))})
+	post := func(tok string) reply {
+		return c.do(http.MethodPost, protocol.PathResourcePolicy, body, map[string]string{"Authorization": "Bearer " + tok})
+	}
+	for name, tc := range map[string]struct{ claims, detail string }{
+		"year 2500, no iat": {`{"exp":16725225600}`, "without iat and exp"},
+		"no exp":            {fmt.Sprintf(`{"iat":%d}`, now), "without iat and exp"},
+		"one day":           {fmt.Sprintf(`{"iat":%d,"nbf":%d,"exp":%d}`, now, now, now+86400), "lifetime"},
+		"16 minutes":        {fmt.Sprintf(`{"iat":%d,"exp":%d}`, now, now+960), "lifetime"},
+		"exp before iat":    {fmt.Sprintf(`{"iat":%d,"exp":%d}`, now, now-1), "lifetime"},
+		"iat in the future": {fmt.Sprintf(`{"iat":%d,"exp":%d}`, now+600, now+900), "issued in the future"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			wantError(t, post(signClaims(b.AdminKey, tc.claims)), http.StatusUnauthorized, protocol.ErrAdminAuth, tc.detail)
+		})
+	}
+	// A kbs-client-shaped token (no jti) within the cap works, and works again.
+	ok := signClaims(b.AdminKey, fmt.Sprintf(`{"iat":%d,"nbf":%d,"exp":%d}`, now, now, now+900))
+	for i := range 2 {
+		if r := post(ok); r.code != http.StatusOK {
+			t.Fatalf("kbs-client token, call %d: %d %s", i, r.code, r.body)
+		}
+	}
+	// A token with a jti buys one write; reads are not counted.
+	once := signClaims(b.AdminKey, fmt.Sprintf(`{"iat":%d,"exp":%d,"jti":"abc"}`, now, now+900))
+	if r := post(once); r.code != http.StatusOK {
+		t.Fatalf("first write: %d %s", r.code, r.body)
+	}
+	wantError(t, post(once), http.StatusUnauthorized, protocol.ErrAdminAuth, "jti replay")
+	get := func(tok string) reply {
+		return c.do(http.MethodGet, protocol.PathResourcePolicy, nil, map[string]string{"Authorization": "Bearer " + tok})
+	}
+	read := signClaims(b.AdminKey, fmt.Sprintf(`{"iat":%d,"exp":%d,"jti":"r"}`, now, now+900))
+	if get(read).code != http.StatusOK || get(read).code != http.StatusOK {
+		t.Fatal("a jti token could not read twice")
+	}
+	// And the lifetime bound expires tokens as usual.
+	clk.add(16 * time.Minute)
+	wantError(t, post(ok), http.StatusUnauthorized, protocol.ErrAdminAuth, "expired")
 }

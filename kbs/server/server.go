@@ -58,6 +58,7 @@ type options struct {
 	signer        *token.Signer
 	adminKeys     []ed25519.PublicKey
 	adminRole     string
+	adminMaxTTL   time.Duration
 	insecureAdmin bool
 	sessionTTL    time.Duration
 	maxBody       int64
@@ -110,6 +111,19 @@ func WithAdminKeys(keys ...ed25519.PublicKey) Option {
 // WithAdminRole requires admin tokens to carry this "role" claim. Default: "" (role optional).
 func WithAdminRole(role string) Option {
 	return func(o *options) error { o.adminRole = role; return nil }
+}
+
+// WithAdminTokenMaxTTL sets the longest admin token lifetime (exp − iat)
+// accepted. Default: token.AdminTTL (2 h, what trustee's kbs-client signs);
+// coffer's clients sign a token per call that lives token.AdminClientTTL.
+func WithAdminTokenMaxTTL(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("admin token max ttl %v: must be positive", d)
+		}
+		o.adminMaxTTL = d
+		return nil
+	}
 }
 
 // WithInsecureAdmin turns off admin authentication and the plain-HTTP
@@ -211,6 +225,7 @@ type Server struct {
 	sessions *attested
 	tokens   *tokenCache
 	limiter  *addrLimiter
+	adminIDs *usedAdminIDs
 	m        *metrics
 	handler  http.Handler
 }
@@ -261,6 +276,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
 		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
 		limiter:  newAddrLimiter(o.rate, o.burst, 65536),
+		adminIDs: &usedAdminIDs{m: map[string]int64{}, max: 100_000},
 		m:        newMetrics(),
 	}
 	if err := s.loadState(ctx); err != nil {

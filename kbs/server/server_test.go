@@ -353,9 +353,9 @@ func TestPathTraversalFS(t *testing.T) {
 	defer fs.Close()
 	b := kbstest.New(t, server.WithStore(fs))
 	c := newRCAR(t, b.URL)
-	admin := map[string]string{"Authorization": "Bearer " + b.AdminToken()}
+	admin := func() map[string]string { return map[string]string{"Authorization": "Bearer " + b.AdminToken()} }
 	for _, p := range []string{"..%2f..%2fescaped/x/y", "%2e%2e/x/escaped", "a/b/..%2f..%2f..%2fescaped"} {
-		r := c.do(http.MethodPost, protocol.PathResource+p, []byte("x"), admin)
+		r := c.do(http.MethodPost, protocol.PathResource+p, []byte("x"), admin())
 		if r.code != http.StatusBadRequest {
 			t.Fatalf("%s: got %d", p, r.code)
 		}
@@ -365,7 +365,7 @@ func TestPathTraversalFS(t *testing.T) {
 		t.Fatalf("files written outside the repository: %v", ents)
 	}
 	// The legitimate upload lands in <repo>/<repo>/<type>/<tag>, 0600.
-	if r := c.do(http.MethodPost, protocol.PathResource+keyPath, secret, admin); r.code != http.StatusOK {
+	if r := c.do(http.MethodPost, protocol.PathResource+keyPath, secret, admin()); r.code != http.StatusOK {
 		t.Fatalf("upload: %d %s", r.code, r.body)
 	}
 	st, err := os.Stat(filepath.Join(repo, "default", "image_key", "nginx"))
@@ -726,17 +726,17 @@ func TestStateSurvivesRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	b := kbstest.New(t, server.WithStateDir(dir))
 	c := newRCAR(t, b.URL)
-	admin := map[string]string{"Authorization": "Bearer " + b.AdminToken()}
+	admin := func() map[string]string { return map[string]string{"Authorization": "Bearer " + b.AdminToken()} }
 	enc := base64.RawURLEncoding.EncodeToString
 	body, _ := json.Marshal(map[string]string{"policy": enc([]byte(policy.ResourceAllowAll))})
-	if r := c.do(http.MethodPost, protocol.PathResourcePolicy, body, admin); r.code != http.StatusOK {
+	if r := c.do(http.MethodPost, protocol.PathResourcePolicy, body, admin()); r.code != http.StatusOK {
 		t.Fatal(r.code)
 	}
 	body, _ = json.Marshal(map[string]string{"type": "rego", "policy_id": "mine", "policy": enc([]byte("package policy\n\nhardware := 40\n"))})
-	if r := c.do(http.MethodPost, protocol.PathAttestationPolicy, body, admin); r.code != http.StatusOK {
+	if r := c.do(http.MethodPost, protocol.PathAttestationPolicy, body, admin()); r.code != http.StatusOK {
 		t.Fatal(r.code)
 	}
-	if r := c.do(http.MethodPost, protocol.PathReferenceValue, policy.NewRVPSMessage("svn", []string{"3"}), admin); r.code != http.StatusOK {
+	if r := c.do(http.MethodPost, protocol.PathReferenceValue, policy.NewRVPSMessage("svn", []string{"3"}), admin()); r.code != http.StatusOK {
 		t.Fatal(r.code)
 	}
 	st, err := os.Stat(filepath.Join(dir, "resource-policy.rego"))

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -13,10 +14,14 @@ import (
 	"github.com/coffer-dev/coffer/spec"
 )
 
-// Admin token defaults, as trustee's kbs-client: 2 h lifetime.
+// Admin token defaults. AdminTTL is the lifetime trustee's kbs-client
+// gives its tokens, and so the longest lifetime a broker accepts unless
+// configured otherwise (AdminCheck.MaxTTL); coffer's own clients sign a
+// short-lived token per call (AdminClientTTL).
 const (
-	AdminTTL  = 2 * time.Hour
-	AdminSkew = 60 * time.Second // tolerated clock skew for nbf/iat
+	AdminTTL       = 2 * time.Hour
+	AdminClientTTL = 5 * time.Minute
+	AdminSkew      = 60 * time.Second // tolerated clock skew for nbf/iat
 )
 
 // AdminClaims are the claims of an admin token.
@@ -25,24 +30,36 @@ type AdminClaims struct {
 	Expiry    int64  `json:"exp"`
 	NotBefore int64  `json:"nbf"`
 	Role      string `json:"role,omitempty"`
+	ID        string `json:"jti,omitempty"` // unique per token; brokers refuse a write that reuses one
+}
+
+// AdminCheck is what VerifyAdmin requires beyond a good signature.
+type AdminCheck struct {
+	Role   string        // required role claim; "" = any
+	MaxTTL time.Duration // longest exp − iat accepted; 0 = AdminTTL
 }
 
 var adminHeader = b64.EncodeToString([]byte(`{"alg":"EdDSA","typ":"JWT"}`))
 
-// SignAdmin returns an admin JWT valid from now for ttl (AdminTTL if 0).
+// SignAdmin returns an admin JWT valid from now for ttl (AdminTTL if 0),
+// with a random jti.
 func SignAdmin(key ed25519.PrivateKey, role string, now time.Time, ttl time.Duration) string {
 	if ttl <= 0 {
 		ttl = AdminTTL
 	}
-	c, _ := json.Marshal(AdminClaims{IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(ttl).Unix(), Role: role})
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	c, _ := json.Marshal(AdminClaims{IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(ttl).Unix(), Role: role, ID: hex.EncodeToString(id[:])})
 	signing := adminHeader + "." + b64.EncodeToString(c)
 	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing)))
 }
 
 // VerifyAdmin checks an admin JWT against any of keys: alg EdDSA, signature,
-// exp in the future, nbf and iat not in the future (AdminSkew tolerated),
-// and, when role is not "", a matching role claim. Failures wrap spec.ErrIntegrity.
-func VerifyAdmin(tok string, keys []ed25519.PublicKey, role string, now time.Time) (*AdminClaims, error) {
+// iat and exp present, exp in the future, a lifetime (exp − iat) of at most
+// chk.MaxTTL, nbf and iat not in the future (AdminSkew tolerated), and, when
+// chk.Role is not "", a matching role claim. Failures wrap spec.ErrIntegrity
+// (spec.ErrPolicyDenied for a wrong role).
+func VerifyAdmin(tok string, keys []ed25519.PublicKey, chk AdminCheck, now time.Time) (*AdminClaims, error) {
 	hdr, payload, sig, err := split(tok)
 	if err != nil {
 		return nil, err
@@ -70,8 +87,17 @@ func VerifyAdmin(tok string, keys []ed25519.PublicKey, role string, now time.Tim
 	}
 	n := now.Unix()
 	skew := int64(AdminSkew / time.Second)
+	maxTTL := chk.MaxTTL
+	if maxTTL <= 0 {
+		maxTTL = AdminTTL
+	}
+	role := chk.Role
 	switch {
-	case c.Expiry == 0 || n >= c.Expiry:
+	case c.IssuedAt == 0 || c.Expiry == 0:
+		return nil, fmt.Errorf("admin token without iat and exp: %w", spec.ErrIntegrity)
+	case c.Expiry <= c.IssuedAt || c.Expiry-c.IssuedAt > int64(maxTTL/time.Second):
+		return nil, fmt.Errorf("admin token lifetime (exp − iat) of %ds, this broker accepts at most %v: %w", c.Expiry-c.IssuedAt, maxTTL, spec.ErrIntegrity)
+	case n >= c.Expiry:
 		return nil, fmt.Errorf("admin token expired: %w", spec.ErrIntegrity)
 	case c.NotBefore > n+skew:
 		return nil, fmt.Errorf("admin token not valid yet (nbf): %w", spec.ErrIntegrity)

@@ -149,7 +149,7 @@ func TestAdminToken(t *testing.T) {
 	other, _ := ParseAdminPublicKey(otherPEM)
 	now := time.Now()
 	tok := SignAdmin(priv, "", now, 0)
-	if _, err := VerifyAdmin(tok, []ed25519.PublicKey{other, pub}, "", now); err != nil {
+	if _, err := VerifyAdmin(tok, []ed25519.PublicKey{other, pub}, AdminCheck{}, now); err != nil {
 		t.Fatalf("valid token: %v", err)
 	}
 	tests := map[string]struct {
@@ -168,11 +168,11 @@ func TestAdminToken(t *testing.T) {
 		"es256":        {b64.EncodeToString([]byte(`{"alg":"ES256"}`)) + tok[strings.IndexByte(tok, '.'):], []ed25519.PublicKey{pub}, "", now, spec.ErrIntegrity},
 	}
 	for name, tt := range tests {
-		if _, err := VerifyAdmin(tt.tok, tt.keys, tt.role, tt.at); !errors.Is(err, tt.want) {
+		if _, err := VerifyAdmin(tt.tok, tt.keys, AdminCheck{Role: tt.role}, tt.at); !errors.Is(err, tt.want) {
 			t.Errorf("%s: got %v, want %v", name, err, tt.want)
 		}
 	}
-	if c, err := VerifyAdmin(SignAdmin(priv, "admin", now, 0), []ed25519.PublicKey{pub}, "admin", now); err != nil || c.Role != "admin" {
+	if c, err := VerifyAdmin(SignAdmin(priv, "admin", now, 0), []ed25519.PublicKey{pub}, AdminCheck{Role: "admin"}, now); err != nil || c.Role != "admin" {
 		t.Fatalf("role token: got %+v, %v", c, err)
 	}
 }
@@ -197,7 +197,7 @@ func TestOpenSSLAdminKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyAdmin(SignAdmin(priv, "", time.Now(), 0), []ed25519.PublicKey{pub}, "", time.Now()); err != nil {
+	if _, err := VerifyAdmin(SignAdmin(priv, "", time.Now(), 0), []ed25519.PublicKey{pub}, AdminCheck{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -209,7 +209,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add("a.b.c")
 	f.Fuzz(func(t *testing.T, tok string) {
 		_, _ = s.Verify(tok, time.Now())
-		_, _ = VerifyAdmin(tok, nil, "", time.Now())
+		_, _ = VerifyAdmin(tok, nil, AdminCheck{}, time.Now())
 	})
 }
 
