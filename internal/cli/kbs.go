@@ -84,6 +84,9 @@ func newKBSServeCmd() *cobra.Command {
 				"max-body-bytes":          func() { cfg.MaxBodyBytes = fc.MaxBodyBytes }, "max-resource-bytes": func() { cfg.MaxResourceBytes = fc.MaxResourceBytes },
 				"shutdown-timeout": func() { cfg.ShutdownTimeout = fc.ShutdownTimeout }, "state-dir": func() { cfg.StateDir = fc.StateDir },
 				"gc-percent": func() { cfg.GCPercent = fc.GCPercent },
+				"rate-limit": func() { cfg.RateLimit = fc.RateLimit }, "rate-burst": func() { cfg.RateBurst = fc.RateBurst },
+				"max-challenges-per-address": func() { cfg.MaxChallengesPerAddr = fc.MaxChallengesPerAddr },
+				"admin-token-max-ttl":        func() { cfg.AdminTokenMaxTTL = fc.AdminTokenMaxTTL },
 			}
 			cmd.Flags().Visit(func(f *pflag.Flag) {
 				if apply, ok := set[f.Name]; ok {
@@ -116,6 +119,10 @@ func newKBSServeCmd() *cobra.Command {
 	f.Int64Var(&fc.MaxResourceBytes, "max-resource-bytes", fc.MaxResourceBytes, "largest uploaded resource")
 	f.DurationVar(&fc.ShutdownTimeout, "shutdown-timeout", fc.ShutdownTimeout, "grace period for in-flight requests on shutdown")
 	f.IntVar(&fc.GCPercent, "gc-percent", 0, "Go GC target percentage (e.g. 400 trades memory for ~30% less CPU per handshake; 0 = Go default)")
+	f.Float64Var(&fc.RateLimit, "rate-limit", fc.RateLimit, "/auth and /attest calls per second per client address (0 = off; behind a proxy, limit there)")
+	f.IntVar(&fc.RateBurst, "rate-burst", fc.RateBurst, "burst allowed above --rate-limit")
+	f.IntVar(&fc.MaxChallengesPerAddr, "max-challenges-per-address", fc.MaxChallengesPerAddr, "unattested sessions one client address may hold")
+	f.DurationVar(&fc.AdminTokenMaxTTL, "admin-token-max-ttl", fc.AdminTokenMaxTTL, "longest admin token lifetime (exp - iat) accepted (kbs-client signs 2h)")
 	f.StringVar(&fc.StateDir, "state-dir", "", "keep admin-set policies and reference values here across restarts (default: memory only)")
 	return cmd
 }

@@ -41,7 +41,20 @@ type Config struct {
 	ShutdownTimeout       time.Duration `toml:"shutdown_timeout"`        // default 10s
 	StateDir              string        `toml:"state_dir"`               // admin-set policies and reference values; "" = memory only
 	GCPercent             int           `toml:"gc_percent"`              // Go GC target for the serving process (coffer kbs serve); 0 = Go's default / GOGC
+	RateLimit             float64       `toml:"rate_limit"`              // /auth + /attest calls per second per client address; 0 = off
+	RateBurst             int           `toml:"rate_burst"`              // burst of the above
+	MaxChallengesPerAddr  int           `toml:"max_challenges_per_address"`
+	AdminTokenMaxTTL      time.Duration `toml:"admin_token_max_ttl"` // longest admin token lifetime accepted; default token.AdminTTL
 }
+
+// Defaults of `coffer kbs serve` beyond the library's: a per-address rate
+// on the unauthenticated endpoints that a node booting a few hundred pods
+// at once stays under. Behind a proxy (one address for every client), set
+// rate_limit = 0 and limit at the proxy.
+const (
+	DefaultServeRateLimit = 50
+	DefaultServeRateBurst = 200
+)
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
@@ -49,6 +62,8 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:8080", Repository: store.DefaultRepositoryDir, Store: "fs",
 		TokenTTL: token.DefaultTTL, SessionTTL: DefaultSessionTTL,
 		MaxBodyBytes: DefaultMaxBodyBytes, MaxResourceBytes: DefaultMaxResourceBytes, ShutdownTimeout: 10 * time.Second,
+		RateLimit: DefaultServeRateLimit, RateBurst: DefaultServeRateBurst,
+		MaxChallengesPerAddr: DefaultMaxChallengesPerAddress, AdminTokenMaxTTL: token.AdminTTL,
 	}
 }
 
@@ -142,6 +157,13 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	}
 	if c.MaxResourceBytes > 0 {
 		opts = append(opts, WithMaxResourceBytes(c.MaxResourceBytes))
+	}
+	opts = append(opts, WithRateLimit(c.RateLimit, c.RateBurst))
+	if c.MaxChallengesPerAddr > 0 {
+		opts = append(opts, WithMaxChallengesPerAddress(c.MaxChallengesPerAddr))
+	}
+	if c.AdminTokenMaxTTL > 0 {
+		opts = append(opts, WithAdminTokenMaxTTL(c.AdminTokenMaxTTL))
 	}
 	return opts, closer, nil
 }
