@@ -15,4 +15,6 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrUnsupported: an unknown scheme, media type or algorithm.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrExists: a create-only write found something already there.
+	ErrExists = errors.New("already exists")
 )

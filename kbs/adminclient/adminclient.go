@@ -95,7 +95,8 @@ func LoadKey(path string) (ed25519.PrivateKey, error) {
 }
 
 // Error is a failed admin call: the HTTP status and the broker's error body.
-// It unwraps to spec.ErrNotFound (404 or ResourceNotFound), spec.ErrPolicyDenied
+// It unwraps to spec.ErrNotFound (404 or ResourceNotFound), spec.ErrExists
+// (412, a create-only write found a resource), spec.ErrPolicyDenied
 // (401/403 AdminAuth) or spec.ErrUnsupported (400 policy or request rejected).
 type Error struct {
 	Method, Path string
@@ -115,6 +116,8 @@ func (e *Error) Unwrap() error {
 	switch {
 	case e.Status == http.StatusNotFound || e.Info.Variant() == protocol.ErrResourceNotFound:
 		return spec.ErrNotFound
+	case e.Status == http.StatusPreconditionFailed:
+		return spec.ErrExists
 	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
 		return spec.ErrPolicyDenied
 	case e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge:
@@ -123,7 +126,7 @@ func (e *Error) Unwrap() error {
 	return nil
 }
 
-func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte) ([]byte, error) {
+func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte, hdr ...string) ([]byte, error) {
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
@@ -132,6 +135,9 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	req.Header.Set("Authorization", "Bearer "+token.SignAdmin(c.key, c.o.role, c.o.now(), c.o.ttl))
 	resp, err := c.o.hc.Do(req)
@@ -174,6 +180,19 @@ func (c *Client) SetResource(ctx context.Context, path string, data []byte) erro
 		return err
 	}
 	_, err = c.do(ctx, http.MethodPost, p, protocol.ContentTypeOctetStream, data)
+	return err
+}
+
+// CreateResource uploads data as a new resource at path and fails, wrapping
+// spec.ErrExists, when the broker already holds one there: the check and the
+// write are one atomic step in the broker (If-None-Match: *). A broker that
+// ignores If-None-Match (trustee) replaces silently.
+func (c *Client) CreateResource(ctx context.Context, path string, data []byte) error {
+	p, err := resourcePath(path)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, http.MethodPost, p, protocol.ContentTypeOctetStream, data, "If-None-Match", "*")
 	return err
 }
 

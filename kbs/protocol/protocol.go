@@ -163,6 +163,7 @@ const (
 	ErrPolicyEngine     = "PolicyEngineError"  // policy failed to compile or evaluate
 	ErrUnsupportedTee   = "UnsupportedTee"     // tee without a verifier (coffer-specific, so clients can tell it apart)
 	ErrTeePubKey        = "JweError"           // tee key not usable for sealing
+	ErrResourceExists   = "ResourceExists"     // create-only write (If-None-Match: *) found one (coffer-specific)
 	ErrTooManyRequests  = "TooManyRequests"    // per-address limit hit (coffer-specific); see Retry-After
 	ErrInternal         = "InternalError"
 )

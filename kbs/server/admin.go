@@ -68,7 +68,21 @@ func (s *Server) handleSetResource(w http.ResponseWriter, r *http.Request, rest 
 	if !ok {
 		return
 	}
-	if err := s.o.store.Set(r.Context(), p, body); err != nil {
+	// If-None-Match: * makes the write create-only (RFC 9110 §13.1.2), so a
+	// client registering a new key can never replace one images depend on.
+	createOnly := strings.TrimSpace(r.Header.Get("If-None-Match")) == "*"
+	var err error
+	if createOnly {
+		err = s.o.store.Create(r.Context(), p, body)
+	} else {
+		err = s.o.store.Set(r.Context(), p, body)
+	}
+	if errors.Is(err, spec.ErrExists) {
+		s.o.logger.Info("kbs audit", "resource", p.String(), "decision", "not replaced (create-only)")
+		writeError(w, http.StatusPreconditionFailed, protocol.ErrResourceExists, fmt.Sprintf("resource %s already exists and the write was create-only", p))
+		return
+	}
+	if err != nil {
 		s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
 		writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "storing the resource failed")
 		return

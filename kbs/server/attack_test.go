@@ -229,3 +229,27 @@ func TestAttackAdminTokenLifetime(t *testing.T) {
 	clk.add(16 * time.Minute)
 	wantError(t, post(ok), http.StatusUnauthorized, protocol.ErrAdminAuth, "expired")
 }
+
+// Finding 6, broker side: If-None-Match: * makes a resource write create-only.
+func TestAttackCreateOnlyResource(t *testing.T) {
+	b := ready(t)
+	c := newRCAR(t, b.URL)
+	put := func(v string, createOnly bool) reply {
+		h := map[string]string{"Authorization": "Bearer " + b.AdminToken()}
+		if createOnly {
+			h["If-None-Match"] = "*"
+		}
+		return c.do(http.MethodPost, protocol.PathResource+"default/image_key/new", []byte(v), h)
+	}
+	if r := put("first-key-first-key-first-key-32", true); r.code != http.StatusOK {
+		t.Fatalf("create: %d %s", r.code, r.body)
+	}
+	wantError(t, put("second", true), http.StatusPreconditionFailed, protocol.ErrResourceExists, "already exists")
+	got, err := b.Store.Get(t.Context(), protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "new"})
+	if err != nil || string(got) != "first-key-first-key-first-key-32" {
+		t.Fatalf("stored after a refused create: %q %v", got, err)
+	}
+	if r := put("third", false); r.code != http.StatusOK {
+		t.Fatalf("plain set still replaces: %d", r.code)
+	}
+}

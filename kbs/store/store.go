@@ -31,11 +31,13 @@ const DefaultRepositoryDir = "/opt/confidential-containers/kbs/repository"
 
 // Store holds resources. Every method validates the path first and fails
 // with an error wrapping spec.ErrUnsupported on a bad one; Get and Delete
-// of a missing resource wrap spec.ErrNotFound. Implementations are safe for
+// of a missing resource wrap spec.ErrNotFound; Create of an existing one
+// wraps spec.ErrExists and changes nothing. Implementations are safe for
 // concurrent use.
 type Store interface {
 	Get(ctx context.Context, p ResourcePath) ([]byte, error)
 	Set(ctx context.Context, p ResourcePath, data []byte) error
+	Create(ctx context.Context, p ResourcePath, data []byte) error // atomic: never replaces
 	Delete(ctx context.Context, p ResourcePath) error
 }
 
@@ -70,6 +72,20 @@ func (s *Memory) Set(_ context.Context, p ResourcePath, data []byte) error {
 	s.mu.Lock()
 	s.m[p] = append([]byte(nil), data...)
 	s.mu.Unlock()
+	return nil
+}
+
+// Create stores a copy of data unless the resource exists.
+func (s *Memory) Create(_ context.Context, p ResourcePath, data []byte) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[p]; ok {
+		return fmt.Errorf("resource %s: %w", p, spec.ErrExists)
+	}
+	s.m[p] = append([]byte(nil), data...)
 	return nil
 }
 
@@ -151,6 +167,16 @@ func (s *FS) Get(_ context.Context, p ResourcePath) ([]byte, error) {
 
 // Set writes the resource atomically.
 func (s *FS) Set(_ context.Context, p ResourcePath, data []byte) error {
+	return s.write(p, data, false)
+}
+
+// Create writes the resource unless it exists: the staged file is
+// hard-linked into place, which fails atomically if the name is taken.
+func (s *FS) Create(_ context.Context, p ResourcePath, data []byte) error {
+	return s.write(p, data, true)
+}
+
+func (s *FS) write(p ResourcePath, data []byte, exclusive bool) error {
 	name, err := rel(p)
 	if err != nil {
 		return err
@@ -172,8 +198,18 @@ func (s *FS) Set(_ context.Context, p ResourcePath, data []byte) error {
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}
-	if werr == nil {
-		werr = s.root.Rename(tmp, name)
+	if werr == nil && exclusive {
+		if werr = s.root.Link(tmp, name); werr == nil {
+			werr = syncDir(s.root, path.Join(p.Repo, p.Type))
+		}
+		_ = s.root.Remove(tmp)
+		if errors.Is(werr, fs.ErrExist) {
+			return fmt.Errorf("resource %s: %w", p, spec.ErrExists)
+		}
+	} else if werr == nil {
+		if werr = s.root.Rename(tmp, name); werr == nil {
+			werr = syncDir(s.root, path.Join(p.Repo, p.Type))
+		}
 	}
 	if werr != nil {
 		_ = s.root.Remove(tmp)
@@ -195,4 +231,14 @@ func (s *FS) Delete(_ context.Context, p ResourcePath) error {
 		return fmt.Errorf("deleting resource %s: %w", p, err)
 	}
 	return nil
+}
+
+// syncDir makes a rename or link in dir durable.
+func syncDir(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

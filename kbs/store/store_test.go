@@ -137,3 +137,43 @@ func TestFSSymlinkEscape(t *testing.T) {
 }
 
 func rp(repo, typ, tag string) ResourcePath { return ResourcePath{Repo: repo, Type: typ, Tag: tag} }
+
+// Create never replaces: of many concurrent creates exactly one wins, and
+// the stored value is the winner's.
+func TestStoreCreate(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			p := rp("default", "image_key", "app")
+			const n = 16
+			errs := make(chan error, n)
+			for i := range n {
+				go func() { errs <- s.Create(ctx, p, []byte{byte(i)}) }()
+			}
+			won := 0
+			for range n {
+				switch err := <-errs; {
+				case err == nil:
+					won++
+				case !errors.Is(err, spec.ErrExists):
+					t.Fatalf("Create: %v, want nil or ErrExists", err)
+				}
+			}
+			if won != 1 {
+				t.Fatalf("%d concurrent creates succeeded, want 1", won)
+			}
+			before, _ := s.Get(ctx, p)
+			if err := s.Create(ctx, p, []byte("other")); !errors.Is(err, spec.ErrExists) {
+				t.Fatalf("Create over existing: %v", err)
+			}
+			if after, _ := s.Get(ctx, p); string(after) != string(before) {
+				t.Fatalf("value changed by a refused Create: %q → %q", before, after)
+			}
+			if fs, ok := s.(*FS); ok {
+				if left, _ := filepath.Glob(filepath.Join(fs.Dir(), "default", "image_key", ".tmp-*")); len(left) != 0 {
+					t.Fatalf("temp files left: %v", left)
+				}
+			}
+		})
+	}
+}
