@@ -27,7 +27,7 @@ func newAgentCmd() *cobra.Command {
 		allowedHosts     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --kbs URL [--listen 127.0.0.1:8006] [--keyprovider-grpc 127.0.0.1:50000]",
+		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]…",
 		Short: "Guest agent: CDH/AA REST API and the ocicrypt keyprovider gRPC service, backed by the broker",
 		Long: `Serve, until interrupted, the Confidential Containers guest APIs backed by coffer's
 RCAR client: GET /cdh/resource/<repo>/<type>/<tag>, /aa/token?token_type=kbs and
@@ -38,7 +38,8 @@ works with a configured --wrap-kek/--wrap-kid: a remote caller never names host 
 
 The REST API answers only requests whose Host is loopback (localhost, 127.0.0.0/8,
 [::1]) or named by --allowed-host, and refuses cross-origin browser requests, so a
-web page cannot reach it through DNS rebinding.`,
+web page cannot reach it through DNS rebinding. Either listener may be a unix socket,
+unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := kbs.client()
@@ -56,8 +57,8 @@ web page cannot reach it through DNS rebinding.`,
 		},
 	}
 	kbs.AddFlags(cmd.Flags())
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8006", "address of the CDH/AA REST API")
-	cmd.Flags().StringVar(&kpGRPC, "keyprovider-grpc", "", "address of the ocicrypt keyprovider gRPC service (e.g. 127.0.0.1:50000)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8006", "address of the CDH/AA REST API: host:port or unix:PATH")
+	cmd.Flags().StringVar(&kpGRPC, "keyprovider-grpc", "", "address of the ocicrypt keyprovider gRPC service (e.g. 127.0.0.1:50000 or unix:PATH)")
 	cmd.Flags().StringArrayVar(&allowedHosts, "allowed-host", nil, "host name or address (no port) the REST API accepts in Host/Origin besides loopback; repeatable")
 	cmd.Flags().StringVar(&wrapKEK, "wrap-kek", "", "32-byte KEK file WrapKey uses (with --wrap-kid)")
 	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
@@ -106,7 +107,7 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, ErrUsage)
 	}
-	ln, err := net.Listen("tcp", listen)
+	ln, err := api.Listen(listen)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -117,7 +118,7 @@ func serveAgent(ctx context.Context, c *client.Client, att attesterFunc, listen,
 	warnIfExposed(log, ln.Addr(), "--listen")
 	var gs *grpc.Server
 	if kpAddr != "" {
-		gl, err := net.Listen("tcp", kpAddr)
+		gl, err := api.Listen(kpAddr)
 		if err != nil {
 			srv.Close()
 			return fmt.Errorf("agent keyprovider: %w", err)

@@ -251,6 +251,85 @@ func TestAgentRefusesDNSRebinding(t *testing.T) {
 	}
 }
 
+// TestAgentUnixSockets: both services on unix sockets, as CoCo's CDH runs;
+// the sockets are 0600 and gone after shutdown.
+func TestAgentUnixSockets(t *testing.T) {
+	const kid = "kbs:///default/image_key/app"
+	b, kek := brokerWithKEK(t, "default/image_key/app")
+	dir := filepath.Join(t.TempDir(), "run")
+	restSock, kpSock := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "keyprovider.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := NewRoot()
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"agent", "--kbs", b.URL, "--tee", "sample", "--listen", "unix:" + restSock, "--keyprovider-grpc", "unix://" + kpSock})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range []string{restSock, kpSock} {
+		for {
+			c, err := net.Dial("unix", p)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("agent exited: %v", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("agent not listening on %s: %v", p, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if fi, err := os.Lstat(p); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want a 0600 socket", p, fi.Mode(), err)
+		}
+	}
+
+	// No meaningful Host on a unix socket: any is served.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", restSock)
+	}}}
+	resp, err := hc.Get("http://coffer-agent/cdh/resource/default/image_key/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, kek) {
+		t.Errorf("GET over unix socket = %d, %d bytes; want 200 and the KEK", resp.StatusCode, len(got))
+	}
+	cfg, err := keyprovider.ParseConfig([]byte(`{"key-providers":{"attestation-agent":{"grpc":"unix:` + kpSock + `"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := cfg.Unwrapper("attestation-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts, err := u.Unwrap(context.Background(), sealAA(t, kek, kid, []byte(testPrivopts))); err != nil || string(opts) != testPrivopts {
+		t.Errorf("UnWrapKey over unix socket = %q, %v", opts, err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("agent did not stop within 15s of cancellation")
+	}
+	for _, p := range []string{restSock, kpSock} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s after shutdown: %v, want removed", p, err)
+		}
+	}
+}
+
 func TestWarnIfExposed(t *testing.T) {
 	for _, tc := range []struct {
 		addr string
