@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 )
 
 func TestMediaTypes(t *testing.T) {
@@ -84,6 +86,7 @@ func TestKeyAnnotations(t *testing.T) {
 func FuzzDecodeOptions(f *testing.F) {
 	f.Add(EncodePublic(PublicOptions{Cipher: CipherAES256CTR, HMAC: make([]byte, 32)}), []byte(`{"symkey":"","digest":"x"}`))
 	f.Fuzz(func(t *testing.T, pub string, priv []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		if p, err := DecodePublic(pub); err == nil && len(p.HMAC) != 32 {
 			t.Fatalf("accepted hmac of %d bytes", len(p.HMAC))
 		}

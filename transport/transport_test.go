@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -69,6 +70,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		r, err := Parse(s)
 		if err != nil {
 			return
@@ -274,6 +276,7 @@ func FuzzExtractTar(f *testing.F) {
 	f.Add(b.Bytes())
 	base := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		parent, err := os.MkdirTemp(base, "p")
 		if err != nil {
 			t.Fatal(err)

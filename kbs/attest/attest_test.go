@@ -8,6 +8,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -48,6 +49,7 @@ func FuzzSampleVerify(f *testing.F) {
 	f.Add([]byte(SampleEvidence("1", d[:])))
 	f.Add([]byte(`{"svn":1}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		c, err := Sample{}.Verify(context.Background(), Evidence{Tee: "sample", Primary: in, ReportData: d[:]})
 		if err == nil && c["report_data"] == nil {
 			t.Fatal("accepted evidence without report_data")

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 )
@@ -178,7 +179,10 @@ func FuzzApplyRVPS(f *testing.F) {
 	f.Add(NewRVPSMessage("svn", []string{"1"}))
 	f.Add([]byte(`{"version":"0.1.0","type":"sample","payload":"e30="}`))
 	e, _ := New(context.Background())
-	f.Fuzz(func(t *testing.T, in []byte) { _ = e.ApplyRVPS(context.Background(), in) })
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
+		_ = e.ApplyRVPS(context.Background(), in)
+	})
 }
 
 func TestDecisionCache(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -299,6 +300,7 @@ func FuzzCanonicalize(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		c, err := Canonicalize(in)
 		if err != nil {
 			return
@@ -316,6 +318,7 @@ func FuzzParseResourcePath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		p, err := ParseResourcePath(s)
 		if err != nil {
 			return
@@ -335,6 +338,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add(raw)
 	f.Add([]byte(`{"protected":"eyJhbGciOiJmYWtlYWxnIiwiZW5jIjoiZmFrZWVuYyJ9"}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		var r Response
 		if json.Unmarshal(in, &r) != nil {
 			return
@@ -433,6 +437,7 @@ func TestReportDataJSONIsCanonical(t *testing.T) {
 func FuzzReportDataJSON(f *testing.F) {
 	f.Add("nonce", "", "EC", "P-256", "x", "y")
 	f.Fuzz(func(t *testing.T, nonce, add, kty, crv, x, y string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		pub := TeePubKey{Kty: kty, Crv: crv, X: x, Y: y, Alg: add}
 		want, err := CanonicalizeValue(map[string]any{"tee-pubkey": pub, "nonce": nonce, "additional-evidence": add})
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	ockp "github.com/containers/ocicrypt/keywrap/keyprovider"
 	"google.golang.org/grpc"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -422,6 +423,7 @@ func FuzzParseParams(f *testing.F) {
 	f.Add("provider:attestation-agent:keyid=kbs://h:1/a/b/c")
 	f.Add("sample=true")
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		p, err := ParseParams(s)
 		if err != nil {
 			return
@@ -449,6 +451,7 @@ func FuzzAnnotation(f *testing.F) {
 	f.Add([]byte(`{"kid":1}`))
 	u := NewUnwrapper(resolverFor(testKID, testKEK, nil))
 	f.Fuzz(func(t *testing.T, entry []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		kid, derr := Describe(entry)
 		pt, uerr := u.Unwrap(context.Background(), entry)
 		if derr != nil && uerr == nil {

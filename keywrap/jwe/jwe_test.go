@@ -20,6 +20,7 @@ import (
 	ocijwe "github.com/containers/ocicrypt/keywrap/jwe"
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/keywrap/jwe"
 	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
 	"github.com/coffer-dev/coffer/spec"
@@ -443,6 +444,7 @@ func FuzzUnwrapEntry(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, entry []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		pt, err := u.Unwrap(context.Background(), entry)
 		if err == nil && !bytes.Equal(pt, privopts) {
 			// Only a valid encryption to our keys can decrypt; the seeds

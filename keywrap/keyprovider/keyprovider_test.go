@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -477,6 +478,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"key-providers":{"b":{"cmd":{"path":"/bin/kp","args":["-x"]}},"a":{"grpc":"127.0.0.1:5000"}}}`))
 	f.Add([]byte(`{"key-providers":{"a":{}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		c, err := ParseConfig(data)
 		if err != nil {
 			return

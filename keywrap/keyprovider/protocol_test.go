@@ -11,6 +11,7 @@ import (
 	occonfig "github.com/containers/ocicrypt/config"
 	ockp "github.com/containers/ocicrypt/keywrap/keyprovider"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -206,6 +207,7 @@ func FuzzDecodeInput(f *testing.F) {
 	f.Add([]byte(`{"op":"keywrap","keywrapparams":{"ec":{"Parameters":{"a":[[1,2]]}},"optsdata":[1]}}`), opKeyWrap)
 	f.Add([]byte(`null`), "")
 	f.Fuzz(func(t *testing.T, data []byte, op string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		in, err := decodeInput(data, op)
 		if err != nil {
 			return
@@ -232,6 +234,7 @@ func FuzzDecodeOutput(f *testing.F) {
 	f.Add(u)
 	f.Add([]byte(`{"keywrapresults":{"annotation":[1,2,3]},"keyunwrapresults":{"optsdata":null}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		if ann, err := decodeWrapOutput(data); err == nil {
 			// What was accepted re-encodes to a document that decodes to the same bytes.
 			again, err := encodeWrapOutput(ann)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/keywrap/keys"
 	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
@@ -366,6 +367,7 @@ func FuzzParseMaterial(f *testing.F) {
 	f.Add([]byte("-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n-----END PGP PRIVATE KEY BLOCK-----\n"), []byte(""))
 	f.Add([]byte{0x95, 0x01, 0x00}, []byte(""))
 	f.Fuzz(func(t *testing.T, data, password []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		m, err := keys.ParseMaterial("fuzz", data, password)
 		if err == nil && m.Private == nil && len(m.Certs) == 0 && len(m.OpenPGP) == 0 {
 			t.Fatal("no error and nothing parsed")

@@ -17,6 +17,7 @@ import (
 	"github.com/containers/ocicrypt/config"
 	ocipgp "github.com/containers/ocicrypt/keywrap/pgp"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/keywrap/keys"
 	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
@@ -376,6 +377,7 @@ func FuzzUnwrap(f *testing.F) {
 	f.Add([]byte{0x84, 0x01, 0x03})
 	u, _ := pgp.NewUnwrapper(openpgp.EntityList{alice})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		lines, derr := pgp.Describe(data)
 		if derr == nil && len(lines) == 0 {
 			t.Fatal("no error and no recipients")

@@ -16,6 +16,7 @@ import (
 	"github.com/containers/ocicrypt/config"
 	ocipkcs7 "github.com/containers/ocicrypt/keywrap/pkcs7"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
 	"github.com/coffer-dev/coffer/keywrap/pkcs7"
 	"github.com/coffer-dev/coffer/spec"
@@ -211,6 +212,7 @@ func FuzzDescribe(f *testing.F) {
 	f.Add([]byte{0x30, 0x80, 0x00, 0x00})
 	u, _ := pkcs7.NewUnwrapper([]crypto.PrivateKey{k}, []*x509.Certificate{c})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		lines, err := pkcs7.Describe(data)
 		if err == nil && len(lines) == 0 {
 			t.Fatal("no error and no recipients")

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -86,6 +87,7 @@ func FuzzParseRecipient(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		r, err := recipients.ParseRecipient(s)
 		if err != nil {
 			if strings.Contains(err.Error(), "unknown recipient scheme") && !errors.Is(err, spec.ErrUnsupported) {
@@ -117,6 +119,7 @@ func FuzzParseKeySpec(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		ks, err := recipients.ParseKeySpec(s)
 		secret := ""
 		if i := strings.Index(s, ":pass="); i >= 0 {
