@@ -13,6 +13,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
 )
 
@@ -107,6 +108,7 @@ func FuzzResourcePath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
 		p, err := ParseResourcePath(s)
 		if err != nil {
 			return
