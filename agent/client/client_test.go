@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -108,5 +109,8 @@ func TestRejectedTokenReattestsOnce(t *testing.T) {
 
 func FuzzTokenExpiry(f *testing.F) {
 	f.Add("a.eyJleHAiOjE3MDAwMDAwMDB9.c")
-	f.Fuzz(func(t *testing.T, s string) { _ = tokenExpiry(s) })
+	f.Fuzz(func(t *testing.T, s string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
+		_ = tokenExpiry(s)
+	})
 }
