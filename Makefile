@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/coffer
 
-.PHONY: build test demo bench bench-kbs fuzz vet
+.PHONY: build test demo bench bench-kbs fuzz vet attack
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/coffer
@@ -33,3 +33,9 @@ fuzz:
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s -parallel 1 $$pkg || exit 1; \
 	  done; \
 	done
+
+# Replay every attack of the adversarial review (issue 12) against a broker
+# and agent started from bin/coffer: one line per attack, exit 1 if any succeeds.
+ATTACK_FUZZTIME ?= 20s
+attack: build
+	$(GO) run ./scripts/attack -coffer $(BIN) -fuzztime $(ATTACK_FUZZTIME)
