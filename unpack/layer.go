@@ -2,6 +2,7 @@ package unpack
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ const (
 	whiteoutOpaque = ".wh..wh..opq"
 	maxSymlinks    = 255
 	copyBufSize    = 1 << 20
+	// sparseChunk is how much of a sparse file copy reads at a time: small
+	// enough that the zeros archive/tar makes for a hole stay in cache
+	// while they are checked, large enough to keep calls few.
+	sparseChunk = 256 << 10
 )
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
@@ -48,10 +53,19 @@ type applier struct {
 	// each one is a single-component open. Dropped on any removal.
 	proot *os.Root
 	pdir  string
+	*state
+}
+
+// state lives across the layers of one Apply (or one ApplyLayer).
+type state struct {
 	// locked collects, when unprivileged, directories whose final mode
 	// denies us write or search access; set by restoreModes at the end.
 	locked dirModes
+	// total is the sum of the apparent sizes of the regular files so far.
+	total int64
 }
+
+func newState(o *options) *state { return &state{locked: newDirModes(o)} }
 
 type dirModes map[string]fs.FileMode
 
@@ -88,7 +102,7 @@ type dirMeta struct {
 	atime, mtime time.Time
 }
 
-func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options, locked dirModes) error {
+func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options, st *state) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	a := &applier{
@@ -96,7 +110,7 @@ func applyLayer(ctx context.Context, root *os.Root, r io.Reader, o *options, loc
 		dirs:    map[string]bool{".": true},
 		written: map[string]struct{}{},
 		under:   map[string]struct{}{},
-		locked:  locked,
+		state:   st,
 	}
 	defer a.dropParent()
 	tr := tar.NewReader(r)
@@ -139,7 +153,11 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		return a.whiteout(dir, base)
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	case tar.TypeReg, tar.TypeGNUSparse:
+		if err := a.reserve(hdr.Size); err != nil {
+			return err
+		}
+	case tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		a.o.log.Debug("skipping tar entry of unhandled type", "name", hdr.Name, "type", string(hdr.Typeflag))
 		return nil
@@ -175,6 +193,30 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	}
 	a.mark(p)
 	return nil
+}
+
+// reserve counts a regular file of the given apparent size against the
+// limits, before anything of it is read or written.
+func (a *applier) reserve(size int64) error {
+	if size > a.o.maxFile {
+		return fmt.Errorf("file of %s (holes included) is over the limit of %s per file: %w", iec(size), iec(a.o.maxFile), ErrTooLarge)
+	}
+	if size > a.o.maxTotal-a.total {
+		return fmt.Errorf("file of %s (holes included) takes the rootfs over its limit of %s (%s before it): %w", iec(size), iec(a.o.maxTotal), iec(a.total), ErrTooLarge)
+	}
+	a.total += size
+	return nil
+}
+
+// iec formats a byte count for people: "64 GiB" when it is a whole number
+// of a binary unit, the exact count of bytes otherwise.
+func iec(n int64) string {
+	for i, unit := range []string{"EiB", "PiB", "TiB", "GiB", "MiB", "KiB"} {
+		if u := int64(1) << (10 * (6 - i)); n >= u && n%u == 0 {
+			return fmt.Sprintf("%d %s", n/u, unit)
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func join(dir, base string) string {
@@ -525,14 +567,20 @@ func isSparse(hdr *tar.Header) bool {
 }
 
 // copy streams the entry's contents with a large buffer (one write per
-// MiB), checking ctx between chunks. For sparse entries, all-zero chunks
-// are skipped with a seek, so holes stay holes on disk (a tiny layer can
-// declare a huge sparse file; ctx still bounds the time spent).
+// MiB), checking ctx between chunks. For sparse entries, whose holes
+// archive/tar expands into zeros, it reads smaller chunks and writes only
+// those that are not all zero, at their offset, so holes stay holes on disk
+// and a hole costs no more than a cached memory scan; the size limits
+// checked before (reserve) bound how much of that there is.
 func (a *applier) copy(f *os.File, r io.Reader, sparse bool) error {
-	var size int64
+	buf := a.buf
+	if sparse {
+		buf = buf[:sparseChunk]
+	}
+	var off int64
 	defer func() {
 		if sparse {
-			_ = f.Truncate(size)
+			_ = f.Truncate(off)
 		}
 	}()
 	for {
@@ -541,21 +589,23 @@ func (a *applier) copy(f *os.File, r io.Reader, sparse bool) error {
 		}
 		n := 0
 		var err error
-		for n < len(a.buf) && err == nil {
+		for n < len(buf) && err == nil {
 			var m int
-			m, err = r.Read(a.buf[n:])
+			m, err = r.Read(buf[n:])
 			n += m
 		}
-		if sparse && n > 0 && allZero(a.buf[:n]) {
-			if _, serr := f.Seek(int64(n), io.SeekCurrent); serr != nil {
-				return serr
+		switch {
+		case n == 0:
+		case !sparse:
+			if _, werr := f.Write(buf[:n]); werr != nil {
+				return werr
 			}
-		} else if n > 0 {
-			if _, werr := f.Write(a.buf[:n]); werr != nil {
+		case !allZero(buf[:n]):
+			if _, werr := f.WriteAt(buf[:n], off); werr != nil {
 				return werr
 			}
 		}
-		size += int64(n)
+		off += int64(n)
 		if err == io.EOF {
 			return nil
 		}
@@ -667,17 +717,16 @@ func (a *applier) xattrsPath(p string, hdr *tar.Header) {
 	a.xattrsFile(f, hdr)
 }
 
+// zeros is compared against by allZero: bytes.Equal is vectorised.
+var zeros [64 << 10]byte
+
 func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
 			return false
 		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
+		b = b[n:]
 	}
 	return true
 }

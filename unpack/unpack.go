@@ -30,6 +30,16 @@
 // attributes (SCHILY.xattr.*) are best effort on files and directories.
 // GNU sparse files keep their holes.
 //
+// Sizes are bounded before anything is read: a regular file whose apparent
+// size (the size its tar header declares, holes included) is over
+// [WithMaxFileSize], or that would take the sum of the apparent sizes of
+// every regular file entry across all layers over [WithMaxRootfsSize], fails
+// the layer with an error wrapping [ErrTooLarge]. A tar header of a few
+// hundred bytes can declare an exabyte-sized sparse file; without these
+// bounds unpacking it would never end. Holes are still read as zeros (the
+// standard library offers no way to skip them), quickly and checking the
+// context every 256 KiB, so the bounds also bound the time spent.
+//
 // [Apply] unpacks into a temporary directory next to the destination and
 // renames it into place only after every layer applied and every diffID
 // matched, so a failure never leaves a partial rootfs behind. A tar cut
@@ -57,6 +67,17 @@ import (
 // or hostile and is never applied in part.
 var ErrUnsafePath = fmt.Errorf("unsafe path in layer: %w", spec.ErrIntegrity)
 
+// ErrTooLarge marks a layer whose files exceed [WithMaxFileSize] or
+// [WithMaxRootfsSize]. It wraps [spec.ErrIntegrity]: the layer is refused
+// before any of the offending file is written.
+var ErrTooLarge = fmt.Errorf("layer exceeds a size limit: %w", spec.ErrIntegrity)
+
+// Default size limits; see [WithMaxFileSize] and [WithMaxRootfsSize].
+const (
+	DefaultMaxFileSize   int64 = 64 << 30  // 64 GiB
+	DefaultMaxRootfsSize int64 = 256 << 30 // 256 GiB
+)
+
 // Layer is one layer to apply: its blob stream and what to expect of it.
 type Layer struct {
 	// MediaType is the OCI or Docker layer media type (tar, tar+gzip,
@@ -80,11 +101,17 @@ type options struct {
 	// privileged reports whether device nodes may be created. It is
 	// os.Geteuid() == 0; tests in this package flip it.
 	privileged bool
+	// maxFile and maxTotal bound the apparent size of one regular file and
+	// the sum over all of them (see WithMaxFileSize, WithMaxRootfsSize).
+	maxFile, maxTotal int64
 }
 
 func newOptions(opts []Option) (*options, error) {
 	root := os.Geteuid() == 0
-	o := &options{sameOwner: root, privileged: root, log: slog.New(slog.DiscardHandler)}
+	o := &options{
+		sameOwner: root, privileged: root, log: slog.New(slog.DiscardHandler),
+		maxFile: DefaultMaxFileSize, maxTotal: DefaultMaxRootfsSize,
+	}
 	for _, f := range opts {
 		if f == nil {
 			continue
@@ -113,6 +140,36 @@ func WithLogger(l *slog.Logger) Option {
 			l = slog.New(slog.DiscardHandler)
 		}
 		o.log = l
+		return nil
+	}
+}
+
+// WithMaxFileSize bounds the apparent size of each regular file, holes of
+// sparse files included: an entry declaring more fails the layer with
+// [ErrTooLarge] before anything of it is written. Default:
+// [DefaultMaxFileSize] (64 GiB). n must be positive.
+func WithMaxFileSize(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("maximum file size must be positive, got %d", n)
+		}
+		o.maxFile = n
+		return nil
+	}
+}
+
+// WithMaxRootfsSize bounds the sum of the apparent sizes of every regular
+// file entry of every layer (Apply) or of the one layer (ApplyLayer), holes
+// included and counting files that later entries replace or whiteouts
+// remove: the entry that would go over it fails the layer with
+// [ErrTooLarge] before anything of it is written. Default:
+// [DefaultMaxRootfsSize] (256 GiB). n must be positive.
+func WithMaxRootfsSize(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("maximum rootfs size must be positive, got %d", n)
+		}
+		o.maxTotal = n
 		return nil
 	}
 }
@@ -151,16 +208,16 @@ func Apply(ctx context.Context, dst string, layers []Layer, opts ...Option) (err
 		return err
 	}
 	defer root.Close()
-	locked := newDirModes(o)
+	st := newState(o)
 	for i, l := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := applyBlob(ctx, root, l, o, locked); err != nil {
+		if err := applyBlob(ctx, root, l, o, st); err != nil {
 			return fmt.Errorf("layer %d: %w", i, err)
 		}
 	}
-	if err := restoreModes(root, locked); err != nil {
+	if err := restoreModes(root, st.locked); err != nil {
 		return err
 	}
 	if err := root.Close(); err != nil {
@@ -174,7 +231,7 @@ func Apply(ctx context.Context, dst string, layers []Layer, opts ...Option) (err
 
 // applyBlob opens, decompresses and applies one layer, then reads the tar
 // stream to its very end so the diffID is checked before Apply commits.
-func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options, locked dirModes) error {
+func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options, st *state) error {
 	if l.Open == nil {
 		return errors.New("layer has no Open function")
 	}
@@ -188,7 +245,7 @@ func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options, locked d
 		return err
 	}
 	defer tr.Close()
-	if err := applyLayer(ctx, root, tr, o, locked); err != nil {
+	if err := applyLayer(ctx, root, tr, o, st); err != nil {
 		return err
 	}
 	// The tar end marker may be followed by padding; the diffID covers it.
@@ -212,11 +269,11 @@ func ApplyLayer(ctx context.Context, rootfs string, r io.Reader, opts ...Option)
 		return err
 	}
 	defer root.Close()
-	locked := newDirModes(o)
-	if err := applyLayer(ctx, root, r, o, locked); err != nil {
+	st := newState(o)
+	if err := applyLayer(ctx, root, r, o, st); err != nil {
 		return err
 	}
-	return restoreModes(root, locked)
+	return restoreModes(root, st.locked)
 }
 
 // removeAll removes dir even when the unpacked tree holds read-only
