@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -45,7 +46,10 @@ var (
 // Decompress returns the uncompressed tar stream of a layer blob r of the
 // given media type. The compression (none, gzip, zstd) is taken from the
 // stream's magic bytes; the media type must be a known, unencrypted layer
-// type (or empty) and is otherwise rejected with [spec.ErrUnsupported].
+// type (or empty) and is otherwise rejected with [spec.ErrUnsupported]. A
+// zstd frame asking for a window over 128 MiB (the reference decoder's
+// default limit; the window is allocated up front) fails with
+// [spec.ErrUnsupported] too.
 //
 // When diffID is not the zero Hash, the returned reader hashes everything
 // it yields and, at the end of the stream, returns an error wrapping
@@ -84,7 +88,7 @@ func Decompress(mediaType string, r io.Reader, diffID v1.Hash) (io.ReadCloser, e
 		}
 		plain, closeFn = zr, zr.Close
 	case bytes.HasPrefix(magic, magicZstd):
-		zr, err := zstd.NewReader(br)
+		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("opening zstd layer: %w", err)
 		}
@@ -108,6 +112,12 @@ func Decompress(mediaType string, r io.Reader, diffID v1.Hash) (io.ReadCloser, e
 const (
 	pipeChunk = 1 << 20
 	pipeDepth = 3
+	// maxZstdWindow bounds the window a zstd frame may ask for: the decoder
+	// allocates it up front, so a 10-byte frame declaring the library's
+	// default maximum (512 MiB) cost that much memory. 128 MiB is the
+	// reference zstd CLI's own default decoding limit, enough for every
+	// level and for --long's default window.
+	maxZstdWindow = 128 << 20
 )
 
 // layerReader decompresses and hashes in its own goroutine, one MiB ahead
@@ -150,6 +160,9 @@ func (l *layerReader) produce(src io.Reader, h hash.Hash, want v1.Hash, closeFn 
 		}
 		if h != nil && n > 0 {
 			h.Write(buf[:n])
+		}
+		if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			err = fmt.Errorf("zstd layer asks for a window over %d MiB (%w): %w", maxZstdWindow>>20, err, spec.ErrUnsupported)
 		}
 		if err == io.EOF && h != nil {
 			if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
