@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -105,16 +106,16 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		return d, nil, false, err
 	}
 	defer clear(k.Sym[:])
-	f, err := s.tempFile()
+	rc, err := openBlob(l, d)
 	if err != nil {
 		return d, nil, false, err
 	}
-	defer f.Close()
-	preallocate(f, d.Size)
-	rc, err := l.Compressed()
+	f, err := s.tempFile()
 	if err != nil {
-		return d, nil, false, fmt.Errorf("reading blob: %w", err)
+		rc.Close()
+		return d, nil, false, err
 	}
+	defer f.Close()
 	var lopts []layercrypt.Option
 	if !s.o.trustSrc {
 		lopts = append(lopts, layercrypt.WithPlainDigest())
@@ -126,9 +127,6 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	}
 	if err := f.Close(); err != nil {
 		return d, nil, false, fmt.Errorf("staging layer: %w", err)
-	}
-	if sealed.Size != d.Size {
-		return d, nil, false, fmt.Errorf("source blob has %d bytes, its descriptor says %d: %w", sealed.Size, d.Size, spec.ErrIntegrity)
 	}
 	if got := hex.EncodeToString(sealed.PlainDigest[:]); !s.o.trustSrc && got != d.Digest.Hex {
 		return d, nil, false, fmt.Errorf("source blob does not match its descriptor (got sha256:%s, %d bytes): %w", got, sealed.Size, spec.ErrIntegrity)
@@ -179,16 +177,16 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err != nil {
 		return d, nil, false, fmt.Errorf("wrapped options name an invalid digest: %w", spec.ErrIntegrity)
 	}
-	f, err := s.tempFile()
+	rc, err := openBlob(l, d)
 	if err != nil {
 		return d, nil, false, err
 	}
-	defer f.Close()
-	preallocate(f, d.Size)
-	rc, err := l.Compressed()
+	f, err := s.tempFile()
 	if err != nil {
-		return d, nil, false, fmt.Errorf("reading blob: %w", err)
+		rc.Close()
+		return d, nil, false, err
 	}
+	defer f.Close()
 	opened, err := layercrypt.Decrypt(ctx, f, rc, k, pub.HMAC)
 	rc.Close()
 	if err != nil {
@@ -210,6 +208,52 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	}
 	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
 }
+
+// openBlob opens the blob of l, which descriptor d describes. d.Size is
+// only a claim (a manifest may say 40 GiB for a blob of 127 bytes): nothing
+// is reserved or allocated from it, and the reader enforces it, failing with
+// spec.ErrIntegrity as soon as a byte beyond d.Size arrives (it never asks
+// the source for more than d.Size+1 bytes) or when the blob ends short.
+func openBlob(l v1.Layer, d v1.Descriptor) (io.ReadCloser, error) {
+	if d.Size < 0 {
+		return nil, fmt.Errorf("descriptor declares a negative size (%d): %w", d.Size, spec.ErrIntegrity)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("reading blob: %w", err)
+	}
+	return &sizedReader{rc: rc, size: d.Size}, nil
+}
+
+// sizedReader reads a blob that must hold exactly size bytes.
+type sizedReader struct {
+	rc   io.ReadCloser
+	size int64 // declared
+	n    int64 // read so far, at most size+1
+	err  error // sticky size error
+}
+
+func (r *sizedReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if rem := r.size - r.n; int64(len(p)) > rem {
+		p = p[:rem+1] // one byte more than declared is enough to tell
+	}
+	n, err := r.rc.Read(p)
+	r.n += int64(n)
+	switch {
+	case r.n > r.size:
+		r.err = fmt.Errorf("blob is longer than the %d bytes its descriptor declares: %w", r.size, spec.ErrIntegrity)
+		return n - int(r.n-r.size), r.err
+	case err == io.EOF && r.n < r.size:
+		r.err = fmt.Errorf("blob ended after %d bytes, its descriptor declares %d: %w", r.n, r.size, spec.ErrIntegrity)
+		return n, r.err
+	}
+	return n, err
+}
+
+func (r *sizedReader) Close() error { return r.rc.Close() }
 
 // plainAnnotations drops the encryption annotations; nil when none remain.
 func plainAnnotations(a map[string]string) map[string]string {
