@@ -615,7 +615,7 @@ func (e *env) authFlood() result {
 		r.observed = err.Error()
 		return r
 	}
-	const flood = 20000
+	const flood = 120000 // more than the broker's 100k-session table
 	counts := map[int]int{}
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
