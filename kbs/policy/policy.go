@@ -175,10 +175,15 @@ type Input struct {
 	mu        sync.Mutex
 	gen       uint64
 	decisions map[protocol.ResourcePath]bool
+	keyBytes  int // path bytes held by decisions
 }
 
-// maxCachedDecisions bounds the decisions remembered per Input.
-const maxCachedDecisions = 256
+// MaxDecisionCacheBytes bounds the resource paths (map overhead included,
+// about 64 bytes a decision) an Input remembers decisions for, so that what
+// an attested client can make the broker keep per token has a known bound.
+const MaxDecisionCacheBytes = 4 << 10
+
+const decisionOverhead = 64
 
 // NewInput prepares token claims for Allow.
 func NewInput(claims map[string]any) (*Input, error) {
@@ -211,10 +216,12 @@ func (in *Input) remember(gen uint64, p protocol.ResourcePath, allow bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.gen != gen || in.decisions == nil {
-		in.gen, in.decisions = gen, map[protocol.ResourcePath]bool{}
+		in.gen, in.decisions, in.keyBytes = gen, map[protocol.ResourcePath]bool{}, 0
 	}
-	if len(in.decisions) < maxCachedDecisions {
+	n := len(p.Repo) + len(p.Type) + len(p.Tag) + decisionOverhead
+	if _, ok := in.decisions[p]; !ok && in.keyBytes+n <= MaxDecisionCacheBytes {
 		in.decisions[p] = allow
+		in.keyBytes += n
 	}
 }
 

@@ -272,3 +272,30 @@ func TestConcurrentReferenceValues(t *testing.T) {
 	}
 	<-done
 }
+
+// An attested client asking for many long paths cannot grow its token's
+// decision cache past MaxDecisionCacheBytes, and decisions still come out right.
+func TestDecisionCacheBytes(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetResourcePolicy(ctx, ResourceAllowAll); err != nil {
+		t.Fatal(err)
+	}
+	in, err := NewInput(map[string]any{"submods": map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 250)
+	for i := range 1000 {
+		p := protocol.ResourcePath{Repo: long, Type: long, Tag: fmt.Sprintf("%s%d", long[:240], i)}
+		if ok, err := e.Allow(ctx, in, p, nil); err != nil || !ok {
+			t.Fatalf("Allow %d: %v %v", i, ok, err)
+		}
+	}
+	if in.keyBytes > MaxDecisionCacheBytes || len(in.decisions) == 0 {
+		t.Fatalf("decision cache holds %d bytes in %d entries, limit %d", in.keyBytes, len(in.decisions), MaxDecisionCacheBytes)
+	}
+}

@@ -29,9 +29,10 @@ type grant struct {
 	sealErr  error
 }
 
-// grantOverhead approximates what a grant keeps besides its claims: the
-// prepared policy input, the sealer and the map entries pointing at it.
-const grantOverhead = 2 << 10
+// grantOverhead bounds what a grant keeps besides its claims: the prepared
+// policy input with its decision cache, the sealer, and the map entries
+// pointing at it.
+const grantOverhead = 2<<10 + policy.MaxDecisionCacheBytes
 
 // seal encrypts data to the grant's tee key, reusing one Sealer per grant.
 func (g *grant) seal(data []byte) (*protocol.Response, error) {
