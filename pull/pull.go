@@ -30,6 +30,7 @@ type options struct {
 	transport []transport.Option
 	log       *slog.Logger
 	jobs      int
+	unpack    []unpack.Option
 }
 
 // WithKeys adds unwrappers, tried in order. Put local keys first and the
@@ -58,6 +59,15 @@ func WithLogger(l *slog.Logger) Option {
 // WithJobs sets how many layers download and decrypt at once. Default 2.
 func WithJobs(n int) Option {
 	return func(o *options) error { o.jobs = n; return nil }
+}
+
+// WithUnpack passes options through to unpack.Apply, for example
+// unpack.WithMaxFileSize and unpack.WithMaxRootfsSize to raise or lower the
+// bounds on what the image may unpack to (defaults: 64 GiB per file, 256 GiB
+// in all, holes of sparse files included; see unpack.DefaultMaxFileSize and
+// unpack.DefaultMaxRootfsSize).
+func WithUnpack(u ...unpack.Option) Option {
+	return func(o *options) error { o.unpack = append(o.unpack, u...); return nil }
 }
 
 // Pull writes the image at ref as a root file system at rootfs (which must
@@ -129,7 +139,8 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 		layers[i] = ul
 	}
 	o.log.Info("unpacking", "layers", len(layers), "rootfs", rootfs)
-	if err := unpack.Apply(ctx, rootfs, layers, unpack.WithLogger(o.log)); err != nil {
+	uopts := append([]unpack.Option{unpack.WithLogger(o.log)}, o.unpack...)
+	if err := unpack.Apply(ctx, rootfs, layers, uopts...); err != nil {
 		return err
 	}
 	if err := unpack.WriteConfig(rootfs+".config.json", cfg); err != nil {

@@ -45,10 +45,18 @@ func tarLayer(t *testing.T, files map[string]string) v1.Layer {
 // registry and returns its reference and the key's unwrapper.
 func fixture(t *testing.T) (transport.Reference, keywrap.Unwrapper, v1.Image) {
 	t.Helper()
-	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	img, err := mutate.AppendLayers(img,
+	return encryptedImage(t, "docker://",
 		tarLayer(t, map[string]string{"secret": "s3cr3t model weights", "etc/old": "x"}),
 		tarLayer(t, map[string]string{"etc/.wh.old": "", "app/run": "#!/bin/sh"}))
+}
+
+// encryptedImage encrypts an image of layers for a fresh EC key and writes
+// it to an in-process registry (transport "docker://") or to an OCI layout
+// in a temp dir ("oci:"), returning its reference and the key's unwrapper.
+func encryptedImage(t *testing.T, transportName string, layers ...v1.Layer) (transport.Reference, keywrap.Unwrapper, v1.Image) {
+	t.Helper()
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.AppendLayers(img, layers...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,9 +76,13 @@ func fixture(t *testing.T) (transport.Reference, keywrap.Unwrapper, v1.Image) {
 		t.Fatal(err)
 	}
 	defer res.Close()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	ref, err := transport.Parse("docker://" + strings.TrimPrefix(srv.URL, "http://") + "/app:enc")
+	where := t.TempDir() + ":enc"
+	if transportName == "docker://" {
+		srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+		t.Cleanup(srv.Close)
+		where = strings.TrimPrefix(srv.URL, "http://") + "/app:enc"
+	}
+	ref, err := transport.Parse(transportName + where)
 	if err != nil {
 		t.Fatal(err)
 	}
