@@ -246,3 +246,24 @@ func TestZstdWindow(t *testing.T) {
 		}
 	}
 }
+
+// What follows the end-of-archive marker is read for the diffID, but only
+// up to 1 MiB: padding is a few KiB, and a few KiB of compressed zeros
+// could otherwise keep unpack decompressing and hashing for minutes.
+func TestTrailingData(t *testing.T) {
+	tarball := mkTar(t, ent{name: "f", body: "x"})
+	for _, c := range []struct {
+		trailing int
+		ok       bool
+	}{{10 << 10, true}, {1 << 20, true}, {1<<20 + 1, false}, {64 << 20, false}} {
+		raw := append(bytes.Clone(tarball), make([]byte, c.trailing)...)
+		s := newSandbox(t)
+		err := apply(t, s, []Layer{layerOf(spec.MediaTypeLayerGzip, gzipped(t, raw), diffID(raw))})
+		if c.ok && err != nil {
+			t.Errorf("%d trailing bytes: %v", c.trailing, err)
+		}
+		if !c.ok && !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%d trailing bytes: err = %v, want ErrTooLarge", c.trailing, err)
+		}
+	}
+}

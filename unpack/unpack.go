@@ -38,7 +38,8 @@
 // hundred bytes can declare an exabyte-sized sparse file; without these
 // bounds unpacking it would never end. Holes are still read as zeros (the
 // standard library offers no way to skip them), quickly and checking the
-// context every 256 KiB, so the bounds also bound the time spent.
+// context every 256 KiB, so the bounds also bound the time spent. At most
+// 1 MiB may follow a layer's end-of-archive marker (padding is a few KiB).
 //
 // [Apply] unpacks into a temporary directory next to the destination and
 // renames it into place only after every layer applied and every diffID
@@ -248,12 +249,22 @@ func applyBlob(ctx context.Context, root *os.Root, l Layer, o *options, st *stat
 	if err := applyLayer(ctx, root, tr, o, st); err != nil {
 		return err
 	}
-	// The tar end marker may be followed by padding; the diffID covers it.
-	if _, err := io.Copy(io.Discard, tr); err != nil {
+	// The tar end marker may be followed by padding (GNU tar fills its
+	// 10 KiB records); the diffID covers it. Far more is no padding, and
+	// would be decompressed and hashed for nothing: a few KiB of zstd can
+	// stand for many GiB of zeros.
+	n, err := io.Copy(io.Discard, io.LimitReader(tr, maxTrailing+1))
+	if err != nil {
 		return err
+	}
+	if n > maxTrailing {
+		return fmt.Errorf("more than %s of data after the end of the tar archive: %w", iec(maxTrailing), ErrTooLarge)
 	}
 	return nil
 }
+
+// maxTrailing bounds the bytes after a layer's end-of-archive marker.
+const maxTrailing = 1 << 20
 
 // ApplyLayer applies one uncompressed tar stream onto the existing rootfs
 // directory. It reads r up to the tar end-of-archive marker, not
