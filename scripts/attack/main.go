@@ -41,6 +41,9 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 )
 
+// floodSize is more than the broker's 100k-session table holds.
+var floodSize = 120000
+
 type result struct {
 	id, name string
 	ok       bool
@@ -59,14 +62,16 @@ type env struct {
 func main() {
 	bin := flag.String("coffer", "bin/coffer", "coffer binary to attack")
 	fuzzTime := flag.Duration("fuzztime", 20*time.Second, "how long to fuzz FuzzAttestRequest (finding 9); 0 skips it")
+	flag.IntVar(&floodSize, "flood", floodSize, "/auth calls in the flood of finding 7")
+	only := flag.String("only", "", "comma-separated finding numbers to replay (default: all)")
 	flag.Parse()
-	if err := run(*bin, *fuzzTime); err != nil {
+	if err := run(*bin, *fuzzTime, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "attack:", err)
 		os.Exit(2)
 	}
 }
 
-func run(bin string, fuzzTime time.Duration) error {
+func run(bin string, fuzzTime time.Duration, only string) error {
 	abs, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -94,7 +99,10 @@ func run(bin string, fuzzTime time.Duration) error {
 		attacks = append(attacks, func() result { return fuzzAttest(fuzzTime) })
 	}
 	failed := 0
-	for _, a := range attacks {
+	for i, a := range attacks {
+		if only != "" && !strings.Contains(","+only+",", ","+strconv.Itoa(i+1)+",") {
+			continue
+		}
 		r := a()
 		verdict := "defended"
 		if !r.ok {
@@ -615,7 +623,7 @@ func (e *env) authFlood() result {
 		r.observed = err.Error()
 		return r
 	}
-	const flood = 120000 // more than the broker's 100k-session table
+	flood := floodSize
 	counts := map[int]int{}
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
