@@ -9,6 +9,7 @@ import (
 
 	"github.com/coffer-dev/coffer/pull"
 	"github.com/coffer-dev/coffer/transport"
+	"github.com/coffer-dev/coffer/unpack"
 )
 
 func newPullCmd() *cobra.Command {
@@ -17,6 +18,8 @@ func newPullCmd() *cobra.Command {
 		keys     keyFlags
 		kbs      kbsClientFlags
 		platform string
+		maxFile  = sizeFlag{unpack.DefaultMaxFileSize}
+		maxTotal = sizeFlag{unpack.DefaultMaxRootfsSize}
 	)
 	cmd := &cobra.Command{
 		Use:   "pull [--kbs URL] [--key KEY] IMAGE ROOTFS",
@@ -45,7 +48,7 @@ is applied; on any failure nothing is left at ROOTFS.`,
 				unw = append(unw, bu)
 			}
 			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...),
-				pull.WithLogger(slog.Default())}
+				pull.WithLogger(slog.Default()), pull.WithUnpack(unpack.WithMaxFileSize(maxFile.n), unpack.WithMaxRootfsSize(maxTotal.n))}
 			if platform != "" {
 				p, err := v1.ParsePlatform(platform)
 				if err != nil {
@@ -64,5 +67,7 @@ is applied; on any failure nothing is left at ROOTFS.`,
 	keys.addKeys(cmd.Flags(), "local private key FILE[:pass=…] tried before the broker (repeatable)")
 	kbs.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&platform, "platform", "", "platform OS/ARCH[/VARIANT] to pull from an index (default linux/GOARCH)")
+	cmd.Flags().Var(&maxFile, "max-file-size", "largest file the image may unpack, holes of sparse files included")
+	cmd.Flags().Var(&maxTotal, "max-rootfs-size", "largest total of the image's files, holes included")
 	return cmd
 }
