@@ -76,20 +76,20 @@ func Rekey(ctx context.Context, in Artifact, wrappers []keywrap.Wrapper, opts ..
 }
 
 // Decrypt decrypts the selected encrypted layers with the keys given by
-// WithKeys. Every layer is verified (HMAC over the ciphertext, then the
+// WithKeys (none are needed when no selected layer is encrypted). Every layer is verified (HMAC over the ciphertext, then the
 // plaintext digest against the wrapped options) before it is handed on.
 func Decrypt(ctx context.Context, in Artifact, opts ...Option) (*Result, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	if len(o.unwrappers) == 0 {
-		return nil, fmt.Errorf("no decryption key given: %w", spec.ErrNoKey)
-	}
 	s := &session{o: o}
 	s.fn = func(ctx context.Context, i int, d v1.Descriptor, l v1.Layer, diffID v1.Hash) (v1.Descriptor, v1.Layer, bool, error) {
 		if !spec.IsEncrypted(string(d.MediaType)) {
 			return d, nil, false, nil
+		}
+		if len(o.unwrappers) == 0 {
+			return d, nil, false, fmt.Errorf("layer %d is encrypted and no decryption key was given: %w", i, spec.ErrNoKey)
 		}
 		return s.decryptLayer(ctx, d, l, diffID)
 	}
@@ -106,7 +106,7 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		return d, nil, false, err
 	}
 	defer clear(k.Sym[:])
-	rc, err := openBlob(l, d)
+	rc, err := OpenBlob(l, d)
 	if err != nil {
 		return d, nil, false, err
 	}
@@ -177,7 +177,7 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err != nil {
 		return d, nil, false, fmt.Errorf("wrapped options name an invalid digest: %w", spec.ErrIntegrity)
 	}
-	rc, err := openBlob(l, d)
+	rc, err := OpenBlob(l, d)
 	if err != nil {
 		return d, nil, false, err
 	}
@@ -209,12 +209,12 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
 }
 
-// openBlob opens the blob of l, which descriptor d describes. d.Size is
+// OpenBlob opens the blob of l, which descriptor d describes. d.Size is
 // only a claim (a manifest may say 40 GiB for a blob of 127 bytes): nothing
 // is reserved or allocated from it, and the reader enforces it, failing with
 // spec.ErrIntegrity as soon as a byte beyond d.Size arrives (it never asks
 // the source for more than d.Size+1 bytes) or when the blob ends short.
-func openBlob(l v1.Layer, d v1.Descriptor) (io.ReadCloser, error) {
+func OpenBlob(l v1.Layer, d v1.Descriptor) (io.ReadCloser, error) {
 	if d.Size < 0 {
 		return nil, fmt.Errorf("descriptor declares a negative size (%d): %w", d.Size, spec.ErrIntegrity)
 	}

@@ -14,11 +14,14 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
+	"github.com/coffer-dev/coffer/transport"
 	"github.com/coffer-dev/coffer/unpack"
 )
 
@@ -169,5 +172,37 @@ func readJSON(t *testing.T, p string, v any) {
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A plain (never encrypted) layer is held to its declared size too: longer
+// or shorter than the manifest says fails with spec.ErrIntegrity.
+func TestPullPlainLayerDeclaredSize(t *testing.T) {
+	for _, declared := range []int64{40 << 30, 100} {
+		img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), tarLayer(t, map[string]string{"f": "hi"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := img.ConfigFile()
+		cfg.OS, cfg.Architecture = "linux", "amd64"
+		if img, err = mutate.ConfigFile(img, cfg); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		ref, err := transport.Parse("oci:" + filepath.Join(dir, "img") + ":v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := transport.Write(context.Background(), ref, transport.Artifact{Image: img}); err != nil {
+			t.Fatal(err)
+		}
+		declareSize(t, filepath.Join(dir, "img"), declared)
+		err = Pull(context.Background(), ref, filepath.Join(dir, "rootfs"), amd64)
+		if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), fmt.Sprint(declared)) {
+			t.Errorf("declared %d: err = %v, want spec.ErrIntegrity about the declared size", declared, err)
+		}
+		if _, serr := os.Stat(filepath.Join(dir, "rootfs")); serr == nil {
+			t.Errorf("declared %d: a rootfs was left", declared)
+		}
 	}
 }

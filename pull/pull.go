@@ -6,6 +6,7 @@ package pull
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -126,7 +127,9 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 		if err != nil {
 			return fmt.Errorf("layer %d: %w", i, err)
 		}
-		ul := unpack.Layer{MediaType: string(d.MediaType), Open: l.Compressed}
+		// A layer that was encrypted was size-checked while it was decrypted;
+		// a plain one is held to its declared size here.
+		ul := unpack.Layer{MediaType: string(d.MediaType), Open: func() (io.ReadCloser, error) { return imagecrypt.OpenBlob(l, d) }}
 		if i < len(cfg.RootFS.DiffIDs) {
 			ul.DiffID = cfg.RootFS.DiffIDs[i]
 		}
