@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/coffer-dev/coffer/internal/hostile"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
@@ -27,41 +28,11 @@ import (
 
 var amd64 = WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})
 
-// sparseBomb is an old-GNU sparse tar entry (typeflag 'S', which
-// archive/tar reads but cannot write) declaring a 1 EiB file with four
-// bytes of data at its end, then the end-of-archive marker.
-func sparseBomb() []byte {
-	const size = int64(1) << 60
-	num := func(f []byte, v int64) { // GNU base-256: these do not fit in octal
-		f[0] = 0x80
-		for i := len(f) - 1; i > 0 && v > 0; i-- {
-			f[i], v = byte(v), v>>8
-		}
-	}
-	h := make([]byte, 512)
-	copy(h[0:], "bomb")
-	copy(h[100:], "0000644\x000000000\x000000000\x0000000000004\x0000000000000\x00")
-	h[156] = 'S'
-	copy(h[257:], "ustar  \x00")
-	num(h[386:398], size-4)
-	copy(h[398:], "00000000004\x00")
-	num(h[483:495], size)
-	copy(h[148:], "        ")
-	sum := 0
-	for _, c := range h {
-		sum += int(c)
-	}
-	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
-	data := make([]byte, 512)
-	copy(data, "boom")
-	return append(append(h, data...), make([]byte, 1024)...)
-}
-
 // TestPullSparseBomb performs the attack of issue 12 (finding 3) end to
 // end: pulling an image whose layer declares a 1 EiB sparse file used to
 // spin until killed; it must fail at once and leave nothing behind.
 func TestPullSparseBomb(t *testing.T) {
-	ref, key, _ := encryptedImage(t, "docker://", static.NewLayer(sparseBomb(), types.OCIUncompressedLayer))
+	ref, key, _ := encryptedImage(t, "docker://", static.NewLayer(hostile.GNUSparseTar("bomb", 1<<60, 1<<60-4, "boom"), types.OCIUncompressedLayer))
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -137,29 +108,9 @@ func (s *stagingSpy) Unwrap(ctx context.Context, entry []byte) ([]byte, error) {
 	return s.Unwrapper.Unwrap(ctx, entry)
 }
 
-// declareSize rewrites the one manifest of the OCI layout at dir so that its
-// first layer claims size bytes, as a hostile registry would.
 func declareSize(t *testing.T, dir string, size int64) {
 	t.Helper()
-	blobPath := func(d v1.Hash) string { return filepath.Join(dir, "blobs", d.Algorithm, d.Hex) }
-	var idx v1.IndexManifest
-	readJSON(t, filepath.Join(dir, "index.json"), &idx)
-	var m map[string]json.RawMessage
-	readJSON(t, blobPath(idx.Manifests[0].Digest), &m)
-	var layers []v1.Descriptor
-	if err := json.Unmarshal(m["layers"], &layers); err != nil {
-		t.Fatal(err)
-	}
-	layers[0].Size = size
-	m["layers"], _ = json.Marshal(layers)
-	raw, _ := json.Marshal(m)
-	h, n, _ := v1.SHA256(strings.NewReader(string(raw)))
-	if err := os.WriteFile(blobPath(h), raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	idx.Manifests[0].Digest, idx.Manifests[0].Size = h, n
-	raw, _ = json.Marshal(idx)
-	if err := os.WriteFile(filepath.Join(dir, "index.json"), raw, 0o644); err != nil {
+	if err := hostile.DeclareLayerSize(dir, size); err != nil {
 		t.Fatal(err)
 	}
 }

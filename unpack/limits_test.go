@@ -4,91 +4,25 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/internal/hostile"
 	"github.com/coffer-dev/coffer/spec"
 )
 
 const eib = int64(1) << 60
 
-// numeric encodes v into a 12-byte tar numeric field: octal when it fits,
-// GNU base-256 otherwise (as GNU tar does for huge sizes).
-func numeric(field []byte, v int64) {
-	if v < 1<<33 {
-		copy(field, fmt.Sprintf("%011o\x00", v))
-		return
-	}
-	clear(field)
-	field[0] = 0x80
-	for i := len(field) - 1; i > 0 && v > 0; i-- {
-		field[i] = byte(v)
-		v >>= 8
-	}
-}
-
-// gnuSparseTar hand-crafts an old-GNU sparse entry (typeflag 'S') of
-// apparent size realSize holding data at offset off and holes elsewhere,
-// then the end-of-archive marker. archive/tar cannot write this form.
-func gnuSparseTar(name string, realSize, off int64, data string) []byte {
-	h := make([]byte, 512)
-	copy(h[0:], name)
-	copy(h[100:], fmt.Sprintf("%07o\x00", 0o644))
-	copy(h[108:], "0000000\x00")
-	copy(h[116:], "0000000\x00")
-	numeric(h[124:136], int64(len(data)))
-	copy(h[136:], fmt.Sprintf("%011o\x00", testTime.Unix()))
-	h[156] = 'S'
-	copy(h[257:], "ustar  \x00")
-	numeric(h[386:398], off)              // sparse[0].offset
-	numeric(h[398:410], int64(len(data))) // sparse[0].numbytes
-	numeric(h[483:495], realSize)         // realsize
-	copy(h[148:], "        ")
-	sum := 0
-	for _, c := range h {
-		sum += int(c)
-	}
-	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
-	b := append(h, pad512([]byte(data))...)
-	return append(b, make([]byte, 1024)...)
-}
-
-// paxRecord encodes one PAX record, whose leading length counts itself.
-func paxRecord(k, v string) string {
-	rec := " " + k + "=" + v + "\n"
-	n := len(rec)
-	for n != len(rec)+len(strconv.Itoa(n)) {
-		n = len(rec) + len(strconv.Itoa(n))
-	}
-	return strconv.Itoa(n) + rec
-}
-
-// paxSparseTar hand-crafts a PAX GNU sparse 1.0 entry (the form GNU tar
-// writes today) like gnuSparseTar's.
-func paxSparseTar(name string, realSize, off int64, data string) []byte {
-	recs := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
-		paxRecord("GNU.sparse.name", name) + paxRecord("GNU.sparse.realsize", strconv.FormatInt(realSize, 10))
-	payload := append(pad512(fmt.Appendf(nil, "1\n%d\n%d\n", off, len(data))), data...)
-	var b []byte
-	b = append(b, rawHeader("PaxHeaders/"+name, 'x', len(recs))...)
-	b = append(b, pad512([]byte(recs))...)
-	b = append(b, rawHeader("GNUSparseFile.0/"+name, '0', len(payload))...)
-	b = append(b, pad512(payload)...)
-	return append(b, make([]byte, 1024)...)
-}
-
 var sparseForms = []struct {
 	name string
 	mk   func(name string, realSize, off int64, data string) []byte
-}{{"old GNU", gnuSparseTar}, {"PAX 1.0", paxSparseTar}}
+}{{"old GNU", hostile.GNUSparseTar}, {"PAX 1.0", hostile.PAXSparseTar}}
 
 // TestSparseBomb performs the attack of issue 12 (finding 3): a layer of a
 // few hundred bytes declaring a 1 EiB sparse file. archive/tar expands the
@@ -165,7 +99,7 @@ func TestMaxFileSize(t *testing.T) {
 	s.noRootfs(t)
 	// A sparse file counts with its holes.
 	s = newSandbox(t)
-	if err := apply(t, s, tarLayers(gnuSparseTar("s", 1<<20, 0, "x")), WithMaxFileSize(1<<20-1)); !errors.Is(err, ErrTooLarge) {
+	if err := apply(t, s, tarLayers(hostile.GNUSparseTar("s", 1<<20, 0, "x")), WithMaxFileSize(1<<20-1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("sparse file over the limit: err = %v, want ErrTooLarge", err)
 	}
 }
@@ -201,7 +135,7 @@ func TestMaxRootfsSize(t *testing.T) {
 // A sparse file within the limits still costs time (the zeros of its
 // holes are read); a cancelled context must stop it promptly.
 func TestSparseCancel(t *testing.T) {
-	raw := gnuSparseTar("big", 60<<30, 60<<30-4, "tail") // 60 GiB: allowed by default
+	raw := hostile.GNUSparseTar("big", 60<<30, 60<<30-4, "tail") // 60 GiB: allowed by default
 	s := newSandbox(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -37,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/hostile"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 )
@@ -363,47 +364,6 @@ func layout(dir string, layerBlob []byte, diffID string, declaredSize int64) err
 	return os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 }
 
-// numeric encodes a 12-byte tar number: octal, or GNU base-256 when large.
-func numeric(field []byte, v int64) {
-	if v < 1<<33 {
-		copy(field, fmt.Sprintf("%011o\x00", v))
-		return
-	}
-	clear(field)
-	field[0] = 0x80
-	for i := len(field) - 1; i > 0 && v > 0; i-- {
-		field[i] = byte(v)
-		v >>= 8
-	}
-}
-
-// sparseBombTar is an old-GNU sparse entry (typeflag 'S', which archive/tar
-// reads but cannot write) of apparent size realSize with four bytes of data
-// at its end, then the end-of-archive marker: a few hundred bytes in all.
-func sparseBombTar(realSize int64) []byte {
-	h := make([]byte, 512)
-	copy(h[0:], "bomb")
-	copy(h[100:], "0000644\x00")
-	copy(h[108:], "0000000\x00")
-	copy(h[116:], "0000000\x00")
-	numeric(h[124:136], 4)
-	numeric(h[136:148], time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix())
-	h[156] = 'S'
-	copy(h[257:], "ustar  \x00")
-	numeric(h[386:398], realSize-4)
-	numeric(h[398:410], 4)
-	numeric(h[483:495], realSize)
-	copy(h[148:], "        ")
-	sum := 0
-	for _, c := range h {
-		sum += int(c)
-	}
-	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
-	data := make([]byte, 512)
-	copy(data, "tail")
-	return append(append(h, data...), make([]byte, 1024)...)
-}
-
 // pullTimed runs coffer pull with a deadline and reports how it ended.
 func (e *env) pullTimed(ref, rootfs string, limit time.Duration, watch func(), extra ...string) (string, bool) {
 	start := time.Now()
@@ -439,7 +399,7 @@ func (e *env) pullTimed(ref, rootfs string, limit time.Duration, watch func(), e
 func (e *env) sparseBomb() result {
 	r := result{id: "3", name: "sparse-file bomb layer (1 EiB)"}
 	dir := filepath.Join(e.dir, "sparse")
-	blob := sparseBombTar(1 << 60)
+	blob := hostile.GNUSparseTar("bomb", 1<<60, 1<<60-4, "boom")
 	if err := layout(dir, blob, "", 0); err != nil {
 		r.observed = err.Error()
 		return r
@@ -469,7 +429,7 @@ func (e *env) declaredSize() result {
 		}
 	}
 	if err == nil {
-		err = declareLayerSize(enc, 40<<30)
+		err = hostile.DeclareLayerSize(enc, 40<<30)
 	}
 	if err != nil {
 		r.observed = err.Error()
@@ -502,38 +462,6 @@ func rsaKeyFiles(dir string) (priv, pub string, err error) {
 		return "", "", err
 	}
 	return priv, pub, os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pk}), 0o644)
-}
-
-// declareLayerSize rewrites the first manifest of an OCI layout so that its
-// first layer claims size bytes, as a hostile registry would.
-func declareLayerSize(dir string, size int64) error {
-	var idx map[string]any
-	raw, err := os.ReadFile(filepath.Join(dir, "index.json"))
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, &idx); err != nil {
-		return err
-	}
-	md := idx["manifests"].([]any)[0].(map[string]any)
-	blob := func(d string) string { return filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(d, "sha256:")) }
-	var man map[string]any
-	if raw, err = os.ReadFile(blob(md["digest"].(string))); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, &man); err != nil {
-		return err
-	}
-	man["layers"].([]any)[0].(map[string]any)["size"] = size
-	raw, _ = json.Marshal(man)
-	sum := sha256.Sum256(raw)
-	d := fmt.Sprintf("sha256:%x", sum)
-	if err := os.WriteFile(blob(d), raw, 0o644); err != nil {
-		return err
-	}
-	md["digest"], md["size"] = d, len(raw)
-	raw, _ = json.Marshal(idx)
-	return os.WriteFile(filepath.Join(dir, "index.json"), raw, 0o644)
 }
 
 // Finding 5: a page on attacker.example rebinds its name to 127.0.0.1.
