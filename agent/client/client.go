@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -281,24 +282,75 @@ func (e *httpError) Is(target error) bool {
 
 const maxBody = 4 << 20
 
+// maxRetries429 and maxRetryAfter bound how a client waits out a broker's
+// per-address rate limit (429 + Retry-After), as when many pods of one node
+// start at once.
+const (
+	maxRetries429 = 3
+	maxRetryAfter = 10 * time.Second
+)
+
 func (c *Client) do(req *http.Request) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		r, err := c.exchange(req)
+		body, retry := r.data, r.retry
+		if retry <= 0 || attempt == maxRetries429 || (req.Body != nil && req.GetBody == nil) {
+			return body, err
+		}
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		select {
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		case <-time.After(retry):
+		}
+	}
+}
+
+// retryAfter reads a 429's Retry-After (seconds): at least 1 ms, at most
+// maxRetryAfter; 0 means do not retry.
+func retryAfter(resp *http.Response) time.Duration {
+	if resp.StatusCode != http.StatusTooManyRequests {
+		return 0
+	}
+	secs, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
+	if err != nil || secs < 0 {
+		secs = 1
+	}
+	d := time.Duration(secs) * time.Second
+	if d > maxRetryAfter {
+		return 0 // longer than a caller should be kept waiting: report it
+	}
+	return max(d, time.Millisecond)
+}
+
+// reply is one exchange's body, or how long to wait before trying again.
+type reply struct {
+	data  []byte
+	retry time.Duration
+}
+
+func (c *Client) exchange(req *http.Request) (reply, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("key broker at %s unreachable: connection refused", c.base)
+			return reply{}, fmt.Errorf("key broker at %s unreachable: connection refused", c.base)
 		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
+			return reply{}, err
 		}
-		return nil, fmt.Errorf("key broker at %s unreachable: %v", c.base, err)
+		return reply{}, fmt.Errorf("key broker at %s unreachable: %v", c.base, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading broker response: %v", err)
+		return reply{}, fmt.Errorf("reading broker response: %v", err)
 	}
 	if len(body) > maxBody {
-		return nil, fmt.Errorf("broker response over %d bytes", maxBody)
+		return reply{}, fmt.Errorf("broker response over %d bytes", maxBody)
 	}
 	if resp.StatusCode != http.StatusOK {
 		he := &httpError{status: resp.StatusCode}
@@ -308,9 +360,9 @@ func (c *Client) do(req *http.Request) ([]byte, error) {
 				he.info.Detail = he.info.Detail[:200]
 			}
 		}
-		return nil, he
+		return reply{retry: retryAfter(resp)}, he
 	}
-	return body, nil
+	return reply{data: body}, nil
 }
 
 // tokenExpiry reads exp from a JWT payload without verifying it: it only

@@ -11,6 +11,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
+	"github.com/coffer-dev/coffer/kbs/server"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -113,4 +114,29 @@ func FuzzTokenExpiry(f *testing.F) {
 		fuzzbound.Limit(t, fuzzbound.Default)
 		_ = tokenExpiry(s)
 	})
+}
+
+// A broker's per-address rate limit (429 + Retry-After) is waited out, a
+// few times at most, instead of failing the pull: pods of one node starting
+// together share an address.
+func TestWaitsOutRateLimit(t *testing.T) {
+	b := kbstest.New(t, server.WithRateLimit(1, 1)) // one /auth or /attest a second
+	b.SetResource(t, "default/image_key/app", []byte("k"))
+	b.AllowAll(t)
+	c := newClient(t, b.URL)
+	start := time.Now()
+	got, err := c.GetResource(context.Background(), "default", "image_key", "app")
+	if err != nil || string(got) != "k" {
+		t.Fatalf("GetResource under a 1/s limit: %q, %v", got, err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Fatalf("auth and attest within %v: the limit did not apply", took)
+	}
+	// A limit the client will not wait for (Retry-After over 10 s) is reported.
+	b2 := kbstest.New(t, server.WithRateLimit(0.01, 1))
+	c2 := newClient(t, b2.URL)
+	_, err = c2.GetResource(context.Background(), "default", "image_key", "app")
+	if err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("GetResource under a 1/100s limit: %v, want the 429 reported", err)
+	}
 }
