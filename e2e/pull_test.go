@@ -24,7 +24,7 @@ func startBroker(t *testing.T, adminPub string) string {
 	go func() {
 		root := cli.NewRoot()
 		root.SetArgs([]string{"kbs", "serve", "--listen", addr, "--repository", filepath.Join(t.TempDir(), "repo"),
-			"--admin-public-key", adminPub})
+			"--admin-public-key", adminPub, "--allow-sample-tee"})
 		done <- root.ExecuteContext(ctx)
 	}()
 	t.Cleanup(func() {

@@ -87,6 +87,10 @@ func newKBSServeCmd() *cobra.Command {
 				"rate-limit": func() { cfg.RateLimit = fc.RateLimit }, "rate-burst": func() { cfg.RateBurst = fc.RateBurst },
 				"max-challenges-per-address": func() { cfg.MaxChallengesPerAddr = fc.MaxChallengesPerAddr },
 				"admin-token-max-ttl":        func() { cfg.AdminTokenMaxTTL = fc.AdminTokenMaxTTL },
+				"allow-sample-tee":           func() { cfg.AllowSampleTee = fc.AllowSampleTee },
+				"collateral":                 func() { cfg.Collateral = fc.Collateral },
+				"fetch-collateral":           func() { cfg.FetchCollateral = fc.FetchCollateral },
+				"allow-debug-tee":            func() { cfg.AllowDebugTee = fc.AllowDebugTee },
 			}
 			cmd.Flags().Visit(func(f *pflag.Flag) {
 				if apply, ok := set[f.Name]; ok {
@@ -123,6 +127,10 @@ func newKBSServeCmd() *cobra.Command {
 	f.IntVar(&fc.RateBurst, "rate-burst", fc.RateBurst, "burst allowed above --rate-limit")
 	f.IntVar(&fc.MaxChallengesPerAddr, "max-challenges-per-address", fc.MaxChallengesPerAddr, "unattested sessions one client address may hold")
 	f.DurationVar(&fc.AdminTokenMaxTTL, "admin-token-max-ttl", fc.AdminTokenMaxTTL, "longest admin token lifetime (exp - iat) accepted (kbs-client signs 2h)")
+	f.BoolVar(&fc.AllowSampleTee, "allow-sample-tee", false, "DEVELOPMENT ONLY: accept the sample TEE, which has no hardware root of trust")
+	f.StringVar(&fc.Collateral, "collateral", "", "directory of SNP/TDX collateral: AMD ARK/ASK/VCEK/VLEK certificates and CRLs, Intel TCB info, QE identity, PCK CRLs")
+	f.BoolVar(&fc.FetchCollateral, "fetch-collateral", false, "fetch collateral missing from --collateral from AMD KDS / Intel PCS")
+	f.BoolVar(&fc.AllowDebugTee, "allow-debug-tee", false, "accept SNP/TDX guests whose debug policy bit is set")
 	f.StringVar(&fc.StateDir, "state-dir", "", "keep admin-set policies and reference values here across restarts (default: memory only)")
 	return cmd
 }

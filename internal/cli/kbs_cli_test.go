@@ -197,7 +197,7 @@ func TestKBSServeSeedWorkflow(t *testing.T) {
 		root := NewRoot()
 		root.SetOut(io.Discard)
 		root.SetErr(io.Discard)
-		root.SetArgs([]string{"kbs", "serve", "--config", cfg, "--listen", addr, "--repository", repo, "--admin-public-key", keyFile + ".pub"})
+		root.SetArgs([]string{"kbs", "serve", "--config", cfg, "--listen", addr, "--repository", repo, "--admin-public-key", keyFile + ".pub", "--allow-sample-tee"})
 		done <- root.ExecuteContext(ctx)
 	}()
 	url := "http://" + addr

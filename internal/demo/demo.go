@@ -95,6 +95,7 @@ type Broker struct {
 // filesystem repository under dir and the given admin public key file.
 func StartBroker(ctx context.Context, dir, adminPub string) (*Broker, error) {
 	cfg := server.DefaultConfig()
+	cfg.AllowSampleTee = true // the demo has no TEE: it attests as the sample TEE
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Repository = filepath.Join(dir, "repository")
 	cfg.AdminPublicKeys = []string{adminPub}

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
@@ -25,6 +26,47 @@ type Evidence struct {
 	// platform's report-data size.
 	ReportData []byte
 	InitData   *protocol.InitData
+	// NoBinding lets an offline check (coffer kbs verify-evidence without
+	// --report-data) skip the report-data comparison. A verifier given
+	// neither ReportData nor NoBinding refuses the evidence; the broker
+	// never sets it.
+	NoBinding bool
+}
+
+// Config configures the verifiers New returns.
+type Config struct {
+	// AllowSample accepts the sample TEE, which has no root of trust: for
+	// development only (coffer kbs serve --allow-sample-tee).
+	AllowSample bool
+	// Now is the time certificates, CRLs and collateral are judged at.
+	// Default: time.Now.
+	Now func() time.Time
+	// Collateral is a directory of operator-supplied collateral (AMD
+	// ARK/ASK/VCEK/VLEK certificates and CRLs, Intel TCB info, QE identity,
+	// PCK CRLs). Verifiers never fetch anything unless FetchCollateral.
+	Collateral string
+	// FetchCollateral allows fetching what Collateral lacks from AMD KDS or
+	// Intel PCS.
+	FetchCollateral bool
+	// AllowDebug accepts SNP and TDX guests whose debug policy bit is set.
+	AllowDebug bool
+}
+
+func (c Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// New returns the hardware verifiers (tpm, snp, tdx), and sample when
+// cfg.AllowSample.
+func New(cfg Config) Verifiers {
+	v := Verifiers{protocol.TeeTPM: NewTPM(cfg), protocol.TeeSNP: NewSNP(cfg), protocol.TeeTDX: NewTDX(cfg)}
+	if cfg.AllowSample {
+		v[protocol.TeeSample] = Sample{}
+	}
+	return v
 }
 
 // Claims are the verified evidence claims of one TEE.
@@ -39,8 +81,8 @@ type Verifier interface {
 // Verifiers selects a Verifier by TEE type.
 type Verifiers map[protocol.Tee]Verifier
 
-// Default returns the verifiers coffer ships: sample.
-func Default() Verifiers { return Verifiers{protocol.TeeSample: Sample{}} }
+// Default returns New(Config{}): hardware verifiers only.
+func Default() Verifiers { return New(Config{}) }
 
 // Supports reports whether tee has a verifier.
 func (v Verifiers) Supports(tee protocol.Tee) bool { _, ok := v[tee]; return ok }

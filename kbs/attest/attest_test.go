@@ -17,7 +17,7 @@ func TestSample(t *testing.T) {
 	ctx := context.Background()
 	d := sha512.Sum384([]byte("bound"))
 	other := sha512.Sum384([]byte("other"))
-	v := Default()
+	v := New(Config{AllowSample: true})
 	tests := []struct {
 		name    string
 		ev      Evidence

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/server"
@@ -42,7 +43,9 @@ type Broker struct {
 }
 
 // New starts a broker on a loopback port. opts are applied after the
-// defaults (memory store, admin key, silent logger), so they can override them.
+// defaults (memory store, admin key, silent logger, the hardware verifiers
+// plus sample: a test broker accepts the sample TEE, a real one does not
+// unless told to), so they can override them.
 func New(t testing.TB, opts ...server.Option) *Broker {
 	t.Helper()
 	privPEM, pubPEM, err := token.GenerateAdminKey()
@@ -66,6 +69,7 @@ func New(t testing.TB, opts ...server.Option) *Broker {
 		server.WithStore(mem),
 		server.WithAdminKeys(priv.Public().(ed25519.PublicKey)),
 		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		server.WithVerifiers(attest.New(attest.Config{AllowSample: true})),
 	}, opts...)
 	srv, err := server.New(context.Background(), all...)
 	if err != nil {

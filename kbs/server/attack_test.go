@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -252,4 +253,15 @@ func TestAttackCreateOnlyResource(t *testing.T) {
 	if r := put("third", false); r.code != http.StatusOK {
 		t.Fatalf("plain set still replaces: %d", r.code)
 	}
+}
+
+// The sample TEE has no root of trust: a broker refuses it unless told to
+// accept it (issue 7), with a PolicyDeny a client maps to exit code 5.
+func TestSampleRefusedByDefault(t *testing.T) {
+	s, err := server.New(t.Context(), server.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(s, http.MethodPost, protocol.PathAuth, "127.0.0.1:1", authBody, nil)
+	wantError(t, reply{rec.Code, rec.Body.Bytes(), rec.Header()}, http.StatusUnauthorized, protocol.ErrPolicyDeny, "--allow-sample-tee")
 }

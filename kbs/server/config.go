@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/kbs/token"
@@ -45,6 +46,10 @@ type Config struct {
 	RateBurst             int           `toml:"rate_burst"`              // burst of the above
 	MaxChallengesPerAddr  int           `toml:"max_challenges_per_address"`
 	AdminTokenMaxTTL      time.Duration `toml:"admin_token_max_ttl"` // longest admin token lifetime accepted; default token.AdminTTL
+	AllowSampleTee        bool          `toml:"allow_sample_tee"`    // accept the sample TEE (no root of trust): development only
+	Collateral            string        `toml:"collateral"`          // directory of SNP/TDX collateral (certificates, TCB info, QE identity)
+	FetchCollateral       bool          `toml:"fetch_collateral"`    // allow fetching missing collateral from AMD KDS / Intel PCS
+	AllowDebugTee         bool          `toml:"allow_debug_tee"`     // accept SNP/TDX guests with the debug policy bit set
 }
 
 // Defaults of `coffer kbs serve` beyond the library's: a per-address rate
@@ -158,6 +163,14 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	if c.MaxResourceBytes > 0 {
 		opts = append(opts, WithMaxResourceBytes(c.MaxResourceBytes))
 	}
+	if c.AllowSampleTee {
+		logger.Warn("SAMPLE TEE ACCEPTED (allow_sample_tee): evidence with no hardware root of trust can attest; never use this outside development")
+	}
+	if c.AllowDebugTee {
+		logger.Warn("debug-enabled SNP/TDX guests accepted (allow_debug_tee): their memory is readable by the host")
+	}
+	opts = append(opts, WithVerifiers(attest.New(attest.Config{AllowSample: c.AllowSampleTee, Collateral: c.Collateral,
+		FetchCollateral: c.FetchCollateral, AllowDebug: c.AllowDebugTee})))
 	opts = append(opts, WithRateLimit(c.RateLimit, c.RateBurst))
 	if c.MaxChallengesPerAddr > 0 {
 		opts = append(opts, WithMaxChallengesPerAddress(c.MaxChallengesPerAddr))

@@ -11,13 +11,16 @@ import (
 	"testing"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
+	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/server"
 )
 
+var withSample = server.WithVerifiers(attest.New(attest.Config{AllowSample: true}))
+
 func fuzzServer(f *testing.F) *server.Server {
-	s, err := server.New(context.Background(), server.WithLogger(slog.New(slog.DiscardHandler)))
+	s, err := server.New(context.Background(), server.WithLogger(slog.New(slog.DiscardHandler)), withSample)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -77,7 +80,7 @@ func FuzzAttestRequest(f *testing.F) {
 	f.Add([]byte(`{"init-data":{"format":"toml","body":"x"},"tee-evidence":{"primary_evidence":null}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		fuzzbound.Limit(t, fuzzbound.Default)
-		s, err := server.New(context.Background(), server.WithPolicy(engine), server.WithLogger(slog.New(slog.DiscardHandler)))
+		s, err := server.New(context.Background(), server.WithPolicy(engine), server.WithLogger(slog.New(slog.DiscardHandler)), withSample)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +103,7 @@ func FuzzResourcePath(f *testing.F) {
 		f.Add(p)
 	}
 	s := fuzzServer(f)
-	insecure, err := server.New(context.Background(), server.WithInsecureAdmin(true), server.WithLogger(slog.New(slog.DiscardHandler)))
+	insecure, err := server.New(context.Background(), server.WithInsecureAdmin(true), server.WithLogger(slog.New(slog.DiscardHandler)), withSample)
 	if err != nil {
 		f.Fatal(err)
 	}

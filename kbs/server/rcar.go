@@ -47,6 +47,12 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("protocol version %q not supported, this broker speaks %s", req.Version, protocol.Version))
 		return
 	}
+	if req.Tee == protocol.TeeSample && !s.o.verifiers.Supports(req.Tee) {
+		s.m.attestations.WithLabelValues(string(req.Tee), "failed").Inc()
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny,
+			"this broker refuses the sample TEE (no hardware root of trust): attest with tpm, snp or tdx, or start the broker with --allow-sample-tee for development")
+		return
+	}
 	if !s.o.verifiers.Supports(req.Tee) {
 		s.m.attestations.WithLabelValues("unsupported", "failed").Inc()
 		writeError(w, http.StatusUnauthorized, protocol.ErrUnsupportedTee, fmt.Sprintf("no verifier for tee %q on this broker", req.Tee))

@@ -86,7 +86,8 @@ func WithStore(s store.Store) Option {
 	}
 }
 
-// WithVerifiers sets the evidence verifiers by tee. Default: attest.Default() (sample).
+// WithVerifiers sets the evidence verifiers by tee. Default: attest.Default()
+// (tpm, snp, tdx; the sample TEE is refused).
 func WithVerifiers(v attest.Verifiers) Option {
 	return func(o *options) error { o.verifiers = v; return nil }
 }

@@ -295,7 +295,7 @@ func TestUnauthenticatedGet(t *testing.T) {
 
 func TestUnknownTee(t *testing.T) {
 	b := ready(t)
-	for _, tee := range []protocol.Tee{protocol.TeeTDX, "bogus"} {
+	for _, tee := range []protocol.Tee{protocol.TeeSGX, "bogus"} {
 		_, r := newRCAR(t, b.URL).auth(tee)
 		wantError(t, r, http.StatusUnauthorized, protocol.ErrUnsupportedTee, string(tee))
 	}
@@ -636,7 +636,7 @@ func TestServeConfigAndShutdown(t *testing.T) {
 	pubFile := filepath.Join(dir, "admin.pub")
 	_ = os.WriteFile(pubFile, pubPEM, 0o644)
 	cfgFile := filepath.Join(dir, "kbs.toml")
-	cfg := fmt.Sprintf("listen = \"127.0.0.1:0\"\nrepository = %q\nadmin_public_keys = [%q]\nsession_ttl = \"2m\"\nresource_policy_file = %q\n",
+	cfg := fmt.Sprintf("listen = \"127.0.0.1:0\"\nrepository = %q\nadmin_public_keys = [%q]\nsession_ttl = \"2m\"\nresource_policy_file = %q\nallow_sample_tee = true\n",
 		filepath.Join(dir, "repo"), pubFile, filepath.Join(dir, "allow.rego"))
 	_ = os.WriteFile(cfgFile, []byte(cfg), 0o644)
 	_ = os.WriteFile(filepath.Join(dir, "allow.rego"), []byte(policy.ResourceAllowAll), 0o644)
@@ -700,6 +700,7 @@ func TestServeTLS(t *testing.T) {
 	keyFile := writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8})))
 	c := server.DefaultConfig()
 	c.Listen, c.Store, c.TLSCert, c.TLSKey, c.ResourcePolicyFile = "127.0.0.1:0", "memory", certFile, keyFile, writeFile(t, dir, "p.rego", policy.ResourceAllowAll)
+	c.AllowSampleTee = true
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addrc := make(chan string, 1)

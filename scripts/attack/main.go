@@ -167,7 +167,7 @@ func (e *env) start() (func(), error) {
 		return stop, err
 	}
 	for _, args := range [][]string{
-		{"kbs", "serve", "--listen", kbsAddr, "--repository", filepath.Join(e.dir, "repo"), "--admin-public-key", e.adminKey + ".pub"},
+		{"kbs", "serve", "--listen", kbsAddr, "--repository", filepath.Join(e.dir, "repo"), "--admin-public-key", e.adminKey + ".pub", "--allow-sample-tee"},
 		{"agent", "--kbs", "http://" + kbsAddr, "--listen", agentAddr, "--tee", "sample"},
 	} {
 		c := exec.Command(e.coffer, args...)
