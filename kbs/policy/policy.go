@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -46,11 +47,28 @@ allow if input.submods.cpu0["ear.status"] == "affirming"
 	ResourceDenyAll = "package policy\n\ndefault allow := false\n"
 )
 
-// DefaultAttestation is the default attestation policy (id "default_cpu").
-// Its input is {"<tee>": claims}; data.reference holds the reference values
-// (also reachable with trustee's query_reference_value(name)).
-// The sample TEE is affirming only when its launch_digest and svn are among
-// the reference values "launch_digest" and "svn" and debug is off.
+// DefaultAttestation is the default attestation policy (id "default_cpu"),
+// after trustee's default EAR policy, stricter where trustee trusts by
+// default. Its input is {"<tee>": claims}; data.reference holds the
+// reference values (also reachable with trustee's query_reference_value).
+// Each TEE's trust vector:
+//
+//   - tpm: hardware affirming only when ak_public is a registered AK
+//     (reference values tpm_ak_public, or trustee's trusted_aks): an unknown
+//     AK is contraindicated. executables affirming when at least one
+//     tpm_pcrNN reference value is set and every one set matches pcrNN.
+//   - snp: executables from snp_launch_measurement; hardware from
+//     snp_bootloader, snp_microcode, snp_snp_svn, snp_tee_svn; configuration
+//     from the debug and migration policy bits.
+//   - tdx: executables from rtmr_1 and rtmr_2 (and mr_td for hardware, with
+//     tcb_status UpToDate); configuration from td_attributes.debug (and xfam
+//     when reference values are set).
+//   - sample: launch_digest and svn among the reference values, debug off.
+//
+// reasons is a set of one-line explanations, each naming the trust vector
+// and the claim or reference value that kept it from affirming; the broker
+// reports them with every denial (never key material: claims are
+// measurements).
 const DefaultAttestation = `package policy
 
 default executables := 33
@@ -59,16 +77,145 @@ default hardware := 97
 
 default configuration := 36
 
-executables := 3 if {
-	input.sample.launch_digest in data.reference.launch_digest
+# Reference values are compared as text, so "3" set from the command line
+# matches a claim of 3.
+same_as_any(v, refs) if {
+	some r in refs
+	sprintf("%v", [r]) == sprintf("%v", [v])
+}
+
+ref_has(name, v) if same_as_any(v, query_reference_value(name))
+
+# ---- tpm
+
+tpm_ak_known if ref_has("tpm_ak_public", input.tpm.ak_public)
+
+tpm_ak_known if ref_has("trusted_aks", input.tpm.ak_public)
+
+# reference values tpm_pcrNN (an empty list unpins), by claim name pcrNN
+tpm_pcr_refs[substring(name, 4, -1)] := vals if {
+	some name, vals in data.reference
+	startswith(name, "tpm_pcr")
+	count(vals) > 0
+}
+
+tpm_pcr_mismatch contains k if {
+	some k, vals in tpm_pcr_refs
+	not same_as_any(object.get(input.tpm, k, null), vals)
 }
 
 hardware := 2 if {
-	input.sample.svn in data.reference.svn
+	input.tpm
+	tpm_ak_known
+}
+
+executables := 3 if {
+	input.tpm
+	count(tpm_pcr_refs) > 0
+	count(tpm_pcr_mismatch) == 0
+}
+
+configuration := 0 if input.tpm
+
+reasons contains "hardware: the TPM attestation key (ak_public) is not registered: add it as reference value tpm_ak_public" if {
+	input.tpm
+	not tpm_ak_known
+}
+
+reasons contains sprintf("executables: %s = %v does not match reference value tpm_%s", [k, object.get(input.tpm, k, "(absent)"), k]) if {
+	some k in tpm_pcr_mismatch
+}
+
+reasons contains "executables: no tpm_pcrNN reference value is set, so no PCR is checked" if {
+	input.tpm
+	count(tpm_pcr_refs) == 0
+}
+
+# ---- snp
+
+executables := 3 if ref_has("snp_launch_measurement", input.snp.measurement)
+
+hardware := 2 if {
+	ref_has("snp_bootloader", input.snp.reported_tcb_bootloader)
+	ref_has("snp_microcode", input.snp.reported_tcb_microcode)
+	ref_has("snp_snp_svn", input.snp.reported_tcb_snp)
+	ref_has("snp_tee_svn", input.snp.reported_tcb_tee)
 }
 
 configuration := 2 if {
-	input.sample.debug == false
+	input.snp.policy_debug_allowed == false
+	input.snp.policy_migrate_ma == false
+}
+
+reasons contains sprintf("executables: snp measurement %v is not among reference values snp_launch_measurement", [input.snp.measurement]) if {
+	input.snp
+	not ref_has("snp_launch_measurement", input.snp.measurement)
+}
+
+reasons contains sprintf("hardware: snp %s %v is not among reference values %s", [claim, object.get(input.snp, claim, "(absent)"), ref]) if {
+	input.snp
+	some claim, ref in {"reported_tcb_bootloader": "snp_bootloader", "reported_tcb_microcode": "snp_microcode", "reported_tcb_snp": "snp_snp_svn", "reported_tcb_tee": "snp_tee_svn"}
+	not ref_has(ref, object.get(input.snp, claim, null))
+}
+
+reasons contains "configuration: snp guest policy allows debugging or migration agents" if {
+	input.snp
+	not configuration == 2
+}
+
+# ---- tdx
+
+executables := 3 if {
+	ref_has("rtmr_1", input.tdx.quote.body.rtmr_1)
+	ref_has("rtmr_2", input.tdx.quote.body.rtmr_2)
+}
+
+hardware := 2 if {
+	ref_has("mr_td", input.tdx.quote.body.mr_td)
+	input.tdx.tcb_status == "UpToDate"
+}
+
+configuration := 2 if {
+	input.tdx.td_attributes.debug == false
+	tdx_xfam_ok
+}
+
+tdx_xfam_ok if count(query_reference_value("xfam")) == 0
+
+tdx_xfam_ok if ref_has("xfam", input.tdx.quote.body.xfam)
+
+reasons contains sprintf("%s: tdx %s %v is not among reference values %s", [vec, claim, object.get(input.tdx.quote.body, claim, "(absent)"), claim]) if {
+	input.tdx
+	some claim, vec in {"rtmr_1": "executables", "rtmr_2": "executables", "mr_td": "hardware"}
+	not ref_has(claim, object.get(input.tdx.quote.body, claim, null))
+}
+
+reasons contains sprintf("hardware: tdx tcb_status is %v, not UpToDate", [object.get(input.tdx, "tcb_status", "(absent)")]) if {
+	input.tdx
+	not input.tdx.tcb_status == "UpToDate"
+}
+
+reasons contains "configuration: tdx td_attributes.debug is set, or xfam is not among reference values xfam" if {
+	input.tdx
+	not configuration == 2
+}
+
+# ---- sample (no root of trust: only on brokers started with --allow-sample-tee)
+
+executables := 3 if ref_has("launch_digest", input.sample.launch_digest)
+
+hardware := 2 if ref_has("svn", input.sample.svn)
+
+configuration := 2 if input.sample.debug == false
+
+reasons contains sprintf("executables: sample launch_digest %v is not among reference values launch_digest", [input.sample.launch_digest]) if {
+	input.sample
+	not ref_has("launch_digest", input.sample.launch_digest)
+}
+
+reasons contains sprintf("hardware: sample svn %v is not among reference values svn", [input.sample.svn]) if {
+	input.sample
+	not ref_has("svn", input.sample.svn)
 }
 `
 
@@ -318,21 +465,38 @@ func (e *Engine) AttestationPolicy() (id, src string) {
 	return e.attID, e.attSrc
 }
 
+// Appraisal is the attestation policy's verdict on one TEE's claims.
+type Appraisal struct {
+	Vector   token.TrustVector
+	PolicyID string
+	// Reasons are the policy's one-line explanations (its "reasons" set) of
+	// what kept a trust vector claim from affirming, sorted, at most
+	// MaxReasons of at most MaxReasonLen bytes each.
+	Reasons []string
+}
+
+// Bounds on the reasons kept from a policy, which end up in tokens.
+const (
+	MaxReasons   = 8
+	MaxReasonLen = 256
+)
+
 // Appraise runs the attestation policy over one TEE's verified claims and
 // returns the trust vector (from the policy's rules instance_identity,
 // configuration, executables, file_system, hardware, runtime_opaque,
-// storage_opaque, sourced_data; absent ones are 0) and the policy id.
-func (e *Engine) Appraise(ctx context.Context, tee protocol.Tee, claims map[string]any) (token.TrustVector, string, error) {
+// storage_opaque, sourced_data; absent ones are 0), the policy id, and the
+// policy's reasons.
+func (e *Engine) Appraise(ctx context.Context, tee protocol.Tee, claims map[string]any) (Appraisal, error) {
 	e.mu.RLock()
 	pq, id := e.att, e.attID
 	e.mu.RUnlock()
+	a := Appraisal{PolicyID: id}
 	rs, err := pq.Eval(ctx, rego.EvalInput(map[string]any{string(tee): claims}))
 	if err != nil {
-		return token.TrustVector{}, id, fmt.Errorf("evaluating attestation policy: %w", err)
+		return a, fmt.Errorf("evaluating attestation policy: %w", err)
 	}
-	var tv token.TrustVector
 	if len(rs) != 1 {
-		return tv, id, nil
+		return a, nil
 	}
 	out, _ := rs[0].Bindings["result"].(map[string]any)
 	get := func(name string) int {
@@ -347,12 +511,23 @@ func (e *Engine) Appraise(ctx context.Context, tee protocol.Tee, claims map[stri
 		}
 		return 0
 	}
-	tv = token.TrustVector{
+	a.Vector = token.TrustVector{
 		InstanceIdentity: get("instance_identity"), Configuration: get("configuration"),
 		Executables: get("executables"), FileSystem: get("file_system"), Hardware: get("hardware"),
 		RuntimeOpaque: get("runtime_opaque"), StorageOpaque: get("storage_opaque"), SourcedData: get("sourced_data"),
 	}
-	return tv, id, nil
+	if rs, ok := out["reasons"].([]any); ok {
+		for _, r := range rs {
+			if s, ok := r.(string); ok && len(a.Reasons) < MaxReasons {
+				if len(s) > MaxReasonLen {
+					s = s[:MaxReasonLen]
+				}
+				a.Reasons = append(a.Reasons, s)
+			}
+		}
+		slices.Sort(a.Reasons)
+	}
+	return a, nil
 }
 
 // SetReferenceValue replaces the reference values called name.

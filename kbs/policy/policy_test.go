@@ -24,7 +24,8 @@ func TestDefaultAttestationPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tv, id, err := e.Appraise(ctx, "sample", sampleClaims())
+	ap, err := e.Appraise(ctx, "sample", sampleClaims())
+	tv, id := ap.Vector, ap.PolicyID
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,8 @@ func TestDefaultAttestationPolicy(t *testing.T) {
 	if err := e.ApplyRVPS(ctx, NewRVPSMessage("svn", []string{"1"})); err != nil {
 		t.Fatal(err)
 	}
-	tv, _, _ = e.Appraise(ctx, "sample", sampleClaims())
+	ap, _ = e.Appraise(ctx, "sample", sampleClaims())
+	tv = ap.Vector
 	if got := tv.Status(); got != token.StatusAffirming {
 		t.Fatalf("with matching reference values: got %s %+v, want affirming", got, tv)
 	}
@@ -47,7 +49,8 @@ func TestDefaultAttestationPolicy(t *testing.T) {
 	if err := e.SetReferenceValue(ctx, "launch_digest", []any{"other"}); err != nil {
 		t.Fatal(err)
 	}
-	tv, _, _ = e.Appraise(ctx, "sample", sampleClaims())
+	ap, _ = e.Appraise(ctx, "sample", sampleClaims())
+	tv = ap.Vector
 	if got := tv.Status(); got != token.StatusWarning {
 		t.Fatalf("mismatching launch digest: got %s %+v, want warning", got, tv)
 	}
@@ -169,7 +172,7 @@ func BenchmarkAppraise(b *testing.B) {
 	ctx := context.Background()
 	e, _ := New(ctx)
 	for b.Loop() {
-		if _, _, err := e.Appraise(ctx, "sample", sampleClaims()); err != nil {
+		if _, err := e.Appraise(ctx, "sample", sampleClaims()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -239,13 +242,15 @@ configuration := 2 if {
 	if err := e.SetAttestationPolicy(ctx, "trustee", src); err != nil {
 		t.Fatal(err)
 	}
-	tv, _, _ := e.Appraise(ctx, "sample", sampleClaims())
+	ap, _ := e.Appraise(ctx, "sample", sampleClaims())
+	tv := ap.Vector
 	if tv.Status() != token.StatusContraindicated {
 		t.Fatalf("no reference values: %+v", tv)
 	}
 	e.SetReferenceValue(ctx, "launch_digest", []any{"abcde"})
 	e.SetReferenceValue(ctx, "svn", []any{"1"})
-	tv, _, _ = e.Appraise(ctx, "sample", sampleClaims())
+	ap, _ = e.Appraise(ctx, "sample", sampleClaims())
+	tv = ap.Vector
 	if want := (token.TrustVector{Executables: 3, Hardware: 2, Configuration: 2}); tv != want {
 		t.Fatalf("vector: got %+v, want %+v", tv, want)
 	}
@@ -266,7 +271,7 @@ func TestConcurrentReferenceValues(t *testing.T) {
 		}
 	}()
 	for range 200 {
-		if _, _, err := e.Appraise(ctx, "sample", sampleClaims()); err != nil {
+		if _, err := e.Appraise(ctx, "sample", sampleClaims()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -297,5 +302,103 @@ func TestDecisionCacheBytes(t *testing.T) {
 	}
 	if in.keyBytes > MaxDecisionCacheBytes || len(in.decisions) == 0 {
 		t.Fatalf("decision cache holds %d bytes in %d entries, limit %d", in.keyBytes, len(in.decisions), MaxDecisionCacheBytes)
+	}
+}
+
+func tpmClaims(ak, pcr07 string) map[string]any {
+	c := map[string]any{"ak_public": ak}
+	for i := range 24 {
+		c[fmt.Sprintf("pcr%02d", i)] = strings.Repeat("0", 64)
+	}
+	c["pcr07"] = pcr07
+	return c
+}
+
+// The default policy's TPM rules: an unknown AK is never affirming; every
+// pinned PCR must match; each shortfall is explained.
+func TestDefaultPolicyTPM(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := strings.Repeat("a", 64)
+	tests := []struct {
+		name    string
+		refs    map[string][]any
+		claims  map[string]any
+		status  string
+		reasons []string
+	}{
+		{"unknown AK", map[string][]any{"tpm_pcr07": {good}}, tpmClaims("AK1", good), token.StatusContraindicated,
+			[]string{"hardware: the TPM attestation key (ak_public) is not registered"}},
+		{"no PCR pinned", map[string][]any{"tpm_ak_public": {"AK1"}}, tpmClaims("AK1", good), token.StatusWarning,
+			[]string{"executables: no tpm_pcrNN reference value is set"}},
+		{"pinned PCR differs", map[string][]any{"tpm_ak_public": {"AK1"}, "tpm_pcr07": {good}}, tpmClaims("AK1", strings.Repeat("b", 64)), token.StatusWarning,
+			[]string{"executables: pcr07 = bbbb", "does not match reference value tpm_pcr07"}},
+		{"affirming", map[string][]any{"tpm_ak_public": {"AK1"}, "tpm_pcr07": {good}}, tpmClaims("AK1", good), token.StatusAffirming, nil},
+		{"trustee's trusted_aks", map[string][]any{"trusted_aks": {"AK1"}, "tpm_pcr07": {good}}, tpmClaims("AK1", good), token.StatusAffirming, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, n := range []string{"tpm_ak_public", "trusted_aks", "tpm_pcr07"} {
+				_ = e.SetReferenceValue(ctx, n, tt.refs[n])
+			}
+			ap, err := e.Appraise(ctx, "tpm", tt.claims)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ap.Vector.Status(); got != tt.status {
+				t.Fatalf("status %s, want %s (vector %+v, reasons %q)", got, tt.status, ap.Vector, ap.Reasons)
+			}
+			joined := strings.Join(ap.Reasons, "\n")
+			for _, want := range tt.reasons {
+				if !strings.Contains(joined, want) {
+					t.Errorf("reasons %q lack %q", ap.Reasons, want)
+				}
+			}
+			if tt.status == token.StatusAffirming && len(ap.Reasons) != 0 {
+				t.Errorf("affirming with reasons %q", ap.Reasons)
+			}
+		})
+	}
+}
+
+// SNP and TDX claims against trustee-named reference values.
+func TestDefaultPolicySNPAndTDX(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snp := map[string]any{"measurement": "m1", "reported_tcb_bootloader": 3, "reported_tcb_microcode": 209,
+		"reported_tcb_snp": 20, "reported_tcb_tee": 0, "policy_debug_allowed": false, "policy_migrate_ma": false}
+	ap, _ := e.Appraise(ctx, "snp", snp)
+	if ap.Vector.Status() == token.StatusAffirming || !strings.Contains(strings.Join(ap.Reasons, "\n"), "snp measurement m1 is not among reference values snp_launch_measurement") {
+		t.Fatalf("snp without reference values: %s %q", ap.Vector.Status(), ap.Reasons)
+	}
+	for n, v := range map[string][]any{"snp_launch_measurement": {"m1"}, "snp_bootloader": {"3"}, "snp_microcode": {"209"}, "snp_snp_svn": {"20"}, "snp_tee_svn": {"0"}} { // as set-reference-value sends them: text
+		_ = e.SetReferenceValue(ctx, n, v)
+	}
+	if ap, _ = e.Appraise(ctx, "snp", snp); ap.Vector.Status() != token.StatusAffirming {
+		t.Fatalf("snp with matching reference values: %s %q", ap.Vector.Status(), ap.Reasons)
+	}
+	snp["policy_debug_allowed"] = true
+	if ap, _ = e.Appraise(ctx, "snp", snp); ap.Vector.Status() == token.StatusAffirming || !strings.Contains(strings.Join(ap.Reasons, "\n"), "debugging") {
+		t.Fatalf("debug snp guest: %s %q", ap.Vector.Status(), ap.Reasons)
+	}
+
+	tdx := map[string]any{"quote": map[string]any{"body": map[string]any{"mr_td": "td", "rtmr_1": "r1", "rtmr_2": "r2", "xfam": "e7"}},
+		"tcb_status": "UpToDate", "td_attributes": map[string]any{"debug": false}}
+	for n, v := range map[string][]any{"mr_td": {"td"}, "rtmr_1": {"r1"}, "rtmr_2": {"other"}} {
+		_ = e.SetReferenceValue(ctx, n, v)
+	}
+	ap, _ = e.Appraise(ctx, "tdx", tdx)
+	if ap.Vector.Status() == token.StatusAffirming || !strings.Contains(strings.Join(ap.Reasons, "\n"), "executables: tdx rtmr_2 r2 is not among reference values rtmr_2") {
+		t.Fatalf("tdx with an rtmr_2 mismatch: %s %q", ap.Vector.Status(), ap.Reasons)
+	}
+	_ = e.SetReferenceValue(ctx, "rtmr_2", []any{"r2"})
+	if ap, _ = e.Appraise(ctx, "tdx", tdx); ap.Vector.Status() != token.StatusAffirming {
+		t.Fatalf("tdx with matching reference values: %s %q", ap.Vector.Status(), ap.Reasons)
 	}
 }

@@ -180,17 +180,21 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, protocol.ErrAttestFailed, "client went away")
 		return
 	}
-	tv, policyID, err := s.o.engine.Appraise(r.Context(), sess.tee, claims)
+	ap, err := s.o.engine.Appraise(r.Context(), sess.tee, claims)
 	if err != nil {
 		fail(http.StatusUnauthorized, protocol.ErrPolicyEngine, err.Error())
 		return
 	}
+	tv, policyID := ap.Vector, ap.PolicyID
 	status := tv.Status()
 	now := s.o.now()
 	initData, _ := claims["init_data"].(string) // only when the evidence binds it
 	sub := token.Submod{
 		Status: status, TrustVector: tv, PolicyID: policyID,
 		AnnotatedEvidence: token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, initData),
+	}
+	if len(ap.Reasons) > 0 {
+		sub.PolicyClaims = map[string]any{"reasons": ap.Reasons}
 	}
 	if n, err := jsonSize(sub); err != nil || n > DefaultMaxClaimsBytes {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, fmt.Sprintf("token claims of %d bytes (evidence claims, tee-pubkey, init-data) exceed the broker's limit of %d", n, DefaultMaxClaimsBytes))
@@ -214,7 +218,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		s.o.logger.Warn("kbs attested-session table full: sessions evicted", "evicted", evicted)
 	}
 	s.m.attestations.WithLabelValues(string(sess.tee), status).Inc()
-	log.Info("kbs attestation", "decision", "token issued", "status", status, "policy", policyID)
+	log.Info("kbs attestation", "decision", "token issued", "status", status, "policy", policyID, "reasons", ap.Reasons)
 	writeJSON(w, http.StatusOK, protocol.AttestResponse{Token: tok})
 }
 
@@ -224,8 +228,17 @@ func grantOf(v *token.Verified) (*grant, error) {
 		return nil, err
 	}
 	tee := ""
+	var reasons []string
 	if sm, ok := v.Claims["submods"].(map[string]any); ok {
 		if c, ok := sm[token.DefaultSubmod].(map[string]any); ok {
+			if pc, ok := c["ear.veraison.policy-claims"].(map[string]any); ok {
+				rs, _ := pc["reasons"].([]any)
+				for _, r := range rs {
+					if s, ok := r.(string); ok && len(reasons) < policy.MaxReasons {
+						reasons = append(reasons, s)
+					}
+				}
+			}
 			if ae, ok := c["ear.veraison.annotated-evidence"].(map[string]any); ok {
 				for k := range ae {
 					if k != "report_data" && k != "runtime_data_claims" && k != "init_data" {
@@ -235,7 +248,7 @@ func grantOf(v *token.Verified) (*grant, error) {
 			}
 		}
 	}
-	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry,
+	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry, reasons: reasons,
 		size: len(v.Payload) + grantOverhead}, nil
 }
 
@@ -312,8 +325,12 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 	}
 	if !allow {
 		s.m.denials.WithLabelValues("policy").Inc()
-		audit("deny", "resource policy")
-		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("access to %s denied by the resource policy (ear.status %s)", p, g.status))
+		why := ""
+		if len(g.reasons) > 0 {
+			why = ": " + strings.Join(g.reasons, "; ")
+		}
+		audit("deny", "resource policy (ear.status "+g.status+why+")")
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("access to %s denied by the resource policy (ear.status %s%s)", p, g.status, why))
 		return
 	}
 	data, err := s.o.store.Get(r.Context(), p)

@@ -255,7 +255,9 @@ func TestPolicyDeny(t *testing.T) {
 	c := newRCAR(t, b.URL)
 	tok := c.handshake()
 	_, _, r := c.get(keyPath, tok)
-	wantError(t, r, http.StatusUnauthorized, protocol.ErrPolicyDeny, "denied by the resource policy (ear.status contraindicated)")
+	// The denial explains itself: which trust vector, which reference value.
+	wantError(t, r, http.StatusUnauthorized, protocol.ErrPolicyDeny,
+		"denied by the resource policy (ear.status contraindicated: executables: sample launch_digest abcde is not among reference values launch_digest; hardware: sample svn 1 is not among reference values svn)")
 	b.AllowAll(t)
 	if _, _, r := c.get(keyPath, tok); r.code != http.StatusOK {
 		t.Fatalf("allow-all: %d %s", r.code, r.body)

@@ -21,6 +21,7 @@ type grant struct {
 	teePubKey *protocol.TeePubKey
 	status    string
 	tee       string
+	reasons   []string // the appraisal policy's, for denials
 	expires   time.Time
 	size      int // bytes it keeps alive, for the byte caps of the tables holding it
 

@@ -83,6 +83,9 @@ type Submod struct {
 	TrustVector       TrustVector    `json:"ear.trustworthiness-vector"`
 	PolicyID          string         `json:"ear.appraisal-policy-id"`
 	AnnotatedEvidence map[string]any `json:"ear.veraison.annotated-evidence"`
+	// PolicyClaims carries what the appraisal policy adds, here
+	// {"reasons":[…]}: why a trust vector claim is not affirming.
+	PolicyClaims map[string]any `json:"ear.veraison.policy-claims,omitempty"`
 }
 
 // EAR is the claims set of an attestation result token.
