@@ -32,6 +32,7 @@ func newKBSCmd() *cobra.Command {
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),
 		newKBSSetResourcePolicyCmd(), newKBSGetResourcePolicyCmd(),
 		newKBSSetAttestationPolicyCmd(), newKBSSetReferenceValueCmd(),
+		newKBSVerifyEvidenceCmd(),
 		// client verbs (attest, get-resource) register here:
 	)
 	return cmd
@@ -88,6 +89,8 @@ func newKBSServeCmd() *cobra.Command {
 				"max-challenges-per-address": func() { cfg.MaxChallengesPerAddr = fc.MaxChallengesPerAddr },
 				"admin-token-max-ttl":        func() { cfg.AdminTokenMaxTTL = fc.AdminTokenMaxTTL },
 				"allow-sample-tee":           func() { cfg.AllowSampleTee = fc.AllowSampleTee },
+				"token-cert":                 func() { cfg.TokenCert = fc.TokenCert },
+				"trusted-token-certs":        func() { cfg.TrustedTokenCerts = fc.TrustedTokenCerts },
 				"collateral":                 func() { cfg.Collateral = fc.Collateral },
 				"fetch-collateral":           func() { cfg.FetchCollateral = fc.FetchCollateral },
 				"allow-debug-tee":            func() { cfg.AllowDebugTee = fc.AllowDebugTee },
@@ -116,6 +119,8 @@ func newKBSServeCmd() *cobra.Command {
 	f.StringVar(&fc.TLSKey, "tls-key", "", "TLS private key (PEM)")
 	f.StringVar(&fc.TokenKey, "token-key", "", "P-256 PEM key signing attestation tokens (default: generated at start)")
 	f.DurationVar(&fc.TokenTTL, "token-ttl", fc.TokenTTL, "attestation token lifetime")
+	f.StringVar(&fc.TokenCert, "token-cert", "", "PEM certificate chain (leaf first) of --token-key: tokens carry it (jwk x5c) for brokers that trust its root")
+	f.StringSliceVar(&fc.TrustedTokenCerts, "trusted-token-certs", nil, "PEM root certificates: also accept tokens of other attestation services whose x5c chain verifies to them (repeatable)")
 	f.DurationVar(&fc.SessionTTL, "session-ttl", fc.SessionTTL, "RCAR session lifetime")
 	f.StringVar(&fc.ResourcePolicyFile, "resource-policy-file", "", "initial resource policy (Rego; default: affirming only)")
 	f.StringVar(&fc.AttestationPolicyFile, "attestation-policy-file", "", "initial attestation policy (Rego)")
