@@ -5,6 +5,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +36,8 @@ type Config struct {
 	TLSKey                string        `toml:"tls_key"`                 // PEM private key
 	TokenKey              string        `toml:"token_key"`               // P-256 PEM; "" = generated at start
 	TokenTTL              time.Duration `toml:"token_ttl"`               // default token.DefaultTTL
+	TokenCert             string        `toml:"token_cert"`              // PEM chain (leaf first) certifying token_key: tokens carry it as x5c
+	TrustedTokenCerts     []string      `toml:"trusted_token_certs"`     // PEM roots: also accept tokens whose x5c chain verifies to them
 	SessionTTL            time.Duration `toml:"session_ttl"`             // default DefaultSessionTTL
 	ResourcePolicyFile    string        `toml:"resource_policy_file"`    // initial resource policy (Rego)
 	AttestationPolicyFile string        `toml:"attestation_policy_file"` // initial attestation policy (Rego)
@@ -129,6 +133,41 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	signer, err := token.NewSigner(signKey, "", c.TokenTTL)
 	if err != nil {
 		return nil, closer, err
+	}
+	if c.TokenCert != "" {
+		if c.TokenKey == "" {
+			return nil, closer, fmt.Errorf("kbs config: token_cert needs the token_key it certifies")
+		}
+		raw, err := os.ReadFile(c.TokenCert)
+		if err != nil {
+			return nil, closer, fmt.Errorf("reading token certificate: %w", err)
+		}
+		var chain []*x509.Certificate
+		for blk, rest := pem.Decode(raw); blk != nil; blk, rest = pem.Decode(rest) {
+			cert, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				return nil, closer, fmt.Errorf("token certificate %s: %w", c.TokenCert, err)
+			}
+			chain = append(chain, cert)
+		}
+		if err := signer.SetCertChain(chain); err != nil {
+			return nil, closer, fmt.Errorf("token certificate %s: %w", c.TokenCert, err)
+		}
+	}
+	if len(c.TrustedTokenCerts) > 0 {
+		var pems [][]byte
+		for _, f := range c.TrustedTokenCerts {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				return nil, closer, fmt.Errorf("reading trusted token certificates: %w", err)
+			}
+			pems = append(pems, raw)
+		}
+		is, err := token.NewTrustedIssuers(pems...)
+		if err != nil {
+			return nil, closer, err
+		}
+		opts = append(opts, WithTrustedIssuers(is))
 	}
 	engine, err := policy.New(ctx)
 	if err != nil {

@@ -265,6 +265,14 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) (*grant, st
 		g, ok := s.tokens.get(tok)
 		if !ok {
 			v, err := s.o.signer.Verify(tok, now)
+			if err != nil && s.o.issuers != nil {
+				var ierr error
+				if v, ierr = s.o.issuers.Verify(tok, now); ierr == nil {
+					err = nil
+				} else {
+					err = fmt.Errorf("%v; nor by a trusted issuer: %w", err, ierr)
+				}
+			}
 			if err != nil {
 				writeError(w, http.StatusUnauthorized, protocol.ErrTokenInvalid, "attestation token rejected: "+err.Error())
 				return nil, ""

@@ -56,6 +56,7 @@ type options struct {
 	verifiers     attest.Verifiers
 	engine        *policy.Engine
 	signer        *token.Signer
+	issuers       *token.TrustedIssuers
 	adminKeys     []ed25519.PublicKey
 	adminRole     string
 	adminMaxTTL   time.Duration
@@ -101,6 +102,13 @@ func WithPolicy(e *policy.Engine) Option {
 // WithSigner sets the EAR token signer. Default: a generated P-256 key, token.DefaultTTL.
 func WithSigner(s *token.Signer) Option {
 	return func(o *options) error { o.signer = s; return nil }
+}
+
+// WithTrustedIssuers makes the broker also accept bearer tokens that
+// another attestation service signed, when their x5c chain verifies to
+// these roots ("passport" mode). Default: only its own tokens.
+func WithTrustedIssuers(t *token.TrustedIssuers) Option {
+	return func(o *options) error { o.issuers = t; return nil }
 }
 
 // WithAdminKeys sets the Ed25519 keys admin tokens may be signed with.

@@ -27,7 +27,7 @@ var b64 = base64.RawURLEncoding
 
 // EAR profile and status names (draft-ietf-rats-ear).
 const (
-	Profile                = "tag:github.com,2023:veraison/ear"
+	Profile                = "tag:github.com,2024:confidential-containers/Trustee" // trustee's current default EAR profile
 	StatusNone             = "none"
 	StatusAffirming        = "affirming"
 	StatusWarning          = "warning"
@@ -116,6 +116,7 @@ func AnnotatedEvidence(tee protocol.Tee, claims map[string]any, reportData strin
 // Signer issues and verifies EAR tokens with one P-256 key.
 type Signer struct {
 	key    *ecdsa.PrivateKey
+	jwk    protocol.TeePubKey
 	header string // base64url of the JOSE header, computed once
 	issuer string
 	ttl    time.Duration
@@ -143,9 +144,37 @@ func NewSigner(key *ecdsa.PrivateKey, issuer string, ttl time.Duration) (*Signer
 	if err != nil {
 		return nil, err
 	}
-	hdr, _ := json.Marshal(map[string]any{"alg": "ES256", "typ": "JWT",
-		"jwk": map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "x": jwk.X, "y": jwk.Y}})
-	return &Signer{key: key, header: b64.EncodeToString(hdr), issuer: issuer, ttl: ttl}, nil
+	s := &Signer{key: key, issuer: issuer, ttl: ttl, jwk: jwk}
+	s.setHeader(nil)
+	return s, nil
+}
+
+func (s *Signer) setHeader(x5c []string) {
+	jwk := map[string]any{"kty": "EC", "crv": "P-256", "alg": "ES256", "x": s.jwk.X, "y": s.jwk.Y}
+	if len(x5c) > 0 {
+		jwk["x5c"] = x5c
+	}
+	hdr, _ := json.Marshal(map[string]any{"alg": "ES256", "typ": "JWT", "jwk": jwk})
+	s.header = b64.EncodeToString(hdr)
+}
+
+// SetCertChain makes issued tokens carry certs (leaf first, the leaf
+// certifying the signing key) as the header jwk's x5c, the way trustee's
+// attestation service endorses its key, so that a broker trusting the chain's
+// root accepts them (TrustedIssuers). Call before issuing.
+func (s *Signer) SetCertChain(certs []*x509.Certificate) error {
+	if len(certs) == 0 {
+		return fmt.Errorf("token certificate chain is empty: %w", spec.ErrUnsupported)
+	}
+	if !s.key.PublicKey.Equal(certs[0].PublicKey) {
+		return fmt.Errorf("token certificate does not certify the token signing key: %w", spec.ErrUnsupported)
+	}
+	x5c := make([]string, len(certs))
+	for i, c := range certs {
+		x5c[i] = base64.StdEncoding.EncodeToString(c.Raw)
+	}
+	s.setHeader(x5c)
+	return nil
 }
 
 // PublicKey returns the verification key.
