@@ -3,8 +3,13 @@ BIN := bin/coffer
 
 .PHONY: build test demo bench bench-kbs fuzz vet attack
 
+# One static binary (no cgo), stamped with the version and commit.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/coffer
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
+	  -ldflags "-s -w -X github.com/coffer-dev/coffer/internal/cli.Version=$(VERSION) -X github.com/coffer-dev/coffer/internal/cli.Commit=$(COMMIT)" \
+	  -o $(BIN) ./cmd/coffer
 
 # The README's test command: unit, integration (external tools skip unless
 # COFFER_REQUIRE_EXTERNAL=1) and the seed corpora of every fuzz target.

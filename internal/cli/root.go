@@ -3,7 +3,10 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
+	"runtime"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -44,14 +47,49 @@ func NewRoot() *cobra.Command {
 	return root
 }
 
-// Version is set at build time with -ldflags "-X github.com/coffer-dev/coffer/internal/cli.Version=…".
-var Version = "dev"
+// Version is set at build time with -ldflags "-X github.com/coffer-dev/coffer/internal/cli.Version=…";
+// otherwise the module version and VCS stamp Go records in the binary are used.
+var (
+	Version = ""
+	Commit  = "" // -X …/internal/cli.Commit=…, else the VCS stamp
+)
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print coffer's version",
+		Short: "Print coffer's version, commit and Go version",
 		Args:  cobra.NoArgs,
-		Run:   func(cmd *cobra.Command, _ []string) { cmd.Println(Version) },
+		Run:   func(cmd *cobra.Command, _ []string) { cmd.Println(versionString()) },
 	}
+}
+
+// versionString is "coffer VERSION (commit REV[+dirty], TIME) GOVERSION".
+func versionString() string {
+	v, rev, at, dirty, gov := Version, Commit, "", "", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if rev == "" {
+					rev = s.Value
+				}
+			case "vcs.time":
+				at = ", " + s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+dirty"
+				}
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return fmt.Sprintf("coffer %s (commit %s%s%s) %s", v, rev, dirty, at, gov)
 }
