@@ -51,6 +51,7 @@ var probes = []struct{ tee, path string }{
 	{"sgx", "/dev/attestation/quote"},
 	{"cca", "/dev/cca_attestation"},
 	{"se", "/dev/uv"},
+	{"tpm", "/dev/tpmrm0"}, // last, as in CoCo: a TPM is no TEE
 }
 
 // Detect returns the attester for this machine's TEE, and Sample where none
@@ -58,6 +59,9 @@ var probes = []struct{ tee, path string }{
 func Detect() Attester {
 	for _, p := range probes {
 		if _, err := os.Stat(p.path); err == nil {
+			if p.tee == "tpm" {
+				return &TPM{addr: p.path}
+			}
 			return unimplemented{p.tee}
 		}
 	}
@@ -65,13 +69,15 @@ func Detect() Attester {
 }
 
 // ForTee returns the attester named by tee ("" = Detect()).
-func ForTee(tee string) (Attester, error) {
+func ForTee(tee string, opts ...Option) (Attester, error) {
 	switch tee {
 	case "":
 		return Detect(), nil
 	case "sample":
 		return Sample{}, nil
-	case "tdx", "snp", "sgx", "cca", "se", "tpm", "az-snp-vtpm", "az-tdx-vtpm":
+	case "tpm":
+		return NewTPM(collectOptions(opts).tpmAddr)
+	case "tdx", "snp", "sgx", "cca", "se", "az-snp-vtpm", "az-tdx-vtpm":
 		return unimplemented{tee}, nil
 	}
 	return nil, fmt.Errorf("unknown tee %q (known: sample, tdx, snp, sgx, cca, se, tpm, az-snp-vtpm, az-tdx-vtpm): %w", tee, spec.ErrUnsupported)
