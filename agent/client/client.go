@@ -189,8 +189,8 @@ func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte
 		return nil, err
 	}
 	out, err := c.getResource(ctx, p, tok)
-	var he *httpError
-	if errors.As(err, &he) && he.status == http.StatusUnauthorized && retryable(he.info) {
+	var be *protocol.BrokerError
+	if errors.As(err, &be) && be.Retryable() {
 		c.log.Info("broker refused the cached token; attesting again", "resource", p.String())
 		if tok, err = c.tokenFor(ctx, tok); err != nil {
 			return nil, err
@@ -203,15 +203,6 @@ func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte
 	return out, nil
 }
 
-// retryable: only token/session problems are worth a new attestation; a
-// policy denial or a missing resource would come back the same.
-func retryable(e protocol.ErrorInfo) bool {
-	switch e.Variant() {
-	case protocol.ErrPolicyDeny, protocol.ErrResourceNotFound, protocol.ErrInvalidPath:
-		return false
-	}
-	return true
-}
 
 func (c *Client) getResource(ctx context.Context, p protocol.ResourcePath, tok string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+protocol.PathResource+p.String(), nil)
@@ -248,36 +239,6 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 		return fmt.Errorf("malformed broker response: %v", err)
 	}
 	return nil
-}
-
-// httpError is a non-200 broker answer.
-type httpError struct {
-	status int
-	info   protocol.ErrorInfo
-}
-
-func (e *httpError) Error() string {
-	d := e.info.Detail
-	if d == "" {
-		d = http.StatusText(e.status)
-	}
-	if v := e.info.Variant(); v != "" {
-		return fmt.Sprintf("broker said %s (HTTP %d): %s", v, e.status, d)
-	}
-	return fmt.Sprintf("broker said HTTP %d: %s", e.status, d)
-}
-
-// Is maps the broker's error variants onto coffer's sentinels.
-func (e *httpError) Is(target error) bool {
-	switch e.info.Variant() {
-	case protocol.ErrPolicyDeny:
-		return target == spec.ErrPolicyDenied
-	case protocol.ErrResourceNotFound:
-		return target == spec.ErrNotFound
-	case protocol.ErrUnsupportedTee:
-		return target == spec.ErrUnsupported
-	}
-	return false
 }
 
 const maxBody = 4 << 20
@@ -353,14 +314,7 @@ func (c *Client) exchange(req *http.Request) (reply, error) {
 		return reply{}, fmt.Errorf("broker response over %d bytes", maxBody)
 	}
 	if resp.StatusCode != http.StatusOK {
-		he := &httpError{status: resp.StatusCode}
-		if json.Unmarshal(body, &he.info) != nil {
-			he.info.Detail = strings.TrimSpace(string(body))
-			if len(he.info.Detail) > 200 {
-				he.info.Detail = he.info.Detail[:200]
-			}
-		}
-		return reply{retry: retryAfter(resp)}, he
+		return reply{retry: retryAfter(resp)}, protocol.NewBrokerError("", resp.StatusCode, body)
 	}
 	return reply{data: body}, nil
 }

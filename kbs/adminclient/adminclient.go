@@ -94,37 +94,10 @@ func LoadKey(path string) (ed25519.PrivateKey, error) {
 	return token.ParseAdminPrivateKey(raw)
 }
 
-// Error is a failed admin call: the HTTP status and the broker's error body.
-// It unwraps to spec.ErrNotFound (404 or ResourceNotFound), spec.ErrExists
-// (412, a create-only write found a resource), spec.ErrPolicyDenied
-// (401/403 AdminAuth) or spec.ErrUnsupported (400 policy or request rejected).
-type Error struct {
-	Method, Path string
-	Status       int
-	Info         protocol.ErrorInfo
-}
-
-func (e *Error) Error() string {
-	d := e.Info.Detail
-	if d == "" {
-		d = http.StatusText(e.Status)
-	}
-	return fmt.Sprintf("kbs admin %s %s: %d %s: %s", e.Method, e.Path, e.Status, e.Info.Variant(), d)
-}
-
-func (e *Error) Unwrap() error {
-	switch {
-	case e.Status == http.StatusNotFound || e.Info.Variant() == protocol.ErrResourceNotFound:
-		return spec.ErrNotFound
-	case e.Status == http.StatusPreconditionFailed:
-		return spec.ErrExists
-	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
-		return spec.ErrPolicyDenied
-	case e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge:
-		return spec.ErrUnsupported
-	}
-	return nil
-}
+// Error is a failed admin call: protocol.BrokerError, whose errors.Is maps
+// the broker's answer onto spec sentinels (ErrNotFound, ErrExists,
+// ErrPolicyDenied, ErrUnsupported).
+type Error = protocol.BrokerError
 
 func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte, hdr ...string) ([]byte, error) {
 	u := *c.base
@@ -150,11 +123,7 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 		return nil, fmt.Errorf("kbs admin %s %s: reading response: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		e := &Error{Method: method, Path: path, Status: resp.StatusCode}
-		if json.Unmarshal(out, &e.Info) != nil {
-			e.Info.Detail = strings.TrimSpace(string(out))
-		}
-		return nil, e
+		return nil, protocol.NewBrokerError("kbs admin "+method+" "+path, resp.StatusCode, out)
 	}
 	return out, nil
 }
