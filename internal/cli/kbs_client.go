@@ -10,9 +10,9 @@ import (
 
 // newKBSClientCmds are the guest-side verbs of `coffer kbs`.
 func newKBSClientCmds() []*cobra.Command {
-	var tee, teeKey, path string
+	var tee, teeKey, path, tpmAddr string
 	clientFor := func(cmd *cobra.Command) (*kbsClientFlags, error) {
-		f := &kbsClientFlags{url: kbsFlag(cmd, "url", "COFFER_KBS_URL"), tee: tee, teeKey: teeKey}
+		f := &kbsClientFlags{url: kbsFlag(cmd, "url", "COFFER_KBS_URL"), tee: tee, teeKey: teeKey, tpm: tpmAddr}
 		if f.url == "" {
 			return nil, fmt.Errorf("--url (or COFFER_KBS_URL) is required: %w", ErrUsage)
 		}
@@ -67,6 +67,7 @@ func newKBSClientCmds() []*cobra.Command {
 	for _, c := range []*cobra.Command{attest, get} {
 		c.Flags().StringVar(&tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
 		c.Flags().StringVar(&teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
+		addTPMFlag(c.Flags(), &tpmAddr)
 	}
 	get.Flags().StringVar(&path, "path", "", "resource path repo/type/tag")
 	return []*cobra.Command{attest, get}

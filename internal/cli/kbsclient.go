@@ -12,17 +12,25 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/tpm"
 )
 
 // kbsClientFlags make a broker-backed attestation-agent unwrapper.
 type kbsClientFlags struct {
 	url, tee, teeKey string
+	tpm              string // the TPM of --tee tpm
 }
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys (default $COFFER_KBS_URL)")
 	fs.StringVar(&f.tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
 	fs.StringVar(&f.teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
+	addTPMFlag(fs, &f.tpm)
+}
+
+// addTPMFlag adds --tpm, the TPM the tpm attester and coffer tpm use.
+func addTPMFlag(fs *pflag.FlagSet, addr *string) {
+	fs.StringVar(addr, "tpm", tpm.DefaultAddr, "TPM for --tee tpm: a device or tcp://HOST:PORT (swtpm's server port)")
 }
 
 // client returns nil when no broker is configured.
@@ -36,7 +44,7 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 		}
 		return nil, nil
 	}
-	att, err := evidence.ForTee(f.tee)
+	att, err := f.attester()
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +54,9 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 // attesterFunc returns the attester the flags select.
 type attesterFunc func() (evidence.Attester, error)
 
-func (f *kbsClientFlags) attester() (evidence.Attester, error) { return evidence.ForTee(f.tee) }
+func (f *kbsClientFlags) attester() (evidence.Attester, error) {
+	return evidence.ForTee(f.tee, evidence.WithTPM(f.tpm))
+}
 
 // unwrapper returns nil when no broker is configured. It is meant for one
 // command (a pull): each key is fetched once however many layers use it.

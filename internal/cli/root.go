@@ -43,6 +43,7 @@ func NewRoot() *cobra.Command {
 		kbsCmd,
 		newAgentCmd(),
 		newKeyproviderCmd(),
+		newTPMCmd(),
 	)
 	return root
 }
