@@ -203,7 +203,6 @@ func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte
 	return out, nil
 }
 
-
 func (c *Client) getResource(ctx context.Context, p protocol.ResourcePath, tok string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+protocol.PathResource+p.String(), nil)
 	if err != nil {
