@@ -23,6 +23,7 @@ import (
 
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
+	"github.com/coffer-dev/coffer/tpm/tpmsim"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
 )
 
@@ -38,15 +39,15 @@ func akPublic(t *testing.T, tp *tpm.TPM) []byte {
 // The AK is a primary key: the same TPM gives the same AK, another TPM
 // (another endorsement seed) another one.
 func TestAKStable(t *testing.T) {
-	tp := tpmtest.Simulator(t, 1)
+	tp := tpmsim.New(t, 1)
 	a1 := akPublic(t, tp)
 	tp.Close()
-	tp = tpmtest.Simulator(t, 1)
+	tp = tpmsim.New(t, 1)
 	if a2 := akPublic(t, tp); !bytes.Equal(a1, a2) {
 		t.Error("the AK changed between two opens of the same TPM")
 	}
 	tp.Close()
-	tp = tpmtest.Simulator(t, 2)
+	tp = tpmsim.New(t, 2)
 	if a3 := akPublic(t, tp); bytes.Equal(a1, a3) {
 		t.Error("two TPMs have the same AK")
 	}
@@ -57,7 +58,7 @@ func TestAKStable(t *testing.T) {
 }
 
 func TestQuote(t *testing.T) {
-	tp := tpmtest.Simulator(t, 1)
+	tp := tpmsim.New(t, 1)
 	ctx := t.Context()
 	rd := bytes.Repeat([]byte{0xAB}, 48) // a SHA-384 report data digest: truncated to 32
 	initdata := sha256.Sum256([]byte("version = \"0.1.0\"\n"))
@@ -120,7 +121,7 @@ func TestQuote(t *testing.T) {
 }
 
 func TestExtendPCRBounds(t *testing.T) {
-	tp := tpmtest.Simulator(t, 1)
+	tp := tpmsim.New(t, 1)
 	for _, tc := range []struct {
 		index  int
 		digest []byte

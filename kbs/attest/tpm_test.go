@@ -27,6 +27,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
+	"github.com/coffer-dev/coffer/tpm/tpmsim"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
 )
 
@@ -95,17 +96,17 @@ func TestTPM(t *testing.T) {
 	initdata := &protocol.InitData{Format: "toml", Body: tpmTestInitData}
 
 	// Another TPM's AK, then evidence from this one.
-	other := tpmtest.Simulator(t, 2)
+	other := tpmsim.New(t, 2)
 	otherAK, err := other.AKPublic(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	other.Close()
 	// One simulator at a time: close each before the next.
-	tp := tpmtest.Simulator(t, 1)
+	tp := tpmsim.New(t, 1)
 	good := tpmQuoteEvidence(t, tp, rd, tpmTestInitData)
 	tp.Close()
-	tp = tpmtest.Simulator(t, 1)
+	tp = tpmsim.New(t, 1)
 	noInit := tpmQuoteEvidence(t, tp, rd, "")
 	tp.Close()
 

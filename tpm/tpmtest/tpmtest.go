@@ -1,6 +1,5 @@
-// Package tpmtest gives tests a TPM 2.0 without hardware: go-tpm-tools'
-// in-process simulator (Microsoft's reference TPM, built with cgo and
-// OpenSSL's libcrypto), or Debian's swtpm on a loopback socket.
+// Package tpmtest gives tests a TPM 2.0 without hardware: Debian's swtpm
+// on a loopback socket. (tpmsim has an in-process one.)
 package tpmtest
 
 import (
@@ -12,30 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm-tools/simulator"
-
 	"github.com/coffer-dev/coffer/internal/testutil"
-	"github.com/coffer-dev/coffer/tpm"
 )
-
-// Simulator returns a freshly manufactured simulated TPM whose seeds derive
-// from seed, so the same seed yields the same AK, closed by t.Cleanup. The
-// simulator is one per process: a second call waits until the first TPM is
-// closed, so a test holds one at a time (and tests using it do not run in
-// parallel). Without cgo the test is skipped.
-func Simulator(t testing.TB, seed int64, opts ...tpm.Option) *tpm.TPM {
-	t.Helper()
-	s, err := simulator.GetWithFixedSeedInsecure(seed)
-	if err != nil {
-		t.Skipf("skipping: the in-process TPM simulator is unavailable (it needs cgo): %v", err)
-	}
-	tp, err := tpm.New(s, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	return tp
-}
 
 // Swtpm is a swtpm process serving a fresh TPM 2.0 on loopback TCP.
 type Swtpm struct {
