@@ -100,18 +100,13 @@ func NewHandler(c *client.Client, att evidence.Attester, opts ...Option) (http.H
 	return &guard{next: mux, allowed: o.allowed, log: o.log}, nil
 }
 
-// ParseResourcePath validates "<repo>/<type>/<tag>" with the broker's rules.
-func ParseResourcePath(s string) (protocol.ResourcePath, error) {
-	return protocol.ParseResourcePath(s)
-}
-
 func (h *handler) resource(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		http.Error(w, "METHOD NOT ALLOWED", http.StatusMethodNotAllowed)
 		return
 	}
-	p, err := ParseResourcePath(strings.TrimPrefix(r.URL.Path, PathResource))
+	p, err := protocol.ParseResourcePath(strings.TrimPrefix(r.URL.Path, PathResource))
 	if err != nil {
 		http.Error(w, "BAD REQUEST: resource path must be <repo>/<type>/<tag>", http.StatusBadRequest)
 		return

@@ -15,6 +15,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 )
 
 func serve(t *testing.T, b *kbstest.Broker) *httptest.Server {
@@ -109,17 +110,17 @@ func FuzzResourcePath(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		fuzzbound.Limit(t, fuzzbound.Default)
-		p, err := ParseResourcePath(s)
+		p, err := protocol.ParseResourcePath(s)
 		if err != nil {
 			return
 		}
 		for _, seg := range []string{p.Repo, p.Type, p.Tag} {
 			if !segmentRE.MatchString(seg) {
-				t.Fatalf("ParseResourcePath(%q) accepted segment %q", s, seg)
+				t.Fatalf("protocol.ParseResourcePath(%q) accepted segment %q", s, seg)
 			}
 		}
 		if got := p.String(); got != s && got != "default/"+s {
-			t.Fatalf("ParseResourcePath(%q).String() = %q", s, got)
+			t.Fatalf("protocol.ParseResourcePath(%q).String() = %q", s, got)
 		}
 	})
 }

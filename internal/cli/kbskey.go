@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/coffer-dev/coffer/kbs/adminclient"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/spec"
@@ -57,7 +58,7 @@ func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, error) {
 // earlier images need) is never overwritten.
 func RegisterKEK(ctx context.Context, url, adminKeyPath, keyID string, replace bool) (keywrap.Wrapper, error) {
 	kid := "kbs:///" + strings.TrimPrefix(keyID, "/")
-	if _, _, _, err := aa.ResourcePath(kid); err != nil {
+	if _, err := protocol.ParseKID(kid); err != nil {
 		return nil, fmt.Errorf("--key-id %q: %w", keyID, err)
 	}
 	key, err := adminclient.LoadKey(adminKeyPath)

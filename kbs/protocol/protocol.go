@@ -17,6 +17,7 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -237,16 +238,36 @@ func ParseResourcePath(s string) (ResourcePath, error) {
 	return p, nil
 }
 
-// ParseKID parses a kid such as "kbs:///default/image_key/nginx" (the host
-// part, if any, is ignored as in the reference).
+// ParseKID parses a key id "kbs://[host[:port]]/<repo>/<type>/<tag>" (the
+// host part, if any, is ignored as in the reference) into its resource
+// path: exactly three segments, each valid (ValidSegment), no query,
+// fragment, user info or escapes. A "kbs+<plugin>://" kid names a KBS
+// plugin coffer does not serve and wraps spec.ErrUnsupported. This is the
+// one key-id grammar: every coffer package that reads a kid calls it.
 func ParseKID(kid string) (ResourcePath, error) {
-	rest, ok := strings.CutPrefix(kid, "kbs://")
-	if !ok {
-		return ResourcePath{}, fmt.Errorf("kid %q: want kbs:///repo/type/tag: %w", kid, spec.ErrUnsupported)
+	bad := func() (ResourcePath, error) {
+		return ResourcePath{}, fmt.Errorf("invalid kid %q: want kbs:///<repo>/<type>/<tag>: %w", kid, spec.ErrUnsupported)
 	}
-	i := strings.IndexByte(rest, '/')
-	if i < 0 {
-		return ResourcePath{}, fmt.Errorf("kid %q: missing path: %w", kid, spec.ErrUnsupported)
+	u, err := url.Parse(kid)
+	if err != nil {
+		return bad()
 	}
-	return ParseResourcePath(rest[i+1:])
+	if u.Scheme != "kbs" {
+		if plugin, ok := strings.CutPrefix(u.Scheme, "kbs+"); ok {
+			return ResourcePath{}, fmt.Errorf("kid %q names KBS plugin %q, only kbs:// resources are supported: %w", kid, plugin, spec.ErrUnsupported)
+		}
+		return bad()
+	}
+	if u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawPath != "" || !strings.HasPrefix(u.Path, "/") {
+		return bad()
+	}
+	parts := strings.Split(u.Path[1:], "/")
+	if len(parts) != 3 {
+		return bad()
+	}
+	p := ResourcePath{parts[0], parts[1], parts[2]}
+	if err := p.Validate(); err != nil {
+		return ResourcePath{}, fmt.Errorf("invalid kid %q: %w", kid, err)
+	}
+	return p, nil
 }

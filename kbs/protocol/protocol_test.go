@@ -451,3 +451,46 @@ func FuzzReportDataJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestParseKIDGrammar(t *testing.T) {
+	tests := []struct {
+		kid            string
+		repo, typ, tag string
+		wantErr        error // errAnyKIDKID: some error
+	}{
+		{kid: "kbs:///default/image_key/nginx", repo: "default", typ: "image_key", tag: "nginx"},
+		{kid: "kbs://127.0.0.1:8080/r/t/v1.2", repo: "r", typ: "t", tag: "v1.2"},
+		{kid: "kbs:///a-b/c_d/e.f", repo: "a-b", typ: "c_d", tag: "e.f"},
+		{kid: "kbs:///a/b", wantErr: errAnyKID},
+		{kid: "kbs:///a/b/c/d", wantErr: errAnyKID},
+		{kid: "kbs:///a/b/c/", wantErr: errAnyKID},
+		{kid: "kbs:///a//c", wantErr: errAnyKID},
+		{kid: "kbs:///a/../c", wantErr: errAnyKID},
+		{kid: "kbs:///a/.b/c", wantErr: errAnyKID},
+		{kid: "kbs:///a/b/c?version=2", wantErr: errAnyKID},
+		{kid: "kbs:///a/b/c#x", wantErr: errAnyKID},
+		{kid: "kbs:///a/b%2Fx/c", wantErr: errAnyKID},
+		{kid: "kbs:///a/b c/d", wantErr: errAnyKID},
+		{kid: "kbs:a/b/c", wantErr: errAnyKID},
+		{kid: "https:///a/b/c", wantErr: errAnyKID},
+		{kid: "/default/image_key/nginx", wantErr: errAnyKID},
+		{kid: "kbs+pkcs11:///a/b/c", wantErr: spec.ErrUnsupported},
+		{kid: "", wantErr: errAnyKID},
+	}
+	for _, tt := range tests {
+		p, err := ParseKID(tt.kid)
+		repo, typ, tag := p.Repo, p.Type, p.Tag
+		switch {
+		case tt.wantErr == nil && err != nil:
+			t.Errorf("ParseKID(%q): %v", tt.kid, err)
+		case tt.wantErr == nil && (repo != tt.repo || typ != tt.typ || tag != tt.tag):
+			t.Errorf("ParseKID(%q) = %q, %q, %q; want %q, %q, %q", tt.kid, repo, typ, tag, tt.repo, tt.typ, tt.tag)
+		case tt.wantErr != nil && err == nil:
+			t.Errorf("ParseKID(%q) = %q, %q, %q; want an error", tt.kid, repo, typ, tag)
+		case tt.wantErr != nil && tt.wantErr != errAnyKID && !errors.Is(err, tt.wantErr):
+			t.Errorf("ParseKID(%q) err = %v, want %v", tt.kid, err, tt.wantErr)
+		}
+	}
+}
+
+var errAnyKID = errors.New("any error")

@@ -21,10 +21,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"regexp"
-	"strings"
 
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -61,44 +59,13 @@ type packetV2Fields struct {
 	Provider *string `json:"provider"`
 }
 
-// resourcePart is a KBS resource path component (trustee's rule).
-var resourcePart = regexp.MustCompile(`^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-.]*$`)
-
-// ResourcePath splits a kid "kbs://[host[:port]]/<repo>/<type>/<tag>" into
-// its KBS resource path. The host part is accepted and ignored.
-func ResourcePath(kid string) (repo, typ, tag string, err error) {
-	u, err := url.Parse(kid)
-	if err != nil {
-		return "", "", "", fmt.Errorf("attestation-agent: invalid kid %q: want kbs:///<repo>/<type>/<tag>", kid)
-	}
-	if u.Scheme != "kbs" {
-		if strings.HasPrefix(u.Scheme, "kbs+") {
-			return "", "", "", fmt.Errorf("attestation-agent: kid %q names KBS plugin %q, only kbs:// resources are supported: %w", kid, strings.TrimPrefix(u.Scheme, "kbs+"), spec.ErrUnsupported)
-		}
-		return "", "", "", fmt.Errorf("attestation-agent: invalid kid %q: want kbs:///<repo>/<type>/<tag>", kid)
-	}
-	if u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawPath != "" {
-		return "", "", "", fmt.Errorf("attestation-agent: invalid kid %q: want kbs:///<repo>/<type>/<tag>", kid)
-	}
-	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-	if !strings.HasPrefix(u.Path, "/") || len(parts) != 3 {
-		return "", "", "", fmt.Errorf("attestation-agent: invalid kid %q: want kbs:///<repo>/<type>/<tag>", kid)
-	}
-	for _, p := range parts {
-		if !resourcePart.MatchString(p) {
-			return "", "", "", fmt.Errorf("attestation-agent: invalid kid %q: path part %q is not a KBS resource name", kid, p)
-		}
-	}
-	return parts[0], parts[1], parts[2], nil
-}
-
 // NewWrapper returns a Wrapper that wraps the private options under kek
 // (32 bytes) and names kid in the annotation. Each Wrap draws a fresh iv.
 func NewWrapper(kek []byte, kid string) (keywrap.Wrapper, error) {
 	if len(kek) != KEKSize {
 		return nil, fmt.Errorf("attestation-agent: key-encryption key is %d bytes, want %d", len(kek), KEKSize)
 	}
-	if _, _, _, err := ResourcePath(kid); err != nil {
+	if _, err := protocol.ParseKID(kid); err != nil {
 		return nil, err
 	}
 	aead, err := newGCM(kek)
@@ -211,7 +178,7 @@ func parsePacket(entry []byte) (*parsedPacket, error) {
 	if p.KID == "" || p.WrappedData == "" || p.IV == "" || p.WrapType == "" {
 		return nil, errors.New("attestation-agent: annotation entry lacks kid, wrapped_data, iv or wrap_type")
 	}
-	if _, _, _, err := ResourcePath(p.KID); err != nil {
+	if _, err := protocol.ParseKID(p.KID); err != nil {
 		return nil, err
 	}
 	if p.WrapType != AlgorithmA256GCM {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -239,46 +240,6 @@ func TestNewWrapperRejects(t *testing.T) {
 	}
 }
 
-func TestResourcePath(t *testing.T) {
-	tests := []struct {
-		kid            string
-		repo, typ, tag string
-		wantErr        error // errAny: some error
-	}{
-		{kid: "kbs:///default/image_key/nginx", repo: "default", typ: "image_key", tag: "nginx"},
-		{kid: "kbs://127.0.0.1:8080/r/t/v1.2", repo: "r", typ: "t", tag: "v1.2"},
-		{kid: "kbs:///a-b/c_d/e.f", repo: "a-b", typ: "c_d", tag: "e.f"},
-		{kid: "kbs:///a/b", wantErr: errAny},
-		{kid: "kbs:///a/b/c/d", wantErr: errAny},
-		{kid: "kbs:///a/b/c/", wantErr: errAny},
-		{kid: "kbs:///a//c", wantErr: errAny},
-		{kid: "kbs:///a/../c", wantErr: errAny},
-		{kid: "kbs:///a/.b/c", wantErr: errAny},
-		{kid: "kbs:///a/b/c?version=2", wantErr: errAny},
-		{kid: "kbs:///a/b/c#x", wantErr: errAny},
-		{kid: "kbs:///a/b%2Fx/c", wantErr: errAny},
-		{kid: "kbs:///a/b c/d", wantErr: errAny},
-		{kid: "kbs:a/b/c", wantErr: errAny},
-		{kid: "https:///a/b/c", wantErr: errAny},
-		{kid: "/default/image_key/nginx", wantErr: errAny},
-		{kid: "kbs+pkcs11:///a/b/c", wantErr: spec.ErrUnsupported},
-		{kid: "", wantErr: errAny},
-	}
-	for _, tt := range tests {
-		repo, typ, tag, err := ResourcePath(tt.kid)
-		switch {
-		case tt.wantErr == nil && err != nil:
-			t.Errorf("ResourcePath(%q): %v", tt.kid, err)
-		case tt.wantErr == nil && (repo != tt.repo || typ != tt.typ || tag != tt.tag):
-			t.Errorf("ResourcePath(%q) = %q, %q, %q; want %q, %q, %q", tt.kid, repo, typ, tag, tt.repo, tt.typ, tt.tag)
-		case tt.wantErr != nil && err == nil:
-			t.Errorf("ResourcePath(%q) = %q, %q, %q; want an error", tt.kid, repo, typ, tag)
-		case tt.wantErr != nil && tt.wantErr != errAny && !errors.Is(err, tt.wantErr):
-			t.Errorf("ResourcePath(%q) err = %v, want %v", tt.kid, err, tt.wantErr)
-		}
-	}
-}
-
 var errAny = errors.New("any error")
 
 func TestParseParams(t *testing.T) {
@@ -431,7 +392,7 @@ func FuzzParseParams(f *testing.F) {
 		if p.Algorithm != AlgorithmA256GCM {
 			t.Fatalf("accepted algorithm %q", p.Algorithm)
 		}
-		if _, _, _, err := ResourcePath(p.KeyID); err != nil {
+		if _, err := protocol.ParseKID(p.KeyID); err != nil {
 			t.Fatalf("accepted invalid kid %q", p.KeyID)
 		}
 		if !strings.Contains(p.KeyPath, "::") {

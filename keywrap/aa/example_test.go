@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 )
 
@@ -26,8 +27,8 @@ func Example() {
 	}
 
 	kid, _ := aa.Describe(entry)
-	repo, typ, tag, _ := aa.ResourcePath(kid)
-	fmt.Println(w.Scheme(), kid, repo, typ, tag)
+	rp, _ := protocol.ParseKID(kid)
+	fmt.Println(w.Scheme(), kid, rp.Repo, rp.Type, rp.Tag)
 
 	u := aa.NewUnwrapper(func(ctx context.Context, kid string) ([]byte, error) {
 		return kek, nil // in real use: fetch the resource from the broker after attestation

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -64,7 +65,7 @@ func ParseParams(s string) (Params, error) {
 	if p.KeyID == "" {
 		return Params{}, fmt.Errorf("attestation-agent parameters: keyid=kbs:///<repo>/<type>/<tag> is required")
 	}
-	if _, _, _, err := ResourcePath(p.KeyID); err != nil {
+	if _, err := protocol.ParseKID(p.KeyID); err != nil {
 		return Params{}, err
 	}
 	switch p.Algorithm {
