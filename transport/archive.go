@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -128,7 +129,7 @@ func writeOCIArchive(ctx context.Context, r localRef, a Artifact) error {
 	if err := writeLayout(ctx, lay, r.tag, a); err != nil {
 		return fmt.Errorf("writing %s: %w", r, err)
 	}
-	return atomicFile(r.path, func(w io.Writer) error { return tarDir(ctx, lay, w) })
+	return atomicfile.WriteFunc(r.path, func(w io.Writer) error { return tarDir(ctx, lay, w) }, atomicfile.Mode(0o644))
 }
 
 func tarDir(ctx context.Context, dir string, w io.Writer) error {
@@ -177,27 +178,6 @@ func tarDir(ctx context.Context, dir string, w io.Writer) error {
 	return tw.Close()
 }
 
-// atomicFile writes path through a temp file in the same directory.
-func atomicFile(path string, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(filepath.Clean(path)), ".coffer-"+filepath.Base(path)+"-")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err := fill(f); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return os.Rename(f.Name(), path)
-}
-
 func readDockerArchive(r localRef) (Artifact, error) {
 	if _, err := os.Stat(r.path); err != nil {
 		return Artifact{}, fmt.Errorf("reading %s: %w", r, spec.ErrNotFound)
@@ -229,5 +209,5 @@ func writeDockerArchive(r localRef, a Artifact) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %v", r, err)
 	}
-	return atomicFile(r.path, func(w io.Writer) error { return tarball.Write(tag, a.Image, w) })
+	return atomicfile.WriteFunc(r.path, func(w io.Writer) error { return tarball.Write(tag, a.Image, w) }, atomicfile.Mode(0o644))
 }

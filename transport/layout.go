@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
+	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -180,27 +181,7 @@ func updateIndex(dir, tag string, desc v1.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	return atomicWrite(path, out, 0o644)
-}
-
-func atomicWrite(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, out, atomicfile.Mode(0o644))
 }
 
 // blobFiler is implemented by layers whose blob already sits in a local file

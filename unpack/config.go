@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coffer-dev/coffer/internal/atomicfile"
 )
 
 // WriteConfig writes the image config cfg as JSON to the file path (for
@@ -23,29 +23,7 @@ func WriteConfig(path string, cfg *v1.ConfigFile) (err error) {
 	if err != nil {
 		return fmt.Errorf("encoding image config: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("writing image config: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("writing image config: %w", err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("writing image config: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("writing image config: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("writing image config: %w", err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n'), atomicfile.Mode(0o644)); err != nil {
 		return fmt.Errorf("writing image config: %w", err)
 	}
 	return nil

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,10 +10,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/server"
 	"github.com/coffer-dev/coffer/kbs/token"
+	"github.com/coffer-dev/coffer/spec"
 )
 
 // newKBSCmd is `coffer kbs`: the key broker and its admin verbs. The
@@ -155,23 +156,22 @@ func newKBSKeygenAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-			if force {
-				flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+			// Both files are committed atomically (the private one 0600 whatever
+			// an overwritten file's mode was); without --force neither may exist.
+			var keep []atomicfile.Option
+			if !force {
+				keep = append(keep, atomicfile.NoReplace())
+				for _, f := range []string{out, out + ".pub"} {
+					if _, err := os.Lstat(f); err == nil {
+						return fmt.Errorf("%s exists (use --force to replace it): %w", f, spec.ErrExists)
+					}
+				}
 			}
-			for _, f := range []struct {
-				name string
-				data []byte
-				mode os.FileMode
-			}{{out, priv, 0o600}, {out + ".pub", pub, 0o644}} {
-				fh, err := os.OpenFile(f.name, flags, f.mode)
-				if err != nil {
-					return fmt.Errorf("writing admin key: %w", err)
-				}
-				_, werr := fh.Write(f.data)
-				if err := errors.Join(werr, fh.Close()); err != nil {
-					return fmt.Errorf("writing admin key: %w", err)
-				}
+			if err := atomicfile.Write(out+".pub", pub, append(keep, atomicfile.Mode(0o644))...); err != nil {
+				return fmt.Errorf("writing admin key: %w", err)
+			}
+			if err := atomicfile.Write(out, priv, append(keep, atomicfile.Mode(0o600))...); err != nil {
+				return fmt.Errorf("writing admin key: %w", err)
 			}
 			cmd.Printf("wrote %s (private) and %s.pub (public)\n", out, out)
 			return nil

@@ -156,8 +156,26 @@ func TestKBSKeygenAdmin(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("private key file: %v %v", st, err)
 	}
-	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", out); err == nil {
-		t.Fatal("overwrote an existing key without --force")
+	before, _ := os.ReadFile(out)
+	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", out); !errors.Is(err, spec.ErrExists) {
+		t.Fatalf("keygen-admin over an existing key without --force: %v", err)
+	}
+	if after, _ := os.ReadFile(out); string(after) != string(before) {
+		t.Fatal("a refused keygen-admin changed the key")
+	}
+	// --force replaces both files, and the private key is 0600 even if the
+	// file it replaces was readable by others (O_TRUNC kept the old mode).
+	if err := os.Chmod(out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", out, "--force"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(out); st.Mode().Perm() != 0o600 {
+		t.Fatalf("private key after --force: %v", st.Mode().Perm())
+	}
+	if after, _ := os.ReadFile(out); string(after) == string(before) {
+		t.Fatal("--force did not replace the key")
 	}
 	// A key the broker does not know is refused.
 	if _, err := runCoffer(t, "", "kbs", "get-resource-policy", "--url", b.URL, "--admin-key", out); !errors.Is(err, spec.ErrPolicyDenied) {

@@ -8,8 +8,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"path"
 	"sync"
 
+	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -184,36 +183,16 @@ func (s *FS) write(p ResourcePath, data []byte, exclusive bool) error {
 	if err := s.root.MkdirAll(path.Join(p.Repo, p.Type), 0o700); err != nil {
 		return fmt.Errorf("writing resource %s: %w", p, err)
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := path.Join(p.Repo, p.Type, ".tmp-"+p.Tag+"-"+hex.EncodeToString(rnd[:]))
-	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	opts := []atomicfile.Option{atomicfile.Mode(0o600)}
+	if exclusive {
+		opts = append(opts, atomicfile.NoReplace())
+	}
+	err = atomicfile.WriteIn(s.root, name, func(w io.Writer) error { _, err := w.Write(data); return err }, opts...)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("resource %s: %w", p, spec.ErrExists)
+	}
 	if err != nil {
 		return fmt.Errorf("writing resource %s: %w", p, err)
-	}
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil && exclusive {
-		if werr = s.root.Link(tmp, name); werr == nil {
-			werr = syncDir(s.root, path.Join(p.Repo, p.Type))
-		}
-		_ = s.root.Remove(tmp)
-		if errors.Is(werr, fs.ErrExist) {
-			return fmt.Errorf("resource %s: %w", p, spec.ErrExists)
-		}
-	} else if werr == nil {
-		if werr = s.root.Rename(tmp, name); werr == nil {
-			werr = syncDir(s.root, path.Join(p.Repo, p.Type))
-		}
-	}
-	if werr != nil {
-		_ = s.root.Remove(tmp)
-		return fmt.Errorf("writing resource %s: %w", p, werr)
 	}
 	return nil
 }
@@ -231,14 +210,4 @@ func (s *FS) Delete(_ context.Context, p ResourcePath) error {
 		return fmt.Errorf("deleting resource %s: %w", p, err)
 	}
 	return nil
-}
-
-// syncDir makes a rename or link in dir durable.
-func syncDir(root *os.Root, dir string) error {
-	d, err := root.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
