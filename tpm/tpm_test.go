@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -262,5 +263,31 @@ func TestSwtpm(t *testing.T) {
 	}
 	if _, err := tpm.Open(ctx, "tcp://127.0.0.1:1"); err == nil {
 		t.Error("Open of a closed port succeeded")
+	}
+}
+
+// A socket TPM that never answers: the context's deadline ends the wait.
+func TestHungSocket(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c) // reads commands, answers none
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := tpm.Open(ctx, "tcp://"+l.Addr().String()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Open of a silent socket: %v, want the deadline", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Open took %v", d)
 	}
 }
