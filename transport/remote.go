@@ -96,7 +96,7 @@ func registryError(op string, r dockerRef, err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s %s: %w", op, r, err)
 	case errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden):
-		return fmt.Errorf("%s %s: unauthorized (HTTP %d): check --creds or docker login %s", op, r, terr.StatusCode, host)
+		return fmt.Errorf("%s %s: %w (HTTP %d): check --creds or docker login %s", op, r, spec.ErrUnauthorized, terr.StatusCode, host)
 	case errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%s %s: %w: %s", op, r, spec.ErrNotFound, oneLine(err.Error()))
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):

@@ -411,11 +411,11 @@ func TestRegistryUnauthorized(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	img, _ := random.Image(100, 1)
 	err := Write(context.Background(), mustParse(t, "docker://"+host+"/app:v1"), Artifact{Image: img}, WithCreds("u:wrong"))
-	if err == nil || !strings.Contains(err.Error(), "check --creds or docker login") || strings.Contains(err.Error(), "\n") {
+	if !errors.Is(err, spec.ErrUnauthorized) || !strings.Contains(err.Error(), "check --creds or docker login") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("push with bad creds: %v", err)
 	}
 	_, _, err = Read(context.Background(), mustParse(t, "docker://"+host+"/app:v1"), WithCreds("u:wrong"))
-	if err == nil || !strings.Contains(err.Error(), "unauthorized") {
+	if !errors.Is(err, spec.ErrUnauthorized) {
 		t.Errorf("pull with bad creds: %v", err)
 	}
 }

@@ -13,9 +13,14 @@ import (
 	"github.com/coffer-dev/coffer/spec"
 )
 
-// Exit codes: 1 generic failure, 2 usage, 3 no key, 4 integrity, 5 policy denied, 6 not found.
+// Exit codes, one per sentinel (README "Exit codes"): 1 other failure,
+// 2 usage, 3 no key, 4 integrity, 5 policy denied, 6 not found,
+// 7 unsupported (unknown scheme, format or media type; malformed input),
+// 8 already exists, 9 registry credentials refused.
 func exitCode(err error) int {
 	switch {
+	case errors.Is(err, spec.ErrUnauthorized):
+		return 9
 	case errors.Is(err, spec.ErrPolicyDenied):
 		return 5
 	case errors.Is(err, spec.ErrNotFound):
@@ -26,6 +31,10 @@ func exitCode(err error) int {
 		return 3
 	case errors.Is(err, cli.ErrUsage):
 		return 2
+	case errors.Is(err, spec.ErrExists):
+		return 8
+	case errors.Is(err, spec.ErrUnsupported):
+		return 7
 	}
 	return 1
 }
