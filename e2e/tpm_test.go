@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
@@ -188,4 +191,51 @@ func (s *rawSession) attest(ev json.RawMessage, id *protocol.InitData) (int, str
 		RuntimeData: protocol.RuntimeData{Nonce: s.nonce, TeePubKey: s.pub},
 		TeeEvidence: protocol.CompositeEvidence{PrimaryEvidence: ev},
 	})
+}
+
+// An AK provisioned the way trustee's kbs/test/setup-swtpm.sh provisions one
+// for CoCo's attester (tpm2_createak under the EK at 0x81010001, persisted
+// at 0x81010002) is the AK coffer prints and quotes with.
+func TestTPMCoCoProvisionedAK(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	dir := t.TempDir()
+	tool := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(t.Context(), testutil.RequireTool(t, name), args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+sw.TCTI)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, out)
+		}
+	}
+	tool("tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub")
+	tool("tpm2_evictcontrol", "-c", "ek.ctx", "0x81010001")
+	tool("tpm2_flushcontext", "-t")
+	tool("tpm2_createak", "-C", "0x81010001", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa", "-u", "ak.pem", "-f", "pem")
+	tool("tpm2_evictcontrol", "-c", "ak.ctx", "0x81010002")
+	pemBytes, err := os.ReadFile(filepath.Join(dir, "ak.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		t.Fatalf("ak.pem: no PEM block")
+	}
+	want := base64.StdEncoding.EncodeToString(blk.Bytes)
+	if got := strings.TrimSpace(mustCoffer(t, "tpm", "ak-public", "--tpm", sw.Addr)); got != want {
+		t.Fatalf("coffer tpm ak-public = %s, want the provisioned AK %s", got, want)
+	}
+	att, err := evidence.NewTPM(sw.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := sha256.Sum256([]byte("report data"))
+	ev, err := att.Evidence(t.Context(), rd[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := attest.NewTPM(attest.Config{}).Verify(t.Context(), attest.Evidence{Tee: protocol.TeeTPM, Primary: ev, ReportData: rd[:]})
+	if err != nil || c["ak_public"] != want {
+		t.Fatalf("verify: %v, ak_public claim %v", err, c["ak_public"])
+	}
 }
