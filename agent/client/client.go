@@ -39,7 +39,8 @@ type options struct {
 	log      *slog.Logger
 }
 
-// WithAttester sets the evidence source. Default: evidence.Detect().
+// WithAttester sets the evidence source. Default: evidence.Detect() (New fails
+// with evidence.ErrNoTEE on a machine without a TEE).
 func WithAttester(a evidence.Attester) Option {
 	return func(o *options) error { o.attester = a; return nil }
 }
@@ -88,7 +89,11 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		}
 	}
 	if o.attester == nil {
-		o.attester = evidence.Detect()
+		a, err := evidence.Detect()
+		if err != nil {
+			return nil, err
+		}
+		o.attester = a
 	}
 	hc := &http.Client{Timeout: 30 * time.Second}
 	if o.hc != nil {

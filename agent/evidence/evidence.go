@@ -54,30 +54,57 @@ var probes = []struct{ tee, path string }{
 	{"tpm", "/dev/tpmrm0"}, // last, as in CoCo: a TPM is no TEE
 }
 
-// Detect returns the attester for this machine's TEE, and Sample where none
-// is found.
-func Detect() Attester {
+// configfsTSM is where Linux's configfs-tsm report interface lives: SNP
+// and TDX guests of recent kernels offer it instead of, or besides, their
+// device.
+const configfsTSM = "/sys/kernel/config/tsm/report"
+
+// ErrNoTEE is Detect's answer on a machine with no TEE it knows.
+var ErrNoTEE = fmt.Errorf("no TEE found (no /dev/tdx_guest, /dev/sev-guest, configfs-tsm or /dev/tpmrm0): use --tee sample for development: %w", spec.ErrUnsupported)
+
+// Detect returns the attester for this machine's TEE, probing as the CoCo
+// attestation agent does; ErrNoTEE when there is none (it never falls back
+// to the sample TEE, which a broker refuses unless told otherwise).
+func Detect() (Attester, error) {
 	for _, p := range probes {
-		if _, err := os.Stat(p.path); err == nil {
-			if p.tee == "tpm" {
-				return &TPM{addr: p.path}
-			}
-			return unimplemented{p.tee}
+		if _, err := os.Stat(p.path); err != nil {
+			continue
+		}
+		switch p.tee {
+		case "tpm":
+			return &TPM{addr: p.path}, nil
+		case "snp":
+			return NewSNP()
+		case "tdx":
+			return NewTDX()
+		}
+		return unimplemented{p.tee}, nil
+	}
+	if _, err := os.Stat(configfsTSM); err == nil {
+		if a, err := NewTDX(); err == nil {
+			return a, nil
+		}
+		if a, err := NewSNP(); err == nil {
+			return a, nil
 		}
 	}
-	return Sample{}
+	return nil, ErrNoTEE
 }
 
 // ForTee returns the attester named by tee ("" = Detect()).
 func ForTee(tee string, opts ...Option) (Attester, error) {
 	switch tee {
 	case "":
-		return Detect(), nil
+		return Detect()
 	case "sample":
 		return Sample{}, nil
 	case "tpm":
 		return NewTPM(collectOptions(opts).tpmAddr)
-	case "tdx", "snp", "sgx", "cca", "se", "az-snp-vtpm", "az-tdx-vtpm":
+	case "snp":
+		return NewSNP()
+	case "tdx":
+		return NewTDX()
+	case "sgx", "cca", "se", "az-snp-vtpm", "az-tdx-vtpm":
 		return unimplemented{tee}, nil
 	}
 	return nil, fmt.Errorf("unknown tee %q (known: sample, tdx, snp, sgx, cca, se, tpm, az-snp-vtpm, az-tdx-vtpm): %w", tee, spec.ErrUnsupported)

@@ -3,6 +3,7 @@ package evidence
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/coffer-dev/coffer/spec"
@@ -24,7 +25,7 @@ func TestForTee(t *testing.T) {
 		err       error
 	}{
 		{"sample", "sample", nil},
-		{"snp", "snp", nil},
+		{"sgx", "sgx", nil},
 		{"nosuch", "", spec.ErrUnsupported},
 	} {
 		a, err := ForTee(tc.tee)
@@ -32,11 +33,22 @@ func TestForTee(t *testing.T) {
 			t.Errorf("ForTee(%q) = %v, %v", tc.tee, a, err)
 		}
 	}
-	a, _ := ForTee("tdx")
+	a, _ := ForTee("sgx")
 	if _, err := a.Evidence(context.Background(), nil); !errors.Is(err, spec.ErrUnsupported) {
 		t.Errorf("unimplemented tee evidence: err = %v", err)
 	}
-	if d := Detect(); d.Tee() == "" {
-		t.Error("Detect returned an attester without a tee")
+	// This machine has no SNP or TDX device: asking for one is a clear error.
+	for _, tee := range []string{"snp", "tdx"} {
+		if _, err := ForTee(tee); !errors.Is(err, spec.ErrUnsupported) || !strings.Contains(err.Error(), "--tee sample") {
+			t.Errorf("ForTee(%q) without the device: %v", tee, err)
+		}
+	}
+	// Detection finds this machine's TEE, or says there is none; never sample.
+	if d, err := Detect(); err != nil {
+		if !errors.Is(err, ErrNoTEE) || !strings.Contains(err.Error(), "use --tee sample for development") {
+			t.Errorf("Detect: %v", err)
+		}
+	} else if d.Tee() == "" || d.Tee() == "sample" {
+		t.Errorf("Detect returned %q", d.Tee())
 	}
 }

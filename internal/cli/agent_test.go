@@ -184,6 +184,7 @@ func TestAgentWrapsWithConfiguredKEK(t *testing.T) {
 }
 
 func TestAgentFlags(t *testing.T) {
+	t.Setenv("COFFER_TEE", "sample") // no TEE here: flags other than --tee are under test
 	b, _ := brokerWithKEK(t, "default/image_key/app")
 	t.Setenv("COFFER_KBS_URL", "")
 	for _, tc := range []struct {

@@ -11,6 +11,7 @@ import (
 )
 
 func TestKBSClientVerbs(t *testing.T) {
+	t.Setenv("COFFER_TEE", "sample") // no TEE here: flags other than --tee are under test
 	b, kek := brokerWithKEK(t, "default/image_key/app")
 	t.Setenv("COFFER_KBS_URL", "")
 

@@ -23,7 +23,7 @@ type kbsClientFlags struct {
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys (default $COFFER_KBS_URL)")
-	fs.StringVar(&f.tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
+	fs.StringVar(&f.tee, "tee", "", "TEE to attest as: tpm, snp, tdx, or sample for development (default: $COFFER_TEE, else detected; none found is an error)")
 	fs.StringVar(&f.teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
 	addTPMFlag(fs, &f.tpm)
 }
@@ -55,6 +55,9 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 type attesterFunc func() (evidence.Attester, error)
 
 func (f *kbsClientFlags) attester() (evidence.Attester, error) {
+	if f.tee == "" {
+		f.tee = os.Getenv("COFFER_TEE") // e.g. for keyprovider, which ocicrypt starts without flags
+	}
 	return evidence.ForTee(f.tee, evidence.WithTPM(f.tpm))
 }
 

@@ -107,6 +107,7 @@ func unwrapRequest(entry []byte) []byte {
 }
 
 func TestKeyproviderCmdUnwrap(t *testing.T) {
+	t.Setenv("COFFER_TEE", "sample") // ocicrypt starts the provider without flags: the TEE comes from the environment
 	const kid = "kbs:///default/image_key/app"
 	b, kek := brokerWithKEK(t, "default/image_key/app")
 	entry := sealAA(t, kek, kid, []byte(testPrivopts))
