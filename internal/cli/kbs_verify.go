@@ -4,9 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,13 +26,13 @@ func newKBSVerifyEvidenceCmd() *cobra.Command {
 			if tee == "" || evidenceFile == "" {
 				return fmt.Errorf("--tee and --evidence are required: %w", ErrUsage)
 			}
-			raw, err := readBoundedFile(evidenceFile, attest.MaxEvidenceBytes)
+			raw, err := attest.ReadBounded(evidenceFile, attest.MaxEvidenceBytes)
 			if err != nil {
 				return err
 			}
 			var opts []attest.OfflineOption
 			if certFile != "" {
-				cert, err := readBoundedFile(certFile, 64<<10)
+				cert, err := attest.ReadBounded(certFile, 64<<10)
 				if err != nil {
 					return err
 				}
@@ -74,7 +71,7 @@ func newKBSVerifyEvidenceCmd() *cobra.Command {
 				_, err = fmt.Fprintf(out, "%s\n", b)
 				return err
 			}
-			return printClaims(out, claims)
+			return attest.WriteClaims(out, claims)
 		},
 	}
 	f := cmd.Flags()
@@ -87,65 +84,4 @@ func newKBSVerifyEvidenceCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the claims as JSON")
 	f.BoolVar(&allowDebug, "allow-debug", false, "accept guests whose debug bit is set")
 	return cmd
-}
-
-func readBoundedFile(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s: more than %d bytes: %w", path, max, ErrUsage)
-	}
-	return b, nil
-}
-
-// printClaims prints "key = value" lines, nested objects flattened with
-// dots, the launch measurement first (SNP measurement, TDX quote.body.mr_td),
-// the rest sorted.
-func printClaims(w io.Writer, claims attest.Claims) error {
-	flat := map[string]string{}
-	var walk func(prefix string, v any)
-	walk = func(prefix string, v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			for k, e := range v {
-				walk(prefix+k+".", e)
-			}
-		case string:
-			flat[prefix[:len(prefix)-1]] = v
-		default:
-			b, _ := json.Marshal(v)
-			flat[prefix[:len(prefix)-1]] = string(b)
-		}
-	}
-	walk("", map[string]any(claims))
-	keys := make([]string, 0, len(flat))
-	for k := range flat {
-		keys = append(keys, k)
-	}
-	rank := func(k string) int {
-		switch k {
-		case "measurement", "quote.body.mr_td":
-			return 0
-		}
-		return 1
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if ri, rj := rank(keys[i]), rank(keys[j]); ri != rj {
-			return ri < rj
-		}
-		return keys[i] < keys[j]
-	})
-	for _, k := range keys {
-		if _, err := fmt.Fprintf(w, "%s = %s\n", k, flat[k]); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"io"
+	"sort"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
@@ -132,4 +135,49 @@ func VerifyFile(ctx context.Context, tee string, raw []byte, opts ...OfflineOpti
 		return NewTPM(o.cfg).Verify(ctx, ev)
 	}
 	return nil, fmt.Errorf("tee %q: offline verification knows snp, tdx and tpm: %w", tee, spec.ErrUnsupported)
+}
+
+// WriteClaims writes claims as "key = value" lines, nested objects flattened with
+// dots, the launch measurement first (SNP measurement, TDX quote.body.mr_td),
+// the rest sorted.
+func WriteClaims(w io.Writer, claims Claims) error {
+	flat := map[string]string{}
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				walk(prefix+k+".", e)
+			}
+		case string:
+			flat[prefix[:len(prefix)-1]] = v
+		default:
+			b, _ := json.Marshal(v)
+			flat[prefix[:len(prefix)-1]] = string(b)
+		}
+	}
+	walk("", map[string]any(claims))
+	keys := make([]string, 0, len(flat))
+	for k := range flat {
+		keys = append(keys, k)
+	}
+	rank := func(k string) int {
+		switch k {
+		case "measurement", "quote.body.mr_td":
+			return 0
+		}
+		return 1
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if ri, rj := rank(keys[i]), rank(keys[j]); ri != rj {
+			return ri < rj
+		}
+		return keys[i] < keys[j]
+	})
+	for _, k := range keys {
+		if _, err := fmt.Fprintf(w, "%s = %s\n", k, flat[k]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

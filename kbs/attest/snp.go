@@ -336,7 +336,7 @@ func (v snpVerifier) endorsementKey(ctx context.Context, certs snpCerts, signer 
 			dir := filepath.Join(v.cfg.Collateral, "snp", "vcek", snpHWID(raw, gen))
 			for _, name := range []string{tcb.prefix(gen) + "_vcek.der", "vcek.der"} {
 				p := filepath.Join(dir, name)
-				b, err := readBounded(p, maxSNPCertBytes)
+				b, err := ReadBounded(p, maxSNPCertBytes)
 				if err == nil {
 					der = b
 					break
@@ -572,8 +572,9 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// readBounded reads a file of at most max bytes.
-func readBounded(path string, max int64) ([]byte, error) {
+// ReadBounded reads a file of at most max bytes; a longer one wraps
+// spec.ErrUnsupported (evidence, certificates and collateral are small).
+func ReadBounded(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -364,12 +364,12 @@ func (g tdxCollateralGetter) Get(url string) (map[string][]string, []byte, error
 // GetContext implements trust.ContextHTTPSGetter.
 func (g tdxCollateralGetter) GetContext(ctx context.Context, url string) (map[string][]string, []byte, error) {
 	if body, chain, header := tdxCollateralFiles(url); g.dir != "" && body != "" {
-		b, err := readBounded(filepath.Join(g.dir, body), maxTDXCollateralBytes)
+		b, err := ReadBounded(filepath.Join(g.dir, body), maxTDXCollateralBytes)
 		if err == nil {
 			if chain == "" {
 				return nil, b, nil
 			}
-			c, err := readBounded(filepath.Join(g.dir, chain), maxTDXCollateralBytes)
+			c, err := ReadBounded(filepath.Join(g.dir, chain), maxTDXCollateralBytes)
 			if err != nil {
 				return nil, nil, err
 			}
