@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -184,7 +185,23 @@ func FuzzApplyRVPS(f *testing.F) {
 	e, _ := New(context.Background())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		fuzzbound.Limit(t, fuzzbound.Default)
-		_ = e.ApplyRVPS(context.Background(), in)
+		if err := e.ApplyRVPS(context.Background(), in); err != nil {
+			return
+		}
+		// Accepted: a sample 0.1.0 message whose payload's names are now stored.
+		var m RVPSMessage
+		if json.Unmarshal(in, &m) != nil || m.Version != "0.1.0" || m.Type != "sample" {
+			t.Fatalf("accepted a message that is not sample 0.1.0: %q", in)
+		}
+		payload, _ := base64.StdEncoding.DecodeString(m.Payload)
+		var values map[string]any
+		_ = json.Unmarshal(payload, &values)
+		got := e.ReferenceValues()
+		for name := range values {
+			if _, ok := got[name]; !ok && name != "" {
+				t.Fatalf("accepted reference value %q is not stored", name)
+			}
+		}
 	})
 }
 
