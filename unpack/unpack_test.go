@@ -20,6 +20,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -428,9 +429,7 @@ func TestDeviceFilesUnprivileged(t *testing.T) {
 }
 
 func TestDeviceFilesRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: device nodes are only created when running as root")
-	}
+	testutil.RequireExternal(t, os.Geteuid() == 0, "needs root: device nodes are only created when running as root")
 	s := newSandbox(t)
 	var logs logBuf
 	if err := apply(t, s, tarLayers(mkTar(t, deviceEntries()...)), WithLogger(logs.logger())); err != nil {
@@ -464,9 +463,7 @@ func TestDeviceFilesRoot(t *testing.T) {
 }
 
 func TestOwnershipRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to chown")
-	}
+	testutil.RequireExternal(t, os.Geteuid() == 0, "needs root to chown")
 	s := newSandbox(t)
 	l := mkTar(t,
 		ent{name: "d/", typ: tar.TypeDir, uid: 1001, gid: 1002},
