@@ -22,3 +22,31 @@ func TestStdlibOnlyPackages(t *testing.T) {
 		}
 	}
 }
+
+// Leaf packages must not drag in heavy dependencies their users do not need:
+// the attestation-agent wrapper is linked into image tools (no gRPC), the
+// admin client into owner tooling (no OPA, no gRPC), the broker's wire
+// vocabulary into guests (no OPA, no gRPC, no TPM or TEE libraries).
+func TestLeafDependencies(t *testing.T) {
+	forbidden := map[string][]string{
+		"./keywrap/aa":      {"google.golang.org/grpc", "github.com/open-policy-agent/opa"},
+		"./kbs/adminclient": {"google.golang.org/grpc", "github.com/open-policy-agent/opa"},
+		"./kbs/protocol":    {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/google/go-sev-guest"},
+		"./imagecrypt":      {"github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
+		"./agent/evidence":  {"github.com/open-policy-agent/opa"},
+	}
+	for pkg, bad := range forbidden {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, b := range bad {
+				if strings.HasPrefix(dep, b) {
+					t.Errorf("%s depends on %s (via %s)", pkg, b, dep)
+					break
+				}
+			}
+		}
+	}
+}

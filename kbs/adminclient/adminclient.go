@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/spec"
@@ -204,6 +203,6 @@ func (c *Client) SetReferenceValue(ctx context.Context, name string, values []st
 	if name == "" {
 		return fmt.Errorf("reference value without a name: %w", spec.ErrUnsupported)
 	}
-	_, err := c.do(ctx, http.MethodPost, protocol.PathReferenceValue, protocol.ContentTypeJSON, policy.NewRVPSMessage(name, values))
+	_, err := c.do(ctx, http.MethodPost, protocol.PathReferenceValue, protocol.ContentTypeJSON, protocol.NewRVPSMessage(name, values))
 	return err
 }

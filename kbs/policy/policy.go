@@ -564,18 +564,11 @@ func (e *Engine) ReferenceValues() map[string][]any {
 	return out
 }
 
-// RVPSMessage is the reference value provider message of the sample type.
-type RVPSMessage struct {
-	Version string `json:"version"`
-	Type    string `json:"type"`
-	Payload string `json:"payload"` // std base64 of {"name":[values]}
-}
-
 // ApplyRVPS stores the reference values of an RVPS message
 // {"version":"0.1.0","type":"sample","payload":"<std b64 of {\"name\":[values]}>"};
 // a single value instead of a list is taken as a list of one.
 func (e *Engine) ApplyRVPS(ctx context.Context, raw []byte) error {
-	var m RVPSMessage
+	var m protocol.RVPSMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return fmt.Errorf("rvps message: %v: %w", err, spec.ErrUnsupported)
 	}
@@ -600,11 +593,4 @@ func (e *Engine) ApplyRVPS(ctx context.Context, raw []byte) error {
 		}
 	}
 	return nil
-}
-
-// NewRVPSMessage builds a sample RVPS message setting name to values.
-func NewRVPSMessage(name string, values []string) []byte {
-	payload, _ := json.Marshal(map[string][]string{name: values})
-	raw, _ := json.Marshal(RVPSMessage{Version: "0.1.0", Type: "sample", Payload: base64.StdEncoding.EncodeToString(payload)})
-	return raw
 }

@@ -33,10 +33,10 @@ func TestDefaultAttestationPolicy(t *testing.T) {
 	if got := tv.Status(); got != token.StatusContraindicated || id != "default_cpu" {
 		t.Fatalf("without reference values: got %s %+v (%s), want contraindicated", got, tv, id)
 	}
-	if err := e.ApplyRVPS(ctx, NewRVPSMessage("launch_digest", []string{"abcde"})); err != nil {
+	if err := e.ApplyRVPS(ctx, protocol.NewRVPSMessage("launch_digest", []string{"abcde"})); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.ApplyRVPS(ctx, NewRVPSMessage("svn", []string{"1"})); err != nil {
+	if err := e.ApplyRVPS(ctx, protocol.NewRVPSMessage("svn", []string{"1"})); err != nil {
 		t.Fatal(err)
 	}
 	ap, _ = e.Appraise(ctx, "sample", sampleClaims())
@@ -180,7 +180,7 @@ func BenchmarkAppraise(b *testing.B) {
 }
 
 func FuzzApplyRVPS(f *testing.F) {
-	f.Add(NewRVPSMessage("svn", []string{"1"}))
+	f.Add(protocol.NewRVPSMessage("svn", []string{"1"}))
 	f.Add([]byte(`{"version":"0.1.0","type":"sample","payload":"e30="}`))
 	e, _ := New(context.Background())
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -189,7 +189,7 @@ func FuzzApplyRVPS(f *testing.F) {
 			return
 		}
 		// Accepted: a sample 0.1.0 message whose payload's names are now stored.
-		var m RVPSMessage
+		var m protocol.RVPSMessage
 		if json.Unmarshal(in, &m) != nil || m.Version != "0.1.0" || m.Type != "sample" {
 			t.Fatalf("accepted a message that is not sample 0.1.0: %q", in)
 		}

@@ -15,6 +15,7 @@
 package protocol
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -270,4 +271,19 @@ func ParseKID(kid string) (ResourcePath, error) {
 		return ResourcePath{}, fmt.Errorf("invalid kid %q: %w", kid, err)
 	}
 	return p, nil
+}
+
+// RVPSMessage is the reference value provider message of the sample type,
+// the body of POST /kbs/v0/reference-value (as kbs-client sends it).
+type RVPSMessage struct {
+	Version string `json:"version"`
+	Type    string `json:"type"`
+	Payload string `json:"payload"` // std base64 of {"name":[values]}
+}
+
+// NewRVPSMessage builds a sample RVPS message setting name to values.
+func NewRVPSMessage(name string, values []string) []byte {
+	payload, _ := json.Marshal(map[string][]string{name: values})
+	raw, _ := json.Marshal(RVPSMessage{Version: "0.1.0", Type: "sample", Payload: base64.StdEncoding.EncodeToString(payload)})
+	return raw
 }

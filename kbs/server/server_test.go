@@ -499,10 +499,10 @@ func TestAdminPolicies(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(v.Claims), "ear.appraisal-policy-id:mine") {
 		t.Fatalf("policy id missing: %v", v.Claims)
 	}
-	if r := c.do(http.MethodPost, protocol.PathReferenceValue, policy.NewRVPSMessage("svn", []string{"7"}), admin()); r.code != http.StatusOK {
+	if r := c.do(http.MethodPost, protocol.PathReferenceValue, protocol.NewRVPSMessage("svn", []string{"7"}), admin()); r.code != http.StatusOK {
 		t.Fatalf("reference value: %d %s", r.code, r.body)
 	}
-	wrapped, _ := json.Marshal(map[string]string{"message": string(policy.NewRVPSMessage("launch_digest", []string{"x"}))})
+	wrapped, _ := json.Marshal(map[string]string{"message": string(protocol.NewRVPSMessage("launch_digest", []string{"x"}))})
 	if r := c.do(http.MethodPost, protocol.PathReferenceValue, wrapped, admin()); r.code != http.StatusOK {
 		t.Fatalf("wrapped reference value: %d %s", r.code, r.body)
 	}
@@ -739,7 +739,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if r := c.do(http.MethodPost, protocol.PathAttestationPolicy, body, admin()); r.code != http.StatusOK {
 		t.Fatal(r.code)
 	}
-	if r := c.do(http.MethodPost, protocol.PathReferenceValue, policy.NewRVPSMessage("svn", []string{"3"}), admin()); r.code != http.StatusOK {
+	if r := c.do(http.MethodPost, protocol.PathReferenceValue, protocol.NewRVPSMessage("svn", []string{"3"}), admin()); r.code != http.StatusOK {
 		t.Fatal(r.code)
 	}
 	st, err := os.Stat(filepath.Join(dir, "resource-policy.rego"))

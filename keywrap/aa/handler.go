@@ -8,11 +8,15 @@ import (
 	"os"
 
 	"github.com/coffer-dev/coffer/keywrap"
-	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 )
 
-// NewHandler returns the keyprovider.Handler of the attestation-agent
-// provider, for `coffer keyprovider` (cmd) and `coffer agent` (gRPC):
+// Handler is the attestation-agent provider's side of the ocicrypt
+// keyprovider protocol: it satisfies keyprovider.Handler, for `coffer
+// keyprovider` (cmd) and `coffer agent` (gRPC), without this package
+// importing keyprovider (and with it gRPC).
+type Handler struct{ unwrap keywrap.Unwrapper }
+
+// NewHandler returns the attestation-agent provider's Handler:
 //
 //   - WrapKey takes the single params["attestation-agent"] value, parses it
 //     with ParseParams, reads the 32-byte KEK from keypath and wraps.
@@ -20,13 +24,12 @@ import (
 //     trusted to name files there.
 //   - UnwrapKey ignores dcParams and unwraps the annotation, resolving its
 //     kid through resolve (nil: every unwrap fails with spec.ErrNoKey).
-func NewHandler(resolve KeyResolver) keyprovider.Handler {
-	return &handler{unwrap: NewUnwrapper(resolve)}
+func NewHandler(resolve KeyResolver) *Handler {
+	return &Handler{unwrap: NewUnwrapper(resolve)}
 }
 
-type handler struct{ unwrap keywrap.Unwrapper }
-
-func (h *handler) WrapKey(ctx context.Context, params map[string][][]byte, optsData []byte) ([]byte, error) {
+// WrapKey wraps optsData with the KEK its parameters name.
+func (h *Handler) WrapKey(ctx context.Context, params map[string][][]byte, optsData []byte) ([]byte, error) {
 	vals := params[ProviderName]
 	switch len(vals) {
 	case 0:
@@ -54,7 +57,8 @@ func (h *handler) WrapKey(ctx context.Context, params map[string][][]byte, optsD
 	return w.Wrap(ctx, optsData)
 }
 
-func (h *handler) UnwrapKey(ctx context.Context, _ map[string][][]byte, annotation []byte) ([]byte, error) {
+// UnwrapKey unwraps an annotation entry through the broker.
+func (h *Handler) UnwrapKey(ctx context.Context, _ map[string][][]byte, annotation []byte) ([]byte, error) {
 	return h.unwrap.Unwrap(ctx, annotation)
 }
 
