@@ -2,17 +2,14 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/coffer-dev/coffer/kbs/adminclient"
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/spec"
@@ -52,15 +49,10 @@ func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, error) {
 	return RegisterKEK(ctx, f.url, f.adminKey, f.keyID, f.replace)
 }
 
-// RegisterKEK generates a 32-byte KEK, stores it in the broker under keyID
-// and only then returns a wrapper using it. The KEK is never written to disk.
-// Unless replace is set the write is create-only, so an existing key (which
-// earlier images need) is never overwritten.
+// RegisterKEK registers a fresh KEK in the broker under keyID
+// (adminclient.RegisterKEK: create-only unless replace) and returns the
+// attestation-agent wrapper using it. The KEK is never written to disk.
 func RegisterKEK(ctx context.Context, url, adminKeyPath, keyID string, replace bool) (keywrap.Wrapper, error) {
-	kid := "kbs:///" + strings.TrimPrefix(keyID, "/")
-	if _, err := protocol.ParseKID(kid); err != nil {
-		return nil, fmt.Errorf("--key-id %q: %w", keyID, err)
-	}
 	key, err := adminclient.LoadKey(adminKeyPath)
 	if err != nil {
 		return nil, err
@@ -69,19 +61,13 @@ func RegisterKEK(ctx context.Context, url, adminKeyPath, keyID string, replace b
 	if err != nil {
 		return nil, err
 	}
-	kek := make([]byte, aa.KEKSize)
-	if _, err := rand.Read(kek); err != nil {
-		return nil, err
+	kek, kid, err := c.RegisterKEK(ctx, keyID, replace)
+	switch {
+	case errors.Is(err, spec.ErrExists):
+		return nil, fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
+	case err != nil:
+		return nil, fmt.Errorf("registering the image key in the broker (--key-id %s): %w", keyID, err)
 	}
-	store := c.CreateResource
-	if replace {
-		store = c.SetResource
-	}
-	if err := store(ctx, strings.TrimPrefix(keyID, "/"), kek); err != nil {
-		if errors.Is(err, spec.ErrExists) {
-			return nil, fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
-		}
-		return nil, fmt.Errorf("registering the image key in the broker: %w", err)
-	}
+	defer clear(kek)
 	return aa.NewWrapper(kek, kid)
 }

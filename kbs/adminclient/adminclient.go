@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -162,6 +163,35 @@ func (c *Client) CreateResource(ctx context.Context, path string, data []byte) e
 	}
 	_, err = c.do(ctx, http.MethodPost, p, protocol.ContentTypeOctetStream, data, "If-None-Match", "*")
 	return err
+}
+
+// KEKSize is the size of a key-encryption key RegisterKEK generates (AES-256).
+const KEKSize = 32
+
+// RegisterKEK generates a fresh 32-byte key-encryption key and stores it in
+// the broker at keyID ("repo/type/tag" or "kbs:///repo/type/tag"), then
+// returns it with its kid ("kbs:///repo/type/tag") for the
+// attestation-agent wrapper. The key exists only in memory and in the
+// broker. Unless replace, the write is create-only (CreateResource): an
+// existing key, which earlier images need, fails with spec.ErrExists.
+func (c *Client) RegisterKEK(ctx context.Context, keyID string, replace bool) (kek []byte, kid string, err error) {
+	p, err := protocol.ParseKID("kbs:///" + strings.TrimPrefix(strings.TrimPrefix(keyID, "kbs://"), "/"))
+	if err != nil {
+		return nil, "", err
+	}
+	kek = make([]byte, KEKSize)
+	if _, err := rand.Read(kek); err != nil {
+		return nil, "", err
+	}
+	store := c.CreateResource
+	if replace {
+		store = c.SetResource
+	}
+	if err := store(ctx, p.String(), kek); err != nil {
+		clear(kek)
+		return nil, "", err
+	}
+	return kek, "kbs:///" + p.String(), nil
 }
 
 // DeleteResource removes the resource at path; a missing one wraps spec.ErrNotFound.

@@ -1,6 +1,7 @@
 package adminclient_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -88,5 +89,43 @@ func TestAdminClientRejected(t *testing.T) {
 	}
 	if _, err := adminclient.New("ftp://x", b.AdminKey); !errors.Is(err, spec.ErrUnsupported) {
 		t.Fatalf("bad url: got %v", err)
+	}
+}
+
+// RegisterKEK is create-only unless asked to replace: a second registration
+// at the same id fails with spec.ErrExists and leaves the first key.
+func TestRegisterKEK(t *testing.T) {
+	b := kbstest.New(t)
+	c, err := adminclient.New(b.URL, b.AdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	kek, kid, err := c.RegisterKEK(ctx, "default/image_key/app", false)
+	if err != nil || len(kek) != adminclient.KEKSize || kid != "kbs:///default/image_key/app" {
+		t.Fatalf("RegisterKEK: %d bytes, %q, %v", len(kek), kid, err)
+	}
+	stored := func() []byte {
+		v, err := b.Store.Get(ctx, protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if !bytes.Equal(stored(), kek) {
+		t.Fatal("the broker holds another key than the one returned")
+	}
+	if _, _, err := c.RegisterKEK(ctx, "kbs:///default/image_key/app", false); !errors.Is(err, spec.ErrExists) {
+		t.Fatalf("second registration: %v, want ErrExists", err)
+	}
+	if !bytes.Equal(stored(), kek) {
+		t.Fatal("a refused registration replaced the key")
+	}
+	kek2, _, err := c.RegisterKEK(ctx, "default/image_key/app", true)
+	if err != nil || bytes.Equal(kek2, kek) || !bytes.Equal(stored(), kek2) {
+		t.Fatalf("replace: %v", err)
+	}
+	if _, _, err := c.RegisterKEK(ctx, "default/../x", false); err == nil {
+		t.Fatal("invalid key id accepted")
 	}
 }
