@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -327,23 +326,6 @@ func TestAgentUnixSockets(t *testing.T) {
 	for _, p := range []string{restSock, kpSock} {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s after shutdown: %v, want removed", p, err)
-		}
-	}
-}
-
-func TestWarnIfExposed(t *testing.T) {
-	for _, tc := range []struct {
-		addr string
-		warn bool
-	}{{"127.0.0.1:8006", false}, {"[::1]:8006", false}, {"0.0.0.0:8006", true}, {"10.0.0.5:8006", true}} {
-		var buf bytes.Buffer
-		a, err := net.ResolveTCPAddr("tcp", tc.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		warnIfExposed(slog.New(slog.NewTextHandler(&buf, nil)), a, "--listen")
-		if got := strings.Contains(buf.String(), "non-loopback"); got != tc.warn {
-			t.Errorf("%s: warned %v, want %v (%q)", tc.addr, got, tc.warn, buf.String())
 		}
 	}
 }
