@@ -24,6 +24,13 @@ type Reference interface {
 	// Transport is "oci", "docker", "oci-archive" or "docker-archive".
 	Transport() string
 	String() string
+	// LocalPath is the directory (oci) or file (archives) on this machine,
+	// "" for a registry.
+	LocalPath() string
+	// ContentVerified reports whether reading checks every blob against its
+	// digest on the way (registries: go-containerregistry verifies at EOF),
+	// so a consumer need not hash it again.
+	ContentVerified() bool
 }
 
 // Artifact is what a reference holds: exactly one of Image or Index is set.
@@ -102,7 +109,9 @@ type localRef struct {
 	transport, path, tag string
 }
 
-func (r localRef) Transport() string { return r.transport }
+func (r localRef) Transport() string     { return r.transport }
+func (r localRef) LocalPath() string     { return r.path }
+func (r localRef) ContentVerified() bool { return false }
 func (r localRef) String() string {
 	if r.tag == "" {
 		return r.transport + ":" + r.path
@@ -114,8 +123,10 @@ type dockerRef struct {
 	ref name.Reference
 }
 
-func (r dockerRef) Transport() string { return "docker" }
-func (r dockerRef) String() string    { return "docker://" + r.ref.String() }
+func (r dockerRef) Transport() string     { return "docker" }
+func (r dockerRef) LocalPath() string     { return "" }
+func (r dockerRef) ContentVerified() bool { return true }
+func (r dockerRef) String() string        { return "docker://" + r.ref.String() }
 
 // Parse parses a reference: oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST],
 // oci-archive:FILE[:TAG], docker-archive:FILE[:REF].

@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
-	"github.com/coffer-dev/coffer/transport"
 )
 
 func newEncryptCmd() *cobra.Command {
@@ -52,11 +50,8 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			opts = append(opts, imagecrypt.WithKeys(unw...), imagecrypt.WithTrustedSource(trustSrc || selfVerifying(args[0])))
-			return imageJob(cmd, args[0], args[1], &reg, opts,
-				func(ctx context.Context, a imagecrypt.Artifact, o ...imagecrypt.Option) (*imagecrypt.Result, error) {
-					return imagecrypt.Encrypt(ctx, a, wrappers, o...)
-				})
+			opts = append(opts, imagecrypt.WithKeys(unw...), imagecrypt.WithTrustedSource(trustSrc))
+			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.EncryptFor(wrappers...))
 		},
 	}
 	reg.AddFlags(cmd.Flags())
@@ -96,10 +91,7 @@ func newRekeyCmd() *cobra.Command {
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...))
-			return imageJob(cmd, args[0], args[1], &reg, opts,
-				func(ctx context.Context, a imagecrypt.Artifact, o ...imagecrypt.Option) (*imagecrypt.Result, error) {
-					return imagecrypt.Rekey(ctx, a, wrappers, o...)
-				})
+			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...))
 		},
 	}
 	reg.AddFlags(cmd.Flags())
@@ -107,11 +99,4 @@ func newRekeyCmd() *cobra.Command {
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "current private key FILE[:pass=P|:file=F|:fd=N] or provider:NAME (repeatable)")
 	return cmd
-}
-
-// selfVerifying reports whether a source checks blob digests as it is read
-// (go-containerregistry verifies registry blobs at EOF).
-func selfVerifying(src string) bool {
-	r, err := transport.Parse(src)
-	return err == nil && r.Transport() == "docker"
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
@@ -93,11 +91,9 @@ func (f *keyFlags) wrappers(ctx context.Context) ([]keywrap.Wrapper, error) {
 	return recipients.ParseRecipients(ctx, f.recipients, keyEnv())
 }
 
-// imageJob reads SRC, transforms it and writes DST. Layers are staged next
-// to DST when it is a local path, so the writer can link them into place.
-func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option,
-	run func(context.Context, imagecrypt.Artifact, ...imagecrypt.Option) (*imagecrypt.Result, error)) error {
-	ctx := cmd.Context()
+// imageJob reads SRC, transforms it and writes DST (imagecrypt.Copy),
+// with a layer counter on a terminal.
+func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, t imagecrypt.Transform) error {
 	sref, err := transport.Parse(src)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, ErrUsage)
@@ -106,41 +102,12 @@ func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []im
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, ErrUsage)
 	}
-	stage, err := os.MkdirTemp(stageDir(dref), ".coffer-stage-")
-	if err != nil {
-		return fmt.Errorf("creating staging directory: %w", err)
-	}
-	defer os.RemoveAll(stage)
-	in, closeSrc, err := transport.Read(ctx, sref, reg.options()...)
-	if err != nil {
-		return err
-	}
-	defer closeSrc()
 	p := newProgress(cmd.ErrOrStderr())
-	opts = append(opts, imagecrypt.WithTempDir(stage), imagecrypt.WithProgress(p.layerDone))
-	res, err := run(ctx, imagecrypt.Artifact(in), opts...)
+	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(), append(opts, imagecrypt.WithProgress(p.layerDone))...)
 	p.finish()
 	if err != nil {
 		return err
 	}
-	defer res.Close()
-	if err := transport.Write(ctx, dref, transport.Artifact(res.Artifact), reg.options()...); err != nil {
-		return err
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d layer(s) changed, written to %s\n", cmd.Name(), res.Layers, dref)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d layer(s) changed, written to %s\n", cmd.Name(), n, dref)
 	return nil
-}
-
-// stageDir picks a directory on the destination's file system if it is
-// local (the directory holding DIR or FILE), else the system temp dir.
-func stageDir(ref transport.Reference) string {
-	switch ref.Transport() {
-	case "oci", "oci-archive", "docker-archive":
-		path, _, _ := strings.Cut(strings.TrimPrefix(ref.String(), ref.Transport()+":"), ":")
-		dir := filepath.Dir(filepath.Clean(path))
-		if st, err := os.Stat(dir); err == nil && st.IsDir() {
-			return dir
-		}
-	}
-	return os.TempDir()
 }

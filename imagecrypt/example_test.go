@@ -1,0 +1,54 @@
+package imagecrypt_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/internal/demo"
+	"github.com/coffer-dev/coffer/keywrap/jwe"
+	"github.com/coffer-dev/coffer/transport"
+)
+
+// Encrypt an image between two OCI layouts for an RSA recipient, inspect
+// it, then decrypt it back: what coffer encrypt, inspect and decrypt do.
+func ExampleCopy() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "coffer-example-")
+	defer os.RemoveAll(dir)
+	if err := demo.WriteImage(filepath.Join(dir, "app"), "v1"); err != nil {
+		panic(err)
+	}
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	w, _ := jwe.NewWrapper([]jwe.Recipient{{Key: &key.PublicKey}})
+	u, _ := jwe.NewUnwrapper(key)
+	ref := func(name string) transport.Reference {
+		r, err := transport.Parse("oci:" + filepath.Join(dir, name) + ":v1")
+		if err != nil {
+			panic(err)
+		}
+		return r
+	}
+
+	n, err := imagecrypt.Copy(ctx, ref("app"), ref("enc"), imagecrypt.EncryptFor(w), nil, imagecrypt.WithLayers(0))
+	fmt.Println("encrypted layers:", n, err)
+
+	a, closeA, _ := transport.Read(ctx, ref("enc"))
+	rep, _ := imagecrypt.Inspect(ctx, imagecrypt.Artifact(a), nil)
+	closeA()
+	for _, l := range rep.Manifests[0].Layers {
+		fmt.Println(l.MediaType, l.Encrypted)
+	}
+
+	n, err = imagecrypt.Copy(ctx, ref("enc"), ref("plain"), imagecrypt.Decrypt, nil, imagecrypt.WithKeys(u))
+	fmt.Println("decrypted layers:", n, err)
+	// Output:
+	// encrypted layers: 1 <nil>
+	// application/vnd.oci.image.layer.v1.tar+gzip+encrypted true
+	// application/vnd.oci.image.layer.v1.tar+gzip false
+	// decrypted layers: 1 <nil>
+}
