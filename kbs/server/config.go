@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -74,6 +75,25 @@ func DefaultConfig() Config {
 		RateLimit: DefaultServeRateLimit, RateBurst: DefaultServeRateBurst,
 		MaxChallengesPerAddr: DefaultMaxChallengesPerAddress, AdminTokenMaxTTL: token.AdminTTL,
 	}
+}
+
+// Override copies into c the fields of o named by keys (their TOML keys,
+// e.g. "rate_limit"): how command-line flags override a config file.
+// An unknown key is an error.
+func (c *Config) Override(o Config, keys ...string) error {
+	dst, src := reflect.ValueOf(c).Elem(), reflect.ValueOf(o)
+	byKey := map[string]int{}
+	for i := range dst.NumField() {
+		byKey[dst.Type().Field(i).Tag.Get("toml")] = i
+	}
+	for _, k := range keys {
+		i, ok := byKey[k]
+		if !ok {
+			return fmt.Errorf("kbs config: no key %q", k)
+		}
+		dst.Field(i).Set(src.Field(i))
+	}
+	return nil
 }
 
 // LoadConfig reads a TOML file over DefaultConfig; unknown keys are an error.
