@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
@@ -295,7 +296,13 @@ func (g *gpgHome) run(stdin []byte, args ...string) []byte {
 func (g *gpgHome) run2(stdin []byte, args ...string) ([]byte, string) {
 	g.t.Helper()
 	full := append([]string{"--homedir", g.home, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "gpgpw", "--trust-model", "always"}, args...)
-	cmd := exec.Command(g.bin, full...)
+	// gpg starts a gpg-agent that may keep gpg's stdout/stderr pipes open
+	// after gpg exits: without WaitDelay, Output waits for the agent (a run
+	// once took 695 s). The context bounds a gpg that hangs outright.
+	ctx, cancel := context.WithTimeout(g.t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, g.bin, full...)
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
