@@ -157,3 +157,34 @@ func TestPullPlainLayerDeclaredSize(t *testing.T) {
 		}
 	}
 }
+
+// A layer that does not match the diff_id its config names fails the pull
+// (spec.ErrIntegrity), end to end, and leaves no rootfs.
+func TestPullDiffIDMismatch(t *testing.T) {
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), tarLayer(t, map[string]string{"f": "hi"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := img.ConfigFile()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	other, _ := tarLayer(t, map[string]string{"f": "something else"}).DiffID()
+	cfg.RootFS.DiffIDs[0] = other
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ref, err := transport.Parse("oci:" + filepath.Join(dir, "img") + ":v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.Write(context.Background(), ref, transport.Artifact{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	err = Pull(context.Background(), ref, filepath.Join(dir, "rootfs"), amd64)
+	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "diff") {
+		t.Fatalf("pull of a layer that is not its diff_id: %v, want spec.ErrIntegrity", err)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "rootfs")); serr == nil {
+		t.Fatal("a rootfs was left")
+	}
+}

@@ -419,3 +419,26 @@ func TestRegistryUnauthorized(t *testing.T) {
 		t.Errorf("pull with bad creds: %v", err)
 	}
 }
+
+// An oci-archive whose entries climb out of the archive is refused as an
+// integrity failure (exit 4) before anything is read from it, not merely
+// contained by os.Root.
+func TestArchiveEscapeIsIntegrityError(t *testing.T) {
+	for _, name := range []string{"../escape", "blobs/../../escape", "/abs/escape"} {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		tw.WriteHeader(&tar.Header{Name: "oci-layout", Mode: 0o644, Size: 2, Typeflag: tar.TypeReg})
+		tw.Write([]byte("{}"))
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
+		tw.Write([]byte("x"))
+		tw.Close()
+		file := filepath.Join(t.TempDir(), "app.tar")
+		if err := os.WriteFile(file, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := Read(context.Background(), mustParse(t, "oci-archive:"+file))
+		if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "escapes the archive") {
+			t.Errorf("entry %q: %v, want spec.ErrIntegrity naming the escape", name, err)
+		}
+	}
+}
