@@ -52,3 +52,29 @@ func ExampleCopy() {
 	// application/vnd.oci.image.layer.v1.tar+gzip false
 	// decrypted layers: 1 <nil>
 }
+
+// Rotate the recipients of an encrypted image: the blobs stay, only the
+// wrapped keys change, so the old recipient can no longer open the new copy.
+func ExampleRekeyFor() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "coffer-example-")
+	defer os.RemoveAll(dir)
+	_ = demo.WriteImage(filepath.Join(dir, "app"), "v1")
+	oldKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	newKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	oldW, _ := jwe.NewWrapper([]jwe.Recipient{{Key: &oldKey.PublicKey}})
+	newW, _ := jwe.NewWrapper([]jwe.Recipient{{Key: &newKey.PublicKey}})
+	oldU, _ := jwe.NewUnwrapper(oldKey)
+	ref := func(name string) transport.Reference {
+		r, _ := transport.Parse("oci:" + filepath.Join(dir, name) + ":v1")
+		return r
+	}
+	_, _ = imagecrypt.Copy(ctx, ref("app"), ref("enc"), imagecrypt.EncryptFor(oldW), nil)
+	n, err := imagecrypt.Copy(ctx, ref("enc"), ref("rotated"), imagecrypt.RekeyFor(newW), nil, imagecrypt.WithKeys(oldU))
+	fmt.Println("rekeyed layers:", n, err)
+	_, err = imagecrypt.Copy(ctx, ref("rotated"), ref("plain"), imagecrypt.Decrypt, nil, imagecrypt.WithKeys(oldU))
+	fmt.Println("old key opens the rotated image:", err == nil)
+	// Output:
+	// rekeyed layers: 2 <nil>
+	// old key opens the rotated image: false
+}
