@@ -130,25 +130,10 @@ func readJSON(t *testing.T, p string, v any) {
 // or shorter than the manifest says fails with spec.ErrIntegrity.
 func TestPullPlainLayerDeclaredSize(t *testing.T) {
 	for _, declared := range []int64{40 << 30, 100} {
-		img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), tarLayer(t, map[string]string{"f": "hi"}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, _ := img.ConfigFile()
-		cfg.OS, cfg.Architecture = "linux", "amd64"
-		if img, err = mutate.ConfigFile(img, cfg); err != nil {
-			t.Fatal(err)
-		}
 		dir := t.TempDir()
-		ref, err := transport.Parse("oci:" + filepath.Join(dir, "img") + ":v1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := transport.Write(context.Background(), ref, transport.Artifact{Image: img}); err != nil {
-			t.Fatal(err)
-		}
+		ref := plainLayout(t, dir, nil)
 		declareSize(t, filepath.Join(dir, "img"), declared)
-		err = Pull(context.Background(), ref, filepath.Join(dir, "rootfs"), amd64)
+		err := Pull(context.Background(), ref, filepath.Join(dir, "rootfs"), amd64)
 		if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), fmt.Sprint(declared)) {
 			t.Errorf("declared %d: err = %v, want spec.ErrIntegrity about the declared size", declared, err)
 		}
@@ -161,18 +146,34 @@ func TestPullPlainLayerDeclaredSize(t *testing.T) {
 // A layer that does not match the diff_id its config names fails the pull
 // (spec.ErrIntegrity), end to end, and leaves no rootfs.
 func TestPullDiffIDMismatch(t *testing.T) {
+	other, _ := tarLayer(t, map[string]string{"f": "something else"}).DiffID()
+	dir := t.TempDir()
+	ref := plainLayout(t, dir, func(cfg *v1.ConfigFile) { cfg.RootFS.DiffIDs[0] = other })
+	err := Pull(context.Background(), ref, filepath.Join(dir, "rootfs"), amd64)
+	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "diff") {
+		t.Fatalf("pull of a layer that is not its diff_id: %v, want spec.ErrIntegrity", err)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "rootfs")); serr == nil {
+		t.Fatal("a rootfs was left")
+	}
+}
+
+// plainLayout writes a one-layer plain image (file f = "hi") to dir/img:v1,
+// its config edited by edit when not nil.
+func plainLayout(t *testing.T, dir string, edit func(*v1.ConfigFile)) transport.Reference {
+	t.Helper()
 	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), tarLayer(t, map[string]string{"f": "hi"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := img.ConfigFile()
 	cfg.OS, cfg.Architecture = "linux", "amd64"
-	other, _ := tarLayer(t, map[string]string{"f": "something else"}).DiffID()
-	cfg.RootFS.DiffIDs[0] = other
+	if edit != nil {
+		edit(cfg)
+	}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	ref, err := transport.Parse("oci:" + filepath.Join(dir, "img") + ":v1")
 	if err != nil {
 		t.Fatal(err)
@@ -180,11 +181,5 @@ func TestPullDiffIDMismatch(t *testing.T) {
 	if err := transport.Write(context.Background(), ref, transport.Artifact{Image: img}); err != nil {
 		t.Fatal(err)
 	}
-	err = Pull(context.Background(), ref, filepath.Join(dir, "rootfs"), amd64)
-	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "diff") {
-		t.Fatalf("pull of a layer that is not its diff_id: %v, want spec.ErrIntegrity", err)
-	}
-	if _, serr := os.Stat(filepath.Join(dir, "rootfs")); serr == nil {
-		t.Fatal("a rootfs was left")
-	}
+	return ref
 }

@@ -3,7 +3,6 @@ package token
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -112,9 +111,7 @@ func (t *TrustedIssuers) Verify(tok string, now time.Time) (*Verified, error) {
 	if x, y := b64Int(h.JWK.X), b64Int(h.JWK.Y); x == nil || y == nil || x.Cmp(leaf.X) != 0 || y.Cmp(leaf.Y) != 0 {
 		return nil, fmt.Errorf("token: jwk does not match its x5c leaf: %w", spec.ErrIntegrity)
 	}
-	dot := strings.LastIndexByte(tok, '.')
-	d := sha256.Sum256([]byte(tok[:dot]))
-	if !ecdsa.Verify(leaf, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+	if !verifyES256(leaf, tok, sig) {
 		return nil, fmt.Errorf("token: bad signature: %w", spec.ErrIntegrity)
 	}
 	return parseEAR(payload, now)
