@@ -66,31 +66,37 @@ func main() {
 	flag.IntVar(&floodSize, "flood", floodSize, "/auth calls in the flood of finding 7")
 	only := flag.String("only", "", "comma-separated finding numbers to replay (default: all)")
 	flag.Parse()
-	if err := run(*bin, *fuzzTime, *only); err != nil {
+	failed, err := run(*bin, *fuzzTime, *only)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "attack:", err)
 		os.Exit(2)
 	}
+	if failed > 0 {
+		os.Exit(1)
+	}
 }
 
-func run(bin string, fuzzTime time.Duration, only string) error {
+// run replays the attacks and returns how many succeeded; the broker and
+// agent it started are stopped before it returns.
+func run(bin string, fuzzTime time.Duration, only string) (int, error) {
 	abs, err := filepath.Abs(bin)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	dir, err := os.MkdirTemp("", "coffer-attack-")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.RemoveAll(dir)
 	e := &env{coffer: abs, dir: dir, adminKey: filepath.Join(dir, "admin.key")}
 	if out, err := e.cmd(10*time.Second, "kbs", "keygen-admin", "--out", e.adminKey); err != nil {
-		return fmt.Errorf("keygen-admin: %v: %s", err, out)
+		return 0, fmt.Errorf("keygen-admin: %v: %s", err, out)
 	}
 	stop, err := e.start()
+	defer stop() // also when start failed half-way
 	if err != nil {
-		return err
+		return 0, err
 	}
-	defer stop()
 
 	attacks := []func() result{
 		e.nestedInitData, e.oversizedClaims, e.sparseBomb, e.declaredSize,
@@ -112,10 +118,7 @@ func run(bin string, fuzzTime time.Duration, only string) error {
 		}
 		fmt.Printf("%-3s %-34s %-16s %s\n", r.id, r.name, verdict, r.observed)
 	}
-	if failed > 0 {
-		os.Exit(1)
-	}
-	return nil
+	return failed, nil
 }
 
 // cmd runs coffer with a timeout and returns its combined output.
