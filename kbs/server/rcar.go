@@ -172,8 +172,13 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "evidence rejected: "+err.Error())
 		return
 	}
-	if n, err := jsonSize(claims); err != nil || n > DefaultMaxClaimsBytes {
-		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, fmt.Sprintf("verified claims of %d bytes exceed the broker's limit of %d", n, DefaultMaxClaimsBytes))
+	// Everything the token will copy from the request and the evidence,
+	// measured once, before the policy sees it (the policy's reasons are
+	// bounded by the policy package).
+	initData, _ := claims["init_data"].(string) // only when the evidence binds it
+	ae := token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, initData)
+	if n, err := jsonSize(ae); err != nil || n > DefaultMaxClaimsBytes {
+		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, fmt.Sprintf("token claims of %d bytes (evidence claims, tee-pubkey, init-data) exceed the broker's limit of %d", n, DefaultMaxClaimsBytes))
 		return
 	}
 	if r.Context().Err() != nil {
@@ -188,17 +193,9 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	tv, policyID := ap.Vector, ap.PolicyID
 	status := tv.Status()
 	now := s.o.now()
-	initData, _ := claims["init_data"].(string) // only when the evidence binds it
-	sub := token.Submod{
-		Status: status, TrustVector: tv, PolicyID: policyID,
-		AnnotatedEvidence: token.AnnotatedEvidence(sess.tee, claims, base64.StdEncoding.EncodeToString(digest), a.RuntimeData, initData),
-	}
+	sub := token.Submod{Status: status, TrustVector: tv, PolicyID: policyID, AnnotatedEvidence: ae}
 	if len(ap.Reasons) > 0 {
 		sub.PolicyClaims = map[string]any{"reasons": ap.Reasons}
-	}
-	if n, err := jsonSize(sub); err != nil || n > DefaultMaxClaimsBytes {
-		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, fmt.Sprintf("token claims of %d bytes (evidence claims, tee-pubkey, init-data) exceed the broker's limit of %d", n, DefaultMaxClaimsBytes))
-		return
 	}
 	tok, v, err := s.o.signer.IssueVerified(now, sub)
 	if err != nil {
