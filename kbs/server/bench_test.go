@@ -30,7 +30,7 @@ var benchClients = flag.Int("kbs.clients", 32, "concurrent clients in the kbs be
 func benchBroker(b *testing.B) (*httptest.Server, *http.Transport) {
 	st := store.NewMemory()
 	_ = st.Set(context.Background(), protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "nginx"}, secret)
-	s, err := server.New(context.Background(), server.WithStore(st), server.WithLogger(slog.New(slog.DiscardHandler)))
+	s, err := server.New(context.Background(), server.WithStore(st), server.WithLogger(slog.New(slog.DiscardHandler)), withSample)
 	if err != nil {
 		b.Fatal(err)
 	}
