@@ -94,6 +94,7 @@ tpm_ak_known if ref_has("trusted_aks", input.tpm.ak_public)
 
 # reference values tpm_pcrNN (an empty list unpins), by claim name pcrNN
 tpm_pcr_refs[substring(name, 4, -1)] := vals if {
+	input.tpm # the query evaluates every rule: skip the walk for other TEEs
 	some name, vals in data.reference
 	startswith(name, "tpm_pcr")
 	count(vals) > 0
@@ -180,7 +181,10 @@ configuration := 2 if {
 	tdx_xfam_ok
 }
 
-tdx_xfam_ok if count(query_reference_value("xfam")) == 0
+tdx_xfam_ok if {
+	input.tdx
+	count(query_reference_value("xfam")) == 0
+}
 
 tdx_xfam_ok if ref_has("xfam", input.tdx.quote.body.xfam)
 
