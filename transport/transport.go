@@ -31,6 +31,10 @@ type Reference interface {
 	// digest on the way (registries: go-containerregistry verifies at EOF),
 	// so a consumer need not hash it again.
 	ContentVerified() bool
+	// CarriesEncryption reports whether the sink can store encrypted
+	// layers (OCI media types and the enc annotations). A Docker image
+	// archive cannot: Write refuses an encrypted artifact there.
+	CarriesEncryption() bool
 }
 
 // Artifact is what a reference holds: exactly one of Image or Index is set.
@@ -112,6 +116,9 @@ type localRef struct {
 func (r localRef) Transport() string     { return r.transport }
 func (r localRef) LocalPath() string     { return r.path }
 func (r localRef) ContentVerified() bool { return false }
+func (r localRef) CarriesEncryption() bool {
+	return r.transport != "docker-archive"
+}
 func (r localRef) String() string {
 	if r.tag == "" {
 		return r.transport + ":" + r.path
@@ -123,10 +130,11 @@ type dockerRef struct {
 	ref name.Reference
 }
 
-func (r dockerRef) Transport() string     { return "docker" }
-func (r dockerRef) LocalPath() string     { return "" }
-func (r dockerRef) ContentVerified() bool { return true }
-func (r dockerRef) String() string        { return "docker://" + r.ref.String() }
+func (r dockerRef) Transport() string       { return "docker" }
+func (r dockerRef) LocalPath() string       { return "" }
+func (r dockerRef) ContentVerified() bool   { return true }
+func (r dockerRef) CarriesEncryption() bool { return true }
+func (r dockerRef) String() string          { return "docker://" + r.ref.String() }
 
 // Parse parses a reference: oci:DIR[:TAG], docker://HOST/REPO[:TAG|@DIGEST],
 // oci-archive:FILE[:TAG], docker-archive:FILE[:REF].
@@ -213,6 +221,11 @@ func Write(ctx context.Context, ref Reference, a Artifact, opts ...Option) error
 	if (a.Image == nil) == (a.Index == nil) {
 		return errors.New("internal: artifact must hold exactly one of image or index")
 	}
+	if !ref.CarriesEncryption() {
+		if err := refuseEncrypted(ref, a); err != nil {
+			return err
+		}
+	}
 	switch r := ref.(type) {
 	case dockerRef:
 		return writeRemote(ctx, r, a, o)
@@ -240,4 +253,45 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(h, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// ErrSinkCannotCarry explains why an encrypted artifact cannot go to ref.
+func ErrSinkCannotCarry(ref Reference) error {
+	return fmt.Errorf("%s cannot carry encrypted layers (a Docker image archive has no media type or annotations for them, so the keys would be dropped and the ciphertext labelled as plain layers): write to oci:, oci-archive: or docker:// instead: %w", ref, spec.ErrUnsupported)
+}
+
+// refuseEncrypted fails when any layer of a (any image of an index) is
+// encrypted. It reads manifests only.
+func refuseEncrypted(ref Reference, a Artifact) error {
+	var imgs []v1.Image
+	if a.Image != nil {
+		imgs = append(imgs, a.Image)
+	} else {
+		im, err := a.Index.IndexManifest()
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", ref, err)
+		}
+		for _, d := range im.Manifests {
+			if !d.MediaType.IsImage() {
+				continue
+			}
+			img, err := a.Index.Image(d.Digest)
+			if err != nil {
+				return fmt.Errorf("writing %s: %w", ref, err)
+			}
+			imgs = append(imgs, img)
+		}
+	}
+	for _, img := range imgs {
+		m, err := img.Manifest()
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", ref, err)
+		}
+		for _, l := range m.Layers {
+			if strings.HasSuffix(string(l.MediaType), spec.EncryptedSuffix) {
+				return ErrSinkCannotCarry(ref)
+			}
+		}
+	}
+	return nil
 }

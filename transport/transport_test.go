@@ -442,3 +442,48 @@ func TestArchiveEscapeIsIntegrityError(t *testing.T) {
 		}
 	}
 }
+
+// Write itself (not only the CLI) refuses an encrypted image for a sink that
+// cannot carry it, before creating anything; carriers accept it.
+func TestWriteRefusesEncryptedWhereItCannotCarry(t *testing.T) {
+	t.Parallel()
+	plain, err := random.Layer(512, "application/vnd.oci.image.layer.v1.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	encl, err := random.Layer(512, "application/vnd.oci.image.layer.v1.tar+gzip+encrypted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, plain, encl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ref     string
+		carries bool
+	}{
+		{"oci:%s/lay:v1", true},
+		{"oci-archive:%s/a.tar", true},
+		{"docker-archive:%s/d.tar", false},
+	} {
+		dir := t.TempDir()
+		r := mustParse(t, strings.ReplaceAll(tc.ref, "%s", dir))
+		if got := r.CarriesEncryption(); got != tc.carries {
+			t.Errorf("%s: CarriesEncryption() = %v, want %v", r, got, tc.carries)
+		}
+		err := Write(context.Background(), r, Artifact{Image: img})
+		if tc.carries {
+			if err != nil {
+				t.Errorf("%s: %v", r, err)
+			}
+			continue
+		}
+		if !errors.Is(err, spec.ErrUnsupported) {
+			t.Errorf("%s: err = %v, want ErrUnsupported", r, err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%s: refused write left %s", r, ents[0].Name())
+		}
+	}
+}

@@ -36,7 +36,7 @@ pkcs7 needs the certificate too), provider:NAME (OCICRYPT_KEYPROVIDER_CONFIG).`,
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.Decrypt)
+			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.Decrypt, false)
 		},
 	}
 	reg.AddFlags(cmd.Flags())

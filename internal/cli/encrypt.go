@@ -51,7 +51,7 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...), imagecrypt.WithTrustedSource(trustSrc))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.EncryptFor(wrappers...))
+			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.EncryptFor(wrappers...), true)
 		},
 	}
 	reg.AddFlags(cmd.Flags())
@@ -91,7 +91,7 @@ func newRekeyCmd() *cobra.Command {
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...))
+			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...), true)
 		},
 	}
 	reg.AddFlags(cmd.Flags())

@@ -92,8 +92,9 @@ func (f *keyFlags) wrappers(ctx context.Context) ([]keywrap.Wrapper, error) {
 }
 
 // imageJob reads SRC, transforms it and writes DST (imagecrypt.Copy),
-// with a layer counter on a terminal.
-func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, t imagecrypt.Transform) error {
+// with a layer counter on a terminal. encrypts: the output holds encrypted
+// layers, so a sink that cannot carry them is refused before any work.
+func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, t imagecrypt.Transform, encrypts bool) error {
 	sref, err := transport.Parse(src)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, ErrUsage)
@@ -101,6 +102,9 @@ func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []im
 	dref, err := transport.Parse(dst)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, ErrUsage)
+	}
+	if encrypts && !dref.CarriesEncryption() {
+		return transport.ErrSinkCannotCarry(dref)
 	}
 	p := newProgress(cmd.ErrOrStderr())
 	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(), append(opts, imagecrypt.WithProgress(p.layerDone))...)
