@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 
@@ -173,10 +174,6 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err != nil {
 		return d, nil, false, err
 	}
-	want, err := v1.NewHash(p.Digest)
-	if err != nil {
-		return d, nil, false, fmt.Errorf("wrapped options name an invalid digest: %w", spec.ErrIntegrity)
-	}
 	rc, err := OpenBlob(l, d)
 	if err != nil {
 		return d, nil, false, err
@@ -195,13 +192,14 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err := f.Close(); err != nil {
 		return d, nil, false, fmt.Errorf("staging layer: %w", err)
 	}
-	if hex.EncodeToString(opened.Digest[:]) != want.Hex {
-		return d, nil, false, fmt.Errorf("decrypted blob does not match the digest in its wrapped options: %w", spec.ErrIntegrity)
+	staged := f.Name()
+	if _, err := VerifyPlainDigest(ctx, mt, p.Digest, opened.Digest, diffID, func() (io.ReadCloser, error) { return os.Open(staged) }); err != nil {
+		return d, nil, false, err
 	}
 	nd := v1.Descriptor{
 		MediaType:    types.MediaType(mt),
 		Size:         opened.Size,
-		Digest:       want,
+		Digest:       v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(opened.Digest[:])},
 		URLs:         d.URLs,
 		ArtifactType: d.ArtifactType,
 		Annotations:  plainAnnotations(d.Annotations),
