@@ -171,11 +171,9 @@ func containsEntity(el openpgp.EntityList, e *openpgp.Entity) bool {
 // certificates without any private key is an error.
 func ParseKeys(ctx context.Context, specs []string, env Env) ([]keywrap.Unwrapper, error) {
 	var (
-		jweKeys, pkcs7Keys []crypto.PrivateKey
-		certs              []*x509.Certificate
-		pgpKeys            openpgp.EntityList
-		providers          []keywrap.Unwrapper
-		prov               providerEnv
+		ms        []*keys.Material
+		providers []keywrap.Unwrapper
+		prov      providerEnv
 	)
 	for _, s := range specs {
 		if err := ctx.Err(); err != nil {
@@ -197,6 +195,29 @@ func ParseKeys(ctx context.Context, specs []string, env Env) ([]keywrap.Unwrappe
 		if err != nil {
 			return nil, err
 		}
+		ms = append(ms, m)
+	}
+	out, err := Unwrappers(ms, providers...)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 && len(specs) > 0 {
+		return nil, fmt.Errorf("no private key among the --key arguments (certificates alone cannot decrypt): %w", spec.ErrNoKey)
+	}
+	return out, nil
+}
+
+// Unwrappers turns parsed key material into unwrappers in the order jwe,
+// pkcs7, pgp, then the given providers. One key may serve several schemes
+// (an RSA key opens jwe and pkcs7 entries); certificates supply what pkcs7
+// needs. A private key that opens no scheme is an error.
+func Unwrappers(ms []*keys.Material, providers ...keywrap.Unwrapper) ([]keywrap.Unwrapper, error) {
+	var (
+		jweKeys, pkcs7Keys []crypto.PrivateKey
+		certs              []*x509.Certificate
+		pgpKeys            openpgp.EntityList
+	)
+	for _, m := range ms {
 		if m.Private != nil {
 			used := false
 			if jwe.CanUse(m.Private) {
@@ -237,11 +258,7 @@ func ParseKeys(ctx context.Context, specs []string, env Env) ([]keywrap.Unwrappe
 		}
 		out = append(out, u)
 	}
-	out = append(out, providers...)
-	if len(out) == 0 && len(specs) > 0 {
-		return nil, fmt.Errorf("no private key among the --key arguments (certificates alone cannot decrypt): %w", spec.ErrNoKey)
-	}
-	return out, nil
+	return append(out, providers...), nil
 }
 
 // loadKey reads the key file and its password as the spec says. Compatible
