@@ -44,6 +44,7 @@ func NewRoot() *cobra.Command {
 		newAgentCmd(),
 		newKeyproviderCmd(),
 		newTPMCmd(),
+		newCtdDecoderCmd(),
 	)
 	return root
 }

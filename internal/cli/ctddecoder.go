@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/runtime/ctddecoder"
+)
+
+func newCtdDecoderCmd() *cobra.Command {
+	var (
+		keyDirs        []string
+		containerdRoot string
+		spoolDir       string
+	)
+	cmd := &cobra.Command{
+		Use:   "ctd-decoder [--decryption-keys-path DIR]",
+		Short: "containerd stream processor decrypting ocicrypt layers (drop-in for imgcrypt's ctd-decoder)",
+		Long: `Run by containerd as a stream processor: the encrypted layer on stdin, the
+decrypted layer on stdout, errors on stderr with a non-zero exit. Nothing is
+written before the whole layer is authenticated (HMAC and the digest in its
+wrapped options): the ciphertext is spooled to an unlinked temp file first.
+Keys: the payload on fd 3 (ctr-enc, CRI node key model), the private keys in
+--decryption-keys-path, and the key providers of OCICRYPT_KEYPROVIDER_CONFIG.
+Without a payload (plain ctr images import|pull) the layer's descriptor is
+found in containerd's content store under --containerd-root.
+The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts := []ctddecoder.Option{
+				ctddecoder.WithMediaType(os.Getenv(ctddecoder.MediaTypeEnv)),
+				ctddecoder.WithPayloadFile(os.NewFile(3, "payload")),
+				ctddecoder.WithKeyProviderConfig(os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG")),
+				ctddecoder.WithContainerdRoot(containerdRoot),
+				ctddecoder.WithTempDir(spoolDir),
+			}
+			for _, d := range keyDirs {
+				opts = append(opts, ctddecoder.WithKeysPath(d))
+			}
+			_, err := ctddecoder.Decode(cmd.Context(), cmd.OutOrStdout(), cmd.InOrStdin(), opts...)
+			return err
+		},
+	}
+	cmd.Flags().StringArrayVar(&keyDirs, "decryption-keys-path", nil, "directory of private key files (node key model; repeatable)")
+	cmd.Flags().StringVar(&containerdRoot, "containerd-root", "/var/lib/containerd", `containerd's root directory, to find a layer's descriptor when containerd sends no payload ("" disables)`)
+	cmd.Flags().StringVar(&spoolDir, "spool-dir", "", "directory for the spooled ciphertext (default $TMPDIR or /tmp)")
+	return cmd
+}

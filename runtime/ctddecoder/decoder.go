@@ -1,0 +1,363 @@
+// Package ctddecoder is coffer's containerd stream processor, a drop-in for
+// imgcrypt's ctd-decoder: containerd pipes an encrypted layer to it and
+// unpacks what it writes back. Unlike the reference it emits nothing that is
+// not authenticated: the ciphertext is spooled to an unlinked temp file while
+// it is hashed; the HMAC and the digest inside the wrapped options are
+// checked; only then is the plaintext decrypted again from the spool and
+// written out. Memory stays bounded (a few MiB) whatever the layer size.
+//
+// Keys come from the payload containerd passes on fd 3 (ctr-enc, CRI's node
+// key model), from a node key directory, and from the key providers of an
+// ocicrypt keyprovider config. When containerd sends no payload (plain
+// `ctr images import|pull`), the layer's descriptor is found in containerd's
+// content store by the digest of what arrived on stdin.
+package ctddecoder
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/layercrypt"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// MediaTypeEnv is the environment variable in which containerd names the
+// media type of the stream it pipes to a processor.
+const MediaTypeEnv = "STREAM_PROCESSOR_MEDIATYPE"
+
+// Option configures Decode.
+type Option func(*options) error
+
+type options struct {
+	mediaType      string
+	payload        []byte
+	keyDirs        []string
+	providerConfig string
+	containerdRoot string
+	tempDir        string
+	extra          []keywrap.Unwrapper
+}
+
+// WithMediaType is the media type of the input (containerd's
+// STREAM_PROCESSOR_MEDIATYPE); required, must be an encrypted layer type.
+func WithMediaType(mt string) Option { return func(o *options) error { o.mediaType = mt; return nil } }
+
+// WithPayload is the raw fd-3 payload (nil or empty: none).
+func WithPayload(b []byte) Option { return func(o *options) error { o.payload = b; return nil } }
+
+// WithPayloadFile reads the payload from f (containerd's fd 3) when f is a
+// pipe or a regular file; anything else (the descriptor closed, as when
+// containerd sends no payload, or reused by the Go runtime) means none.
+func WithPayloadFile(f *os.File) Option {
+	return func(o *options) error {
+		if f == nil {
+			return nil
+		}
+		st, err := f.Stat()
+		if err != nil || (st.Mode()&os.ModeNamedPipe == 0 && !st.Mode().IsRegular()) {
+			return nil
+		}
+		b, err := io.ReadAll(io.LimitReader(f, MaxPayload+1))
+		if err != nil {
+			return fmt.Errorf("reading the payload on fd 3: %w", err)
+		}
+		o.payload = b
+		return nil
+	}
+}
+
+// WithKeysPath adds a node key directory: every private key file directly
+// in it, in lexical order (--decryption-keys-path). Repeatable.
+func WithKeysPath(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("empty decryption keys path")
+		}
+		o.keyDirs = append(o.keyDirs, dir)
+		return nil
+	}
+}
+
+// WithKeyProviderConfig is the ocicrypt keyprovider config file
+// (OCICRYPT_KEYPROVIDER_CONFIG); every provider in it is asked for entries
+// of its own scheme only. Default none.
+func WithKeyProviderConfig(path string) Option {
+	return func(o *options) error { o.providerConfig = path; return nil }
+}
+
+// WithContainerdRoot is containerd's root directory, where a layer's
+// descriptor is looked up when no payload names it. Default none (then a
+// payload with the descriptor is required).
+func WithContainerdRoot(dir string) Option {
+	return func(o *options) error { o.containerdRoot = dir; return nil }
+}
+
+// WithTempDir is where the ciphertext is spooled (an unlinked file: nothing
+// is left behind, even on a crash). Default os.TempDir().
+func WithTempDir(dir string) Option { return func(o *options) error { o.tempDir = dir; return nil } }
+
+// WithUnwrappers adds unwrappers (tried after the other key sources).
+func WithUnwrappers(u ...keywrap.Unwrapper) Option {
+	return func(o *options) error { o.extra = append(o.extra, u...); return nil }
+}
+
+// Result describes a decoded layer.
+type Result struct {
+	// Size is the number of plaintext bytes written.
+	Size int64
+	// Match says what the wrapped digest named (see imagecrypt.DigestMatch).
+	Match imagecrypt.DigestMatch
+	// Descriptor says where the layer's descriptor came from: "payload" or
+	// "content store".
+	Descriptor string
+}
+
+// Decode reads an encrypted layer from src and writes the decrypted layer
+// (still compressed as it was) to dst. Nothing is written to dst before the
+// whole layer has been read and authenticated; on any error dst has received
+// nothing. Errors wrap spec sentinels: ErrNoKey (no key opens the layer),
+// ErrIntegrity (HMAC, digest or payload mismatch), ErrUnsupported.
+func Decode(ctx context.Context, dst io.Writer, src io.Reader, opts ...Option) (Result, error) {
+	var o options
+	for _, f := range opts {
+		if err := f(&o); err != nil {
+			return Result{}, err
+		}
+	}
+	if !spec.IsEncrypted(o.mediaType) {
+		return Result{}, fmt.Errorf("input media type %q (%s) is not an encrypted OCI layer type: %w", printable(o.mediaType), MediaTypeEnv, spec.ErrUnsupported)
+	}
+	plainMT, _ := spec.DecryptedMediaType(o.mediaType)
+	payload, err := ParsePayload(o.payload)
+	if err != nil {
+		return Result{}, err
+	}
+	unw, skipped, err := o.unwrappers(payload)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(unw) == 0 {
+		return Result{}, fmt.Errorf("%w%s: %w", errNoKeySource, skippedNote(skipped), spec.ErrNoKey)
+	}
+	d := decoder{o: &o, unw: unw, skipped: skipped, plainMT: plainMT}
+	defer d.close()
+	return d.run(ctx, dst, src, payload)
+}
+
+type decoder struct {
+	o       *options
+	unw     []keywrap.Unwrapper
+	skipped []string
+	plainMT string
+	spool   *os.File
+}
+
+func (d *decoder) close() {
+	if d.spool != nil {
+		d.spool.Close()
+	}
+}
+
+func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload *Payload) (Result, error) {
+	spool, err := os.CreateTemp(d.o.tempDir, ".coffer-ctd-decoder-")
+	if err != nil {
+		return Result{}, fmt.Errorf("spooling the layer: %w", err)
+	}
+	d.spool = spool
+	// Unlinked at once: only this process can reach the bytes, and a crash
+	// leaves nothing behind.
+	os.Remove(spool.Name())
+
+	var (
+		res    Result
+		k      layercrypt.Key
+		p      spec.PrivateOptions
+		opened layercrypt.Opened
+		diffID v1.Hash
+		sum    [32]byte
+	)
+	defer func() { clear(k.Sym[:]); clear(p.SymKey) }()
+	h := sha256.New()
+	if payload != nil && payload.Descriptor != nil && hasKeys(payload.Descriptor) {
+		// The descriptor is known up front: unwrap first, then spool,
+		// hash and authenticate in one pass.
+		res.Descriptor = "payload"
+		desc := *payload.Descriptor
+		if p, err = d.unwrap(ctx, []found{{desc: desc}}); err != nil {
+			return Result{}, err
+		}
+		if k, err = layercrypt.KeyFromOptions(p); err != nil {
+			return Result{}, err
+		}
+		pub, err := spec.DecodePublic(desc.Annotations[spec.AnnotationPubOpts])
+		if err != nil {
+			return Result{}, err
+		}
+		opened, err = layercrypt.Decrypt(ctx, io.Discard, io.TeeReader(src, io.MultiWriter(spool, h)), k, pub.HMAC)
+		if err != nil {
+			return Result{}, err
+		}
+		h.Sum(sum[:0])
+		if desc.Digest.Hex != "" && (desc.Digest.Algorithm != "sha256" || desc.Digest.Hex != hex.EncodeToString(sum[:])) {
+			return Result{}, fmt.Errorf("the layer on stdin is sha256:%x, the payload's descriptor says %s: %w", sum, desc.Digest, spec.ErrIntegrity)
+		}
+	} else {
+		// No descriptor: spool and hash, find the descriptor by digest in
+		// containerd's content store, then authenticate from the spool.
+		res.Descriptor = "content store"
+		if _, err := io.Copy(io.MultiWriter(spool, h), ctxReader{ctx, src}); err != nil {
+			return Result{}, fmt.Errorf("reading the layer from stdin: %w", err)
+		}
+		h.Sum(sum[:0])
+		if d.o.containerdRoot == "" {
+			return Result{}, fmt.Errorf("containerd sent no payload naming the layer and no --containerd-root is given to look it up: %w", spec.ErrNotFound)
+		}
+		dg := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+		cands, err := lookupLayer(ctx, d.o.containerdRoot, dg)
+		if err != nil {
+			return Result{}, err
+		}
+		if len(cands) == 0 {
+			return Result{}, fmt.Errorf("no manifest in containerd's content store (%s) names layer %s, and containerd sent no payload: %w", d.o.containerdRoot, dg, spec.ErrNotFound)
+		}
+		var used found
+		if p, used, err = d.unwrapFound(ctx, cands); err != nil {
+			return Result{}, err
+		}
+		diffID = used.diffID
+		if k, err = layercrypt.KeyFromOptions(p); err != nil {
+			return Result{}, err
+		}
+		pub, err := spec.DecodePublic(used.desc.Annotations[spec.AnnotationPubOpts])
+		if err != nil {
+			return Result{}, err
+		}
+		if opened, err = layercrypt.Decrypt(ctx, io.Discard, d.section(), k, pub.HMAC); err != nil {
+			return Result{}, err
+		}
+	}
+	// The HMAC holds. Now the digest inside the wrapped options.
+	if want := p.Digest; diffID == (v1.Hash{}) && d.o.containerdRoot != "" && want != "sha256:"+hex.EncodeToString(opened.Digest[:]) {
+		// Only a recompressing writer needs the config's diffID: look it up.
+		if cands, err := lookupLayer(ctx, d.o.containerdRoot, v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}); err == nil && len(cands) > 0 {
+			diffID = cands[0].diffID
+		}
+	}
+	match, err := imagecrypt.VerifyPlainDigest(ctx, d.plainMT, p.Digest, opened.Digest, diffID, func() (io.ReadCloser, error) {
+		return io.NopCloser(d.plain(k)), nil
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	res.Match = match
+	// Authenticated: emit.
+	n, err := io.CopyBuffer(dst, ctxReader{ctx, d.plain(k)}, make([]byte, 1<<20))
+	if err != nil {
+		return Result{}, fmt.Errorf("writing the decrypted layer: %w", err)
+	}
+	if n != opened.Size {
+		return Result{}, fmt.Errorf("spooled layer changed size (%d, was %d): %w", n, opened.Size, spec.ErrIntegrity)
+	}
+	res.Size = n
+	return res, nil
+}
+
+// section reads the spool from its start.
+func (d *decoder) section() io.Reader { return io.NewSectionReader(d.spool, 0, 1<<62) }
+
+// plain decrypts the spool from its start (AES-256-CTR, the nonce as IV).
+func (d *decoder) plain(k layercrypt.Key) io.Reader {
+	b, err := aes.NewCipher(k.Sym[:])
+	if err != nil {
+		panic(err) // 32-byte key: cannot fail
+	}
+	return cipher.StreamReader{S: cipher.NewCTR(b, k.Nonce[:]), R: d.section()}
+}
+
+func hasKeys(d *v1.Descriptor) bool {
+	for a := range d.Annotations {
+		if strings.HasPrefix(a, spec.AnnotationKeyPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decoder) unwrap(ctx context.Context, cands []found) (spec.PrivateOptions, error) {
+	p, _, err := d.unwrapFound(ctx, cands)
+	return p, err
+}
+
+// unwrapFound tries every key on every candidate descriptor.
+func (d *decoder) unwrapFound(ctx context.Context, cands []found) (spec.PrivateOptions, found, error) {
+	var errs []error
+	schemes := map[string]bool{}
+	for _, c := range cands {
+		entries, err := spec.KeyAnnotations(c.desc.Annotations)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for s := range entries {
+			schemes[s] = true
+		}
+		for _, u := range d.unw {
+			for _, e := range entries[u.Scheme()] {
+				b, err := u.Unwrap(ctx, e)
+				if err != nil {
+					if !errors.Is(err, spec.ErrNoKey) || strings.HasPrefix(u.Scheme(), "provider.") {
+						errs = append(errs, err)
+					}
+					continue
+				}
+				p, err := spec.UnmarshalPrivate(b)
+				clear(b)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				return p, c, nil
+			}
+		}
+	}
+	var names []string
+	for s := range schemes {
+		names = append(names, s)
+	}
+	msg := fmt.Sprintf("none of the node's keys opens this layer (its recipients use %s)%s", strings.Join(names, ", "), skippedNote(d.skipped))
+	if len(errs) > 0 {
+		return spec.PrivateOptions{}, found{}, fmt.Errorf("%s: %w: %w", msg, errors.Join(errs...), spec.ErrNoKey)
+	}
+	return spec.PrivateOptions{}, found{}, fmt.Errorf("%s: %w", msg, spec.ErrNoKey)
+}
+
+func skippedNote(skipped []string) string {
+	if len(skipped) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (skipped %d unusable key file(s): %s)", len(skipped), strings.Join(skipped, "; "))
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
