@@ -58,16 +58,27 @@ func WithMediaType(mt string) Option { return func(o *options) error { o.mediaTy
 func WithPayload(b []byte) Option { return func(o *options) error { o.payload = b; return nil } }
 
 // WithPayloadFile reads the payload from f (containerd's fd 3) when f is a
-// pipe or a regular file; anything else (the descriptor closed, as when
-// containerd sends no payload, or reused by the Go runtime) means none.
+// pipe (containerd's) or a regular file outside /proc and /sys (a test's).
+// Anything else means no payload: when containerd sends none, fd 3 is free
+// at exec and the Go runtime itself takes it (Go 1.25+ keeps the cgroup CPU
+// quota file open there), so reading it blindly would parse that file.
 func WithPayloadFile(f *os.File) Option {
 	return func(o *options) error {
 		if f == nil {
 			return nil
 		}
 		st, err := f.Stat()
-		if err != nil || (st.Mode()&os.ModeNamedPipe == 0 && !st.Mode().IsRegular()) {
+		if err != nil {
 			return nil
+		}
+		if st.Mode()&os.ModeNamedPipe == 0 {
+			if !st.Mode().IsRegular() {
+				return nil
+			}
+			p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+			if err != nil || strings.HasPrefix(p, "/sys/") || strings.HasPrefix(p, "/proc/") {
+				return nil
+			}
 		}
 		b, err := io.ReadAll(io.LimitReader(f, MaxPayload+1))
 		if err != nil {

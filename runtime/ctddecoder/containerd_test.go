@@ -1,0 +1,217 @@
+package ctddecoder_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/keywrap/recipients"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBuilds()
+	os.Exit(code)
+}
+
+// stanzas is the stream-processor config runtime install writes, pointing
+// at the test's coffer binary.
+func stanzas(coffer, keys, root string) string {
+	var b strings.Builder
+	for _, c := range []struct{ id, in, out string }{
+		{"io.containerd.ocicrypt.decoder.v1.tar.gzip", "application/vnd.oci.image.layer.v1.tar+gzip+encrypted", "application/vnd.oci.image.layer.v1.tar+gzip"},
+		{"io.containerd.ocicrypt.decoder.v1.tar.zstd", "application/vnd.oci.image.layer.v1.tar+zstd+encrypted", "application/vnd.oci.image.layer.v1.tar+zstd"},
+		{"io.containerd.ocicrypt.decoder.v1.tar", "application/vnd.oci.image.layer.v1.tar+encrypted", "application/vnd.oci.image.layer.v1.tar"},
+	} {
+		fmt.Fprintf(&b, "[stream_processors.%q]\n  accepts = [%q]\n  returns = %q\n  path = %q\n  args = [\"ctd-decoder\", \"--decryption-keys-path\", %q, \"--containerd-root\", %q]\n",
+			c.id, c.in, c.out, coffer, keys, root)
+	}
+	return b.String()
+}
+
+type node struct {
+	*testutil.Containerd
+	keys string // node key directory
+}
+
+func startNode(t *testing.T) node {
+	t.Helper()
+	coffer := testutil.BuildCoffer(t)
+	keys := t.TempDir()
+	c := testutil.StartContainerd(t, func(root string) string { return stanzas(coffer, keys, root) })
+	return node{c, keys}
+}
+
+func ecKey(t *testing.T, dir, name string) (pubPath string) {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	if dir != "" {
+		os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	pubPath = filepath.Join(t.TempDir(), name+".pub")
+	os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+	return pubPath
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// ociArchive writes an OCI image archive tagged v1 from a raw manifest and
+// its blobs (config and layers), byte for byte as given.
+func ociArchive(t *testing.T, manifest []byte, blobs ...[]byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "img.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	put := func(name string, b []byte) {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
+		tw.Write(b)
+	}
+	md, _, _ := v1.SHA256(bytes.NewReader(manifest))
+	put("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	put("index.json", []byte(fmt.Sprintf(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}`, md, len(manifest))))
+	put("blobs/sha256/"+md.Hex, manifest)
+	for _, b := range blobs {
+		h, _, _ := v1.SHA256(bytes.NewReader(b))
+		put("blobs/sha256/"+h.Hex, b)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// encrypted encrypts the selected layers of img for pub.
+func encrypted(t *testing.T, img v1.Image, pub string, layers ...int) v1.Image {
+	t.Helper()
+	ctx := context.Background()
+	w, err := recipients.ParseRecipients(ctx, []string{"jwe:" + pub}, recipients.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := imagecrypt.Encrypt(ctx, imagecrypt.Artifact{Image: img}, w, imagecrypt.WithLayers(layers...), imagecrypt.WithTempDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Close() })
+	return res.Artifact.Image
+}
+
+// archive serializes img; tamper, when set, flips one byte in the middle of
+// the last layer's blob and fixes the manifest's digest for it, so only the
+// layer's HMAC can notice.
+func archive(t *testing.T, img v1.Image, tamper bool) string {
+	t.Helper()
+	raw, _ := img.RawManifest()
+	cfg, _ := img.RawConfigFile()
+	ls, _ := img.Layers()
+	blobs := [][]byte{cfg}
+	for _, l := range ls {
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		blobs = append(blobs, b)
+	}
+	if tamper {
+		last := bytes.Clone(blobs[len(blobs)-1])
+		old, _, _ := v1.SHA256(bytes.NewReader(last))
+		last[len(last)/2] ^= 0x01
+		nd, _, _ := v1.SHA256(bytes.NewReader(last))
+		raw = bytes.ReplaceAll(raw, []byte(old.String()), []byte(nd.String()))
+		blobs[len(blobs)-1] = last
+	}
+	return ociArchive(t, raw, blobs...)
+}
+
+func committed(t *testing.T, n node, ns string) int {
+	t.Helper()
+	out, err := n.Ctr(ctx(t), ns, "snapshots", "--snapshotter", "native", "ls")
+	if err != nil {
+		t.Fatalf("ctr snapshots ls: %v\n%s", err, out)
+	}
+	return strings.Count(out, "Committed")
+}
+
+// A stock containerd, configured with coffer's decoder as its stream
+// processor, imports (no payload: plain ctr) and runs encrypted images.
+func TestContainerdRunsCofferEncryptedImages(t *testing.T) {
+	n := startNode(t)
+	pub := ecKey(t, n.keys, "node.pem")
+	stranger := ecKey(t, "", "stranger.pem")
+	secret := func(name, comp string) testutil.Layer {
+		return testutil.Layer{Files: map[string][]byte{name: []byte("only in " + name + "\n")}, Compression: comp}
+	}
+	for i, tc := range []struct {
+		name      string
+		img       v1.Image
+		pub       string
+		layers    []int // encrypted layers (nil: all)
+		tamper    bool
+		cat       []string
+		wantErr   string // import fails with this
+		committed int    // snapshots committed after a failed import
+	}{
+		{name: "gzip layer", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: pub, layers: []int{-1}, cat: []string{"/a.txt"}},
+		{name: "zstd layer", img: testutil.BusyboxImage(t, secret("a.txt", "zstd")), pub: pub, layers: []int{-1}, cat: []string{"/a.txt"}},
+		{name: "multi-layer, every layer encrypted", img: testutil.BusyboxImage(t, secret("a.txt", ""), secret("b.txt", "zstd"), secret("c.txt", "gzip")), pub: pub, cat: []string{"/a.txt", "/b.txt", "/c.txt"}},
+		{name: "key missing", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: stranger, layers: []int{-1}, wantErr: "none of the node's keys opens this layer", committed: 1},
+		{name: "tampered layer", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: pub, layers: []int{-1}, tamper: true, wantErr: "HMAC mismatch", committed: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fmt.Sprintf("case%d", i)
+			arch := archive(t, encrypted(t, tc.img, tc.pub, tc.layers...), tc.tamper)
+			out, err := n.Ctr(ctx(t), ns, "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", arch)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(out, tc.wantErr) {
+					t.Fatalf("import: err = %v, want a failure saying %q:\n%s", err, tc.wantErr, out)
+				}
+				if got := committed(t, n, ns); got != tc.committed {
+					t.Errorf("%d snapshots committed after the failure, want %d (the plain layers)", got, tc.committed)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("import: %v\n%s", err, out)
+			}
+			out, err = n.Ctr(ctx(t), ns, append([]string{"run", "--rm", "--snapshotter", "native", "coffer.test/app:v1", "c" + ns, "/bin/busybox", "cat"}, tc.cat...)...)
+			if err != nil {
+				t.Fatalf("ctr run: %v\n%s", err, out)
+			}
+			var want string
+			for _, f := range tc.cat {
+				want += "only in " + strings.TrimPrefix(f, "/") + "\n"
+			}
+			if out != want {
+				t.Errorf("container printed %q, want %q", out, want)
+			}
+		})
+	}
+}
