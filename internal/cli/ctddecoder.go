@@ -13,6 +13,9 @@ func newCtdDecoderCmd() *cobra.Command {
 		keyDirs        []string
 		containerdRoot string
 		spoolDir       string
+		perNamespace   bool
+		address        string
+		snapshotters   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "ctd-decoder [--decryption-keys-path DIR]",
@@ -25,6 +28,8 @@ Keys: the payload on fd 3 (ctr-enc, CRI node key model), the private keys in
 --decryption-keys-path, and the key providers of OCICRYPT_KEYPROVIDER_CONFIG.
 Without a payload (plain ctr images import|pull) the layer's descriptor is
 found in containerd's content store under --containerd-root.
+--per-namespace-keys: keys of KEYS_PATH/<namespace>/ serve only the containerd
+namespace that is extracting the layer (files directly in KEYS_PATH serve all).
 The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,12 +43,18 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 			for _, d := range keyDirs {
 				opts = append(opts, ctddecoder.WithKeysPath(d))
 			}
+			if perNamespace {
+				opts = append(opts, ctddecoder.WithPerNamespaceKeys(address, snapshotters...))
+			}
 			_, err := ctddecoder.Decode(cmd.Context(), cmd.OutOrStdout(), cmd.InOrStdin(), opts...)
 			return err
 		},
 	}
 	cmd.Flags().StringArrayVar(&keyDirs, "decryption-keys-path", nil, "directory of private key files (node key model; repeatable)")
 	cmd.Flags().StringVar(&containerdRoot, "containerd-root", "/var/lib/containerd", `containerd's root directory, to find a layer's descriptor when containerd sends no payload ("" disables)`)
+	cmd.Flags().BoolVar(&perNamespace, "per-namespace-keys", false, "per-tenant keys: also use KEYS_PATH/<namespace>/ of the containerd namespace extracting the layer (asked from --containerd-address)")
+	cmd.Flags().StringVar(&address, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket, asked which namespace extracts a layer (--per-namespace-keys)")
+	cmd.Flags().StringArrayVar(&snapshotters, "snapshotter", nil, "snapshotter to search for the extraction (--per-namespace-keys; repeatable; default overlayfs and native)")
 	cmd.Flags().StringVar(&spoolDir, "spool-dir", "", "directory for the spooled ciphertext (default $TMPDIR or /tmp)")
 	return cmd
 }

@@ -32,15 +32,18 @@ func TestMain(m *testing.M) {
 
 // stanzas is the stream-processor config runtime install writes, pointing
 // at the test's coffer binary.
-func stanzas(coffer, keys, root string) string {
+func stanzas(coffer, keys, root string, extraArgs ...string) string {
 	var b strings.Builder
 	for _, c := range []struct{ id, in, out string }{
 		{"io.containerd.ocicrypt.decoder.v1.tar.gzip", "application/vnd.oci.image.layer.v1.tar+gzip+encrypted", "application/vnd.oci.image.layer.v1.tar+gzip"},
 		{"io.containerd.ocicrypt.decoder.v1.tar.zstd", "application/vnd.oci.image.layer.v1.tar+zstd+encrypted", "application/vnd.oci.image.layer.v1.tar+zstd"},
 		{"io.containerd.ocicrypt.decoder.v1.tar", "application/vnd.oci.image.layer.v1.tar+encrypted", "application/vnd.oci.image.layer.v1.tar"},
 	} {
-		fmt.Fprintf(&b, "[stream_processors.%q]\n  accepts = [%q]\n  returns = %q\n  path = %q\n  args = [\"ctd-decoder\", \"--decryption-keys-path\", %q, \"--containerd-root\", %q]\n",
-			c.id, c.in, c.out, coffer, keys, root)
+		args := fmt.Sprintf("%q, %q, %q, %q, %q", "ctd-decoder", "--decryption-keys-path", keys, "--containerd-root", root)
+		for _, a := range extraArgs {
+			args += fmt.Sprintf(", %q", a)
+		}
+		fmt.Fprintf(&b, "[stream_processors.%q]\n  accepts = [%q]\n  returns = %q\n  path = %q\n  args = [%s]\n", c.id, c.in, c.out, coffer, args)
 	}
 	return b.String()
 }
@@ -50,11 +53,16 @@ type node struct {
 	keys string // node key directory
 }
 
-func startNode(t *testing.T) node {
+func startNode(t *testing.T, perNamespace bool) node {
 	t.Helper()
 	coffer := testutil.BuildCoffer(t)
 	keys := t.TempDir()
-	c := testutil.StartContainerd(t, func(root string) string { return stanzas(coffer, keys, root) })
+	c := testutil.StartContainerd(t, func(root string) string {
+		if perNamespace {
+			return stanzas(coffer, keys, root, "--per-namespace-keys", "--containerd-address", filepath.Join(filepath.Dir(root), "c.sock"), "--snapshotter", "native")
+		}
+		return stanzas(coffer, keys, root)
+	})
 	return node{c, keys}
 }
 
@@ -163,7 +171,7 @@ func committed(t *testing.T, n node, ns string) int {
 // A stock containerd, configured with coffer's decoder as its stream
 // processor, imports (no payload: plain ctr) and runs encrypted images.
 func TestContainerdRunsCofferEncryptedImages(t *testing.T) {
-	n := startNode(t)
+	n := startNode(t, false)
 	pub := ecKey(t, n.keys, "node.pem")
 	stranger := ecKey(t, "", "stranger.pem")
 	secret := func(name, comp string) testutil.Layer {
@@ -213,5 +221,46 @@ func TestContainerdRunsCofferEncryptedImages(t *testing.T) {
 				t.Errorf("container printed %q, want %q", out, want)
 			}
 		})
+	}
+}
+
+// Per-tenant keys: each containerd namespace opens only images encrypted
+// for the keys in its own directory, on one node and one containerd.
+func TestContainerdPerNamespaceKeys(t *testing.T) {
+	n := startNode(t, true)
+	for _, ns := range []string{"tenant-a", "tenant-b"} {
+		os.Mkdir(filepath.Join(n.keys, ns), 0o700)
+	}
+	pubA := ecKey(t, filepath.Join(n.keys, "tenant-a"), "a.pem")
+	pubB := ecKey(t, filepath.Join(n.keys, "tenant-b"), "b.pem")
+	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte("tenant secret\n")}, Compression: "gzip"})
+	archA := archive(t, encrypted(t, img, pubA, -1), false)
+	// B's secret differs: the same plaintext layer, once unpacked in a
+	// namespace, is not unpacked there again, whoever encrypted it.
+	imgB := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte("tenant B secret\n")}, Compression: "gzip"})
+	archB := archive(t, encrypted(t, imgB, pubB, -1), false)
+	for _, tc := range []struct {
+		ns, arch, wantErr string
+	}{
+		{"tenant-a", archA, ""},
+		{"tenant-b", archA, "none of the node's keys opens this layer"},
+		{"tenant-b", archB, ""},
+		{"tenant-c", archA, "no key directory"},
+		{"tenant-a", archB, "none of the node's keys opens this layer"},
+	} {
+		out, err := n.Ctr(ctx(t), tc.ns, "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", tc.arch)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(out, tc.wantErr) {
+				t.Errorf("%s importing %s: err = %v, want %q:\n%s", tc.ns, filepath.Base(filepath.Dir(tc.arch)), err, tc.wantErr, out)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: import: %v\n%s", tc.ns, err, out)
+		}
+		out, err = n.Ctr(ctx(t), tc.ns, "run", "--rm", "--snapshotter", "native", "coffer.test/app:v1", "c-"+tc.ns, "/bin/busybox", "cat", "/secret.txt")
+		if want := map[string]string{"tenant-a": "tenant secret\n", "tenant-b": "tenant B secret\n"}[tc.ns]; err != nil || out != want {
+			t.Errorf("%s: ctr run: %v, printed %q", tc.ns, err, out)
+		}
 	}
 }

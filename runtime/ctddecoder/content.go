@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/runtime/tenant"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -24,8 +25,9 @@ const maxManifest = 4 << 20
 // found is a layer descriptor met in a manifest of containerd's content
 // store, with the diffID its image config gives that layer (zero if none).
 type found struct {
-	desc   v1.Descriptor
-	diffID v1.Hash
+	desc    v1.Descriptor
+	diffID  v1.Hash
+	chainID string // the layer's chain ID, "" if the config does not give it
 }
 
 // lookupLayer finds the descriptors of the layer whose (encrypted) blob
@@ -71,6 +73,7 @@ func lookupLayer(ctx context.Context, root string, dg v1.Hash) ([]found, error) 
 				var cfg v1.ConfigFile
 				if json.Unmarshal(cb, &cfg) == nil && i < len(cfg.RootFS.DiffIDs) {
 					f.diffID = cfg.RootFS.DiffIDs[i]
+					f.chainID = tenant.ChainIDs(cfg.RootFS.DiffIDs[:i+1])[i]
 				}
 			}
 			out = append(out, f)

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -30,6 +31,7 @@ import (
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/layercrypt"
+	"github.com/coffer-dev/coffer/runtime/tenant"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -48,6 +50,9 @@ type options struct {
 	containerdRoot string
 	tempDir        string
 	extra          []keywrap.Unwrapper
+	perNamespace   bool
+	address        string
+	snapshotters   []string
 }
 
 // WithMediaType is the media type of the input (containerd's
@@ -115,6 +120,28 @@ func WithContainerdRoot(dir string) Option {
 	return func(o *options) error { o.containerdRoot = dir; return nil }
 }
 
+// WithPerNamespaceKeys turns on per-tenant keys: the decoder asks the
+// containerd at address (its socket) which namespace is extracting the
+// layer (see package tenant) and adds the keys in <keys path>/<namespace>/
+// of every WithKeysPath directory; files directly in a keys path stay
+// shared by every namespace. A layer no namespace (or several at once) is
+// extracting fails with spec.ErrPolicyDenied. snapshotters are searched
+// for the extraction (default overlayfs and native). Needs
+// WithContainerdRoot, to learn the layer's chain ID.
+func WithPerNamespaceKeys(address string, snapshotters ...string) Option {
+	return func(o *options) error {
+		if address == "" {
+			return errors.New("per-namespace keys need containerd's socket address")
+		}
+		o.perNamespace, o.address = true, address
+		o.snapshotters = snapshotters
+		if len(o.snapshotters) == 0 {
+			o.snapshotters = []string{"overlayfs", "native"}
+		}
+		return nil
+	}
+}
+
 // WithTempDir is where the ciphertext is spooled (an unlinked file: nothing
 // is left behind, even on a crash). Default os.TempDir().
 func WithTempDir(dir string) Option { return func(o *options) error { o.tempDir = dir; return nil } }
@@ -133,6 +160,9 @@ type Result struct {
 	// Descriptor says where the layer's descriptor came from: "payload" or
 	// "content store".
 	Descriptor string
+	// Namespace is the containerd namespace whose keys were used (with
+	// per-namespace keys).
+	Namespace string
 }
 
 // Decode reads an encrypted layer from src and writes the decrypted layer
@@ -155,24 +185,84 @@ func Decode(ctx context.Context, dst io.Writer, src io.Reader, opts ...Option) (
 	if err != nil {
 		return Result{}, err
 	}
-	unw, skipped, err := o.unwrappers(payload)
-	if err != nil {
-		return Result{}, err
+	if o.perNamespace && o.containerdRoot == "" {
+		return Result{}, errors.New("per-namespace keys need containerd's root directory (--containerd-root)")
 	}
-	if len(unw) == 0 {
-		return Result{}, fmt.Errorf("%w%s: %w", errNoKeySource, skippedNote(skipped), spec.ErrNoKey)
-	}
-	d := decoder{o: &o, unw: unw, skipped: skipped, plainMT: plainMT}
+	d := decoder{o: &o, payload: payload, plainMT: plainMT}
 	defer d.close()
+	if !o.perNamespace {
+		// Fail before reading the layer when no key can exist.
+		if err := d.keys(ctx, v1.Hash{}); err != nil {
+			return Result{}, err
+		}
+	}
 	return d.run(ctx, dst, src, payload)
 }
 
 type decoder struct {
-	o       *options
-	unw     []keywrap.Unwrapper
-	skipped []string
-	plainMT string
-	spool   *os.File
+	o         *options
+	payload   *Payload
+	unw       []keywrap.Unwrapper
+	skipped   []string
+	plainMT   string
+	spool     *os.File
+	namespace string
+}
+
+// keys sets d.unw: every shared key source and, with per-namespace keys,
+// those of the namespace extracting the layer with digest dg.
+func (d *decoder) keys(ctx context.Context, dg v1.Hash) error {
+	if d.unw != nil {
+		return nil
+	}
+	var nsDirs []string
+	if d.o.perNamespace {
+		ns, err := d.requester(ctx, dg)
+		if err != nil {
+			return err
+		}
+		d.namespace = ns
+		for _, k := range d.o.keyDirs {
+			nsDirs = append(nsDirs, filepath.Join(k, ns))
+		}
+	}
+	unw, skipped, err := d.o.unwrappers(d.payload, nsDirs...)
+	if err != nil {
+		return err
+	}
+	if len(unw) == 0 {
+		return fmt.Errorf("%w%s: %w", errNoKeySource, skippedNote(skipped), spec.ErrNoKey)
+	}
+	d.unw, d.skipped = unw, skipped
+	return nil
+}
+
+// requester is the one containerd namespace extracting layer dg now.
+func (d *decoder) requester(ctx context.Context, dg v1.Hash) (string, error) {
+	cands, err := lookupLayer(ctx, d.o.containerdRoot, dg)
+	if err != nil {
+		return "", err
+	}
+	var chains []string
+	for _, c := range cands {
+		if c.chainID != "" {
+			chains = append(chains, c.chainID)
+		}
+	}
+	if len(chains) == 0 {
+		return "", fmt.Errorf("per-namespace keys: no image config in containerd's content store gives layer %s a chain ID: %w", dg, spec.ErrNotFound)
+	}
+	nss, err := tenant.Requesters(ctx, d.o.address, d.o.snapshotters, chains)
+	if err != nil {
+		return "", fmt.Errorf("per-namespace keys: %w", err)
+	}
+	switch len(nss) {
+	case 0:
+		return "", fmt.Errorf("per-namespace keys: no containerd namespace is extracting layer %s: %w", dg, spec.ErrPolicyDenied)
+	case 1:
+		return nss[0], nil
+	}
+	return "", fmt.Errorf("per-namespace keys: namespaces %s are extracting layer %s at the same time and their keys must not be mixed: retry: %w", strings.Join(nss, ", "), dg, spec.ErrPolicyDenied)
 }
 
 func (d *decoder) close() {
@@ -206,6 +296,9 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 		// hash and authenticate in one pass.
 		res.Descriptor = "payload"
 		desc := *payload.Descriptor
+		if err := d.keys(ctx, desc.Digest); err != nil {
+			return Result{}, err
+		}
 		if p, err = d.unwrap(ctx, []found{{desc: desc}}); err != nil {
 			return Result{}, err
 		}
@@ -242,6 +335,9 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 		}
 		if len(cands) == 0 {
 			return Result{}, fmt.Errorf("no manifest in containerd's content store (%s) names layer %s, and containerd sent no payload: %w", d.o.containerdRoot, dg, spec.ErrNotFound)
+		}
+		if err := d.keys(ctx, dg); err != nil {
+			return Result{}, err
 		}
 		var used found
 		if p, used, err = d.unwrapFound(ctx, cands); err != nil {
@@ -282,6 +378,7 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 		return Result{}, fmt.Errorf("spooled layer changed size (%d, was %d): %w", n, opened.Size, spec.ErrIntegrity)
 	}
 	res.Size = n
+	res.Namespace = d.namespace
 	return res, nil
 }
 

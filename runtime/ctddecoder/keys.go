@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -125,15 +126,19 @@ func providerUnwrappers(path string) ([]keywrap.Unwrapper, error) {
 
 // unwrappers gathers every key source: the payload's keys, the node's key
 // directory, the configured key providers, then extra.
-func (o *options) unwrappers(p *Payload) ([]keywrap.Unwrapper, []string, error) {
+func (o *options) unwrappers(p *Payload, nsDirs ...string) ([]keywrap.Unwrapper, []string, error) {
 	var ms []*keys.Material
 	pm, skipped, err := payloadMaterial(p)
 	if err != nil {
 		return nil, nil, err
 	}
 	ms = append(ms, pm...)
-	for _, dir := range o.keyDirs {
+	for i, dir := range append(slices.Clone(o.keyDirs), nsDirs...) {
 		dm, s, err := dirMaterial(dir)
+		if i >= len(o.keyDirs) && errors.Is(err, fs.ErrNotExist) {
+			skipped = append(skipped, "no key directory "+dir+" for this namespace")
+			continue
+		}
 		if err != nil {
 			return nil, nil, err
 		}
