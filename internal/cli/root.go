@@ -45,6 +45,7 @@ func NewRoot() *cobra.Command {
 		newKeyproviderCmd(),
 		newTPMCmd(),
 		newCtdDecoderCmd(),
+		newRuntimeCmd(),
 	)
 	return root
 }

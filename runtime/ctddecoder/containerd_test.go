@@ -22,30 +22,13 @@ import (
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
+	"github.com/coffer-dev/coffer/runtime/nodecfg"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testutil.RemoveBuilds()
 	os.Exit(code)
-}
-
-// stanzas is the stream-processor config runtime install writes, pointing
-// at the test's coffer binary.
-func stanzas(coffer, keys, root string, extraArgs ...string) string {
-	var b strings.Builder
-	for _, c := range []struct{ id, in, out string }{
-		{"io.containerd.ocicrypt.decoder.v1.tar.gzip", "application/vnd.oci.image.layer.v1.tar+gzip+encrypted", "application/vnd.oci.image.layer.v1.tar+gzip"},
-		{"io.containerd.ocicrypt.decoder.v1.tar.zstd", "application/vnd.oci.image.layer.v1.tar+zstd+encrypted", "application/vnd.oci.image.layer.v1.tar+zstd"},
-		{"io.containerd.ocicrypt.decoder.v1.tar", "application/vnd.oci.image.layer.v1.tar+encrypted", "application/vnd.oci.image.layer.v1.tar"},
-	} {
-		args := fmt.Sprintf("%q, %q, %q, %q, %q", "ctd-decoder", "--decryption-keys-path", keys, "--containerd-root", root)
-		for _, a := range extraArgs {
-			args += fmt.Sprintf(", %q", a)
-		}
-		fmt.Fprintf(&b, "[stream_processors.%q]\n  accepts = [%q]\n  returns = %q\n  path = %q\n  args = [%s]\n", c.id, c.in, c.out, coffer, args)
-	}
-	return b.String()
 }
 
 type node struct {
@@ -57,11 +40,14 @@ func startNode(t *testing.T, perNamespace bool) node {
 	t.Helper()
 	coffer := testutil.BuildCoffer(t)
 	keys := t.TempDir()
+	// The stanza `coffer runtime install containerd` writes.
 	c := testutil.StartContainerd(t, func(root string) string {
-		if perNamespace {
-			return stanzas(coffer, keys, root, "--per-namespace-keys", "--containerd-address", filepath.Join(filepath.Dir(root), "c.sock"), "--snapshotter", "native")
+		s, err := nodecfg.Install{Coffer: coffer, KeysPath: keys, ContainerdRoot: root,
+			PerNamespace: perNamespace, Socket: filepath.Join(filepath.Dir(root), "c.sock")}.Stanza()
+		if err != nil {
+			t.Fatal(err)
 		}
-		return stanzas(coffer, keys, root)
+		return s
 	})
 	return node{c, keys}
 }

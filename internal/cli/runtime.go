@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/runtime/nodecfg"
+)
+
+func newRuntimeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "runtime",
+		Short: "Check or set up a container runtime (containerd, CRI-O) to run encrypted images",
+	}
+	cmd.AddCommand(newRuntimeCheckCmd(), newRuntimeInstallCmd())
+	return cmd
+}
+
+func newRuntimeCheckCmd() *cobra.Command {
+	var containerd, crio string
+	cmd := &cobra.Command{
+		Use:   "check [--containerd-config FILE] [--crio-config FILE]",
+		Short: "Explain, one line each, what would stop encrypted images from running",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var opts []nodecfg.CheckOption
+			if containerd == "" && crio == "" {
+				containerd = nodecfg.DefaultContainerdConfig
+			}
+			if containerd != "" {
+				opts = append(opts, nodecfg.WithContainerdConfig(containerd))
+			}
+			if crio != "" {
+				opts = append(opts, nodecfg.WithCRIOConfig(crio))
+			}
+			problems, err := nodecfg.Check(cmd.Context(), opts...)
+			if err != nil {
+				return err
+			}
+			for _, p := range problems {
+				fmt.Fprintln(cmd.OutOrStdout(), p)
+			}
+			if len(problems) > 0 {
+				return fmt.Errorf("%d problem(s) found", len(problems))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "ok: encrypted images can be decrypted with this configuration")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&containerd, "containerd-config", "", "containerd config.toml (default "+nodecfg.DefaultContainerdConfig+" when no other config is given)")
+	cmd.Flags().StringVar(&crio, "crio-config", "", "CRI-O crio.conf (its decryption_keys_path)")
+	return cmd
+}
+
+func newRuntimeInstallCmd() *cobra.Command {
+	var (
+		config string
+		in     nodecfg.Install
+	)
+	cmd := &cobra.Command{
+		Use:   "install containerd [--keys-path DIR]",
+		Short: "Write coffer's ctd-decoder stream processors into containerd's config (idempotent)",
+		Long: `Add (or update) coffer's stream-processor stanza in containerd's config.toml;
+every other byte of the file is kept. Stream processors that decrypt the same
+media types (imgcrypt's ctd-decoder) are replaced. Creates the key directory
+(0700). Restart containerd afterwards.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"containerd"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "containerd" {
+				return fmt.Errorf("runtime %q: only containerd is installed this way (CRI-O and podman read decryption_keys_path / --decryption-key): %w", args[0], ErrUsage)
+			}
+			if in.Coffer == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				if in.Coffer, err = filepath.EvalSymlinks(exe); err != nil {
+					return err
+				}
+			}
+			changed, err := nodecfg.InstallContainerd(config, in)
+			if err != nil {
+				return err
+			}
+			if !changed {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s already runs %s ctd-decoder: nothing to do\n", config, in.Coffer)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote coffer's stream processors to %s; restart containerd (systemctl restart containerd)\n", config)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&config, "config", nodecfg.DefaultContainerdConfig, "containerd config file")
+	f.StringVar(&in.KeysPath, "keys-path", nodecfg.DefaultKeysPath, "node key directory (private keys; <namespace>/ subdirectories with --per-namespace-keys)")
+	f.StringVar(&in.Coffer, "coffer", "", "absolute path of the coffer binary containerd runs (default: this binary)")
+	f.StringVar(&in.ContainerdRoot, "containerd-root", nodecfg.DefaultContainerdRoot, "containerd's root directory")
+	f.StringVar(&in.KeyProviderConfig, "keyprovider-config", "", "ocicrypt keyprovider config for the decoder (OCICRYPT_KEYPROVIDER_CONFIG), e.g. coffer agent's")
+	f.BoolVar(&in.PerNamespace, "per-namespace-keys", false, "per-tenant keys: KEYS_PATH/<containerd namespace>/")
+	f.StringVar(&in.Socket, "containerd-address", nodecfg.DefaultContainerdSocket, "containerd's socket (for --per-namespace-keys)")
+	return cmd
+}

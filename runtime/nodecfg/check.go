@@ -1,0 +1,317 @@
+package nodecfg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/coffer-dev/coffer/keywrap/keyprovider"
+	"github.com/coffer-dev/coffer/keywrap/keys"
+)
+
+// CheckOption configures Check.
+type CheckOption func(*checkOptions)
+
+type checkOptions struct {
+	containerd, crio string
+	dialTimeout      time.Duration
+}
+
+// WithContainerdConfig checks the containerd config.toml at path.
+func WithContainerdConfig(path string) CheckOption {
+	return func(o *checkOptions) { o.containerd = path }
+}
+
+// WithCRIOConfig checks CRI-O's crio.conf at path (its decryption_keys_path).
+func WithCRIOConfig(path string) CheckOption { return func(o *checkOptions) { o.crio = path } }
+
+// WithDialTimeout bounds each key-provider reachability probe. Default 2 s.
+func WithDialTimeout(d time.Duration) CheckOption { return func(o *checkOptions) { o.dialTimeout = d } }
+
+// Check reports, one line each, what would stop the configured runtimes
+// from running encrypted images: missing or wrong stream processors, a
+// decoder that is not executable, key directories that are missing,
+// unreadable, world-accessible or hold no key, key providers that cannot
+// be reached. No problems: an empty list.
+func Check(ctx context.Context, opts ...CheckOption) ([]string, error) {
+	o := checkOptions{dialTimeout: 2 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.containerd == "" && o.crio == "" {
+		return nil, errors.New("nothing to check: give a containerd config and/or a CRI-O config")
+	}
+	var c checker
+	c.o = o
+	if o.containerd != "" {
+		c.containerd(ctx, o.containerd)
+	}
+	if o.crio != "" {
+		c.crio(o.crio)
+	}
+	return c.problems, nil
+}
+
+type checker struct {
+	o        checkOptions
+	problems []string
+}
+
+// add records a problem once (the three decoders usually share a binary,
+// keys and providers).
+func (c *checker) add(format string, args ...any) {
+	if p := fmt.Sprintf(format, args...); !slices.Contains(c.problems, p) {
+		c.problems = append(c.problems, p)
+	}
+}
+
+func (c *checker) containerd(ctx context.Context, path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		c.add("%s: %v (run `coffer runtime install containerd`)", path, unwrapPath(err))
+		return
+	}
+	var cfg containerdConfig
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		c.add("%s: not valid TOML: %v", path, err)
+		return
+	}
+	if cfg.Version < 2 {
+		c.add("%s: config version %d: containerd reads [stream_processors] only from version 2 on", path, cfg.Version)
+	}
+	root := cfg.Root
+	if root == "" {
+		root = DefaultContainerdRoot
+	}
+	ids := slices.Sorted(func(yield func(string) bool) {
+		for id := range cfg.StreamProcessors {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+	for _, p := range Processors {
+		var accepting []string
+		for _, id := range ids {
+			if slices.Contains(cfg.StreamProcessors[id].Accepts, p.Accepts) {
+				accepting = append(accepting, id)
+			}
+		}
+		switch len(accepting) {
+		case 0:
+			c.add("%s: no stream processor accepts %s: containerd cannot unpack such layers (missing [stream_processors.%q])", path, p.Accepts, p.ID)
+			continue
+		case 1:
+		default:
+			c.add("%s: stream processors %s all accept %s: containerd picks one of them", path, strings.Join(accepting, ", "), p.Accepts)
+		}
+		if got := cfg.StreamProcessors[accepting[0]].Returns; got != p.Returns {
+			c.add("%s: stream processor %q returns %q for %s, want %q", path, accepting[0], got, p.Accepts, p.Returns)
+		}
+	}
+	for _, id := range ids {
+		sp := cfg.StreamProcessors[id]
+		if !conflicts(id, sp) {
+			continue
+		}
+		c.decoder(ctx, path, id, sp, root)
+	}
+}
+
+// decoder checks one decrypting stream processor: its binary, and for
+// coffer's decoder its keys, content-store root and key providers.
+func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProcessor, root string) {
+	where := cfgPath + ": decoder"
+	bin, err := exec.LookPath(sp.Path)
+	if err != nil {
+		c.add("%s: decoder %q is not an executable file (%v)", where, sp.Path, unwrapPath(err))
+	} else if !filepath.IsAbs(sp.Path) {
+		c.add("%s: decoder %q is found through PATH (%s here); containerd's PATH may differ: give the absolute path", where, sp.Path, bin)
+	}
+	var (
+		keyDirs     []string
+		ctdRoot     string
+		perNS       bool
+		hasProvider bool
+	)
+	for i := 0; i < len(sp.Args); i++ {
+		a := sp.Args[i]
+		name, val, hasVal := strings.Cut(a, "=")
+		next := func() string {
+			if hasVal {
+				return val
+			}
+			if i+1 < len(sp.Args) {
+				i++
+				return sp.Args[i]
+			}
+			return ""
+		}
+		switch name {
+		case "--decryption-keys-path":
+			keyDirs = append(keyDirs, next())
+		case "--containerd-root":
+			ctdRoot = next()
+		case "--per-namespace-keys":
+			perNS = true
+		}
+	}
+	for _, e := range sp.Env {
+		if v, ok := strings.CutPrefix(e, "OCICRYPT_KEYPROVIDER_CONFIG="); ok {
+			hasProvider = true
+			c.providers(ctx, where, v)
+		}
+	}
+	isCoffer := slices.Contains(sp.Args, "ctd-decoder")
+	if isCoffer && ctdRoot != "" && filepath.Clean(ctdRoot) != filepath.Clean(root) {
+		c.add("%s: --containerd-root %s is not containerd's root %s: layers pulled without a payload (plain ctr, CRI) will not be found", where, ctdRoot, root)
+	}
+	if len(keyDirs) == 0 && !hasProvider {
+		c.add("%s: no --decryption-keys-path and no OCICRYPT_KEYPROVIDER_CONFIG: only clients sending keys in the payload (ctr-enc) can decrypt", where)
+	}
+	for _, d := range keyDirs {
+		c.keyDir(where, d, perNS, !hasProvider && !perNS)
+	}
+}
+
+// keyDir checks a key directory: present, readable, not accessible to
+// everyone, keys not world-readable, and (needKey) at least one key.
+func (c *checker) keyDir(where, dir string, perNS, needKey bool) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		c.add("%s: key directory %s: %v", where, dir, unwrapPath(err))
+		return
+	}
+	if !st.IsDir() {
+		c.add("%s: key directory %s is not a directory", where, dir)
+		return
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		c.add("%s: key directory %s is accessible to every user (mode %04o): chmod 700 it", where, dir, st.Mode().Perm())
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		c.add("%s: key directory %s is not readable: %v", where, dir, unwrapPath(err))
+		return
+	}
+	usable := 0
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fst, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if fst.IsDir() && perNS {
+			c.keyDir(where, p, false, false)
+			continue
+		}
+		if !fst.Mode().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if fst.Mode().Perm()&0o004 != 0 {
+			c.add("%s: key file %s is world-readable (mode %04o): chmod 600 it", where, p, fst.Mode().Perm())
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			c.add("%s: key file %s is not readable: %v", where, p, unwrapPath(err))
+			continue
+		}
+		m, err := keys.ParseMaterial(p, data, nil)
+		clear(data)
+		if err != nil {
+			c.add("%s: %v (the decoder skips it)", where, err)
+			continue
+		}
+		if m.Private != nil || len(m.OpenPGP) > 0 {
+			usable++
+		}
+	}
+	if needKey && usable == 0 {
+		c.add("%s: key directory %s holds no private key: nothing can be decrypted", where, dir)
+	}
+}
+
+// providers checks an ocicrypt keyprovider config and that each provider
+// can be reached (a command exists; a gRPC address accepts connections).
+func (c *checker) providers(ctx context.Context, where, path string) {
+	cfg, err := keyprovider.LoadConfig(path)
+	if err != nil {
+		c.add("%s: OCICRYPT_KEYPROVIDER_CONFIG %s: %v", where, path, err)
+		return
+	}
+	for _, name := range cfg.Names() {
+		p, _ := cfg.Provider(name)
+		switch {
+		case p.Command != nil:
+			if _, err := exec.LookPath(p.Command.Path); err != nil {
+				c.add("%s: key provider %q: command %s is not executable (%v)", where, name, p.Command.Path, unwrapPath(err))
+			}
+		case p.GRPC != "":
+			network, addr := "tcp", p.GRPC
+			if a, ok := strings.CutPrefix(addr, "unix://"); ok {
+				network, addr = "unix", a
+			}
+			d := net.Dialer{Timeout: c.o.dialTimeout}
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				c.add("%s: key provider %q at %s is unreachable: %v", where, name, p.GRPC, err)
+				continue
+			}
+			conn.Close()
+		}
+	}
+}
+
+// crio checks CRI-O's decryption_keys_path ([crio.runtime] in older
+// releases, [crio.image] in newer; default /etc/crio/keys).
+func (c *checker) crio(path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		c.add("%s: %v", path, unwrapPath(err))
+		return
+	}
+	var cfg struct {
+		Crio struct {
+			Runtime struct {
+				Keys string `toml:"decryption_keys_path"`
+			} `toml:"runtime"`
+			Image struct {
+				Keys string `toml:"decryption_keys_path"`
+			} `toml:"image"`
+		} `toml:"crio"`
+	}
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		c.add("%s: not valid TOML: %v", path, err)
+		return
+	}
+	dir := cmpOr(cfg.Crio.Image.Keys, cfg.Crio.Runtime.Keys, "/etc/crio/keys")
+	c.keyDir(path+": decryption_keys_path", dir, false, true)
+}
+
+func cmpOr(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// unwrapPath drops the *PathError wrapping (the caller names the path).
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
