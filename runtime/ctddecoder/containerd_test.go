@@ -21,6 +21,7 @@ import (
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 	"github.com/coffer-dev/coffer/runtime/nodecfg"
 )
@@ -38,12 +39,17 @@ type node struct {
 
 func startNode(t *testing.T, perNamespace bool) node {
 	t.Helper()
+	return startNodeWith(t, nodecfg.Install{PerNamespace: perNamespace})
+}
+
+func startNodeWith(t *testing.T, in nodecfg.Install) node {
+	t.Helper()
 	coffer := testutil.BuildCoffer(t)
 	keys := t.TempDir()
 	// The stanza `coffer runtime install containerd` writes.
 	c := testutil.StartContainerd(t, func(root string) string {
-		s, err := nodecfg.Install{Coffer: coffer, KeysPath: keys, ContainerdRoot: root,
-			PerNamespace: perNamespace, Socket: filepath.Join(filepath.Dir(root), "c.sock")}.Stanza()
+		in.Coffer, in.KeysPath, in.ContainerdRoot, in.Socket = coffer, keys, root, filepath.Join(filepath.Dir(root), "c.sock")
+		s, err := in.Stanza()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,11 +106,15 @@ func ociArchive(t *testing.T, manifest []byte, blobs ...[]byte) string {
 	return p
 }
 
-// encrypted encrypts the selected layers of img for pub.
+// encrypted encrypts the selected layers of img for pub (a public key file,
+// or a full recipient such as provider:…).
 func encrypted(t *testing.T, img v1.Image, pub string, layers ...int) v1.Image {
 	t.Helper()
 	ctx := context.Background()
-	w, err := recipients.ParseRecipients(ctx, []string{"jwe:" + pub}, recipients.Env{})
+	if !strings.Contains(pub, ":") {
+		pub = "jwe:" + pub
+	}
+	w, err := recipients.ParseRecipients(ctx, []string{pub}, recipients.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +186,7 @@ func TestContainerdRunsCofferEncryptedImages(t *testing.T) {
 		{name: "gzip layer", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: pub, layers: []int{-1}, cat: []string{"/a.txt"}},
 		{name: "zstd layer", img: testutil.BusyboxImage(t, secret("a.txt", "zstd")), pub: pub, layers: []int{-1}, cat: []string{"/a.txt"}},
 		{name: "multi-layer, every layer encrypted", img: testutil.BusyboxImage(t, secret("a.txt", ""), secret("b.txt", "zstd"), secret("c.txt", "gzip")), pub: pub, cat: []string{"/a.txt", "/b.txt", "/c.txt"}},
-		{name: "key missing", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: stranger, layers: []int{-1}, wantErr: "none of the node's keys opens this layer", committed: 1},
+		{name: "key missing", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: stranger, layers: []int{-1}, wantErr: "no key available to the decoder opens this layer", committed: 1},
 		{name: "tampered layer", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: pub, layers: []int{-1}, tamper: true, wantErr: "HMAC mismatch", committed: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -229,10 +239,10 @@ func TestContainerdPerNamespaceKeys(t *testing.T) {
 		ns, arch, wantErr string
 	}{
 		{"tenant-a", archA, ""},
-		{"tenant-b", archA, "none of the node's keys opens this layer"},
+		{"tenant-b", archA, "no key available to the decoder opens this layer"},
 		{"tenant-b", archB, ""},
 		{"tenant-c", archA, "no key directory"},
-		{"tenant-a", archB, "none of the node's keys opens this layer"},
+		{"tenant-a", archB, "no key available to the decoder opens this layer"},
 	} {
 		out, err := n.Ctr(ctx(t), tc.ns, "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", tc.arch)
 		if tc.wantErr != "" {
@@ -249,4 +259,41 @@ func TestContainerdPerNamespaceKeys(t *testing.T) {
 			t.Errorf("%s: ctr run: %v, printed %q", tc.ns, err, out)
 		}
 	}
+}
+
+// CoCo-style node: no key on the node; the decoder asks coffer's keyprovider
+// (OCICRYPT_KEYPROVIDER_CONFIG in the stanza's env), which attests to a key
+// broker and gets the layer KEK only while the broker's policy allows it.
+func TestContainerdKeyproviderThroughBroker(t *testing.T) {
+	b := kbstest.New(t)
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	b.SetResource(t, "default/image_key/app", kek)
+	b.AllowAll(t)
+	dir := t.TempDir()
+	kekFile := filepath.Join(dir, "kek")
+	os.WriteFile(kekFile, kek, 0o600)
+	kp := filepath.Join(dir, "ocicrypt_keyprovider.conf")
+	cfg := fmt.Sprintf(`{"key-providers":{"attestation-agent":{"cmd":{"path":%q,"args":["keyprovider","--kbs",%q,"--tee","sample"]}}}}`, testutil.BuildCoffer(t), b.URL)
+	os.WriteFile(kp, []byte(cfg), 0o600)
+	n := startNodeWith(t, nodecfg.Install{KeyProviderConfig: kp})
+	recipient := "provider:attestation-agent:keypath=" + kekFile + "::keyid=kbs:///default/image_key/app"
+	mk := func(s string) string {
+		img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte(s)}, Compression: "gzip"})
+		return archive(t, encrypted(t, img, recipient, -1), false)
+	}
+	out, err := n.Ctr(ctx(t), "default", "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", mk("released by the broker\n"))
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	out, err = n.Ctr(ctx(t), "default", "run", "--rm", "--snapshotter", "native", "coffer.test/app:v1", "c1", "/bin/busybox", "cat", "/secret.txt")
+	if err != nil || out != "released by the broker\n" {
+		t.Fatalf("ctr run: %v, %q", err, out)
+	}
+	b.DenyAll(t)
+	out, err = n.Ctr(ctx(t), "other", "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", mk("not released\n"))
+	if err == nil || !strings.Contains(out, "attestation-agent") {
+		t.Fatalf("import with the broker denying: err = %v:\n%s", err, out)
+	}
+	t.Logf("denied import: %s", strings.TrimSpace(out))
 }

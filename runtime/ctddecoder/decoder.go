@@ -444,7 +444,7 @@ func (d *decoder) unwrapFound(ctx context.Context, cands []found) (spec.PrivateO
 	for s := range schemes {
 		names = append(names, s)
 	}
-	msg := fmt.Sprintf("none of the node's keys opens this layer (its recipients use %s)%s", strings.Join(names, ", "), skippedNote(d.skipped))
+	msg := fmt.Sprintf("no key available to the decoder opens this layer (its recipients use %s)%s", strings.Join(names, ", "), skippedNote(d.skipped))
 	if len(errs) > 0 {
 		return spec.PrivateOptions{}, found{}, fmt.Errorf("%s: %w: %w", msg, errors.Join(errs...), spec.ErrNoKey)
 	}
