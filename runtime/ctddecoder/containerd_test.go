@@ -11,12 +11,16 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
@@ -24,6 +28,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 	"github.com/coffer-dev/coffer/runtime/nodecfg"
+	"github.com/coffer-dev/coffer/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -296,4 +301,64 @@ func TestContainerdKeyproviderThroughBroker(t *testing.T) {
 		t.Fatalf("import with the broker denying: err = %v:\n%s", err, out)
 	}
 	t.Logf("denied import: %s", strings.TrimSpace(out))
+}
+
+// Images other tools encrypted run too: skopeo (ocicrypt wraps the blob
+// digest) and skopeo recompressing gzip to zstd while encrypting (it wraps
+// the digest of the gzip blob that no longer exists: checked against the
+// image config's diffID found in containerd's content store).
+func TestContainerdRunsSkopeoEncryptedImages(t *testing.T) {
+	testutil.RequireTool(t, "skopeo")
+	n := startNode(t, false)
+	pub := ecKey(t, n.keys, "node.pem")
+	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte("encrypted by skopeo\n")}, Compression: "gzip"})
+	src := filepath.Join(t.TempDir(), "src")
+	ref, _ := transport.Parse("oci:" + src + ":v1")
+	if err := transport.Write(context.Background(), ref, transport.Artifact{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	for i, extra := range [][]string{nil, {"--dest-compress-format", "zstd"}} {
+		enc := filepath.Join(t.TempDir(), "enc")
+		args := append([]string{"copy", "-q", "--encryption-key", "jwe:" + pub}, extra...)
+		if out, err := exec.CommandContext(ctx(t), "skopeo", append(args, "oci:"+src+":v1", "oci:"+enc+":v1")...).CombinedOutput(); err != nil {
+			t.Fatalf("skopeo: %v\n%s", err, out)
+		}
+		eref, _ := transport.Parse("oci:" + enc + ":v1")
+		a, done, err := transport.Read(context.Background(), eref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arch := archive(t, a.Image, false)
+		done()
+		ns := fmt.Sprintf("skopeo%d", i)
+		if out, err := n.Ctr(ctx(t), ns, "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", arch); err != nil {
+			t.Fatalf("%v: import: %v\n%s", extra, err, out)
+		}
+		out, err := n.Ctr(ctx(t), ns, "run", "--rm", "--snapshotter", "native", "coffer.test/app:v1", "c"+ns, "/bin/busybox", "cat", "/secret.txt")
+		if err != nil || out != "encrypted by skopeo\n" {
+			t.Errorf("%v: ctr run: %v, %q", extra, err, out)
+		}
+	}
+}
+
+// ctr images pull from a registry (no payload either) unpacks through the
+// decoder too.
+func TestContainerdPullsFromRegistry(t *testing.T) {
+	n := startNode(t, false)
+	pub := ecKey(t, n.keys, "node.pem")
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte("pulled and decrypted\n")}, Compression: "zstd"})
+	ref, _ := transport.Parse("docker://" + host + "/app:enc")
+	if err := transport.Write(context.Background(), ref, transport.Artifact{Image: encrypted(t, img, pub)}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.Ctr(ctx(t), "default", "images", "pull", "--plain-http", "--snapshotter", "native", host+"/app:enc"); err != nil {
+		t.Fatalf("ctr images pull: %v\n%s", err, out)
+	}
+	out, err := n.Ctr(ctx(t), "default", "run", "--rm", "--snapshotter", "native", host+"/app:enc", "c1", "/bin/busybox", "cat", "/secret.txt")
+	if err != nil || out != "pulled and decrypted\n" {
+		t.Errorf("ctr run: %v, %q", err, out)
+	}
 }
