@@ -2,6 +2,8 @@ package cli
 
 import (
 	"os"
+	"os/exec"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +49,9 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 				opts = append(opts, ctddecoder.WithPerNamespaceKeys(address, snapshotters...))
 			}
 			_, err := ctddecoder.Decode(cmd.Context(), cmd.OutOrStdout(), cmd.InOrStdin(), opts...)
+			if err != nil {
+				holdStdout()
+			}
 			return err
 		},
 	}
@@ -57,4 +62,23 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 	cmd.Flags().StringArrayVar(&snapshotters, "snapshotter", nil, "snapshotter to search for the extraction (--per-namespace-keys; repeatable; default overlayfs and native)")
 	cmd.Flags().StringVar(&spoolDir, "spool-dir", "", "directory for the spooled ciphertext (default $TMPDIR or /tmp)")
 	return cmd
+}
+
+// holdStdout keeps our stdout pipe open a moment after we exit, in a
+// detached `sleep`. containerd 1.6 reads a processor's exit status in a
+// goroutine racing the end of its stdout: when the pipe closes first, it
+// checks an empty layer against the diffID and reports `wrong diff id
+// calculated on extraction "sha256:e3b0c442…"` instead of our error. With
+// the pipe held, the exit status (and our stderr) arrive first.
+func holdStdout() {
+	p, err := exec.LookPath("sleep")
+	if err != nil {
+		return
+	}
+	c := exec.Command(p, "0.3")
+	c.Stdout = os.Stdout
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if c.Start() == nil {
+		c.Process.Release()
+	}
 }
