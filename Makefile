@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/coffer
 
-.PHONY: build test demo bench bench-kbs fuzz vet attack
+.PHONY: build test demo bench bench-containerd bench-kbs fuzz vet attack
 
 # One static binary (no cgo), stamped with the version and commit.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -26,6 +26,10 @@ vet:
 # Throughput of coffer vs Debian skopeo on a generated 1 GiB single-layer image.
 bench: build
 	./scripts/bench.sh
+
+# Unpack through containerd: plain vs encrypted (coffer ctd-decoder), 1 GiB layer.
+bench-containerd: build
+	./scripts/bench-containerd.sh
 
 bench-kbs:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./kbs/server/

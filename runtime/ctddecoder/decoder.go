@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/keywrap"
@@ -63,7 +64,8 @@ func WithMediaType(mt string) Option { return func(o *options) error { o.mediaTy
 func WithPayload(b []byte) Option { return func(o *options) error { o.payload = b; return nil } }
 
 // WithPayloadFile reads the payload from f (containerd's fd 3) when f is a
-// pipe (containerd's) or a regular file outside /proc and /sys (a test's).
+// readable pipe (containerd's) or a readable regular file outside /proc and
+// /sys (a test's).
 // Anything else means no payload: when containerd sends none, fd 3 is free
 // at exec and the Go runtime itself takes it (Go 1.25+ keeps the cgroup CPU
 // quota file open there), so reading it blindly would parse that file.
@@ -74,6 +76,11 @@ func WithPayloadFile(f *os.File) Option {
 		}
 		st, err := f.Stat()
 		if err != nil {
+			return nil
+		}
+		// Not readable (a wrapper such as GNU time may hold its output
+		// file there): not a payload.
+		if fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); err != nil || fl&unix.O_ACCMODE == unix.O_WRONLY {
 			return nil
 		}
 		if st.Mode()&os.ModeNamedPipe == 0 {

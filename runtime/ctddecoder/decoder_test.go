@@ -39,7 +39,7 @@ type keyPair struct {
 	privPEM, pub  []byte
 }
 
-func newKeyPair(t *testing.T) keyPair {
+func newKeyPair(t testing.TB) keyPair {
 	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
@@ -55,7 +55,7 @@ func newKeyPair(t *testing.T) keyPair {
 	return kp
 }
 
-func (kp *keyPair) pubPath(t *testing.T) string {
+func (kp *keyPair) pubPath(t testing.TB) string {
 	if kp.pubFile == "" {
 		kp.pubFile = filepath.Join(t.TempDir(), "pub.pem")
 		os.WriteFile(kp.pubFile, kp.pub, 0o644)
@@ -93,7 +93,7 @@ func cofferLayer(t *testing.T, kp keyPair, content string) encLayer {
 	return layerOf(t, res.Artifact.Image, l)
 }
 
-func layerOf(t *testing.T, img v1.Image, plainLayer v1.Layer) encLayer {
+func layerOf(t testing.TB, img v1.Image, plainLayer v1.Layer) encLayer {
 	t.Helper()
 	var e encLayer
 	m, _ := img.Manifest()
@@ -113,7 +113,7 @@ func layerOf(t *testing.T, img v1.Image, plainLayer v1.Layer) encLayer {
 
 // containerdRoot writes a content store holding the image's manifest and
 // config (what `ctr images import` leaves behind).
-func containerdRoot(t *testing.T, e encLayer) string {
+func containerdRoot(t testing.TB, e encLayer) string {
 	t.Helper()
 	root := t.TempDir()
 	dir := filepath.Join(root, "io.containerd.content.v1.content", "blobs", "sha256")
