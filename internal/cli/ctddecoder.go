@@ -45,8 +45,11 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 			for _, d := range keyDirs {
 				opts = append(opts, ctddecoder.WithKeysPath(d))
 			}
+			if address != "" {
+				opts = append(opts, ctddecoder.WithContainerdAddress(address, snapshotters...))
+			}
 			if perNamespace {
-				opts = append(opts, ctddecoder.WithPerNamespaceKeys(address, snapshotters...))
+				opts = append(opts, ctddecoder.WithPerNamespaceKeys())
 			}
 			_, err := ctddecoder.Decode(cmd.Context(), cmd.OutOrStdout(), cmd.InOrStdin(), opts...)
 			if err != nil {
@@ -58,8 +61,8 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 	cmd.Flags().StringArrayVar(&keyDirs, "decryption-keys-path", nil, "directory of private key files (node key model; repeatable)")
 	cmd.Flags().StringVar(&containerdRoot, "containerd-root", "/var/lib/containerd", `containerd's root directory, to find a layer's descriptor when containerd sends no payload ("" disables)`)
 	cmd.Flags().BoolVar(&perNamespace, "per-namespace-keys", false, "per-tenant keys: also use KEYS_PATH/<namespace>/ of the containerd namespace extracting the layer (asked from --containerd-address)")
-	cmd.Flags().StringVar(&address, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket, asked which namespace extracts a layer (--per-namespace-keys)")
-	cmd.Flags().StringArrayVar(&snapshotters, "snapshotter", nil, "snapshotter to search for the extraction (--per-namespace-keys; repeatable; default overlayfs and native)")
+	cmd.Flags().StringVar(&address, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket, asked which layer is being extracted (saves a pass over the layer; needed by --per-namespace-keys; \"\" disables)")
+	cmd.Flags().StringArrayVar(&snapshotters, "snapshotter", nil, "snapshotter to search for the extraction (repeatable; default overlayfs and native)")
 	cmd.Flags().StringVar(&spoolDir, "spool-dir", "", "directory for the spooled ciphertext (default $TMPDIR or /tmp)")
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -38,6 +39,20 @@ type found struct {
 // the store, content-addressed: every blob used is re-hashed against its
 // name, so what is found is exactly what was pulled.
 func lookupLayer(ctx context.Context, root string, dg v1.Hash) ([]found, error) {
+	return scanStore(ctx, root, []byte(dg.String()), func(f found) bool { return f.desc.Digest == dg })
+}
+
+// layersByChain finds the layers of media type mt whose chain ID is one of
+// chains.
+func layersByChain(ctx context.Context, root, mt string, chains []string) ([]found, error) {
+	return scanStore(ctx, root, []byte(mt), func(f found) bool {
+		return string(f.desc.MediaType) == mt && f.chainID != "" && slices.Contains(chains, f.chainID)
+	})
+}
+
+// scanStore visits every layer of every manifest in the content store whose
+// bytes contain needle, keeping those keep accepts.
+func scanStore(ctx context.Context, root string, needle []byte, keep func(found) bool) ([]found, error) {
 	dir := filepath.Join(root, "io.containerd.content.v1.content", "blobs", "sha256")
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -46,7 +61,6 @@ func lookupLayer(ctx context.Context, root string, dg v1.Hash) ([]found, error) 
 	if err != nil {
 		return nil, fmt.Errorf("containerd content store: %w", err)
 	}
-	needle := []byte(dg.String())
 	var out []found
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
@@ -61,22 +75,28 @@ func lookupLayer(ctx context.Context, root string, dg v1.Hash) ([]found, error) 
 			continue
 		}
 		var m v1.Manifest
-		if json.Unmarshal(b, &m) != nil {
+		if json.Unmarshal(b, &m) != nil || len(m.Layers) == 0 {
 			continue
 		}
+		var diffIDs []v1.Hash
+		if cb, err := readBlob(dir, m.Config.Digest.Hex); err == nil {
+			var cfg v1.ConfigFile
+			if json.Unmarshal(cb, &cfg) == nil {
+				diffIDs = cfg.RootFS.DiffIDs
+			}
+		}
+		var chains []string
+		if len(diffIDs) == len(m.Layers) {
+			chains = tenant.ChainIDs(diffIDs)
+		}
 		for i, l := range m.Layers {
-			if l.Digest != dg {
-				continue
-			}
 			f := found{desc: l}
-			if cb, err := readBlob(dir, m.Config.Digest.Hex); err == nil {
-				var cfg v1.ConfigFile
-				if json.Unmarshal(cb, &cfg) == nil && i < len(cfg.RootFS.DiffIDs) {
-					f.diffID = cfg.RootFS.DiffIDs[i]
-					f.chainID = tenant.ChainIDs(cfg.RootFS.DiffIDs[:i+1])[i]
-				}
+			if chains != nil {
+				f.diffID, f.chainID = diffIDs[i], chains[i]
 			}
-			out = append(out, f)
+			if keep(f) {
+				out = append(out, f)
+			}
 		}
 	}
 	return out, nil

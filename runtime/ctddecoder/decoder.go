@@ -127,26 +127,32 @@ func WithContainerdRoot(dir string) Option {
 	return func(o *options) error { o.containerdRoot = dir; return nil }
 }
 
-// WithPerNamespaceKeys turns on per-tenant keys: the decoder asks the
-// containerd at address (its socket) which namespace is extracting the
-// layer (see package tenant) and adds the keys in <keys path>/<namespace>/
-// of every WithKeysPath directory; files directly in a keys path stay
-// shared by every namespace. A layer no namespace (or several at once) is
-// extracting fails with spec.ErrPolicyDenied. snapshotters are searched
-// for the extraction (default overlayfs and native). Needs
-// WithContainerdRoot, to learn the layer's chain ID.
-func WithPerNamespaceKeys(address string, snapshotters ...string) Option {
+// WithContainerdAddress is containerd's socket. The decoder asks it which
+// layers are being extracted (their active snapshots in the given
+// snapshotters, default overlayfs and native): with no payload, the layer's
+// descriptor is then known before the layer is read, and spooling and
+// authenticating take one pass instead of two. Per-namespace keys need it.
+// A socket that does not exist is ignored.
+func WithContainerdAddress(address string, snapshotters ...string) Option {
 	return func(o *options) error {
-		if address == "" {
-			return errors.New("per-namespace keys need containerd's socket address")
-		}
-		o.perNamespace, o.address = true, address
+		o.address = address
 		o.snapshotters = snapshotters
 		if len(o.snapshotters) == 0 {
 			o.snapshotters = []string{"overlayfs", "native"}
 		}
 		return nil
 	}
+}
+
+// WithPerNamespaceKeys turns on per-tenant keys: the decoder asks
+// containerd (WithContainerdAddress) which namespace is extracting the
+// layer (see package tenant) and adds the keys in <keys path>/<namespace>/
+// of every WithKeysPath directory; files directly in a keys path stay
+// shared by every namespace. A layer no namespace (or several at once) is
+// extracting fails with spec.ErrPolicyDenied. Needs WithContainerdRoot, to
+// learn the layer's chain ID.
+func WithPerNamespaceKeys() Option {
+	return func(o *options) error { o.perNamespace = true; return nil }
 }
 
 // WithTempDir is where the ciphertext is spooled (an unlinked file: nothing
@@ -192,8 +198,8 @@ func Decode(ctx context.Context, dst io.Writer, src io.Reader, opts ...Option) (
 	if err != nil {
 		return Result{}, err
 	}
-	if o.perNamespace && o.containerdRoot == "" {
-		return Result{}, errors.New("per-namespace keys need containerd's root directory (--containerd-root)")
+	if o.perNamespace && (o.containerdRoot == "" || o.address == "") {
+		return Result{}, errors.New("per-namespace keys need containerd's root directory and socket (--containerd-root, --containerd-address)")
 	}
 	d := decoder{o: &o, payload: payload, plainMT: plainMT}
 	defer d.close()
@@ -289,104 +295,188 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 	os.Remove(spool.Name())
 
 	var (
-		res    Result
-		k      layercrypt.Key
-		p      spec.PrivateOptions
-		opened layercrypt.Opened
-		diffID v1.Hash
-		sum    [32]byte
+		res Result
+		v   opened
 	)
-	defer func() { clear(k.Sym[:]); clear(p.SymKey) }()
-	h := sha256.New()
-	if payload != nil && payload.Descriptor != nil && hasKeys(payload.Descriptor) {
-		// The descriptor is known up front: unwrap first, then spool,
-		// hash and authenticate in one pass.
-		res.Descriptor = "payload"
-		desc := *payload.Descriptor
-		if err := d.keys(ctx, desc.Digest); err != nil {
-			return Result{}, err
+	defer func() { v.clear() }()
+	// Know the descriptor before reading, if we can: from the payload, or
+	// from the one layer containerd is extracting right now. Then spooling
+	// and authentication are one pass.
+	var known *found
+	switch {
+	case payload != nil && payload.Descriptor != nil && hasKeys(payload.Descriptor):
+		known, res.Descriptor = &found{desc: *payload.Descriptor}, "payload"
+	default:
+		if f, ok := d.predict(ctx); ok {
+			known, res.Descriptor = &f, "content store"
 		}
-		if p, err = d.unwrap(ctx, []found{{desc: desc}}); err != nil {
-			return Result{}, err
-		}
-		if k, err = layercrypt.KeyFromOptions(p); err != nil {
-			return Result{}, err
-		}
-		pub, err := spec.DecodePublic(desc.Annotations[spec.AnnotationPubOpts])
-		if err != nil {
-			return Result{}, err
-		}
-		opened, err = layercrypt.Decrypt(ctx, io.Discard, io.TeeReader(src, io.MultiWriter(spool, h)), k, pub.HMAC)
-		if err != nil {
-			return Result{}, err
-		}
-		h.Sum(sum[:0])
-		if desc.Digest.Hex != "" && (desc.Digest.Algorithm != "sha256" || desc.Digest.Hex != hex.EncodeToString(sum[:])) {
-			return Result{}, fmt.Errorf("the layer on stdin is sha256:%x, the payload's descriptor says %s: %w", sum, desc.Digest, spec.ErrIntegrity)
+	}
+	if known != nil {
+		v, err = d.openStreaming(ctx, src, *known)
+		if err != nil && res.Descriptor == "content store" && errors.Is(err, errSpooledMismatch) {
+			// A wrong guess (or a tampered layer): start over from the
+			// spool, by digest.
+			v.clear()
+			v, err = d.openSpooled(ctx, nil)
 		}
 	} else {
-		// No descriptor: spool and hash, find the descriptor by digest in
-		// containerd's content store, then authenticate from the spool.
 		res.Descriptor = "content store"
+		h := sha256.New()
 		if _, err := io.Copy(io.MultiWriter(spool, h), ctxReader{ctx, src}); err != nil {
 			return Result{}, fmt.Errorf("reading the layer from stdin: %w", err)
 		}
-		h.Sum(sum[:0])
-		if d.o.containerdRoot == "" {
-			return Result{}, fmt.Errorf("containerd sent no payload naming the layer and no --containerd-root is given to look it up: %w", spec.ErrNotFound)
-		}
-		dg := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
-		cands, err := lookupLayer(ctx, d.o.containerdRoot, dg)
-		if err != nil {
-			return Result{}, err
-		}
-		if len(cands) == 0 {
-			return Result{}, fmt.Errorf("no manifest in containerd's content store (%s) names layer %s, and containerd sent no payload: %w", d.o.containerdRoot, dg, spec.ErrNotFound)
-		}
-		if err := d.keys(ctx, dg); err != nil {
-			return Result{}, err
-		}
-		var used found
-		if p, used, err = d.unwrapFound(ctx, cands); err != nil {
-			return Result{}, err
-		}
-		diffID = used.diffID
-		if k, err = layercrypt.KeyFromOptions(p); err != nil {
-			return Result{}, err
-		}
-		pub, err := spec.DecodePublic(used.desc.Annotations[spec.AnnotationPubOpts])
-		if err != nil {
-			return Result{}, err
-		}
-		if opened, err = layercrypt.Decrypt(ctx, io.Discard, d.section(), k, pub.HMAC); err != nil {
-			return Result{}, err
-		}
+		v, err = d.openSpooled(ctx, h.Sum(nil))
+	}
+	if err != nil {
+		return Result{}, err
 	}
 	// The HMAC holds. Now the digest inside the wrapped options.
-	if want := p.Digest; diffID == (v1.Hash{}) && d.o.containerdRoot != "" && want != "sha256:"+hex.EncodeToString(opened.Digest[:]) {
-		// Only a recompressing writer needs the config's diffID: look it up.
-		if cands, err := lookupLayer(ctx, d.o.containerdRoot, v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}); err == nil && len(cands) > 0 {
+	diffID := v.used.diffID
+	if want := v.p.Digest; diffID == (v1.Hash{}) && d.o.containerdRoot != "" && want != "sha256:"+hex.EncodeToString(v.opened.Digest[:]) {
+		// Only some writers need the config's diffID: look it up.
+		if cands, err := lookupLayer(ctx, d.o.containerdRoot, d.spoolDigest(ctx)); err == nil && len(cands) > 0 {
 			diffID = cands[0].diffID
 		}
 	}
-	match, err := imagecrypt.VerifyPlainDigest(ctx, d.plainMT, p.Digest, opened.Digest, diffID, func() (io.ReadCloser, error) {
-		return io.NopCloser(d.plain(k)), nil
+	match, err := imagecrypt.VerifyPlainDigest(ctx, d.plainMT, v.p.Digest, v.opened.Digest, diffID, func() (io.ReadCloser, error) {
+		return io.NopCloser(d.plain(v.k)), nil
 	})
 	if err != nil {
 		return Result{}, err
 	}
 	res.Match = match
 	// Authenticated: emit.
-	n, err := io.CopyBuffer(dst, ctxReader{ctx, d.plain(k)}, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(dst, ctxReader{ctx, d.plain(v.k)}, make([]byte, 1<<20))
 	if err != nil {
 		return Result{}, fmt.Errorf("writing the decrypted layer: %w", err)
 	}
-	if n != opened.Size {
-		return Result{}, fmt.Errorf("spooled layer changed size (%d, was %d): %w", n, opened.Size, spec.ErrIntegrity)
+	if n != v.opened.Size {
+		return Result{}, fmt.Errorf("spooled layer changed size (%d, was %d): %w", n, v.opened.Size, spec.ErrIntegrity)
 	}
 	res.Size = n
 	res.Namespace = d.namespace
 	return res, nil
+}
+
+// opened is an authenticated layer: its options, key, the plaintext's size
+// and digest, and the descriptor it was opened with.
+type opened struct {
+	p      spec.PrivateOptions
+	k      layercrypt.Key
+	opened layercrypt.Opened
+	used   found
+}
+
+func (v *opened) clear() { clear(v.k.Sym[:]); clear(v.p.SymKey) }
+
+// errSpooledMismatch marks an HMAC failure after the whole layer was
+// spooled (so it can be retried from the spool).
+var errSpooledMismatch = errors.New("layer does not match the descriptor it was opened with")
+
+// openStreaming unwraps the key of a known descriptor, then spools stdin
+// while authenticating it (HMAC, plaintext digest) in the same pass.
+func (d *decoder) openStreaming(ctx context.Context, src io.Reader, f found) (opened, error) {
+	var v opened
+	if err := d.keys(ctx, f.desc.Digest); err != nil {
+		return v, err
+	}
+	p, err := d.unwrap(ctx, []found{f})
+	if err != nil {
+		return v, err
+	}
+	v.p, v.used = p, f
+	if v.k, err = layercrypt.KeyFromOptions(p); err != nil {
+		return v, err
+	}
+	pub, err := spec.DecodePublic(f.desc.Annotations[spec.AnnotationPubOpts])
+	if err != nil {
+		return v, err
+	}
+	v.opened, err = layercrypt.Decrypt(ctx, io.Discard, io.TeeReader(src, d.spool), v.k, pub.HMAC)
+	if errors.Is(err, spec.ErrIntegrity) {
+		return v, fmt.Errorf("%w: %w", errSpooledMismatch, err)
+	}
+	return v, err
+}
+
+// openSpooled finds the descriptor of the spooled layer by its digest (sum,
+// or hashed from the spool when nil) in containerd's content store, then
+// authenticates the spool.
+func (d *decoder) openSpooled(ctx context.Context, sum []byte) (opened, error) {
+	var v opened
+	if d.o.containerdRoot == "" {
+		return v, fmt.Errorf("containerd sent no payload naming the layer and no --containerd-root is given to look it up: %w", spec.ErrNotFound)
+	}
+	dg := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum)}
+	if sum == nil {
+		dg = d.spoolDigest(ctx)
+	}
+	cands, err := lookupLayer(ctx, d.o.containerdRoot, dg)
+	if err != nil {
+		return v, err
+	}
+	if len(cands) == 0 {
+		return v, fmt.Errorf("no manifest in containerd's content store (%s) names layer %s, and containerd sent no payload: %w", d.o.containerdRoot, dg, spec.ErrNotFound)
+	}
+	if err := d.keys(ctx, dg); err != nil {
+		return v, err
+	}
+	if v.p, v.used, err = d.unwrapFound(ctx, cands); err != nil {
+		return v, err
+	}
+	if v.k, err = layercrypt.KeyFromOptions(v.p); err != nil {
+		return v, err
+	}
+	pub, err := spec.DecodePublic(v.used.desc.Annotations[spec.AnnotationPubOpts])
+	if err != nil {
+		return v, err
+	}
+	v.opened, err = layercrypt.Decrypt(ctx, io.Discard, d.section(), v.k, pub.HMAC)
+	return v, err
+}
+
+// spoolDigest hashes the spool (zero Hash on a read error).
+func (d *decoder) spoolDigest(ctx context.Context) v1.Hash {
+	h := sha256.New()
+	if _, err := io.Copy(h, ctxReader{ctx, d.section()}); err != nil {
+		return v1.Hash{}
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+}
+
+// predict finds the descriptor of the layer containerd is extracting now
+// (its active extract-<id> <chainID> snapshots, matched through the image
+// configs in the content store), when exactly one layer of our media type
+// fits. A wrong guess costs a second pass over the spool, never a wrong
+// answer: the HMAC decides.
+func (d *decoder) predict(ctx context.Context) (found, bool) {
+	if d.o.address == "" || d.o.containerdRoot == "" {
+		return found{}, false
+	}
+	if _, err := os.Stat(d.o.address); err != nil {
+		return found{}, false
+	}
+	ex, err := tenant.Extractions(ctx, d.o.address, d.o.snapshotters)
+	if err != nil || len(ex) == 0 {
+		return found{}, false
+	}
+	var chains []string
+	for _, e := range ex {
+		chains = append(chains, e.ChainID)
+	}
+	cands, err := layersByChain(ctx, d.o.containerdRoot, d.o.mediaType, chains)
+	if err != nil || len(cands) == 0 {
+		return found{}, false
+	}
+	for _, c := range cands[1:] {
+		if c.desc.Digest != cands[0].desc.Digest {
+			return found{}, false
+		}
+	}
+	if !hasKeys(&cands[0].desc) {
+		return found{}, false
+	}
+	return cands[0], true
 }
 
 // section reads the spool from its start.

@@ -57,11 +57,11 @@ type Install struct {
 	// KeyProviderConfig, if set, becomes OCICRYPT_KEYPROVIDER_CONFIG in the
 	// processors' env.
 	KeyProviderConfig string
-	// PerNamespace turns on per-tenant keys (KEYS_PATH/<namespace>/),
-	// asking containerd at Socket (default DefaultContainerdSocket) which
-	// namespace extracts a layer.
+	// PerNamespace turns on per-tenant keys (KEYS_PATH/<namespace>/).
 	PerNamespace bool
-	Socket       string
+	// Socket is containerd's socket (default DefaultContainerdSocket), asked
+	// which layer (and, per namespace, for whom) is being extracted.
+	Socket string
 }
 
 const (
@@ -93,9 +93,9 @@ func (in Install) Stanza() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	args := []string{"ctd-decoder", "--decryption-keys-path", in.KeysPath, "--containerd-root", in.ContainerdRoot}
+	args := []string{"ctd-decoder", "--decryption-keys-path", in.KeysPath, "--containerd-root", in.ContainerdRoot, "--containerd-address", in.Socket}
 	if in.PerNamespace {
-		args = append(args, "--per-namespace-keys", "--containerd-address", in.Socket)
+		args = append(args, "--per-namespace-keys")
 	}
 	var b strings.Builder
 	b.WriteString(beginMarker + "\n")

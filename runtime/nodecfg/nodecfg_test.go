@@ -194,16 +194,16 @@ func ExampleInstall_Stanza() {
 	//   accepts = ["application/vnd.oci.image.layer.v1.tar+gzip+encrypted"]
 	//   returns = "application/vnd.oci.image.layer.v1.tar+gzip"
 	//   path = "/usr/local/bin/coffer"
-	//   args = ["ctd-decoder", "--decryption-keys-path", "/etc/containerd/ocicrypt/keys", "--containerd-root", "/var/lib/containerd"]
+	//   args = ["ctd-decoder", "--decryption-keys-path", "/etc/containerd/ocicrypt/keys", "--containerd-root", "/var/lib/containerd", "--containerd-address", "/run/containerd/containerd.sock"]
 	// [stream_processors."io.containerd.ocicrypt.decoder.v1.tar.zstd"]
 	//   accepts = ["application/vnd.oci.image.layer.v1.tar+zstd+encrypted"]
 	//   returns = "application/vnd.oci.image.layer.v1.tar+zstd"
 	//   path = "/usr/local/bin/coffer"
-	//   args = ["ctd-decoder", "--decryption-keys-path", "/etc/containerd/ocicrypt/keys", "--containerd-root", "/var/lib/containerd"]
+	//   args = ["ctd-decoder", "--decryption-keys-path", "/etc/containerd/ocicrypt/keys", "--containerd-root", "/var/lib/containerd", "--containerd-address", "/run/containerd/containerd.sock"]
 	// [stream_processors."io.containerd.ocicrypt.decoder.v1.tar"]
 	//   accepts = ["application/vnd.oci.image.layer.v1.tar+encrypted"]
 	//   returns = "application/vnd.oci.image.layer.v1.tar"
 	//   path = "/usr/local/bin/coffer"
-	//   args = ["ctd-decoder", "--decryption-keys-path", "/etc/containerd/ocicrypt/keys", "--containerd-root", "/var/lib/containerd"]
+	//   args = ["ctd-decoder", "--decryption-keys-path", "/etc/containerd/ocicrypt/keys", "--containerd-root", "/var/lib/containerd", "--containerd-address", "/run/containerd/containerd.sock"]
 	// # END coffer stream processors
 }

@@ -64,11 +64,17 @@ const (
 	maxMsg         = 16 << 20
 )
 
-// Requesters returns, sorted, the namespaces of the containerd at address
-// (its unix socket) that hold an active extraction snapshot, in any of the
-// given snapshotters, for any of chainIDs. Snapshotters that containerd
-// does not run are skipped.
-func Requesters(ctx context.Context, address string, snapshotters, chainIDs []string) ([]string, error) {
+// Extraction is a layer being unpacked right now: the namespace asking and
+// the layer's chain ID.
+type Extraction struct {
+	Namespace, ChainID string
+}
+
+// Extractions lists the layers the containerd at address (its unix socket)
+// is extracting now: its active "extract-<unique> <chainID>" snapshots, in
+// every namespace and in each of the given snapshotters (those containerd
+// does not run are skipped).
+func Extractions(ctx context.Context, address string, snapshotters []string) ([]Extraction, error) {
 	cc, err := grpc.NewClient("unix://"+address, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg)))
 	if err != nil {
@@ -80,7 +86,7 @@ func Requesters(ctx context.Context, address string, snapshotters, chainIDs []st
 		return nil, fmt.Errorf("listing containerd namespaces at %s: %w", address, err)
 	}
 	var (
-		out      []string
+		out      []Extraction
 		anyWorks bool
 		lastErr  error
 	)
@@ -92,24 +98,49 @@ func Requesters(ctx context.Context, address string, snapshotters, chainIDs []st
 				continue
 			}
 			anyWorks = true
-			if slices.ContainsFunc(keys, func(k string) bool { return isExtractionOf(k, chainIDs) }) && !slices.Contains(out, ns) {
-				out = append(out, ns)
+			for _, k := range keys {
+				if c, ok := extractionChain(k); ok {
+					out = append(out, Extraction{Namespace: ns, ChainID: c})
+				}
 			}
 		}
 	}
 	if !anyWorks && len(nss) > 0 {
 		return nil, fmt.Errorf("listing snapshots (%s): %w", strings.Join(snapshotters, ", "), lastErr)
 	}
+	return out, nil
+}
+
+// Requesters returns, sorted, the namespaces extracting a layer with any of
+// chainIDs (see Extractions).
+func Requesters(ctx context.Context, address string, snapshotters, chainIDs []string) ([]string, error) {
+	ex, err := Extractions(ctx, address, snapshotters)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ex {
+		if slices.Contains(chainIDs, e.ChainID) && !slices.Contains(out, e.Namespace) {
+			out = append(out, e.Namespace)
+		}
+	}
 	slices.Sort(out)
 	return out, nil
 }
 
-// isExtractionOf: key is "extract-<unique> <chainID>" for one of chainIDs.
-func isExtractionOf(key string, chainIDs []string) bool {
+// extractionChain returns the chain ID of an "extract-<unique> <chainID>"
+// snapshot key.
+func extractionChain(key string) (string, bool) {
 	if !strings.HasPrefix(key, "extract-") {
-		return false
+		return "", false
 	}
 	_, c, ok := strings.Cut(key, " ")
+	return c, ok && strings.HasPrefix(c, "sha256:")
+}
+
+// isExtractionOf: key is "extract-<unique> <chainID>" for one of chainIDs.
+func isExtractionOf(key string, chainIDs []string) bool {
+	c, ok := extractionChain(key)
 	return ok && slices.Contains(chainIDs, c)
 }
 

@@ -26,11 +26,16 @@ func main() {
 	out := flag.String("out", "", "OCI layout directory to create")
 	tag := flag.String("tag", "v1", "ref.name of the manifest")
 	secret := flag.String("secret", "", "if set, also add /secret with this content")
+	text := flag.Bool("text", false, "compressible pseudo-text instead of incompressible bytes (gzip shrinks it about 3x, like typical layers)")
 	flag.Parse()
 	if *out == "" {
 		log.Fatal("mkimage: -out is required")
 	}
-	if err := run(*out, *tag, *sizeMiB<<20, *files, *secret); err != nil {
+	var src io.Reader = prng{rand.NewChaCha8([32]byte{1, 2, 3})}
+	if *text {
+		src = newWords(rand.NewChaCha8([32]byte{4, 5, 6}))
+	}
+	if err := run(*out, *tag, *sizeMiB<<20, *files, *secret, src); err != nil {
 		log.Fatalf("mkimage: %v", err)
 	}
 }
@@ -39,7 +44,42 @@ type prng struct{ r *rand.ChaCha8 }
 
 func (p prng) Read(b []byte) (int, error) { return p.r.Read(b) }
 
-func run(dir, tag string, size int64, files int, secret string) error {
+// words yields space-separated words drawn from a fixed vocabulary.
+type words struct {
+	r     *rand.ChaCha8
+	vocab [][]byte
+	buf   []byte
+}
+
+func newWords(r *rand.ChaCha8) *words {
+	w := &words{r: r}
+	for range 2048 {
+		n := 2 + r.Uint64()%10
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = 'a' + byte(r.Uint64()%26)
+		}
+		w.vocab = append(w.vocab, b)
+	}
+	return w
+}
+
+func (w *words) Read(p []byte) (int, error) {
+	for len(w.buf) < len(p) {
+		x := w.r.Uint64()
+		w.buf = append(w.buf, w.vocab[x%uint64(len(w.vocab))]...)
+		if x>>32%12 == 0 {
+			w.buf = append(w.buf, '\n')
+		} else {
+			w.buf = append(w.buf, ' ')
+		}
+	}
+	n := copy(p, w.buf)
+	w.buf = w.buf[n:]
+	return n, nil
+}
+
+func run(dir, tag string, size int64, files int, secret string, src io.Reader) error {
 	blobs := filepath.Join(dir, "blobs", "sha256")
 	if err := os.MkdirAll(blobs, 0o755); err != nil {
 		return err
@@ -51,7 +91,6 @@ func run(dir, tag string, size int64, files int, secret string) error {
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(tmp, h)}
 	tw := tar.NewWriter(cw)
-	src := prng{rand.NewChaCha8([32]byte{1, 2, 3})}
 	mt := time.Unix(1700000000, 0)
 	if secret != "" {
 		if err := tw.WriteHeader(&tar.Header{Name: "secret", Mode: 0o600, Size: int64(len(secret)), ModTime: mt, Typeflag: tar.TypeReg}); err != nil {
