@@ -187,13 +187,13 @@ func TestContainerdRunsCofferEncryptedImages(t *testing.T) {
 		return testutil.Layer{Files: map[string][]byte{name: []byte("only in " + name + "\n")}, Compression: comp}
 	}
 	for i, tc := range []struct {
-		name      string
-		img       v1.Image
-		pub       string
-		layers    []int // encrypted layers (nil: all)
-		tamper    bool
-		cat       []string
-		wantErr   string // import fails with this
+		name    string
+		img     v1.Image
+		pub     string
+		layers  []int // encrypted layers (nil: all)
+		tamper  bool
+		cat     []string
+		wantErr string // import fails with this
 	}{
 		{name: "gzip layer", img: testutil.BusyboxImage(t, secret("a.txt", "gzip")), pub: pub, layers: []int{-1}, cat: []string{"/a.txt"}},
 		{name: "zstd layer", img: testutil.BusyboxImage(t, secret("a.txt", "zstd")), pub: pub, layers: []int{-1}, cat: []string{"/a.txt"}},

@@ -271,3 +271,44 @@ func TestDecodeOcicryptWriters(t *testing.T) {
 		})
 	}
 }
+
+// fd 3 is a payload only when it is readable and a pipe (or a regular file
+// outside /proc and /sys): otherwise it is someone else's descriptor (the
+// Go runtime's cgroup file, GNU time's output) and there is no payload.
+func TestWithPayloadFile(t *testing.T) {
+	t.Parallel()
+	want := []byte("payload bytes")
+	pr, pw, _ := os.Pipe()
+	go func() { pw.Write(want); pw.Close() }()
+	defer pr.Close()
+	reg := filepath.Join(t.TempDir(), "p")
+	os.WriteFile(reg, want, 0o600)
+	rf, _ := os.Open(reg)
+	defer rf.Close()
+	wo, _ := os.OpenFile(filepath.Join(t.TempDir(), "w"), os.O_CREATE|os.O_WRONLY, 0o600)
+	defer wo.Close()
+	sys, err := os.Open("/proc/self/stat")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer sys.Close()
+	for _, tc := range []struct {
+		name string
+		f    *os.File
+		want []byte
+	}{
+		{"pipe", pr, want},
+		{"regular file", rf, want},
+		{"write-only file", wo, nil},
+		{"/proc file", sys, nil},
+		{"none", nil, nil},
+	} {
+		var o options
+		if err := WithPayloadFile(tc.f)(&o); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if !bytes.Equal(o.payload, tc.want) {
+			t.Errorf("%s: payload %q, want %q", tc.name, o.payload, tc.want)
+		}
+	}
+}
