@@ -14,6 +14,7 @@
 package ctddecoder
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -176,6 +177,9 @@ type Result struct {
 	// Namespace is the containerd namespace whose keys were used (with
 	// per-namespace keys).
 	Namespace string
+	// Spooled says the ciphertext was written to a temp file; false when
+	// containerd's stored copy of the blob served instead.
+	Spooled bool
 }
 
 // Decode reads an encrypted layer from src and writes the decrypted layer
@@ -218,7 +222,8 @@ type decoder struct {
 	unw       []keywrap.Unwrapper
 	skipped   []string
 	plainMT   string
-	spool     *os.File
+	spool     *os.File // holds the ciphertext: our temp file or the stored blob
+	spooled   bool     // spool is our temp file
 	namespace string
 }
 
@@ -284,19 +289,45 @@ func (d *decoder) close() {
 	}
 }
 
-func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload *Payload) (Result, error) {
+// newSpool makes d.spool an unlinked temp file: only this process can reach
+// the bytes, and a crash leaves nothing behind.
+func (d *decoder) newSpool() (*os.File, error) {
 	spool, err := os.CreateTemp(d.o.tempDir, ".coffer-ctd-decoder-")
 	if err != nil {
-		return Result{}, fmt.Errorf("spooling the layer: %w", err)
+		return nil, fmt.Errorf("spooling the layer: %w", err)
 	}
-	d.spool = spool
-	// Unlinked at once: only this process can reach the bytes, and a crash
-	// leaves nothing behind.
 	os.Remove(spool.Name())
+	if d.spool != nil {
+		d.spool.Close()
+	}
+	d.spool, d.spooled = spool, true
+	return spool, nil
+}
 
+// storeBlob opens the blob of desc in containerd's content store, if it is
+// there with the descriptor's size: containerd pipes us exactly that file
+// (an import or pull stores a layer before unpacking it), so it can serve as
+// the spool, and nothing need be written.
+func (d *decoder) storeBlob(desc v1.Descriptor) *os.File {
+	if d.o.containerdRoot == "" || desc.Digest.Algorithm != "sha256" || len(desc.Digest.Hex) != 64 || desc.Size <= 0 {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(d.o.containerdRoot, "io.containerd.content.v1.content", "blobs", "sha256", desc.Digest.Hex))
+	if err != nil {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Size() != desc.Size {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload *Payload) (Result, error) {
 	var (
 		res Result
 		v   opened
+		err error
 	)
 	defer func() { v.clear() }()
 	// Know the descriptor before reading, if we can: from the payload, or
@@ -313,7 +344,7 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 	}
 	if known != nil {
 		v, err = d.openStreaming(ctx, src, *known)
-		if err != nil && res.Descriptor == "content store" && errors.Is(err, errSpooledMismatch) {
+		if errors.Is(err, errNotStoreBlob) || (err != nil && res.Descriptor == "content store" && errors.Is(err, errSpooledMismatch)) {
 			// A wrong guess (or a tampered layer): start over from the
 			// spool, by digest.
 			v.clear()
@@ -321,6 +352,10 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 		}
 	} else {
 		res.Descriptor = "content store"
+		spool, serr := d.newSpool()
+		if serr != nil {
+			return Result{}, serr
+		}
 		h := sha256.New()
 		if _, err := io.Copy(io.MultiWriter(spool, h), ctxReader{ctx, src}); err != nil {
 			return Result{}, fmt.Errorf("reading the layer from stdin: %w", err)
@@ -355,6 +390,7 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 	}
 	res.Size = n
 	res.Namespace = d.namespace
+	res.Spooled = d.spooled
 	return res, nil
 }
 
@@ -373,8 +409,14 @@ func (v *opened) clear() { clear(v.k.Sym[:]); clear(v.p.SymKey) }
 // spooled (so it can be retried from the spool).
 var errSpooledMismatch = errors.New("layer does not match the descriptor it was opened with")
 
-// openStreaming unwraps the key of a known descriptor, then spools stdin
-// while authenticating it (HMAC, plaintext digest) in the same pass.
+// errNotStoreBlob: stdin differed from the content store's blob; the
+// layer has been spooled and must be opened by its digest.
+var errNotStoreBlob = errors.New("the layer on stdin is not the content store's blob")
+
+// openStreaming unwraps the key of a known descriptor, then authenticates
+// stdin (HMAC, plaintext digest) as it arrives. The bytes are kept for the
+// second pass in the content store's own copy of the blob when it is there
+// (stdin is compared with it as it arrives), else in the spool.
 func (d *decoder) openStreaming(ctx context.Context, src io.Reader, f found) (opened, error) {
 	var v opened
 	if err := d.keys(ctx, f.desc.Digest); err != nil {
@@ -392,11 +434,76 @@ func (d *decoder) openStreaming(ctx context.Context, src io.Reader, f found) (op
 	if err != nil {
 		return v, err
 	}
-	v.opened, err = layercrypt.Decrypt(ctx, io.Discard, io.TeeReader(src, d.spool), v.k, pub.HMAC)
+	if blob := d.storeBlob(f.desc); blob != nil {
+		same := &sameAs{r: src, f: blob, size: f.desc.Size}
+		v.opened, err = layercrypt.Decrypt(ctx, io.Discard, same, v.k, pub.HMAC)
+		if errors.Is(err, errDiffers) {
+			// Not the stored blob after all: spool what was read (equal
+			// to the blob up to same.off), the differing chunk and the rest.
+			blob.Close()
+			spool, serr := d.newSpool()
+			if serr != nil {
+				return v, serr
+			}
+			if _, serr = io.Copy(spool, io.NewSectionReader(blob, 0, same.off)); serr == nil {
+				if _, serr = spool.Write(same.pending); serr == nil {
+					_, serr = io.Copy(spool, ctxReader{ctx, src})
+				}
+			}
+			if serr != nil {
+				return v, fmt.Errorf("spooling the layer: %w", serr)
+			}
+			return v, errNotStoreBlob
+		}
+		if d.spool != nil {
+			d.spool.Close()
+		}
+		d.spool, d.spooled = blob, false
+	} else {
+		spool, serr := d.newSpool()
+		if serr != nil {
+			return v, serr
+		}
+		v.opened, err = layercrypt.Decrypt(ctx, io.Discard, io.TeeReader(src, spool), v.k, pub.HMAC)
+	}
 	if errors.Is(err, spec.ErrIntegrity) {
 		return v, fmt.Errorf("%w: %w", errSpooledMismatch, err)
 	}
 	return v, err
+}
+
+// errDiffers: stdin is not byte for byte the stored blob.
+var errDiffers = errors.New("stdin differs from the stored blob")
+
+// sameAs passes r through, failing with errDiffers as soon as it differs
+// from the first size bytes of f (or is longer or shorter). On failure,
+// pending holds the chunk read from r that was not passed on.
+type sameAs struct {
+	r       io.Reader
+	f       *os.File
+	size    int64
+	off     int64
+	buf     []byte
+	pending []byte
+}
+
+func (s *sameAs) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		if cap(s.buf) < n {
+			s.buf = make([]byte, n)
+		}
+		m, _ := s.f.ReadAt(s.buf[:n], s.off)
+		if m != n || !bytes.Equal(s.buf[:n], p[:n]) {
+			s.pending = bytes.Clone(p[:n])
+			return 0, errDiffers
+		}
+		s.off += int64(n)
+	}
+	if err == io.EOF && s.off != s.size {
+		return n, errDiffers
+	}
+	return n, err
 }
 
 // openSpooled finds the descriptor of the spooled layer by its digest (sum,

@@ -158,6 +158,9 @@ func TestDecode(t *testing.T) {
 	tampered := bytes.Clone(e.blob)
 	tampered[len(tampered)/2] ^= 1
 	otherLayer := cofferLayer(t, kp, "another layer\n")
+	// A content store whose copy of the blob is corrupt (stdin is right).
+	badStore := containerdRoot(t, e)
+	os.WriteFile(filepath.Join(badStore, "io.containerd.content.v1.content", "blobs", "sha256", e.desc.Digest.Hex), tampered, 0o644)
 
 	mt := string(e.desc.MediaType)
 	for _, tc := range []struct {
@@ -166,19 +169,23 @@ func TestDecode(t *testing.T) {
 		opts    []Option
 		wantErr error
 		source  string
+		spooled bool
 	}{
-		{"imgcrypt payload with keys", e.blob, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, nil, "payload"},
-		{"imgcrypt payload, node keys", e.blob, []Option{WithPayload(imgcryptPayload(t, occonfig.DecryptConfig{}, e.desc)), WithKeysPath(kp.dir)}, nil, "payload"},
-		{"no payload, node keys, content store", e.blob, []Option{WithKeysPath(kp.dir), WithContainerdRoot(root)}, nil, "content store"},
-		{"no payload, layer not in the content store", e.blob, []Option{WithKeysPath(kp.dir), WithContainerdRoot(emptyRoot)}, spec.ErrNotFound, ""},
-		{"no key source at all", e.blob, []Option{WithContainerdRoot(root)}, spec.ErrNoKey, ""},
-		{"wrong node key", e.blob, []Option{WithKeysPath(other.dir), WithContainerdRoot(root)}, spec.ErrNoKey, ""},
-		{"wrong payload key", e.blob, []Option{WithPayload(imgcryptPayload(t, *ccOther.DecryptConfig, e.desc))}, spec.ErrNoKey, ""},
-		{"tampered, payload", tampered, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, spec.ErrIntegrity, ""},
-		{"tampered, content store", tampered, []Option{WithKeysPath(kp.dir), WithContainerdRoot(containerdRoot(t, encLayer{manifest: e.manifest, config: e.config, blob: tampered}))}, spec.ErrNotFound, ""},
-		{"truncated", e.blob[:len(e.blob)-1], []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, spec.ErrIntegrity, ""},
-		{"payload names another layer", otherLayer.blob, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, spec.ErrIntegrity, ""},
-		{"garbage payload", e.blob, []Option{WithPayload([]byte("\xff\xff\xff")), WithKeysPath(kp.dir)}, spec.ErrUnsupported, ""},
+		{"imgcrypt payload with keys", e.blob, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, nil, "payload", true},
+		{"imgcrypt payload, node keys", e.blob, []Option{WithPayload(imgcryptPayload(t, occonfig.DecryptConfig{}, e.desc)), WithKeysPath(kp.dir)}, nil, "payload", true},
+		{"payload, the stored blob serves as spool", e.blob, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc)), WithContainerdRoot(root)}, nil, "payload", false},
+		{"payload, stored blob corrupt, stdin right", e.blob, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc)), WithContainerdRoot(badStore)}, nil, "payload", true},
+		{"payload, stdin tampered, stored blob right", tampered, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc)), WithContainerdRoot(root)}, spec.ErrNotFound, "", false},
+		{"no payload, node keys, content store", e.blob, []Option{WithKeysPath(kp.dir), WithContainerdRoot(root)}, nil, "content store", true},
+		{"no payload, layer not in the content store", e.blob, []Option{WithKeysPath(kp.dir), WithContainerdRoot(emptyRoot)}, spec.ErrNotFound, "", false},
+		{"no key source at all", e.blob, []Option{WithContainerdRoot(root)}, spec.ErrNoKey, "", false},
+		{"wrong node key", e.blob, []Option{WithKeysPath(other.dir), WithContainerdRoot(root)}, spec.ErrNoKey, "", false},
+		{"wrong payload key", e.blob, []Option{WithPayload(imgcryptPayload(t, *ccOther.DecryptConfig, e.desc))}, spec.ErrNoKey, "", false},
+		{"tampered, payload", tampered, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, spec.ErrIntegrity, "", false},
+		{"tampered, content store", tampered, []Option{WithKeysPath(kp.dir), WithContainerdRoot(containerdRoot(t, encLayer{manifest: e.manifest, config: e.config, blob: tampered}))}, spec.ErrNotFound, "", false},
+		{"truncated", e.blob[:len(e.blob)-1], []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, spec.ErrIntegrity, "", false},
+		{"payload names another layer", otherLayer.blob, []Option{WithPayload(imgcryptPayload(t, *ccKey.DecryptConfig, e.desc))}, spec.ErrIntegrity, "", false},
+		{"garbage payload", e.blob, []Option{WithPayload([]byte("\xff\xff\xff")), WithKeysPath(kp.dir)}, spec.ErrUnsupported, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -199,8 +206,8 @@ func TestDecode(t *testing.T) {
 			if !bytes.Equal(out.Bytes(), e.plain) {
 				t.Fatalf("output differs from the plaintext blob (%d vs %d bytes)", out.Len(), len(e.plain))
 			}
-			if res.Descriptor != tc.source || res.Match != imagecrypt.MatchBlob || res.Size != int64(len(e.plain)) {
-				t.Errorf("result %+v, want descriptor from %s, blob match", res, tc.source)
+			if res.Descriptor != tc.source || res.Match != imagecrypt.MatchBlob || res.Size != int64(len(e.plain)) || res.Spooled != tc.spooled {
+				t.Errorf("result %+v, want descriptor from %s, blob match, spooled %v", res, tc.source, tc.spooled)
 			}
 		})
 	}
