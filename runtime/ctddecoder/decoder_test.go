@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"github.com/containers/ocicrypt"
 	occonfig "github.com/containers/ocicrypt/config"
+	jose "github.com/go-jose/go-jose/v4"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -29,6 +31,7 @@ import (
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -75,13 +78,20 @@ type encLayer struct {
 // cofferLayer encrypts a one-layer gzip image for kp with coffer.
 func cofferLayer(t *testing.T, kp keyPair, content string) encLayer {
 	t.Helper()
+	return encryptFor(t, "jwe:"+kp.pubPath(t), content)
+}
+
+// encryptFor encrypts a one-layer gzip image for a recipient
+// (jwe:FILE, pkcs7:CERT, pgp:PUBKEY) with coffer.
+func encryptFor(t *testing.T, recipient, content string) encLayer {
+	t.Helper()
 	ctx := context.Background()
 	l := testutil.TarLayer(t, map[string][]byte{"secret.txt": []byte(content)}, "gzip")
 	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := recipients.ParseRecipients(ctx, []string{"jwe:" + kp.pubPath(t)}, recipients.Env{})
+	w, err := recipients.ParseRecipients(ctx, []string{recipient}, recipients.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,5 +327,48 @@ func TestWithPayloadFile(t *testing.T) {
 		if !bytes.Equal(o.payload, tc.want) {
 			t.Errorf("%s: payload %q, want %q", tc.name, o.payload, tc.want)
 		}
+	}
+}
+
+// A node key directory holds keys in every supported format; each opens the
+// layers encrypted for it; files that are no usable key are skipped.
+func TestDecodeKeyDirFormats(t *testing.T) {
+	t.Parallel()
+	keys, pubs := t.TempDir(), t.TempDir()
+	rk := keystest.RSA(t, 0)
+	keystest.Write(t, keys, "a-rsa-pkcs1.pem", keystest.PEM("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk)))
+	_, certDER := keystest.Cert(t, rk, "node")
+	keystest.Write(t, keys, "a-rsa.crt", keystest.PEM("CERTIFICATE", certDER))
+	ek := keystest.EC(t, elliptic.P384())
+	sec1, _ := x509.MarshalECPrivateKey(ek)
+	keystest.Write(t, keys, "b-ec-sec1.pem", keystest.PEM("EC PRIVATE KEY", sec1))
+	jk := keystest.EC(t, elliptic.P256())
+	jwk, _ := jose.JSONWebKey{Key: jk}.MarshalJSON()
+	keystest.Write(t, keys, "c-ec.jwk", jwk)
+	pg := keystest.PGP(t, "node")
+	keystest.Write(t, keys, "d-node.asc", keystest.PGPSecret(t, pg, true, nil))
+	keystest.Write(t, keys, "README", []byte("not a key"))
+	keystest.Write(t, keys, "e-ed25519.pem", keystest.PKCS8(t, ed25519.NewKeyFromSeed(make([]byte, 32))))
+	recips := map[string]string{
+		"jwe rsa":   "jwe:" + keystest.Write(t, pubs, "rsa.pub", keystest.PEM("PUBLIC KEY", keystest.PKIX(t, &rk.PublicKey))),
+		"pkcs7":     "pkcs7:" + keystest.Write(t, pubs, "rsa.crt", keystest.PEM("CERTIFICATE", certDER)),
+		"jwe ec384": "jwe:" + keystest.Write(t, pubs, "ec.pub", keystest.PEM("PUBLIC KEY", keystest.PKIX(t, &ek.PublicKey))),
+		"jwe jwk":   "jwe:" + keystest.Write(t, pubs, "jwk.pub", keystest.PEM("PUBLIC KEY", keystest.PKIX(t, &jk.PublicKey))),
+		"pgp":       "pgp:" + keystest.Write(t, pubs, "pgp.pub", keystest.PGPPublic(t, pg, true)),
+	}
+	for name, r := range recips {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := encryptFor(t, r, name)
+			var out bytes.Buffer
+			_, err := Decode(context.Background(), &out, bytes.NewReader(e.blob), WithMediaType(string(e.desc.MediaType)),
+				WithTempDir(t.TempDir()), WithKeysPath(keys), WithContainerdRoot(containerdRoot(t, e)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), e.plain) {
+				t.Error("output is not the plaintext layer")
+			}
+		})
 	}
 }
