@@ -262,7 +262,10 @@ func TestContainerdPerNamespaceKeys(t *testing.T) {
 		{"tenant-c", archA, "no key directory"},
 		{"tenant-a", archB, "no key available to the decoder opens this layer"},
 	} {
-		out, err := n.Ctr(ctx(t), tc.ns, "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/app", tc.arch)
+		// One image name per archive: re-pointing a name would let
+		// containerd's GC drop the other image's snapshots mid-test.
+		name := map[string]string{archA: "coffer.test/a", archB: "coffer.test/b"}[tc.arch]
+		out, err := n.Ctr(ctx(t), tc.ns, "images", "import", "--snapshotter", "native", "--base-name", name, tc.arch)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(out, tc.wantErr) {
 				t.Errorf("%s importing %s: err = %v, want %q:\n%s", tc.ns, filepath.Base(filepath.Dir(tc.arch)), err, tc.wantErr, out)
@@ -272,7 +275,7 @@ func TestContainerdPerNamespaceKeys(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: import: %v\n%s", tc.ns, err, out)
 		}
-		out, err = n.Ctr(ctx(t), tc.ns, "run", "--rm", "--snapshotter", "native", "coffer.test/app:v1", "c-"+tc.ns, "/bin/busybox", "cat", "/secret.txt")
+		out, err = n.Ctr(ctx(t), tc.ns, "run", "--rm", "--snapshotter", "native", name+":v1", "c-"+tc.ns, "/bin/busybox", "cat", "/secret.txt")
 		if want := map[string]string{"tenant-a": "tenant secret\n", "tenant-b": "tenant B secret\n"}[tc.ns]; err != nil || out != want {
 			t.Errorf("%s: ctr run: %v, printed %q", tc.ns, err, out)
 		}

@@ -312,6 +312,9 @@ func (d *decoder) storeBlob(desc v1.Descriptor) *os.File {
 	if d.o.containerdRoot == "" || desc.Digest.Algorithm != "sha256" || len(desc.Digest.Hex) != 64 || desc.Size <= 0 {
 		return nil
 	}
+	if _, err := hex.DecodeString(desc.Digest.Hex); err != nil {
+		return nil // never a path
+	}
 	f, err := os.Open(filepath.Join(d.o.containerdRoot, "io.containerd.content.v1.content", "blobs", "sha256", desc.Digest.Hex))
 	if err != nil {
 		return nil
