@@ -67,7 +67,7 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 	return cmd
 }
 
-// holdStdout keeps our stdout pipe open a moment after we exit, in a
+// holdStdout keeps our stdout pipe open a second after we exit, in a
 // detached `sleep`. containerd 1.6 reads a processor's exit status in a
 // goroutine racing the end of its stdout: when the pipe closes first, it
 // checks an empty layer against the diffID and reports `wrong diff id
@@ -78,7 +78,7 @@ func holdStdout() {
 	if err != nil {
 		return
 	}
-	c := exec.Command(p, "0.3")
+	c := exec.Command(p, "1")
 	c.Stdout = os.Stdout
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if c.Start() == nil {
