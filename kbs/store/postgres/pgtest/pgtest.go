@@ -1,0 +1,202 @@
+// Package pgtest starts a throwaway PostgreSQL server (Debian's postgresql
+// package: initdb + pg_ctl from /usr/lib/postgresql/*/bin) on a loopback
+// port in a temporary directory, for tests. As root it runs the server as
+// the "postgres" user (setpriv), since PostgreSQL refuses to run as root.
+//
+// One server is meant to be shared by a test binary (start it in
+// TestMain); each test takes a database of its own (NewDatabase).
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/coffer-dev/coffer/internal/testutil"
+)
+
+// Server is a running test PostgreSQL.
+type Server struct {
+	Port  int
+	dir   string
+	bin   string
+	asPG  bool // run the tools as the postgres user
+	uid   int
+	gid   int
+	dbs   atomic.Int64
+	SkipReason string
+}
+
+// findBin returns the newest /usr/lib/postgresql/*/bin holding initdb, or
+// the directory of initdb in PATH.
+func findBin() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi > vj
+	})
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+}
+
+// Start initialises and starts a server. Stop it with Close.
+func Start(ctx context.Context) (*Server, error) {
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, uid: -1, gid: -1}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, errors.New("running as root and there is no postgres user to run PostgreSQL as")
+		}
+		s.uid, _ = strconv.Atoi(u.Uid)
+		s.gid, _ = strconv.Atoi(u.Gid)
+		s.asPG = true
+	}
+	if s.dir, err = os.MkdirTemp("", "coffer-pgtest-"); err != nil {
+		return nil, err
+	}
+	if s.asPG {
+		if err := os.Chown(s.dir, s.uid, s.gid); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.run(ctx, "initdb", "-D", s.data(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"); err != nil {
+		s.Close()
+		return nil, err
+	}
+	// A fixed port picked now; a collision fails Start, which callers report.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\nfsync = off\nfull_page_writes = off\n"+
+		"max_connections = 200\nshared_buffers = 64MB\nlog_min_messages = warning\n", s.Port, s.dir)
+	if err := os.WriteFile(filepath.Join(s.data(), "postgresql.auto.conf"), []byte(conf), 0o600); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.asPG {
+		_ = os.Chown(filepath.Join(s.data(), "postgresql.auto.conf"), s.uid, s.gid)
+	}
+	if err := s.Start(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) data() string { return filepath.Join(s.dir, "data") }
+
+func (s *Server) run(ctx context.Context, tool string, args ...string) error {
+	name := filepath.Join(s.bin, tool)
+	if s.asPG {
+		args = append([]string{"--reuid", strconv.Itoa(s.uid), "--regid", strconv.Itoa(s.gid), "--clear-groups", name}, args...)
+		name = "setpriv"
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = s.dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", tool, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Start starts the (stopped) server and waits until it accepts connections.
+func (s *Server) Start(ctx context.Context) error {
+	return s.run(ctx, "pg_ctl", "-D", s.data(), "-l", filepath.Join(s.dir, "log"), "-w", "-t", "30", "start")
+}
+
+// Stop stops the server (fast shutdown: connections are closed).
+func (s *Server) Stop(ctx context.Context) error {
+	return s.run(ctx, "pg_ctl", "-D", s.data(), "-m", "fast", "-w", "stop")
+}
+
+// Close stops the server and removes its directory.
+func (s *Server) Close() {
+	if s == nil || s.dir == "" {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(s.data(), "postmaster.pid")); err == nil {
+		_ = s.run(context.Background(), "pg_ctl", "-D", s.data(), "-m", "immediate", "-w", "stop")
+	}
+	_ = os.RemoveAll(s.dir)
+}
+
+// URL returns the URL of database db as the superuser.
+func (s *Server) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+// NewDatabase creates an empty database and returns its URL.
+func (s *Server) NewDatabase(ctx context.Context) (string, error) {
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), s.dbs.Add(1))
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", err
+	}
+	return s.URL(name), nil
+}
+
+// Main runs a test binary's tests with a shared server in *srv (nil with
+// srv's SkipReason set when PostgreSQL is not available); use it as
+// `func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }`.
+func Main(m *testing.M, srv **Server) int {
+	s, err := Start(context.Background())
+	if err != nil {
+		s = &Server{SkipReason: "PostgreSQL not available: " + err.Error()}
+	}
+	*srv = s
+	defer s.Close()
+	return m.Run()
+}
+
+// Need returns a fresh database URL on the shared server, skipping the test
+// (failing it under COFFER_REQUIRE_EXTERNAL=1) when there is no server.
+func (s *Server) Need(t testing.TB) string {
+	t.Helper()
+	testutil.RequireExternal(t, s != nil && s.SkipReason == "", func() string {
+		if s == nil {
+			return "PostgreSQL test server not started"
+		}
+		return s.SkipReason
+	}())
+	u, err := s.NewDatabase(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
