@@ -227,7 +227,7 @@ func classify(err error) error {
 		switch {
 		case strings.HasPrefix(pe.Code, "08"), // connection exception
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, cannot connect now
-			pe.Code == "57014", // query canceled (statement_timeout)
+			pe.Code == "57014",                     // query canceled (statement_timeout)
 			pe.Code == "53300", pe.Code == "53400": // too many connections
 			return fmt.Errorf("%w: %s (SQLSTATE %s)", store.ErrUnavailable, pe.Message, pe.Code)
 		}

@@ -21,7 +21,9 @@ import (
 // Run checks s, which must be empty, against the store.Store contract.
 func Run(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	p := func(repo, typ, tag string) store.ResourcePath { return store.ResourcePath{Repo: repo, Type: typ, Tag: tag} }
+	p := func(repo, typ, tag string) store.ResourcePath {
+		return store.ResourcePath{Repo: repo, Type: typ, Tag: tag}
+	}
 
 	t.Run("RoundTrip", func(t *testing.T) {
 		k := p("rt", "image_key", "nginx")

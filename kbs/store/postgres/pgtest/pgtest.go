@@ -30,13 +30,13 @@ import (
 
 // Server is a running test PostgreSQL.
 type Server struct {
-	Port  int
-	dir   string
-	bin   string
-	asPG  bool // run the tools as the postgres user
-	uid   int
-	gid   int
-	dbs   atomic.Int64
+	Port       int
+	dir        string
+	bin        string
+	asPG       bool // run the tools as the postgres user
+	uid        int
+	gid        int
+	dbs        atomic.Int64
 	SkipReason string
 }
 
