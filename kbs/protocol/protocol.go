@@ -168,6 +168,7 @@ const (
 	ErrResourceExists   = "ResourceExists"     // create-only write (If-None-Match: *) found one (coffer-specific)
 	ErrTooManyRequests  = "TooManyRequests"    // per-address limit hit (coffer-specific); see Retry-After
 	ErrInternal         = "InternalError"
+	ErrUnavailable      = "ServiceUnavailable" // 503: the broker's store is unreachable (coffer-specific); retry, possibly on another replica
 )
 
 // NewError returns the ErrorInfo for a variant.

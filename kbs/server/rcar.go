@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -63,18 +65,34 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	sess, evicted, err := s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
-	if err != nil {
+	var id string
+	var err error
+	if s.shared != nil {
+		id = newSessionID()
+		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: addrKey(r.RemoteAddr), Expires: expires}, s.o.maxPerAddr)
+	} else {
+		var sess *session
+		var evicted int
+		sess, evicted, err = s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
+		if sess != nil {
+			id = sess.id
+		}
+		if evicted > 0 {
+			s.m.evictions.Add(float64(evicted))
+		}
+	}
+	if errors.Is(err, errTooManyPerAddr) {
 		s.m.limited.Inc()
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests,
 			fmt.Sprintf("%v (%d): attest or let them expire first", err, s.o.maxPerAddr))
 		return
 	}
-	if evicted > 0 {
-		s.m.evictions.Add(float64(evicted))
+	if err != nil {
+		s.storeFailed(w, "creating the session", err)
+		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: sess.id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
+	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
 	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: emptyExtraParams})
 }
 
@@ -94,9 +112,18 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
 	if id == "" {
 		return nil
 	}
-	sess, ok := s.sessions.get(id, s.o.now())
+	now := s.o.now()
+	sess, ok := s.sessions.get(id, now)
+	if !ok && s.shared != nil {
+		var err error
+		if sess, err = s.sharedSession(r.Context(), id, now); err != nil {
+			s.storeFailed(w, "reading the session", err)
+			return nil
+		}
+		ok = sess != nil
+	}
 	if !ok {
-		if _, err := s.pending.peek(id, s.o.now()); err == nil || errors.Is(err, errChallengeUsed) {
+		if _, err := s.peek(r.Context(), id, now); err == nil || errors.Is(err, errChallengeUsed) {
 			writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session not attested: call /kbs/v0/attest first")
 			return nil
 		}
@@ -117,8 +144,12 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		return
 	}
-	sess, err := s.pending.peek(id, s.o.now())
+	sess, err := s.peek(r.Context(), id, s.o.now())
 	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			s.storeFailed(w, "reading the session", err)
+			return
+		}
 		if errors.Is(err, errChallengeUsed) {
 			writeError(w, http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
 		} else {
@@ -137,7 +168,12 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, variant, detail)
 	}
 	// One attempt per challenge, whatever its outcome.
-	if err := s.pending.spend(sess, s.o.now()); err != nil {
+	if err := s.spend(r.Context(), sess, s.o.now()); err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
+			s.storeFailed(w, "spending the challenge", err)
+			return
+		}
 		if errors.Is(err, errChallengeUsed) {
 			fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
 		} else {
@@ -208,6 +244,13 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.tee = string(sess.tee)
+	if s.shared != nil {
+		if err := s.shared.PutSession(r.Context(), sess.id, []byte(tok), sess.expires); err != nil {
+			s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
+			s.storeFailed(w, "storing the attested session", err)
+			return
+		}
+	}
 	s.tokens.put(tok, g, now)
 	sess.grant = g
 	if evicted := s.sessions.put(sess, now); evicted > 0 {
@@ -345,8 +388,7 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 		if errors.Is(err, spec.ErrNotFound) {
 			writeError(w, http.StatusUnauthorized, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
 		} else {
-			s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
-			writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "reading the resource failed")
+			s.storeFailed(w, "reading resource "+p.String(), err)
 		}
 		return
 	}
@@ -373,3 +415,23 @@ func jsonSize(v any) (int, error) {
 type countWriter int
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// peek returns a live, unspent challenge, from the shared store when there is one.
+func (s *Server) peek(ctx context.Context, id string, now time.Time) (*session, error) {
+	if s.shared == nil {
+		return s.pending.peek(id, now)
+	}
+	c, err := s.shared.PeekChallenge(ctx, id, now)
+	if err != nil {
+		return nil, err
+	}
+	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, nil
+}
+
+// spend uses up the challenge's one attempt, across replicas when shared.
+func (s *Server) spend(ctx context.Context, sess *session, now time.Time) error {
+	if s.shared == nil {
+		return s.pending.spend(sess, now)
+	}
+	return s.shared.SpendChallenge(ctx, sess.id, now)
+}

@@ -3,7 +3,6 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"hash/maphash"
 	"net"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/store"
 )
 
 // grant is what an attestation entitles its holder to: the verified token
@@ -58,10 +58,11 @@ type session struct {
 	grant *grant // set before the session enters the attested table; then read-only
 }
 
+// The same errors whether sessions live here or in a shared store.
 var (
-	errChallengeUsed    = errors.New("challenge already used")
-	errChallengeUnknown = errors.New("challenge unknown or expired")
-	errTooManyPerAddr   = errors.New("too many outstanding challenges from this address")
+	errChallengeUsed    = store.ErrChallengeUsed
+	errChallengeUnknown = store.ErrChallengeUnknown
+	errTooManyPerAddr   = store.ErrTooManyPerAddr
 )
 
 // challenges holds sessions that have not attested. They cost nothing to

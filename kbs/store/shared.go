@@ -48,9 +48,9 @@ type SessionStore interface {
 	// PutSession records that session id attested and holds token (a
 	// bearer credential: stores keep it encrypted) until expires.
 	PutSession(ctx context.Context, id string, token []byte, expires time.Time) error
-	// GetSession returns the token of a live attested session
+	// GetSession returns the token and expiry of a live attested session
 	// (spec.ErrNotFound when none).
-	GetSession(ctx context.Context, id string, now time.Time) ([]byte, error)
+	GetSession(ctx context.Context, id string, now time.Time) ([]byte, time.Time, error)
 	// UseAdminID records the jti of an admin token used for a write; a
 	// second use wraps spec.ErrExists.
 	UseAdminID(ctx context.Context, jti string, expires time.Time) error

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -102,22 +100,24 @@ func (s *Store) PutSession(ctx context.Context, id string, token []byte, expires
 	return nil
 }
 
-// GetSession returns the token of a live attested session.
-func (s *Store) GetSession(ctx context.Context, id string, now time.Time) ([]byte, error) {
+// GetSession returns the token and expiry of a live attested session.
+func (s *Store) GetSession(ctx context.Context, id string, now time.Time) ([]byte, time.Time, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	h := idHash(id)
 	var kekID, sealed []byte
+	var exp time.Time
 	err := retryRead(ctx, func(ctx context.Context) error {
-		return s.pool.QueryRow(ctx, `SELECT kek_id, sealed FROM kbs_sessions WHERE id_hash = $1 AND expires > $2`, h, now).Scan(&kekID, &sealed)
+		return s.pool.QueryRow(ctx, `SELECT kek_id, sealed, expires FROM kbs_sessions WHERE id_hash = $1 AND expires > $2`, h, now).Scan(&kekID, &sealed, &exp)
 	})
 	if noRows(err) {
-		return nil, fmt.Errorf("session: %w", spec.ErrNotFound)
+		return nil, exp, fmt.Errorf("session: %w", spec.ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading session: %w", err)
+		return nil, exp, fmt.Errorf("reading session: %w", err)
 	}
-	return s.keys.open(s.keys.session, kekID, sealed, sessionAAD(h))
+	tok, err := s.keys.open(s.keys.session, kekID, sealed, sessionAAD(h))
+	return tok, exp, err
 }
 
 // UseAdminID records an admin token's jti; a second use wraps spec.ErrExists.
@@ -180,7 +180,6 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int64, error) {
 		`DELETE FROM kbs_sessions WHERE expires <= $1`,
 		`DELETE FROM kbs_admin_ids WHERE expires <= $1`,
 	} {
-		var tag pgconn.CommandTag
 		tag, err := s.pool.Exec(ctx, q, now)
 		if err != nil {
 			return n, fmt.Errorf("expiring sessions: %w", classify(err))

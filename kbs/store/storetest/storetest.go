@@ -226,17 +226,18 @@ func RunSessions(t *testing.T, s store.SessionStore) {
 		}
 	})
 	t.Run("Sessions", func(t *testing.T) {
-		if _, err := s.GetSession(ctx, "nope", now); !errors.Is(err, spec.ErrNotFound) {
+		if _, _, err := s.GetSession(ctx, "nope", now); !errors.Is(err, spec.ErrNotFound) {
 			t.Fatalf("GetSession missing: got %v, want ErrNotFound", err)
 		}
-		if err := s.PutSession(ctx, "s1", []byte("token-1"), now.Add(time.Minute)); err != nil {
+		exp := now.Add(time.Minute)
+		if err := s.PutSession(ctx, "s1", []byte("token-1"), exp); err != nil {
 			t.Fatal(err)
 		}
-		got, err := s.GetSession(ctx, "s1", now)
-		if err != nil || string(got) != "token-1" {
-			t.Fatalf("GetSession: got %q, %v", got, err)
+		got, gotExp, err := s.GetSession(ctx, "s1", now)
+		if err != nil || string(got) != "token-1" || gotExp.Sub(exp).Abs() > time.Millisecond {
+			t.Fatalf("GetSession: got %q, %v, %v; want token-1 expiring %v", got, gotExp, err, exp)
 		}
-		if _, err := s.GetSession(ctx, "s1", now.Add(2*time.Minute)); !errors.Is(err, spec.ErrNotFound) {
+		if _, _, err := s.GetSession(ctx, "s1", now.Add(2*time.Minute)); !errors.Is(err, spec.ErrNotFound) {
 			t.Fatalf("GetSession expired: got %v, want ErrNotFound", err)
 		}
 	})
