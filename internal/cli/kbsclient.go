@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/spf13/pflag"
@@ -48,7 +49,9 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(f.url, client.WithAttester(att), client.WithTeeKeyType(f.teeKey))
+	// --url A,B,…: replicas of one broker; a failed step moves to the next.
+	urls := strings.Split(f.url, ",")
+	return client.New(urls[0], client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...))
 }
 
 // attesterFunc returns the attester the flags select.

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -195,6 +196,19 @@ func (e ErrorInfo) Error() string {
 
 // segmentRE is the reference's pattern for one resource path segment.
 var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*$`)
+
+// ResourceInfo describes a stored resource, never its value: an entry of
+// the admin resource list (GET /kbs/v0/resource).
+type ResourceInfo struct {
+	Path     string    `json:"path"` // repo/type/tag
+	Size     int64     `json:"size"`
+	Modified time.Time `json:"modified"`
+}
+
+// ResourceList is the body of GET /kbs/v0/resource, sorted by path.
+type ResourceList struct {
+	Resources []ResourceInfo `json:"resources"`
+}
 
 // ResourcePath names a resource: kbs:///<repo>/<type>/<tag>.
 type ResourcePath struct {

@@ -221,19 +221,13 @@ func (s *Server) handleDeleteResource(w http.ResponseWriter, r *http.Request, re
 	w.WriteHeader(http.StatusOK)
 }
 
-// ResourceList is the body of GET /kbs/v0/resource (admin): what the
-// store holds, never a value.
-type ResourceList struct {
-	Resources []store.ResourceInfo `json:"resources"`
-}
-
 func (s *Server) handleListResources(w http.ResponseWriter, r *http.Request, sc adminScope) {
 	infos, err := s.o.store.List(r.Context())
 	if err != nil {
 		s.storeFailed(w, "listing resources", err)
 		return
 	}
-	out := ResourceList{Resources: make([]store.ResourceInfo, 0, len(infos))}
+	out := protocol.ResourceList{Resources: make([]protocol.ResourceInfo, 0, len(infos))}
 	for _, in := range infos {
 		if sc.allows(in.Path) {
 			out.Resources = append(out.Resources, in)

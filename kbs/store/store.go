@@ -278,11 +278,7 @@ func (s *FS) List(ctx context.Context) ([]ResourceInfo, error) {
 }
 
 // ResourceInfo describes a stored resource: never its value.
-type ResourceInfo struct {
-	Path     string    `json:"path"` // repo/type/tag
-	Size     int64     `json:"size"`
-	Modified time.Time `json:"modified"`
-}
+type ResourceInfo = protocol.ResourceInfo
 
 // SortInfos sorts by path, the order List returns.
 func SortInfos(infos []ResourceInfo) {

@@ -20,7 +20,7 @@ import (
 	"github.com/coffer-dev/coffer/spec"
 )
 
-var pg *pgtest.Server
+var pg pgtest.Shared
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
 

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -171,30 +172,41 @@ func (s *Server) NewDatabase(ctx context.Context) (string, error) {
 	return s.URL(name), nil
 }
 
-// Main runs a test binary's tests with a shared server in *srv (nil with
-// srv's SkipReason set when PostgreSQL is not available); use it as
-// `func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }`.
-func Main(m *testing.M, srv **Server) int {
-	s, err := Start(context.Background())
-	if err != nil {
-		s = &Server{SkipReason: "PostgreSQL not available: " + err.Error()}
-	}
-	*srv = s
-	defer s.Close()
-	return m.Run()
+// Shared is one server for a whole test binary, started on first use.
+type Shared struct {
+	once sync.Once
+	srv  *Server
+	err  error
 }
 
-// Need returns a fresh database URL on the shared server, skipping the test
-// (failing it under COFFER_REQUIRE_EXTERNAL=1) when there is no server.
-func (s *Server) Need(t testing.TB) string {
+// Main runs a test binary's tests and stops the shared server (if a test
+// started it) afterwards: `func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }`.
+func Main(m *testing.M, s *Shared) int {
+	code := m.Run()
+	if s.srv != nil {
+		s.srv.Close()
+	}
+	return code
+}
+
+// Server returns the running shared server, starting it on first use; it
+// skips the test (fails it under COFFER_REQUIRE_EXTERNAL=1) when PostgreSQL
+// is not available.
+func (s *Shared) Server(t testing.TB) *Server {
 	t.Helper()
-	testutil.RequireExternal(t, s != nil && s.SkipReason == "", func() string {
-		if s == nil {
-			return "PostgreSQL test server not started"
-		}
-		return s.SkipReason
-	}())
-	u, err := s.NewDatabase(context.Background())
+	s.once.Do(func() { s.srv, s.err = Start(context.Background()) })
+	why := ""
+	if s.err != nil {
+		why = "PostgreSQL not available: " + s.err.Error()
+	}
+	testutil.RequireExternal(t, s.err == nil, why)
+	return s.srv
+}
+
+// Need returns the URL of a fresh database on the shared server.
+func (s *Shared) Need(t testing.TB) string {
+	t.Helper()
+	u, err := s.Server(t).NewDatabase(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
