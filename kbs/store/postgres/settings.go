@@ -152,7 +152,7 @@ func (s *Store) Watch(ctx context.Context, changed func()) {
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
+			backoff = min(2*backoff, time.Second)
 		}
 	}()
 }
