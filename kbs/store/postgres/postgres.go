@@ -142,7 +142,8 @@ func poolConfig(dbURL string, o options) (*pgxpool.Config, error) {
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	rp := cfg.ConnConfig.RuntimeParams
-	if _, ok := rp["statement_timeout"]; !ok || o.statementTimeout > 0 {
+	inOptions := strings.Contains(rp["options"], "statement_timeout")
+	if _, ok := rp["statement_timeout"]; (!ok && !inOptions) || o.statementTimeout > 0 {
 		d := o.statementTimeout
 		if d <= 0 {
 			d = DefaultStatementTimeout

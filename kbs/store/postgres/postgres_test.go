@@ -20,9 +20,9 @@ import (
 	"github.com/coffer-dev/coffer/spec"
 )
 
-var pg pgtest.Shared
+var pg = &postgres.TestPG
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &pg)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pg)) }
 
 var testKEK = bytes.Repeat([]byte{7}, postgres.KEKSize)
 
