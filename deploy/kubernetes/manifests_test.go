@@ -125,9 +125,9 @@ func TestManifests(t *testing.T) {
 // must notice, so a passing TestManifests means something.
 func TestManifestChecksCatchMistakes(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(m *manifests)
-		want  string
+		want   string
 	}{
 		{"port", func(m *manifests) { m.deploy.Spec.Template.Spec.Containers[0].Ports[0].ContainerPort = 9000 }, "containerPort"},
 		{"flag", func(m *manifests) {
@@ -360,5 +360,3 @@ func splitHostPort(s string) (string, string, error) {
 	}
 	return s[:i], s[i+1:], nil
 }
-
-
