@@ -170,8 +170,9 @@ func TestManifestChecksCatchMistakes(t *testing.T) {
 	}
 }
 
-// serveFlags parses args with the real `coffer <args>` command and returns
-// the command's flags.
+// parseCommand parses args with the real `coffer <args>` command (its cobra
+// flag set: an unknown or malformed flag fails) and returns the path of the
+// command and the file and address flags it was given.
 func parseCommand(args []string) (map[string]string, error) {
 	root := cli.NewRoot()
 	cmd, rest, err := root.Find(args)
