@@ -38,7 +38,7 @@ var fleetKEK = bytes.Repeat([]byte{0x42}, postgres.KEKSize)
 
 // fleet is n broker replicas sharing one PostgreSQL database and token key.
 type fleet struct {
-	t        *testing.T
+	t        testing.TB
 	dbURL    string
 	urls     []string
 	servers  []*server.Server
@@ -46,7 +46,7 @@ type fleet struct {
 	adminKey ed25519.PrivateKey
 }
 
-func newFleet(t *testing.T, n int, dbURL string, opts ...server.Option) *fleet {
+func newFleet(t testing.TB, n int, dbURL string, opts ...server.Option) *fleet {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := postgres.Migrate(ctx, dbURL); err != nil {
