@@ -144,10 +144,10 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		return
 	}
-	sess, err := s.peek(r.Context(), id, s.o.now())
+	sess, spent, err := s.takeChallenge(r.Context(), id, s.o.now())
 	if err != nil {
 		if errors.Is(err, store.ErrUnavailable) {
-			s.storeFailed(w, "reading the session", err)
+			s.storeFailed(w, "spending the challenge", err)
 			return
 		}
 		if errors.Is(err, errChallengeUsed) {
@@ -168,12 +168,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, variant, detail)
 	}
 	// One attempt per challenge, whatever its outcome.
-	if err := s.spend(r.Context(), sess, s.o.now()); err != nil {
-		if errors.Is(err, store.ErrUnavailable) {
-			s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
-			s.storeFailed(w, "spending the challenge", err)
-			return
-		}
+	if err := s.spendLocal(sess, spent); err != nil {
 		if errors.Is(err, errChallengeUsed) {
 			fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
 		} else {
@@ -428,10 +423,25 @@ func (s *Server) peek(ctx context.Context, id string, now time.Time) (*session, 
 	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, nil
 }
 
-// spend uses up the challenge's one attempt, across replicas when shared.
-func (s *Server) spend(ctx context.Context, sess *session, now time.Time) error {
+// takeChallenge finds the caller's live, unspent challenge. With a shared
+// store it is spent at once (one round trip instead of a read and a write:
+// a malformed body then costs the challenge too); it reports whether so.
+func (s *Server) takeChallenge(ctx context.Context, id string, now time.Time) (*session, bool, error) {
 	if s.shared == nil {
-		return s.pending.spend(sess, now)
+		sess, err := s.pending.peek(id, now)
+		return sess, false, err
 	}
-	return s.shared.SpendChallenge(ctx, sess.id, now)
+	c, err := s.shared.SpendChallenge(ctx, id, now)
+	if err != nil {
+		return nil, false, err
+	}
+	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, true, nil
+}
+
+// spendLocal uses up the one attempt of a challenge kept in memory.
+func (s *Server) spendLocal(sess *session, spent bool) error {
+	if spent {
+		return nil
+	}
+	return s.pending.spend(sess, s.o.now())
 }

@@ -42,9 +42,9 @@ type SessionStore interface {
 	// PeekChallenge returns a live, unspent challenge
 	// (ErrChallengeUsed, ErrChallengeUnknown).
 	PeekChallenge(ctx context.Context, id string, now time.Time) (Challenge, error)
-	// SpendChallenge uses up the challenge's one attempt: across every
-	// replica exactly one caller gets nil.
-	SpendChallenge(ctx context.Context, id string, now time.Time) error
+	// SpendChallenge uses up the challenge's one attempt and returns it:
+	// across every replica exactly one caller gets no error.
+	SpendChallenge(ctx context.Context, id string, now time.Time) (Challenge, error)
 	// PutSession records that session id attested and holds token (a
 	// bearer credential: stores keep it encrypted) until expires.
 	PutSession(ctx context.Context, id string, token []byte, expires time.Time) error

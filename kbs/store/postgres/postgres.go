@@ -44,6 +44,7 @@ const (
 
 type options struct {
 	kek              []byte
+	cacheBytes       int
 	maxConns         int32
 	statementTimeout time.Duration
 	logger           *slog.Logger
@@ -88,6 +89,23 @@ func WithStatementTimeout(d time.Duration) Option {
 	}
 }
 
+// DefaultResourceCacheBytes bounds the decrypted resources a replica keeps.
+const DefaultResourceCacheBytes = 32 << 20
+
+// WithResourceCache bounds the cache of decrypted resources (0 turns it
+// off). A change made through another replica evicts its entry when the
+// change notification arrives (milliseconds); while the notification
+// connection is down nothing is cached. Default: DefaultResourceCacheBytes.
+func WithResourceCache(maxBytes int) Option {
+	return func(o *options) error {
+		if maxBytes < 0 {
+			return fmt.Errorf("resource cache %d bytes: must not be negative", maxBytes)
+		}
+		o.cacheBytes = maxBytes
+		return nil
+	}
+}
+
 // WithLogger sets the logger. Default: slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error { o.logger = l; return nil }
@@ -100,6 +118,8 @@ type Store struct {
 	o       options
 	keys    *keys
 	timeout time.Duration
+	listen  *listener
+	cache   resourceCache
 }
 
 var (
@@ -161,7 +181,7 @@ func poolConfig(dbURL string, o options) (*pgxpool.Config, error) {
 // Open connects to the database at dbURL and checks its schema version. It
 // does not create or change the schema: run Migrate (`coffer kbs migrate`).
 func Open(ctx context.Context, dbURL string, opts ...Option) (*Store, error) {
-	var o options
+	o := options{cacheBytes: DefaultResourceCacheBytes}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("postgres store: %w", err)
@@ -182,10 +202,12 @@ func Open(ctx context.Context, dbURL string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("postgres store %s: %w", Redact(dbURL), classify(err))
 	}
 	s := &Store{pool: pool, o: o, keys: deriveKeys(o.kek), timeout: statementTimeout(cfg)}
+	s.cache = resourceCache{m: map[string][]byte{}, maxBytes: o.cacheBytes}
 	if err := s.checkSchema(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres store %s: %w", Redact(dbURL), err)
 	}
+	s.startListener()
 	return s, nil
 }
 
@@ -197,8 +219,12 @@ func statementTimeout(cfg *pgxpool.Config) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-// Close releases the pool.
-func (s *Store) Close() error { s.pool.Close(); return nil }
+// Close stops the listener and releases the pool.
+func (s *Store) Close() error {
+	s.listen.stop()
+	s.pool.Close()
+	return nil
+}
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error {

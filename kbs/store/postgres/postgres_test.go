@@ -211,3 +211,55 @@ func TestParseKEK(t *testing.T) {
 		}
 	}
 }
+
+// TestResourceCacheFollowsOtherReplicas: a replica that cached a resource
+// serves another replica's change within a second, deletions included.
+func TestResourceCacheFollowsOtherReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, u := open(t, testKEK)
+	b, err := postgres.Open(ctx, u, postgres.WithKEK(testKEK))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p := store.ResourcePath{Repo: "default", Type: "k", Tag: "rotated"}
+	if err := a.Set(ctx, p, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(want string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			got, err := b.Get(ctx, p)
+			if (want == "" && errors.Is(err, spec.ErrNotFound)) || (err == nil && string(got) == want) {
+				return time.Since(start)
+			}
+			if time.Since(start) > time.Second {
+				t.Fatalf("replica B still answers %q, %v; want %q", got, err, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("v1")
+	for range 3 { // served from B's cache now
+		if got, _ := b.Get(ctx, p); string(got) != "v1" {
+			t.Fatalf("cached Get: %q", got)
+		}
+	}
+	if err := a.Set(ctx, p, []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("B served A's update after %v", waitFor("v2"))
+	if err := a.Delete(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("B saw A's delete after %v", waitFor(""))
+	// The writer's own cache is never stale.
+	if err := b.Set(ctx, p, []byte("v3")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Get(ctx, p); err != nil || string(got) != "v3" {
+		t.Fatalf("read after own write: %q, %v", got, err)
+	}
+}

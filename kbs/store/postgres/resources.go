@@ -16,6 +16,11 @@ func (s *Store) Get(ctx context.Context, p store.ResourcePath) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
+	path := p.String()
+	v, gen, ok := s.cache.get(path)
+	if ok {
+		return v, nil
+	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	var kekID, sealed []byte
@@ -32,6 +37,7 @@ func (s *Store) Get(ctx context.Context, p store.ResourcePath) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resource %s: %w", p, err)
 	}
+	s.cache.put(path, pt, gen)
 	return pt, nil
 }
 
@@ -44,9 +50,13 @@ func (s *Store) Set(ctx context.Context, p store.ResourcePath, data []byte) erro
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	sealed := seal(s.keys.resource, data, resourceAAD(p))
-	_, err := s.pool.Exec(ctx, `INSERT INTO kbs_resources (path, kek_id, sealed, size, modified) VALUES ($1, $2, $3, $4, now())
-		ON CONFLICT (path) DO UPDATE SET kek_id = excluded.kek_id, sealed = excluded.sealed, size = excluded.size, modified = excluded.modified`,
-		p.String(), s.keys.id, sealed, len(data))
+	defer s.cache.evict(p.String())
+	_, err := s.pool.Exec(ctx, `WITH w AS (
+			INSERT INTO kbs_resources (path, kek_id, sealed, size, modified) VALUES ($1, $2, $3, $4, now())
+			ON CONFLICT (path) DO UPDATE SET kek_id = excluded.kek_id, sealed = excluded.sealed, size = excluded.size, modified = excluded.modified
+			RETURNING path)
+		SELECT pg_notify($5, path) FROM w`,
+		p.String(), s.keys.id, sealed, len(data), ResourceChannel)
 	if err != nil {
 		return fmt.Errorf("writing resource %s: %w", p, classify(err))
 	}
@@ -61,8 +71,11 @@ func (s *Store) Create(ctx context.Context, p store.ResourcePath, data []byte) e
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	sealed := seal(s.keys.resource, data, resourceAAD(p))
-	tag, err := s.pool.Exec(ctx, `INSERT INTO kbs_resources (path, kek_id, sealed, size) VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO NOTHING`,
-		p.String(), s.keys.id, sealed, len(data))
+	defer s.cache.evict(p.String())
+	tag, err := s.pool.Exec(ctx, `WITH w AS (
+			INSERT INTO kbs_resources (path, kek_id, sealed, size) VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO NOTHING RETURNING path)
+		SELECT pg_notify($5, path) FROM w`,
+		p.String(), s.keys.id, sealed, len(data), ResourceChannel)
 	if err != nil {
 		return fmt.Errorf("writing resource %s: %w", p, classify(err))
 	}
@@ -79,7 +92,9 @@ func (s *Store) Delete(ctx context.Context, p store.ResourcePath) error {
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM kbs_resources WHERE path = $1`, p.String())
+	defer s.cache.evict(p.String())
+	tag, err := s.pool.Exec(ctx, `WITH d AS (DELETE FROM kbs_resources WHERE path = $1 RETURNING path) SELECT pg_notify($2, path) FROM d`,
+		p.String(), ResourceChannel)
 	if err != nil {
 		return fmt.Errorf("deleting resource %s: %w", p, classify(err))
 	}

@@ -59,29 +59,32 @@ func (s *Store) PeekChallenge(ctx context.Context, id string, now time.Time) (st
 	return c, nil
 }
 
-// SpendChallenge marks the challenge used; the row lock makes exactly one
-// of concurrent callers, on any replica, see its update succeed. A live row
-// the update did not change is spent (by an earlier or a concurrent call:
-// the second half reads the statement's snapshot, so it must not look at
-// the used column).
-func (s *Store) SpendChallenge(ctx context.Context, id string, now time.Time) error {
+// SpendChallenge marks the challenge used and returns it; the row lock
+// makes exactly one of concurrent callers, on any replica, see its update
+// succeed. A live row the update did not change is spent (by an earlier or
+// a concurrent call: the second half reads the statement's snapshot, so it
+// must not look at the used column).
+func (s *Store) SpendChallenge(ctx context.Context, id string, now time.Time) (store.Challenge, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
+	c := store.Challenge{ID: id}
 	var used bool
 	err := s.pool.QueryRow(ctx, `WITH spent AS (
-			UPDATE kbs_challenges SET used = true WHERE id_hash = $1 AND NOT used AND expires > $2 RETURNING false AS was_used)
-		SELECT was_used FROM spent
-		UNION ALL SELECT true FROM kbs_challenges WHERE id_hash = $1 AND NOT EXISTS (SELECT 1 FROM spent) AND expires > $2`,
-		idHash(id), now).Scan(&used)
+			UPDATE kbs_challenges SET used = true WHERE id_hash = $1 AND NOT used AND expires > $2
+			RETURNING false AS was_used, tee, nonce, addr, expires)
+		SELECT was_used, tee, nonce, addr, expires FROM spent
+		UNION ALL SELECT true, '', '', '', expires FROM kbs_challenges
+			WHERE id_hash = $1 AND NOT EXISTS (SELECT 1 FROM spent) AND expires > $2`,
+		idHash(id), now).Scan(&used, &c.Tee, &c.Nonce, &c.Addr, &c.Expires)
 	switch {
 	case noRows(err):
-		return store.ErrChallengeUnknown
+		return c, store.ErrChallengeUnknown
 	case err != nil:
-		return fmt.Errorf("spending challenge: %w", classify(err))
+		return c, fmt.Errorf("spending challenge: %w", classify(err))
 	case used:
-		return store.ErrChallengeUsed
+		return c, store.ErrChallengeUsed
 	}
-	return nil
+	return c, nil
 }
 
 func sessionAAD(h []byte) []byte { return append([]byte("coffer-kbs-session-token\x00"), h...) }

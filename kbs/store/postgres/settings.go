@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -134,46 +133,11 @@ func (s *Store) SetReferenceValues(ctx context.Context, values map[string][]any)
 	})
 }
 
-// Watch listens on NotifyChannel over a connection of its own and calls
-// changed for every notification, and after every (re)connection, since
-// changes made while it was not listening were missed. Connection losses
-// are retried with backoff until ctx ends.
+// Watch calls changed for every settings change any replica makes (a
+// NOTIFY on NotifyChannel, heard by the store's listener connection), after
+// every reconnection of that listener (changes made meanwhile were
+// missed), and once now, until ctx ends.
 func (s *Store) Watch(ctx context.Context, changed func()) {
-	go func() {
-		backoff := 100 * time.Millisecond
-		for ctx.Err() == nil {
-			err := s.listen(ctx, changed, func() { backoff = 100 * time.Millisecond })
-			if ctx.Err() != nil {
-				return
-			}
-			s.o.logger.Warn("kbs settings listener lost its database connection: retrying", "err", classify(err), "in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, time.Second)
-		}
-	}()
-}
-
-func (s *Store) listen(ctx context.Context, changed, connected func()) error {
-	cctx, cancel := context.WithTimeout(ctx, DefaultConnectTimeout)
-	conn, err := pgx.ConnectConfig(cctx, s.pool.Config().ConnConfig.Copy())
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+NotifyChannel); err != nil {
-		return err
-	}
-	connected()
+	s.listen.add(ctx, changed)
 	changed()
-	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
-		changed()
-	}
 }

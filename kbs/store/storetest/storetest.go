@@ -174,7 +174,13 @@ func RunSessions(t *testing.T, s store.SessionStore) {
 		const n = 16
 		results := make(chan error, n)
 		for range n {
-			go func() { results <- s.SpendChallenge(ctx, c.ID, now) }()
+			go func() {
+				got, err := s.SpendChallenge(ctx, c.ID, now)
+				if err == nil && (got.Nonce != c.Nonce || got.Tee != c.Tee || got.Addr != c.Addr) {
+					err = fmt.Errorf("spent challenge %+v, want %+v", got, c)
+				}
+				results <- err
+			}()
 		}
 		wins, used := 0, 0
 		for range n {
@@ -203,10 +209,10 @@ func RunSessions(t *testing.T, s store.SessionStore) {
 		if _, err := s.PeekChallenge(ctx, c.ID, later); !errors.Is(err, store.ErrChallengeUnknown) {
 			t.Fatalf("Peek expired: got %v, want ErrChallengeUnknown", err)
 		}
-		if err := s.SpendChallenge(ctx, c.ID, later); !errors.Is(err, store.ErrChallengeUnknown) {
+		if _, err := s.SpendChallenge(ctx, c.ID, later); !errors.Is(err, store.ErrChallengeUnknown) {
 			t.Fatalf("Spend expired: got %v, want ErrChallengeUnknown", err)
 		}
-		if err := s.SpendChallenge(ctx, "no-such", now); !errors.Is(err, store.ErrChallengeUnknown) {
+		if _, err := s.SpendChallenge(ctx, "no-such", now); !errors.Is(err, store.ErrChallengeUnknown) {
 			t.Fatalf("Spend unknown: got %v, want ErrChallengeUnknown", err)
 		}
 	})
@@ -218,7 +224,7 @@ func RunSessions(t *testing.T, s store.SessionStore) {
 			}
 		}
 		// A spent challenge no longer counts.
-		if err := s.SpendChallenge(ctx, "pa-0", now); err != nil {
+		if _, err := s.SpendChallenge(ctx, "pa-0", now); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.CreateChallenge(ctx, store.Challenge{ID: "pa-3", Tee: "tpm", Nonce: "n", Addr: "10.9.9.9", Expires: now.Add(time.Minute)}, 2); err != nil {
