@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -19,7 +20,8 @@ import (
 
 // scaleOutTargets are the broker set-ups BenchmarkScaleOut compares: one
 // process on the memory and fs stores, one and three replicas on PostgreSQL.
-func scaleOutTarget(b *testing.B, name string) []string {
+// It returns the replicas' URLs and, for PostgreSQL, the database's CPU time.
+func scaleOutTarget(b *testing.B, name string) ([]string, func() time.Duration) {
 	b.Helper()
 	single := func(st store.Store) []string {
 		_ = st.Set(context.Background(), protocol.ResourcePath{Repo: "default", Type: "image_key", Tag: "nginx"}, secret)
@@ -35,14 +37,14 @@ func scaleOutTarget(b *testing.B, name string) []string {
 	}
 	switch name {
 	case "memory-1":
-		return single(store.NewMemory())
+		return single(store.NewMemory()), nil
 	case "fs-1":
 		fs, err := store.NewFS(filepath.Join(b.TempDir(), "repo"))
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { fs.Close() })
-		return single(fs)
+		return single(fs), nil
 	case "postgres-1", "postgres-3":
 		n := 1
 		if name == "postgres-3" {
@@ -50,10 +52,10 @@ func scaleOutTarget(b *testing.B, name string) []string {
 		}
 		f := newFleet(b, n, pg.Need(b))
 		f.ready()
-		return f.urls
+		return f.urls, pg.Server(b).CPUTime
 	}
 	b.Fatalf("no target %s", name)
-	return nil
+	return nil, nil
 }
 
 var scaleOutNames = []string{"memory-1", "fs-1", "postgres-1", "postgres-3"}
@@ -66,15 +68,15 @@ var scaleOutNames = []string{"memory-1", "fs-1", "postgres-1", "postgres-3"}
 func BenchmarkScaleOut(b *testing.B) {
 	for _, name := range scaleOutNames {
 		b.Run("handshake/"+name, func(b *testing.B) {
-			urls := scaleOutTarget(b, name)
+			urls, dbCPU := scaleOutTarget(b, name)
 			tr := &http.Transport{MaxIdleConns: 4 * *benchClients, MaxIdleConnsPerHost: 4 * *benchClients}
 			b.Cleanup(tr.CloseIdleConnections)
-			runConcurrent(b, "handshakes", func(i int) error { return spreadFlow(urls, i, tr) })
+			runConcurrentCPU(b, "handshakes", dbCPU, func(i int) error { return spreadFlow(urls, i, tr) })
 		})
 	}
 	for _, name := range scaleOutNames {
 		b.Run("GET/"+name, func(b *testing.B) {
-			urls := scaleOutTarget(b, name)
+			urls, dbCPU := scaleOutTarget(b, name)
 			tr := &http.Transport{MaxIdleConns: 4 * *benchClients, MaxIdleConnsPerHost: 4 * *benchClients}
 			b.Cleanup(tr.CloseIdleConnections)
 			guests := make([][]*benchClient, *benchClients)
@@ -94,7 +96,7 @@ func BenchmarkScaleOut(b *testing.B) {
 				}
 			}
 			calls := make([]int, *benchClients)
-			runConcurrent(b, "GETs", func(i int) error {
+			runConcurrentCPU(b, "GETs", dbCPU, func(i int) error {
 				calls[i]++
 				r, err := guests[i][calls[i]%len(urls)].getResource(toks[i])
 				if err != nil {

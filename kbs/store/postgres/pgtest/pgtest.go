@@ -212,3 +212,51 @@ func (s *Shared) Need(t testing.TB) string {
 	}
 	return u
 }
+
+// CPUTime is the CPU time the server's processes used so far: the
+// postmaster with its reaped children, plus the live backends (Linux /proc).
+// Benchmarks add it to their own to report the whole system's cost.
+func (s *Server) CPUTime() time.Duration {
+	raw, err := os.ReadFile(filepath.Join(s.data(), "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(raw), "\n", 2)[0]))
+	if err != nil {
+		return 0
+	}
+	const hz = 100 // USER_HZ on Linux
+	ticks := func(p string) (ppid int, self, children int64, ok bool) {
+		b, err := os.ReadFile(filepath.Join("/proc", p, "stat"))
+		if err != nil {
+			return 0, 0, 0, false
+		}
+		// Fields after the parenthesised command: state ppid … utime(14) stime(15) cutime(16) cstime(17).
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			return 0, 0, 0, false
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			return 0, 0, 0, false
+		}
+		n := func(k int) int64 { v, _ := strconv.ParseInt(f[k], 10, 64); return v }
+		ppid, _ = strconv.Atoi(f[1])
+		return ppid, n(11) + n(12), n(13) + n(14), true
+	}
+	_, self, children, ok := ticks(strconv.Itoa(pid))
+	if !ok {
+		return 0
+	}
+	total := self + children
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		if ppid, t, _, ok := ticks(e.Name()); ok && ppid == pid {
+			total += t
+		}
+	}
+	return time.Duration(total) * time.Second / hz
+}
