@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coffer-dev/coffer/agent/client"
+	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/internal/cli"
+	"github.com/coffer-dev/coffer/kbs/store/postgres/pgtest"
+)
+
+var pg pgtest.Shared
+
+// asCoffer makes the test binary act as the coffer command when re-executed
+// by a test (so broker replicas are real processes a test can kill -9,
+// without building the binary).
+const asCoffer = "COFFER_E2E_AS_COFFER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asCoffer) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		root := cli.NewRoot()
+		root.SetArgs(os.Args[1:])
+		err := root.ExecuteContext(ctx)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "coffer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(pgtest.Main(m, &pg))
+}
+
+// replica is one `coffer kbs serve` process.
+type replica struct {
+	url string
+	cmd *exec.Cmd
+	log *bytes.Buffer
+}
+
+func startReplica(t *testing.T, args ...string) *replica {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{url: "http://" + addr, log: &bytes.Buffer{}}
+	r.cmd = exec.Command(self, append([]string{"kbs", "serve", "--listen", addr}, args...)...)
+	r.cmd.Env = append(os.Environ(), asCoffer+"=1")
+	r.cmd.Stderr = r.log
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() })
+	for start := time.Now(); ; {
+		if resp, err := http.Get(r.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return r
+			}
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("replica %s did not become ready:\n%s", addr, r.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestThreeReplicas runs three `coffer kbs serve` processes on one
+// PostgreSQL database: admin calls through one govern the others, guests
+// spread over all three are served, and when one is killed with SIGKILL in
+// the middle of the run every guest still gets its key with at most one
+// retry per operation.
+func TestThreeReplicas(t *testing.T) {
+	dbURL := pg.Need(t)
+	dir := t.TempDir()
+	kek, tokenKey := filepath.Join(dir, "store.kek"), filepath.Join(dir, "token.pem")
+	adminKey := filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(kek, []byte(strings.Repeat("5a", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", tokenKey)
+	mustCoffer(t, "kbs", "keygen-admin", "--out", adminKey)
+	mustCoffer(t, "kbs", "migrate", "--store", dbURL)
+	var rs []*replica
+	for range 3 {
+		rs = append(rs, startReplica(t, "--store", dbURL, "--store-kek", kek, "--token-key", tokenKey,
+			"--admin-public-key", adminKey+".pub", "--allow-sample-tee", "--rate-limit", "0"))
+	}
+	secretFile := filepath.Join(dir, "key")
+	if err := os.WriteFile(secretFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := func(i int) []string { return []string{"--url", rs[i].url, "--admin-key", adminKey} }
+	mustCoffer(t, append([]string{"kbs", "set-resource", "--path", "default/image_key/app", "--resource-file", secretFile}, admin(0)...)...)
+	mustCoffer(t, append([]string{"kbs", "set-resource-policy", "--allow-all"}, admin(1)...)...)
+	if out := mustCoffer(t, append([]string{"kbs", "list-resources"}, admin(2)...)...); !strings.Contains(out, "default/image_key/app") {
+		t.Fatalf("list-resources on replica 2: %q", out)
+	}
+	urls := []string{rs[0].url, rs[1].url, rs[2].url}
+	// The policy set on replica 1 governs replica 2 (the sample TEE is not affirming).
+	for start := time.Now(); ; {
+		out, _, err := coffer(t, "kbs", "get-resource", "--url", urls[2], "--tee", "sample", "--path", "default/image_key/app")
+		if err == nil && out == "0123456789abcdef0123456789abcdef" {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("replica 2 not following replica 1's policy after 1 s: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	const guests = 8
+	var stop atomic.Bool
+	var served, maxRetries atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, guests)
+	for g := range guests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			order := append(append([]string{}, urls[g%3:]...), urls[:g%3]...)
+			for !stop.Load() {
+				c, err := client.New(order[0], client.WithAttester(evidence.Sample{}), client.WithAlternateURLs(order[1:]...))
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := c.GetResource(context.Background(), "default", "image_key", "app")
+				if err != nil || string(got) != "0123456789abcdef0123456789abcdef" {
+					errs <- fmt.Errorf("guest %d: %q, %v", g, got, err)
+					return
+				}
+				served.Add(1)
+				for r := c.Retries(); r > maxRetries.Load(); {
+					maxRetries.CompareAndSwap(maxRetries.Load(), r)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	before := served.Load()
+	if err := rs[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	after := served.Load() - before
+	if before == 0 || after == 0 {
+		t.Fatalf("guests served %d before and %d after the kill: the run did not span it", before, after)
+	}
+	if maxRetries.Load() > 1 {
+		t.Fatalf("a guest needed %d retries for one key, want at most 1", maxRetries.Load())
+	}
+	t.Logf("%d keys served before replica 0 was killed, %d after; at most %d retry per guest", before, after, maxRetries.Load())
+}
