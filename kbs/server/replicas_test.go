@@ -319,4 +319,24 @@ func TestReplicasListAndScopedAdmin(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Path != "tenant-a/key/one" {
 		t.Fatalf("scoped list: got %+v, %v; want only tenant-a", list, err)
 	}
+	// Both writes and the refused one are in the shared audit log, newest first.
+	log, err := f.servers[0].Store().(*postgres.Store).AuditLog(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log {
+		got = append(got, e.Action+" "+e.Target+" "+e.Result)
+		if !strings.Contains(e.Actor, "jti=") {
+			t.Errorf("audit actor %q names no token", e.Actor)
+		}
+	}
+	want := []string{
+		"POST /kbs/v0/resource/tenant-b/key/one 403",
+		"POST /kbs/v0/resource/tenant-b/key/one 200",
+		"POST /kbs/v0/resource/tenant-a/key/one 200",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

@@ -263,3 +263,34 @@ func TestResourceCacheFollowsOtherReplicas(t *testing.T) {
 		t.Fatalf("read after own write: %q, %v", got, err)
 	}
 }
+
+func TestExpire(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := open(t, testKEK)
+	now := time.Now()
+	old := now.Add(-time.Minute)
+	if err := s.CreateChallenge(ctx, store.Challenge{ID: "old", Tee: "tpm", Nonce: "n", Addr: "a", Expires: old}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateChallenge(ctx, store.Challenge{ID: "live", Tee: "tpm", Nonce: "n", Addr: "a", Expires: now.Add(time.Minute)}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutSession(ctx, "old", []byte("t"), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UseAdminID(ctx, "old-jti", old); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Expire(ctx, now)
+	if err != nil || n != 3 {
+		t.Fatalf("Expire: %d rows, %v; want 3", n, err)
+	}
+	if _, err := s.PeekChallenge(ctx, "live", now); err != nil {
+		t.Fatalf("live challenge gone: %v", err)
+	}
+	// An expired jti may be reused only after it was expired out: its token no longer verifies anyway.
+	if err := s.UseAdminID(ctx, "old-jti", now.Add(time.Minute)); err != nil {
+		t.Fatalf("expired jti still held: %v", err)
+	}
+}
