@@ -2,6 +2,11 @@ package cli
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -39,7 +44,11 @@ func TestKBSPostgresWorkflow(t *testing.T) {
 	if _, err := runCoffer(t, "", "kbs", "keygen-admin", "--out", keyFile); err != nil {
 		t.Fatal(err)
 	}
-	serve := []string{"kbs", "serve", "--store", dbURL, "--store-kek", kek, "--listen", addr, "--admin-public-key", keyFile + ".pub", "--allow-sample-tee"}
+	tokenKey := filepath.Join(dir, "token.pem")
+	if err := os.WriteFile(tokenKey, tokenPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serve := []string{"kbs", "serve", "--store", dbURL, "--store-kek", kek, "--token-key", tokenKey, "--listen", addr, "--admin-public-key", keyFile + ".pub", "--allow-sample-tee"}
 
 	for _, tc := range []struct {
 		name string
@@ -48,6 +57,7 @@ func TestKBSPostgresWorkflow(t *testing.T) {
 	}{
 		{"unmigrated", serve, "coffer kbs migrate"},
 		{"no kek", []string{"kbs", "serve", "--store", dbURL, "--listen", addr}, "--store-kek"},
+		{"no token key", []string{"kbs", "serve", "--store", dbURL, "--store-kek", kek, "--listen", addr}, "--token-key"},
 		{"kek and state dir", append(append([]string{}, serve...), "--state-dir", dir), "state_dir"},
 		{"migrate without url", []string{"kbs", "migrate"}, "--store"},
 	} {
@@ -125,4 +135,17 @@ func TestKBSPostgresWorkflow(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not shut down")
 	}
+}
+
+func tokenPEM(t *testing.T) []byte {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }

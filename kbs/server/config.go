@@ -138,6 +138,9 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 		if c.StateDir != "" {
 			return nil, closer, errors.New("kbs config: state_dir is for the fs and memory stores; the postgres store keeps policies and reference values itself")
 		}
+		if c.TokenKey == "" {
+			return nil, closer, errors.New("kbs config: the postgres store (shared by replicas) needs token_key (--token-key FILE): every replica must sign tokens with the same key, or a token from one fails on another")
+		}
 		kek, err := postgres.LoadKEK(c.StoreKEK)
 		if err != nil {
 			return nil, closer, err
