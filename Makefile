@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/coffer
 
-.PHONY: build test demo bench bench-kbs fuzz vet attack
+.PHONY: build test demo bench bench-kbs bench-kbs-scaleout fuzz vet attack
 
 # One static binary (no cgo), stamped with the version and commit.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -28,7 +28,12 @@ bench: build
 	./scripts/bench.sh
 
 bench-kbs:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./kbs/server/
+	$(GO) test -run '^$$' -bench '^Benchmark(Handshake|ResourceGET)$$' -benchtime 3s ./kbs/server/
+
+# One process (memory, fs store) vs one and three replicas on PostgreSQL
+# (needs Debian's postgresql), 100 concurrent guests.
+bench-kbs-scaleout:
+	$(GO) test ./kbs/server/ -run '^$$' -bench ScaleOut -benchtime 4000x -args -kbs.clients=100
 
 # Short fuzzing of every target (FUZZTIME per target).
 FUZZTIME ?= 10s
