@@ -154,6 +154,13 @@ func TestReplicasHandshakeAcross(t *testing.T) {
 	if _, _, r := c3.get(keyPath, ""); r.code != http.StatusUnauthorized {
 		t.Fatalf("GET without a session: got %d, want 401", r.code)
 	}
+	// The store's pool and the applied settings version are exported.
+	m := c3.do(http.MethodGet, "/metrics", nil, nil)
+	for _, want := range []string{"kbs_store_connections_max 16", "kbs_store_connections_idle", "kbs_settings_version 2"} {
+		if !strings.Contains(string(m.body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
 
 // TestReplicasNonceReplay: a nonce attested on A cannot be attested again

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/spec"
@@ -30,7 +32,34 @@ type initial struct {
 	attestation   string
 }
 
+// poolStatser is a store with a connection pool (postgres).
+type poolStatser interface {
+	PoolStats() (acquired, idle, max int32)
+}
+
+// registerStoreMetrics exports the shared store's pool and settings version.
+func (s *Server) registerStoreMetrics() {
+	if ps, ok := s.o.store.(poolStatser); ok {
+		for _, g := range []struct {
+			name, help string
+			f          func() float64
+		}{
+			{"kbs_store_connections_in_use", "Database connections in use.", func() float64 { a, _, _ := ps.PoolStats(); return float64(a) }},
+			{"kbs_store_connections_idle", "Idle database connections in the pool.", func() float64 { _, i, _ := ps.PoolStats(); return float64(i) }},
+			{"kbs_store_connections_max", "Bound of the database connection pool.", func() float64 { _, _, m := ps.PoolStats(); return float64(m) }},
+		} {
+			s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.f))
+		}
+	}
+	if s.settings != nil {
+		s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kbs_settings_version", Help: "Version of the shared policies and reference values this replica applied.",
+		}, func() float64 { return float64(s.settingsVersion.Load()) }))
+	}
+}
+
 func (s *Server) startShared(ctx context.Context) error {
+	defer s.registerStoreMetrics()
 	if ss, ok := s.o.store.(store.SessionStore); ok {
 		s.shared = ss
 	}

@@ -226,6 +226,12 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// PoolStats reports the connection pool: connections in use, idle, and the bound.
+func (s *Store) PoolStats() (acquired, idle, max int32) {
+	st := s.pool.Stat()
+	return st.AcquiredConns(), st.IdleConns(), st.MaxConns()
+}
+
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.op(ctx)
