@@ -180,3 +180,89 @@ func TestThreeReplicas(t *testing.T) {
 	}
 	t.Logf("%d keys served before replica 0 was killed, %d after; at most %d retry per guest", before, after, maxRetries.Load())
 }
+
+// TestReplicasSurviveDatabaseRestart stops and starts PostgreSQL under two
+// `coffer kbs serve` processes and a run of guests: during the outage the
+// brokers answer 503 and are not ready; afterwards the same processes serve
+// every guest again.
+func TestReplicasSurviveDatabaseRestart(t *testing.T) {
+	pg.Server(t) // skips when PostgreSQL is absent
+	ctx := context.Background()
+	db, err := pgtest.Start(ctx) // a server of its own: this test stops it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	dbURL, err := db.NewDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kek, tokenKey, adminKey := filepath.Join(dir, "store.kek"), filepath.Join(dir, "token.pem"), filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(kek, []byte(strings.Repeat("5b", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", tokenKey)
+	mustCoffer(t, "kbs", "keygen-admin", "--out", adminKey)
+	mustCoffer(t, "kbs", "migrate", "--store", dbURL)
+	var rs []*replica
+	for range 2 {
+		rs = append(rs, startReplica(t, "--store", dbURL, "--store-kek", kek, "--token-key", tokenKey,
+			"--admin-public-key", adminKey+".pub", "--allow-sample-tee", "--rate-limit", "0"))
+	}
+	secretFile := filepath.Join(dir, "key")
+	_ = os.WriteFile(secretFile, []byte("restart-survivor"), 0o600)
+	mustCoffer(t, "kbs", "set-resource", "--path", "default/image_key/app", "--resource-file", secretFile, "--url", rs[0].url, "--admin-key", adminKey)
+	mustCoffer(t, "kbs", "set-resource-policy", "--allow-all", "--url", rs[1].url, "--admin-key", adminKey)
+	urls := []string{rs[0].url, rs[1].url}
+
+	var stop atomic.Bool
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				c, _ := client.New(urls[g%2], client.WithAttester(evidence.Sample{}), client.WithAlternateURLs(urls[(g+1)%2]))
+				if got, err := c.GetResource(ctx, "default", "image_key", "app"); err == nil && string(got) == "restart-survivor" {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := db.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(rs[0].url + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz with the database down: %v %v, want 503", resp, err)
+	}
+	resp.Body.Close()
+	time.Sleep(300 * time.Millisecond)
+	if err := db.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := ok.Load()
+	for start := time.Now(); ok.Load() < before+8; {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("guests did not recover after the database restart (%d failures)", failed.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	for i, r := range rs {
+		if r.cmd.ProcessState != nil {
+			t.Fatalf("replica %d exited: %s", i, r.log)
+		}
+	}
+	if failed.Load() == 0 {
+		t.Fatal("no guest failed while the database was down: the outage did not overlap the run")
+	}
+	t.Logf("guests: %d served, %d failed during the outage; both broker processes kept running", ok.Load(), failed.Load())
+}
