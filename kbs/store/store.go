@@ -3,7 +3,10 @@
 //
 // FS is the default: the trustee repository layout <dir>/<repo>/<type>/<tag>,
 // one file per resource, so a key copied into that tree by hand is served.
-// Memory is for tests and ephemeral brokers.
+// Memory is for tests and ephemeral brokers. The postgres subpackage is the
+// store several broker replicas share; it also implements the interfaces of
+// shared.go (sessions, policies), which the fs and memory stores leave to
+// the broker's memory. storetest is the conformance suite all of them pass.
 package store
 
 import (
