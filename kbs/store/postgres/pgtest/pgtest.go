@@ -41,10 +41,27 @@ type Server struct {
 	SkipReason string
 }
 
-// findBin returns the newest /usr/lib/postgresql/*/bin holding initdb, or
-// the directory of initdb in PATH.
-func findBin() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+// traversable reports whether every directory on the way to dir lets
+// other users through.
+func traversable(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
+
+// binGlob is where Debian installs the server binaries.
+const binGlob = "/usr/lib/postgresql/*/bin"
+
+// findBin returns the newest directory matching glob that holds initdb,
+// or the directory of initdb in PATH.
+func findBin(glob string) (string, error) {
+	dirs, _ := filepath.Glob(glob)
 	sort.Slice(dirs, func(i, j int) bool {
 		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
 		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
@@ -63,7 +80,7 @@ func findBin() (string, error) {
 
 // Start initialises and starts a server. Stop it with Close.
 func Start(ctx context.Context) (*Server, error) {
-	bin, err := findBin()
+	bin, err := findBin(binGlob)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +94,11 @@ func Start(ctx context.Context) (*Server, error) {
 		s.gid, _ = strconv.Atoi(u.Gid)
 		s.asPG = true
 	}
-	if s.dir, err = os.MkdirTemp("", "coffer-pgtest-"); err != nil {
+	base := os.TempDir()
+	if s.asPG && !traversable(base) {
+		base = "/tmp" // the postgres user must reach its data directory
+	}
+	if s.dir, err = os.MkdirTemp(base, "coffer-pgtest-"); err != nil {
 		return nil, err
 	}
 	if s.asPG {
