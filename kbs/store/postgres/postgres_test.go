@@ -150,6 +150,17 @@ func TestDumpLeaksNoKey(t *testing.T) {
 	if _, err := s.Get(ctx, store.ResourcePath{Repo: "default", Type: "image_key", Tag: "moved"}); !errors.Is(err, spec.ErrIntegrity) {
 		t.Fatalf("Get of a moved ciphertext: got %v, want ErrIntegrity", err)
 	}
+	// A database writer copying an attested session's token onto the
+	// session row of a cookie it holds gets nothing usable.
+	if err := s.PutSession(ctx, "ATTACKER-COOKIE", []byte("attacker's own token"), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE kbs_sessions SET sealed = (SELECT sealed FROM kbs_sessions s2 WHERE s2.id_hash <> kbs_sessions.id_hash LIMIT 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.GetSession(ctx, "ATTACKER-COOKIE", time.Now()); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("GetSession of a moved token: got %v, want ErrIntegrity", err)
+	}
 }
 
 func pgBin() string {
