@@ -23,7 +23,7 @@ func newKBSCmd() *cobra.Command {
 	cmd.PersistentFlags().String("url", "", "broker URL (env COFFER_KBS_URL)")
 	cmd.PersistentFlags().String("admin-key", "", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
 	cmd.AddCommand(
-		newKBSServeCmd(), newKBSMigrateCmd(), newKBSKeygenAdminCmd(), newKBSListResourcesCmd(),
+		newKBSServeCmd(), newKBSMigrateCmd(), newKBSRotateKEKCmd(), newKBSKeygenAdminCmd(), newKBSListResourcesCmd(),
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),
 		newKBSSetResourcePolicyCmd(), newKBSGetResourcePolicyCmd(),
 		newKBSSetAttestationPolicyCmd(), newKBSSetReferenceValueCmd(),

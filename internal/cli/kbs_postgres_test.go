@@ -135,6 +135,16 @@ func TestKBSPostgresWorkflow(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not shut down")
 	}
+	// Rotate to a new KEK: the old key alone then opens nothing.
+	newKEK := filepath.Join(dir, "kek2")
+	_ = os.WriteFile(newKEK, []byte(strings.Repeat("cd", 32)), 0o600)
+	out, err = runCoffer(t, "", "kbs", "rotate-kek", "--store", dbURL, "--store-kek", newKEK, "--store-kek-previous", kek)
+	if err != nil || !strings.Contains(out, "resealed 3 resources") {
+		t.Fatalf("rotate-kek: %q, %v", out, err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "rotate-kek", "--store", dbURL, "--store-kek", newKEK, "--store-kek-previous", filepath.Join(dir, "nope")); err == nil {
+		t.Fatal("rotate-kek with a missing previous key file succeeded")
+	}
 }
 
 func tokenPEM(t *testing.T) []byte {

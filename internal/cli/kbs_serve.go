@@ -60,6 +60,7 @@ func newKBSServeCmd() *cobra.Command {
 	f.StringVar(&fc.Store, "store", fc.Store, "store: fs, memory, or postgres://user@host/db?sslmode=verify-full (shared by replicas; run `coffer kbs migrate` first)")
 	f.StringVar(&fc.StoreURLFile, "store-url-file", "", "file holding the postgres:// store URL (e.g. a mounted secret), instead of --store")
 	f.StringVar(&fc.StoreKEK, "store-kek", "", "postgres store: key-encryption key file (32 bytes raw, 64 hex digits or base64); the same on every replica")
+	f.StringVar(&fc.StoreKEKPrevious, "store-kek-previous", "", "postgres store: the earlier key-encryption key, still opened while `coffer kbs rotate-kek` moves resources to --store-kek")
 	f.IntVar(&fc.StoreMaxConns, "store-max-conns", 0, "postgres store: connection pool size (default: the URL's pool_max_conns, else 16)")
 	f.StringSliceVar(&fc.AdminACL, "admin-acl", nil, "role=pattern[,pattern]: admin tokens of role may only touch matching resource paths, e.g. tenant-a=tenant-a/*/* (repeatable)")
 	f.StringSliceVar(&fc.AdminPublicKeys, "admin-public-key", nil, "Ed25519 PKIX PEM admin public key (repeatable)")

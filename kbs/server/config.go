@@ -34,6 +34,7 @@ type Config struct {
 	Store                 string        `toml:"store"`                   // "fs" (default), "memory" or a postgres:// URL
 	StoreURLFile          string        `toml:"store_url_file"`          // file holding the postgres:// URL (a mounted secret), instead of store
 	StoreKEK              string        `toml:"store_kek"`               // postgres: key-encryption key file (32 bytes raw, hex or base64)
+	StoreKEKPrevious      string        `toml:"store_kek_previous"`      // postgres: the earlier KEK, still opened during a rotation
 	StoreMaxConns         int           `toml:"store_max_conns"`         // postgres: connection pool size; 0 = URL's pool_max_conns or 16
 	AdminPublicKeys       []string      `toml:"admin_public_keys"`       // Ed25519 PKIX PEM files
 	AdminRole             string        `toml:"admin_role"`              // required role claim; "" = optional
@@ -146,6 +147,14 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 			return nil, closer, err
 		}
 		popts := []postgres.Option{postgres.WithKEK(kek), postgres.WithLogger(logger)}
+		if c.StoreKEKPrevious != "" {
+			prev, err := postgres.LoadKEK(c.StoreKEKPrevious)
+			if err != nil {
+				return nil, closer, err
+			}
+			popts = append(popts, postgres.WithPreviousKEK(prev))
+			clear(prev)
+		}
 		if c.StoreMaxConns > 0 {
 			popts = append(popts, postgres.WithMaxConns(c.StoreMaxConns))
 		}

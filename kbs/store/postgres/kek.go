@@ -91,10 +91,25 @@ func seal(a cipher.AEAD, pt, aad []byte) []byte {
 
 var errWrongKEK = errors.New("encrypted under a different store kek")
 
-// open reverses seal; kekID is the id stored with the ciphertext.
-func (k *keys) open(a cipher.AEAD, kekID, ct, aad []byte) ([]byte, error) {
+// keyring is the current keys (seal and open) and, during a rotation, the
+// previous ones (open only).
+type keyring struct {
+	cur, prev *keys
+}
+
+// open reverses seal with the keys whose id was stored with the
+// ciphertext; session selects the session AEAD instead of the resource one.
+func (r keyring) open(session bool, kekID, ct, aad []byte) ([]byte, error) {
+	k := r.cur
 	if !hmac.Equal(kekID, k.id) {
-		return nil, fmt.Errorf("%w (id %x, this replica's is %x): give every replica the same --store-kek: %w", errWrongKEK, kekID, k.id, spec.ErrIntegrity)
+		if r.prev == nil || !hmac.Equal(kekID, r.prev.id) {
+			return nil, fmt.Errorf("%w (id %x, this replica's is %x): give every replica the same --store-kek: %w", errWrongKEK, kekID, r.cur.id, spec.ErrIntegrity)
+		}
+		k = r.prev
+	}
+	a := k.resource
+	if session {
+		a = k.session
 	}
 	if len(ct) < a.NonceSize()+a.Overhead() {
 		return nil, fmt.Errorf("stored ciphertext too short: %w", spec.ErrIntegrity)

@@ -44,6 +44,7 @@ const (
 
 type options struct {
 	kek              []byte
+	prevKEK          []byte
 	cacheBytes       int
 	maxConns         int32
 	statementTimeout time.Duration
@@ -60,6 +61,19 @@ func WithKEK(kek []byte) Option {
 			return fmt.Errorf("store kek: %d bytes, want %d", len(kek), KEKSize)
 		}
 		o.kek = append([]byte(nil), kek...)
+		return nil
+	}
+}
+
+// WithPreviousKEK also opens values sealed under an earlier KEK, while a
+// rotation (RotateKEK, `coffer kbs rotate-kek`) moves them to the current
+// one. New values are always sealed under the current KEK. Default: none.
+func WithPreviousKEK(kek []byte) Option {
+	return func(o *options) error {
+		if len(kek) != KEKSize {
+			return fmt.Errorf("previous store kek: %d bytes, want %d", len(kek), KEKSize)
+		}
+		o.prevKEK = append([]byte(nil), kek...)
 		return nil
 	}
 }
@@ -116,7 +130,7 @@ func WithLogger(l *slog.Logger) Option {
 type Store struct {
 	pool    *pgxpool.Pool
 	o       options
-	keys    *keys
+	keys    keyring
 	timeout time.Duration
 	listen  *listener
 	cache   resourceCache
@@ -201,7 +215,10 @@ func Open(ctx context.Context, dbURL string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres store %s: %w", Redact(dbURL), classify(err))
 	}
-	s := &Store{pool: pool, o: o, keys: deriveKeys(o.kek), timeout: statementTimeout(cfg)}
+	s := &Store{pool: pool, o: o, keys: keyring{cur: deriveKeys(o.kek)}, timeout: statementTimeout(cfg)}
+	if o.prevKEK != nil {
+		s.keys.prev = deriveKeys(o.prevKEK)
+	}
 	s.cache = resourceCache{m: map[string][]byte{}, maxBytes: o.cacheBytes}
 	if err := s.checkSchema(ctx); err != nil {
 		pool.Close()

@@ -305,3 +305,62 @@ func TestExpire(t *testing.T) {
 		t.Fatalf("expired jti still held: %v", err)
 	}
 }
+
+// TestRotateKEK moves every resource to a new KEK: replicas with the new
+// KEK and the old as previous serve throughout; afterwards the old KEK
+// opens nothing and the new one alone serves everything.
+func TestRotateKEK(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	oldKEK, newKEK := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	old, u := open(t, oldKEK)
+	paths := []store.ResourcePath{{Repo: "a", Type: "k", Tag: "1"}, {Repo: "b", Type: "k", Tag: "2"}}
+	for i, p := range paths {
+		if err := old.Set(ctx, p, []byte{byte('x' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.PutSession(ctx, "s", []byte("tok"), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// Without the previous KEK the rotation refuses and changes nothing.
+	bare, err := postgres.Open(ctx, u, postgres.WithKEK(newKEK))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	if _, err := bare.RotateKEK(ctx); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("rotation without the previous KEK: got %v, want ErrIntegrity", err)
+	}
+	if got, err := old.Get(ctx, paths[0]); err != nil || string(got) != "x" {
+		t.Fatalf("after a refused rotation: %q, %v", got, err)
+	}
+	next, err := postgres.Open(ctx, u, postgres.WithKEK(newKEK), postgres.WithPreviousKEK(oldKEK))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if got, err := next.Get(ctx, paths[1]); err != nil || string(got) != "y" {
+		t.Fatalf("new KEK with the old as previous, before rotating: %q, %v", got, err)
+	}
+	res, err := next.RotateKEK(ctx)
+	if err != nil || res != (postgres.RotateResult{Resealed: 2, Sessions: 1}) {
+		t.Fatalf("RotateKEK: %+v, %v", res, err)
+	}
+	if res, err := next.RotateKEK(ctx); err != nil || res != (postgres.RotateResult{Current: 2}) {
+		t.Fatalf("second RotateKEK: %+v, %v", res, err)
+	}
+	for i, p := range paths {
+		if got, err := bare.Get(ctx, p); err != nil || string(got) != string(rune('x'+i)) {
+			t.Fatalf("new KEK alone after rotating, %s: %q, %v", p, got, err)
+		}
+	}
+	fresh, err := postgres.Open(ctx, u, postgres.WithKEK(oldKEK), postgres.WithResourceCache(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.Get(ctx, paths[0]); !errors.Is(err, spec.ErrIntegrity) {
+		t.Fatalf("old KEK after rotating: got %v, want ErrIntegrity", err)
+	}
+}

@@ -33,7 +33,7 @@ func (s *Store) Get(ctx context.Context, p store.ResourcePath) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading resource %s: %w", p, err)
 	}
-	pt, err := s.keys.open(s.keys.resource, kekID, sealed, resourceAAD(p))
+	pt, err := s.keys.open(false, kekID, sealed, resourceAAD(p))
 	if err != nil {
 		return nil, fmt.Errorf("resource %s: %w", p, err)
 	}
@@ -49,14 +49,14 @@ func (s *Store) Set(ctx context.Context, p store.ResourcePath, data []byte) erro
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	sealed := seal(s.keys.resource, data, resourceAAD(p))
+	sealed := seal(s.keys.cur.resource, data, resourceAAD(p))
 	defer s.cache.evict(p.String())
 	_, err := s.pool.Exec(ctx, `WITH w AS (
 			INSERT INTO kbs_resources (path, kek_id, sealed, size, modified) VALUES ($1, $2, $3, $4, now())
 			ON CONFLICT (path) DO UPDATE SET kek_id = excluded.kek_id, sealed = excluded.sealed, size = excluded.size, modified = excluded.modified
 			RETURNING path)
 		SELECT pg_notify($5, path) FROM w`,
-		p.String(), s.keys.id, sealed, len(data), ResourceChannel)
+		p.String(), s.keys.cur.id, sealed, len(data), ResourceChannel)
 	if err != nil {
 		return fmt.Errorf("writing resource %s: %w", p, classify(err))
 	}
@@ -70,12 +70,12 @@ func (s *Store) Create(ctx context.Context, p store.ResourcePath, data []byte) e
 	}
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	sealed := seal(s.keys.resource, data, resourceAAD(p))
+	sealed := seal(s.keys.cur.resource, data, resourceAAD(p))
 	defer s.cache.evict(p.String())
 	tag, err := s.pool.Exec(ctx, `WITH w AS (
 			INSERT INTO kbs_resources (path, kek_id, sealed, size) VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO NOTHING RETURNING path)
 		SELECT pg_notify($5, path) FROM w`,
-		p.String(), s.keys.id, sealed, len(data), ResourceChannel)
+		p.String(), s.keys.cur.id, sealed, len(data), ResourceChannel)
 	if err != nil {
 		return fmt.Errorf("writing resource %s: %w", p, classify(err))
 	}

@@ -96,7 +96,7 @@ func (s *Store) PutSession(ctx context.Context, id string, token []byte, expires
 	h := idHash(id)
 	_, err := s.pool.Exec(ctx, `INSERT INTO kbs_sessions (id_hash, kek_id, sealed, expires) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id_hash) DO UPDATE SET kek_id = excluded.kek_id, sealed = excluded.sealed, expires = excluded.expires`,
-		h, s.keys.id, seal(s.keys.session, token, sessionAAD(h)), expires)
+		h, s.keys.cur.id, seal(s.keys.cur.session, token, sessionAAD(h)), expires)
 	if err != nil {
 		return fmt.Errorf("storing session: %w", classify(err))
 	}
@@ -119,7 +119,7 @@ func (s *Store) GetSession(ctx context.Context, id string, now time.Time) ([]byt
 	if err != nil {
 		return nil, exp, fmt.Errorf("reading session: %w", err)
 	}
-	tok, err := s.keys.open(s.keys.session, kekID, sealed, sessionAAD(h))
+	tok, err := s.keys.open(true, kekID, sealed, sessionAAD(h))
 	return tok, exp, err
 }
 
