@@ -115,6 +115,16 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
 	now := s.o.now()
 	sess, ok := s.sessions.get(id, now)
 	if !ok && s.shared != nil {
+		// A cookie this replica does not hold costs database reads: only
+		// well-formed ones, within the per-address budget of /auth and
+		// /attest (a client misses at most once per replica and session).
+		if !validSessionID(id) {
+			writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
+			return nil
+		}
+		if s.limited(w, r) {
+			return nil
+		}
 		var err error
 		if sess, err = s.sharedSession(r.Context(), id, now); err != nil {
 			s.storeFailed(w, "reading the session", err)
@@ -444,4 +454,17 @@ func (s *Server) spendLocal(sess *session, spent bool) error {
 		return nil
 	}
 	return s.pending.spend(sess, s.o.now())
+}
+
+// validSessionID reports whether id has the form newSessionID gives.
+func validSessionID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -345,5 +346,32 @@ func TestReplicasListAndScopedAdmin(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestAttackCookieFloodOnReplica: GETs with cookies a replica does not hold
+// cost database reads, so malformed ones are refused without one and
+// well-formed ones count against the per-address rate limit.
+func TestAttackCookieFloodOnReplica(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 1, pg.Need(t), server.WithRateLimit(5, 5))
+	f.ready()
+	c := newRCAR(t, f.urls[0])
+	get := func(cookie string) reply {
+		return c.do(http.MethodGet, protocol.PathResource+keyPath, nil, map[string]string{"Cookie": protocol.SessionCookie + "=" + cookie})
+	}
+	for range 50 {
+		if r := get("not-a-session-id"); r.code != http.StatusUnauthorized {
+			t.Fatalf("malformed cookie: got %d, want 401", r.code)
+		}
+	}
+	limited := 0
+	for i := range 20 {
+		if r := get(fmt.Sprintf("%032x", i)); r.code == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited < 10 {
+		t.Fatalf("20 unknown well-formed cookies from one address: %d rate-limited, want most", limited)
 	}
 }
