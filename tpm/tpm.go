@@ -21,6 +21,7 @@ package tpm
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -50,12 +51,17 @@ var errClosed = errors.New("tpm: use of a closed TPM")
 // TPM is an open TPM with the AK coffer quotes with. Its methods may be
 // called from several goroutines; they take turns.
 type TPM struct {
-	mu     sync.Mutex
-	rw     io.ReadWriteCloser
-	conn   net.Conn // rw when it is a socket: deadlines follow the context
-	ak     *client.Key
-	o      options
-	closed bool
+	mu   sync.Mutex
+	rw   io.ReadWriteCloser
+	conn net.Conn // rw when it is a socket: deadlines follow the context
+	ak   *client.Key
+	o    options
+
+	// the binding key, once created (binding.go)
+	bind       tpmutil.Handle
+	bindPublic []byte
+	bindKey    *rsa.PublicKey
+	closed     bool
 }
 
 type options struct {
@@ -163,6 +169,10 @@ func (t *TPM) Close() error {
 	if t.ak != nil {
 		t.ak.Close() // flushes transient keys only
 		t.ak = nil
+	}
+	if t.bind != 0 {
+		tpm2.FlushContext(t.rw, t.bind)
+		t.bind = 0
 	}
 	return t.rw.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -224,7 +225,8 @@ func grantOf(v *token.Verified) (*grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	tee := ""
+	tee, tpmAK := "", ""
+	var tpmRD []byte
 	var reasons []string
 	if sm, ok := v.Claims["submods"].(map[string]any); ok {
 		if c, ok := sm[token.DefaultSubmod].(map[string]any); ok {
@@ -242,10 +244,17 @@ func grantOf(v *token.Verified) (*grant, error) {
 						tee = k
 					}
 				}
+				if tc, ok := ae[string(protocol.TeeTPM)].(map[string]any); ok {
+					tpmAK, _ = tc["ak_public"].(string)
+					if rd, ok := tc["report_data"].(string); ok {
+						tpmRD, _ = hex.DecodeString(rd)
+					}
+				}
 			}
 		}
 	}
 	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry, reasons: reasons,
+		tpmAK: tpmAK, tpmReportData: tpmRD,
 		size: len(v.Payload) + grantOverhead}, nil
 }
 

@@ -313,6 +313,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route names for metrics.
 const (
 	rAuth, rAttest, rResource, rAdmin, rHealth, rMetrics, rOther = "auth", "attest", "resource", "admin", "healthz", "metrics", "other"
+	rKeyTransfer                                                = "key_transfer"
 )
 
 func (s *Server) routes() http.Handler {
@@ -373,6 +374,11 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, metricsHandler
 			s.admin(w, r, func() { s.handleSetReferenceValue(w, r) })
 		}
 		return rAdmin
+	case strings.HasPrefix(p, protocol.PathKeyTransfer):
+		if method(w, r, http.MethodPost) {
+			s.handleKeyTransfer(w, r, p[len(protocol.PathKeyTransfer):])
+		}
+		return rKeyTransfer
 	case p == "/healthz":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")

@@ -22,6 +22,10 @@ type grant struct {
 	status    string
 	tee       string
 	reasons   []string // the appraisal policy's, for denials
+	// tpm attestations: the AK and the quote's qualifying data, which a
+	// binding key's certification must repeat (keytransfer.go)
+	tpmAK         string
+	tpmReportData []byte
 	expires   time.Time
 	size      int // bytes it keeps alive, for the byte caps of the tables holding it
 
