@@ -313,7 +313,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route names for metrics.
 const (
 	rAuth, rAttest, rResource, rAdmin, rHealth, rMetrics, rOther = "auth", "attest", "resource", "admin", "healthz", "metrics", "other"
-	rKeyTransfer                                                = "key_transfer"
+	rKeyTransfer                                                 = "key_transfer"
 )
 
 func (s *Server) routes() http.Handler {

@@ -26,8 +26,8 @@ type grant struct {
 	// binding key's certification must repeat (keytransfer.go)
 	tpmAK         string
 	tpmReportData []byte
-	expires   time.Time
-	size      int // bytes it keeps alive, for the byte caps of the tables holding it
+	expires       time.Time
+	size          int // bytes it keeps alive, for the byte caps of the tables holding it
 
 	sealOnce sync.Once // the sealer is made on first release, then reused
 	sealer   *protocol.Sealer

@@ -70,11 +70,11 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 
 // ImageFlavorRequest says what CreateImageFlavor does.
 type ImageFlavorRequest struct {
-	Label      string        // the flavor's label
-	Input      string        // the plaintext image file
-	Output     string        // the encrypted image file
-	FlavorOut  string        // where the signed flavor goes
-	BrokerURL  string        // the owner's broker
+	Label      string // the flavor's label
+	Input      string // the plaintext image file
+	Output     string // the encrypted image file
+	FlavorOut  string // where the signed flavor goes
+	BrokerURL  string // the owner's broker
 	Admin      *adminclient.Client
 	SigningKey crypto.Signer // signs the flavor
 }
