@@ -97,7 +97,8 @@ func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string) (doc, k
 type DecryptRequest struct {
 	WLS     string              // workload service URL
 	ImageID string              // the image
-	TPM     *tpm.TPM            // this host's TPM
+	TPM     *tpm.TPM            // this host's TPM, or nil to open TPMAddr
+	TPMAddr string              // tpm.Open's address when TPM is nil ("" = /dev/tpmrm0)
 	Input   string              // the encrypted image file
 	Output  string              // where the plaintext goes (committed only when complete and authentic)
 	Signers []*x509.Certificate // when set, the flavor must verify with one of them too (the WLS already checked it)
@@ -108,8 +109,16 @@ type DecryptRequest struct {
 // the file the flavor names (SHA-384) and decrypts it to Output, which
 // appears only once the whole file authenticated. It returns the flavor.
 func DecryptImage(ctx context.Context, r DecryptRequest) (*flavor.Flavor, error) {
-	if r.TPM == nil || r.WLS == "" || r.ImageID == "" || r.Input == "" || r.Output == "" {
-		return nil, errors.New("wla: WLS, image id, TPM, input and output are required")
+	if r.WLS == "" || r.ImageID == "" || r.Input == "" || r.Output == "" {
+		return nil, errors.New("wla: WLS, image id, input and output are required")
+	}
+	if r.TPM == nil {
+		t, err := tpm.Open(ctx, r.TPMAddr)
+		if err != nil {
+			return nil, fmt.Errorf("wla: %w", err)
+		}
+		defer t.Close()
+		r.TPM = t
 	}
 	c := wls.NewClient(r.WLS, nil, r.HTTP)
 	doc, key, err := FetchKey(ctx, c, r.TPM, r.ImageID)

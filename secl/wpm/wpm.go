@@ -70,13 +70,16 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 
 // ImageFlavorRequest says what CreateImageFlavor does.
 type ImageFlavorRequest struct {
-	Label      string // the flavor's label
-	Input      string // the plaintext image file
-	Output     string // the encrypted image file
-	FlavorOut  string // where the signed flavor goes
-	BrokerURL  string // the owner's broker
-	Admin      *adminclient.Client
-	SigningKey crypto.Signer // signs the flavor
+	Label      string              // the flavor's label
+	Input      string              // the plaintext image file
+	Output     string              // the encrypted image file
+	FlavorOut  string              // where the signed flavor goes
+	BrokerURL  string              // the owner's broker
+	Admin      *adminclient.Client // or nil to use AdminKeyFile
+	SigningKey crypto.Signer       // signs the flavor; or nil to load SigningKeyFile
+
+	AdminKeyFile   string // Ed25519 PKCS#8 PEM admin key of the broker
+	SigningKeyFile string // PEM private key (RSA, ECDSA or Ed25519)
 }
 
 // CreateImageFlavor creates a fresh 32-byte key in the broker (create-only,
@@ -85,6 +88,21 @@ type ImageFlavorRequest struct {
 // are committed atomically; the flavor is written last, so a flavor never
 // names a file that is not complete. It returns the flavor.
 func CreateImageFlavor(ctx context.Context, r ImageFlavorRequest) (*flavor.Flavor, error) {
+	if r.Admin == nil && r.AdminKeyFile != "" {
+		k, err := adminclient.LoadKey(r.AdminKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if r.Admin, err = adminclient.New(r.BrokerURL, k); err != nil {
+			return nil, err
+		}
+	}
+	if r.SigningKey == nil && r.SigningKeyFile != "" {
+		var err error
+		if r.SigningKey, err = LoadSigningKey(r.SigningKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	if r.Label == "" || r.Input == "" || r.Output == "" || r.FlavorOut == "" || r.Admin == nil || r.SigningKey == nil || r.BrokerURL == "" {
 		return nil, errors.New("wpm: label, input, output, flavor output, broker, admin client and signing key are all required")
 	}
