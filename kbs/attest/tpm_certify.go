@@ -5,7 +5,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"math/big"
 )
 
@@ -145,11 +144,4 @@ func parseTPMCertify(msg []byte) (name, extra []byte, err error) {
 		return nil, nil, tpmUnsupported("certify info: %v", err)
 	}
 	return name, extra, nil
-}
-
-// TPMBindingKeyClaim is how a binding key appears in claims and logs: the
-// std base64 of its TPMT_PUBLIC's SHA-256.
-func TPMBindingKeyClaim(public []byte) string {
-	s := sha256.Sum256(public)
-	return base64.StdEncoding.EncodeToString(s[:])
 }
