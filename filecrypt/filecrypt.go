@@ -21,11 +21,9 @@ package filecrypt
 
 import (
 	"context"
-	"crypto/sha512"
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 
@@ -71,7 +69,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 type countWriter struct {
 	w io.Writer
-	h hash.Hash
+	h *asyncHash
 	n int64
 }
 
@@ -82,15 +80,18 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// countReader counts what it reads and, when h is set, hashes it.
 type countReader struct {
 	r io.Reader
-	h hash.Hash
+	h *asyncHash
 	n int64
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.h.Write(p[:n])
+	if c.h != nil {
+		c.h.Write(p[:n])
+	}
 	c.n += int64(n)
 	return n, err
 }
@@ -101,31 +102,46 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte) (*Re
 	if err != nil {
 		return nil, err
 	}
-	cw := &countWriter{w: dst, h: sha512.New384()}
+	cw := &countWriter{w: dst, h: newAsyncHash()}
 	w, err := a.NewEncryptingWriter(cw, nil)
 	if err != nil {
+		cw.h.stop()
 		return nil, fmt.Errorf("filecrypt: %w", err)
 	}
 	n, err := io.CopyBuffer(w, ctxReader{ctx, src}, make([]byte, copyBuffer))
+	if err == nil {
+		err = w.Close()
+	}
 	if err != nil {
+		cw.h.stop()
 		return nil, fmt.Errorf("filecrypt: encrypting: %w", err)
 	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("filecrypt: encrypting: %w", err)
-	}
-	return &Result{PlainSize: n, CipherSize: cw.n, Digest: cw.h.Sum(nil)}, nil
+	return &Result{PlainSize: n, CipherSize: cw.n, Digest: cw.h.Sum()}, nil
 }
 
 // Decrypt writes the plaintext of src to dst, segment by segment as each
 // authenticates. A failure (spec.ErrIntegrity for anything the format
 // detects) can come after dst received earlier segments: use DecryptFile,
-// or stage dst, to commit nothing unauthenticated.
-func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte) (*Result, error) {
+// or stage dst, to commit nothing unauthenticated. Result.Digest is set
+// only with WithDigest (hashing costs more than the cipher).
+func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte, opts ...Option) (res *Result, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	a, err := newAEAD(key)
 	if err != nil {
 		return nil, err
 	}
-	cr := &countReader{r: ctxReader{ctx, src}, h: sha512.New384()}
+	cr := &countReader{r: ctxReader{ctx, src}}
+	if o.digest != nil {
+		cr.h = newAsyncHash()
+		defer func() {
+			if err != nil {
+				cr.h.stop()
+			}
+		}()
+	}
 	r, err := a.NewDecryptingReader(cr, nil)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -144,7 +160,14 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte) (*Re
 		}
 		return nil, fmt.Errorf("filecrypt: ciphertext does not authenticate (tampered, truncated, reordered or wrong key: %v): %w", err, spec.ErrIntegrity)
 	}
-	return &Result{PlainSize: n, CipherSize: cr.n, Digest: cr.h.Sum(nil)}, nil
+	res = &Result{PlainSize: n, CipherSize: cr.n}
+	if cr.h != nil {
+		res.Digest = cr.h.Sum()
+		if subtle.ConstantTimeCompare(o.digest, res.Digest) != 1 {
+			return nil, fmt.Errorf("filecrypt: not the file the flavor names (SHA-384 differs): %w", spec.ErrIntegrity)
+		}
+	}
+	return res, nil
 }
 
 // onlyReader hides WriterTo/ReaderFrom so io.CopyBuffer uses our buffer.
@@ -158,7 +181,7 @@ type options struct {
 // Option configures EncryptFile and DecryptFile.
 type Option func(*options)
 
-// WithDigest makes DecryptFile require the ciphertext's SHA-384 to be d
+// WithDigest makes Decrypt and DecryptFile require the ciphertext's SHA-384 to be d
 // (a flavor's encryption.digest) before it commits the output.
 func WithDigest(d []byte) Option { return func(o *options) { o.digest = d } }
 
@@ -204,13 +227,8 @@ func DecryptFile(ctx context.Context, in, out string, key []byte, opts ...Option
 	var res *Result
 	err = atomicfile.WriteFunc(out, func(w io.Writer) error {
 		var err error
-		if res, err = Decrypt(ctx, w, src, key); err != nil {
-			return err
-		}
-		if o.digest != nil && subtle.ConstantTimeCompare(o.digest, res.Digest) != 1 {
-			return fmt.Errorf("filecrypt: %s is not the file the flavor names (SHA-384 differs): %w", in, spec.ErrIntegrity)
-		}
-		return nil
+		res, err = Decrypt(ctx, w, src, key, opts...)
+		return err
 	}, atomicfile.Mode(o.mode))
 	if err != nil {
 		return nil, err

@@ -56,7 +56,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Errorf("%d bytes: header length byte %d, want %d (Tink layout)", n, ct.Bytes()[0], header)
 		}
 		var got bytes.Buffer
-		dres, err := filecrypt.Decrypt(t.Context(), &got, bytes.NewReader(ct.Bytes()), k)
+		dres, err := filecrypt.Decrypt(t.Context(), &got, bytes.NewReader(ct.Bytes()), k, filecrypt.WithDigest(res.Digest))
 		if err != nil {
 			t.Fatalf("%d bytes: %v", n, err)
 		}
@@ -140,16 +140,20 @@ func TestCancel(t *testing.T) {
 	}
 }
 
-func benchmark(b *testing.B, decrypt bool) {
+func benchmark(b *testing.B, decrypt bool, digest ...bool) {
 	k := key(b)
 	pt := random(64 << 20)
 	var ct bytes.Buffer
-	filecrypt.Encrypt(context.Background(), &ct, bytes.NewReader(pt), k)
+	res, _ := filecrypt.Encrypt(context.Background(), &ct, bytes.NewReader(pt), k)
 	b.SetBytes(int64(len(pt)))
 	b.ResetTimer()
 	for range b.N {
 		if decrypt {
-			if _, err := filecrypt.Decrypt(context.Background(), io.Discard, bytes.NewReader(ct.Bytes()), k); err != nil {
+			var opts []filecrypt.Option
+			if len(digest) == 0 {
+				opts = append(opts, filecrypt.WithDigest(res.Digest))
+			}
+			if _, err := filecrypt.Decrypt(context.Background(), io.Discard, bytes.NewReader(ct.Bytes()), k, opts...); err != nil {
 				b.Fatal(err)
 			}
 		} else if _, err := filecrypt.Encrypt(context.Background(), io.Discard, bytes.NewReader(pt), k); err != nil {
@@ -160,3 +164,6 @@ func benchmark(b *testing.B, decrypt bool) {
 
 func BenchmarkEncrypt(b *testing.B) { benchmark(b, false) }
 func BenchmarkDecrypt(b *testing.B) { benchmark(b, true) }
+
+// BenchmarkDecryptNoDigest: the cipher alone (no flavor digest to check).
+func BenchmarkDecryptNoDigest(b *testing.B) { benchmark(b, true, false) }

@@ -1,0 +1,66 @@
+package filecrypt
+
+import (
+	"crypto/sha512"
+	"hash"
+	"sync"
+)
+
+// asyncHash feeds a SHA-384 on its own goroutine so hashing the
+// ciphertext overlaps the cipher (two cores: one ciphers, one hashes).
+// Write copies p into one of a few recycled chunk buffers, so memory stays
+// bounded (hashDepth chunks of at most hashChunk bytes).
+type asyncHash struct {
+	h    hash.Hash
+	ch   chan []byte
+	free chan []byte
+	done sync.WaitGroup
+	once sync.Once
+}
+
+const (
+	hashChunk = 1 << 20
+	hashDepth = 4
+)
+
+func newAsyncHash() *asyncHash {
+	a := &asyncHash{h: sha512.New384(), ch: make(chan []byte, hashDepth), free: make(chan []byte, hashDepth)}
+	for range hashDepth {
+		a.free <- make([]byte, 0, hashChunk)
+	}
+	a.done.Add(1)
+	go func() {
+		defer a.done.Done()
+		for b := range a.ch {
+			a.h.Write(b)
+			a.free <- b[:0]
+		}
+	}()
+	return a
+}
+
+// Write queues p for hashing; it never fails.
+func (a *asyncHash) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		b := <-a.free
+		k := min(len(p), cap(b))
+		b = append(b, p[:k]...)
+		a.ch <- b
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// Sum waits for the queued bytes and returns the digest; a is done.
+func (a *asyncHash) Sum() []byte {
+	a.stop()
+	return a.h.Sum(nil)
+}
+
+// stop ends the goroutine when the digest is not needed (an error path).
+// Calling it again (or after Sum) does nothing.
+func (a *asyncHash) stop() {
+	a.once.Do(func() { close(a.ch) })
+	a.done.Wait()
+}
