@@ -42,6 +42,19 @@ func startWLS(t *testing.T, signerCert, adminPub, db string) string {
 	return "http://" + addr
 }
 
+// flavorSigner writes an ECDSA P-384 flavor signing key and its
+// self-signed certificate into dir and returns their paths.
+func flavorSigner(t *testing.T, dir string) (keyFile, certFile string) {
+	t.Helper()
+	signKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(signKey)
+	keyFile = writePEM(t, filepath.Join(dir, "flavor-signer.pem"), "PRIVATE KEY", der)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flavor signer"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	cder, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signKey.Public(), signKey)
+	return keyFile, writePEM(t, filepath.Join(dir, "signer.crt"), "CERTIFICATE", cder)
+}
+
 // The SecL flow with the coffer CLI: the owner encrypts a 64 MiB disk
 // image (wpm), the provider stores its flavor and image (wls), host A
 // (swtpm, AK registered, PCR11 pinned) decrypts it byte-identically
@@ -60,13 +73,7 @@ func TestSecLVMImageFlow(t *testing.T) {
 	adm := []string{"--url", kbs, "--admin-key", p("kbs-admin.key")}
 	mustCoffer(t, append([]string{"kbs", "set-resource-policy", "--affirming"}, adm...)...)
 
-	signKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	der, _ := x509.MarshalPKCS8PrivateKey(signKey)
-	writePEM(t, p("flavor-signer.pem"), "PRIVATE KEY", der)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flavor signer"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	cder, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signKey.Public(), signKey)
-	writePEM(t, p("signer.crt"), "CERTIFICATE", cder)
+	flavorSigner(t, dir)
 
 	plain := make([]byte, 64<<20)
 	rand.Read(plain)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -53,6 +54,25 @@ whole image authenticated and matched the flavor's digest.`,
 	fl.StringVarP(&r.Input, "in", "i", "", "encrypted image file")
 	fl.StringVarP(&r.Output, "out", "o", "", "decrypted image file to write")
 	fl.StringSliceVar(&certs, "flavor-signer-cert", nil, "also verify the flavor with these signer certificates (PEM)")
-	cmd.AddCommand(decrypt)
+	var kc wla.KeyproviderConfig
+	kp := &cobra.Command{
+		Use:   "keyprovider --wls URL --tpm ADDR [--listen 127.0.0.1:50051]",
+		Short: "Serve the ocicrypt keyprovider (gRPC) that unwraps provider.isecl layers through the WLS and this TPM",
+		Long: `For CRI-O/containerd on the host (OCICRYPT_KEYPROVIDER_CONFIG):
+  {"key-providers":{"isecl":{"grpc":"127.0.0.1:50051"}}}
+Each keyunwrap attests this host's TPM to the owner's broker through the WLS and unwraps the
+layer key inside the TPM; nothing is cached or written to disk.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kc.WLS == "" {
+				return fmt.Errorf("--wls is required: %w", ErrUsage)
+			}
+			return wla.ServeKeyprovider(cmd.Context(), kc, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)), nil)
+		},
+	}
+	kp.Flags().StringVar(&kc.WLS, "wls", "", "workload service URL")
+	kp.Flags().StringVar(&kc.Listen, "listen", "127.0.0.1:50051", "gRPC address to serve on")
+	addTPMFlag(kp.Flags(), &kc.TPMAddr)
+	cmd.AddCommand(decrypt, kp)
 	return cmd
 }

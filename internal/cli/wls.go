@@ -34,6 +34,7 @@ func newWLSCmd() *cobra.Command {
 	f.BoolVar(&c.InsecureAdmin, "insecure-admin", false, "DEVELOPMENT ONLY: no admin authentication")
 	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate chain (PEM)")
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
+	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string
 	client := func() (*wls.Client, error) {

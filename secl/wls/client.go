@@ -108,3 +108,21 @@ func (c *Client) FlavorKey(ctx context.Context, id string, kr KeyRequest) (*Flav
 	}
 	return &fk, nil
 }
+
+// KeyChallenge asks for a broker nonce to attest to for the key at keyURL.
+func (c *Client) KeyChallenge(ctx context.Context, keyURL string) (*Challenge, error) {
+	var ch Challenge
+	if err := c.do(ctx, http.MethodPost, PathKeyChallenge, false, KeyURLRequest{KeyURL: keyURL}, &ch); err != nil {
+		return nil, err
+	}
+	return &ch, nil
+}
+
+// Key answers a key challenge and returns the wrapped key.
+func (c *Client) Key(ctx context.Context, keyURL string, kr KeyRequest) ([]byte, error) {
+	var rk ReturnKey
+	if err := c.do(ctx, http.MethodPost, PathKeys, false, KeyURLRequest{KeyURL: keyURL, KeyRequest: kr}, &rk); err != nil {
+		return nil, err
+	}
+	return rk.Key, nil
+}

@@ -24,6 +24,7 @@ type Config struct {
 	AdminPublicKeys []string // PEM files of Ed25519 admin public keys
 	InsecureAdmin   bool     // development only
 	TLSCert, TLSKey string   // PEM files; both or neither
+	AllowedBrokers  []string // brokers hosts may ask keys of by URL, besides those flavors name
 }
 
 // Serve runs the workload service described by c until ctx ends. ready,
@@ -62,7 +63,7 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(net.Ad
 		return err
 	}
 	defer store.Close()
-	srv, err := New(store, WithFlavorSigners(signers...), WithAdminKeys(keys...), WithInsecureAdmin(c.InsecureAdmin), WithLogger(logger))
+	srv, err := New(store, WithFlavorSigners(signers...), WithAdminKeys(keys...), WithInsecureAdmin(c.InsecureAdmin), WithLogger(logger), WithAllowedBrokers(c.AllowedBrokers...))
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@ type options struct {
 	logger        *slog.Logger
 	hc            *http.Client
 	now           func() time.Time
+	brokers       []string
 }
 
 // Option configures New.
@@ -58,6 +59,17 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) error { o.logge
 // client with a 30 s timeout.
 func WithBrokerClient(hc *http.Client) Option {
 	return func(o *options) error { o.hc = hc; return nil }
+}
+
+// WithAllowedBrokers lets hosts ask for keys by URL on these brokers
+// (scheme://host[:port]) besides those stored flavors name. Default: none.
+func WithAllowedBrokers(urls ...string) Option {
+	return func(o *options) error {
+		for _, u := range urls {
+			o.brokers = append(o.brokers, strings.TrimRight(u, "/"))
+		}
+		return nil
+	}
 }
 
 // Server is the workload service, an http.Handler.
@@ -134,6 +146,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(doc)
 	case p == PathImages && r.Method == http.MethodPost:
 		s.admin(w, r, s.addImage)
+	case p == PathKeyChallenge && r.Method == http.MethodPost:
+		s.keyChallenge(w, r)
+	case p == PathKeys && r.Method == http.MethodPost:
+		s.keyByURL(w, r)
 	case strings.HasPrefix(p, PathImages+"/") && strings.HasSuffix(p, FlavorKeySuffix):
 		id := strings.TrimSuffix(p[len(PathImages)+1:], FlavorKeySuffix)
 		switch r.Method {
@@ -369,4 +385,92 @@ func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image strin
 		s.audit(r, image, "failed", "broker unreachable: "+err.Error())
 		writeError(w, http.StatusBadGateway, protocol.ErrInternal, "the image owner's broker is unreachable: "+err.Error())
 	}
+}
+
+// brokerAllowed reports whether base is a broker hosts may reach through
+// this service: allowed by the operator, or named by a stored flavor.
+func (s *Server) brokerAllowed(base string) bool {
+	for _, b := range s.o.brokers {
+		if b == base {
+			return true
+		}
+	}
+	ids, err := s.store.FlavorIDs()
+	if err != nil {
+		return false
+	}
+	for _, id := range ids {
+		doc, err := s.store.Flavor(id)
+		if err != nil {
+			continue
+		}
+		f, err := flavor.Verify(doc, s.o.signers)
+		if err != nil || f.Encryption == nil {
+			continue
+		}
+		if b, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL); err == nil && b == base {
+			return true
+		}
+	}
+	return false
+}
+
+// keyURLFrom parses and authorizes a host-supplied key URL.
+func (s *Server) keyURLFrom(w http.ResponseWriter, r *http.Request, keyURL string) (base, id string, ok bool) {
+	base, id, err := wpm.ParseKeyURL(keyURL)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, err.Error())
+		return "", "", false
+	}
+	if !s.brokerAllowed(base) {
+		s.audit(r, keyURL, "refused", "broker not known to this service")
+		writeError(w, http.StatusForbidden, protocol.ErrPolicyDeny, fmt.Sprintf("broker %s is not one this service serves keys from (no stored flavor names it; see --allowed-broker)", base))
+		return "", "", false
+	}
+	return base, id, true
+}
+
+func (s *Server) keyChallenge(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r, maxBody)
+	if !ok {
+		return
+	}
+	var kr KeyURLRequest
+	if err := json.Unmarshal(body, &kr); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, `want {"key_url":…}`)
+		return
+	}
+	base, _, ok := s.keyURLFrom(w, r, kr.KeyURL)
+	if !ok {
+		return
+	}
+	c, err := s.brokerAuth(r.Context(), base)
+	if err != nil {
+		s.brokerError(w, r, kr.KeyURL, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r, maxBody)
+	if !ok {
+		return
+	}
+	var kr KeyURLRequest
+	if err := json.Unmarshal(body, &kr); err != nil || kr.Session == "" {
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "want a KeyURLRequest {key_url, session, attestation, binding_key}")
+		return
+	}
+	base, id, ok := s.keyURLFrom(w, r, kr.KeyURL)
+	if !ok {
+		return
+	}
+	wrapped, err := s.brokerTransfer(r.Context(), base, id, kr.KeyRequest)
+	if err != nil {
+		s.brokerError(w, r, kr.KeyURL, err)
+		return
+	}
+	s.audit(r, kr.KeyURL, "released", "key wrapped to the host's TPM binding key")
+	writeJSON(w, http.StatusOK, ReturnKey{Key: wrapped})
 }

@@ -13,6 +13,12 @@
 //	GET  /wls/images/{id}/flavor-key           → 200 Challenge: a fresh broker nonce for the host to attest to
 //	POST /wls/images/{id}/flavor-key           KeyRequest → 200 FlavorKey (SecL's: the signed flavor plus
 //	                                           "key", the image key wrapped to the host's TPM binding key)
+//	POST /wls/keys/challenge                   {"key_url":…} → 200 Challenge (for a container layer's key)
+//	POST /wls/keys                             KeyURLRequest → 200 ReturnKey {"key":<wrapped>} (SecL's /wls/keys)
+//
+// A key URL given by a host is served only when its broker is one a stored
+// flavor names or one the operator allowed (WithAllowedBrokers): the WLS
+// does not call arbitrary addresses for its clients.
 //
 // The flavor-key exchange is coffer's: SecL's WLS fetches a SAML report
 // of the host from its verification service; coffer's host attests to the
@@ -32,7 +38,9 @@ const (
 	PathFlavors = "/wls/flavors"
 	PathImages  = "/wls/images"
 	// FlavorKeySuffix follows /wls/images/{id}.
-	FlavorKeySuffix = "/flavor-key"
+	FlavorKeySuffix  = "/flavor-key"
+	PathKeys         = "/wls/keys"
+	PathKeyChallenge = "/wls/keys/challenge"
 )
 
 // maxBody bounds request bodies and stored image records.
@@ -66,4 +74,17 @@ type FlavorKey struct {
 	Flavor    json.RawMessage `json:"flavor"`
 	Signature string          `json:"signature"`
 	Key       []byte          `json:"key,omitempty"`
+}
+
+// KeyURLRequest is a host's key request by key URL (a container layer's
+// annotation names the key, not the image).
+type KeyURLRequest struct {
+	KeyURL string `json:"key_url"`
+	KeyRequest
+}
+
+// ReturnKey is SecL's /wls/keys reply: the key wrapped to the host's
+// binding key.
+type ReturnKey struct {
+	Key []byte `json:"key"`
 }

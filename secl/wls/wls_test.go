@@ -169,3 +169,31 @@ func Example() {
 	// true <nil>
 	// true
 }
+
+// A host cannot make the service call a broker no flavor names and the
+// operator did not allow (the service is not an open relay).
+func TestKeyURLAllowlist(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	f := newFixture(t, t.TempDir())
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	known := "http://" + l.Addr().String()
+	l.Close()
+	_, doc := f.flavor(t, known)
+	c := wls.NewClient(f.start(t), f.admin, nil)
+	if _, err := c.AddFlavor(ctx, doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, keyURL string
+		wantDenied   bool
+	}{
+		{"broker of a stored flavor", wpm.KeyURL(known, "00000000-0000-4000-8000-000000000002"), false},
+		{"another broker", wpm.KeyURL("http://169.254.169.254", "00000000-0000-4000-8000-000000000002"), true},
+	} {
+		_, err := c.KeyChallenge(ctx, tc.keyURL)
+		if denied := errors.Is(err, spec.ErrPolicyDenied); denied != tc.wantDenied {
+			t.Errorf("%s: err = %v, denied %v, want %v", tc.name, err, denied, tc.wantDenied)
+		}
+	}
+}
