@@ -20,8 +20,8 @@
 package filecrypt
 
 import (
+	"bytes"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -135,7 +135,7 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte, opts
 	}
 	cr := &countReader{r: ctxReader{ctx, src}}
 	if o.digest != nil {
-		cr.h = newAsyncHash()
+		cr.h = newAsyncHashOf(hashFor(o.digest))
 		defer func() {
 			if err != nil {
 				cr.h.stop()
@@ -163,8 +163,8 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte, opts
 	res = &Result{PlainSize: n, CipherSize: cr.n}
 	if cr.h != nil {
 		res.Digest = cr.h.Sum()
-		if subtle.ConstantTimeCompare(o.digest, res.Digest) != 1 {
-			return nil, fmt.Errorf("filecrypt: not the file the flavor names (SHA-384 differs): %w", spec.ErrIntegrity)
+		if !equalDigest(o.digest, res.Digest) {
+			return nil, fmt.Errorf("filecrypt: not the file the flavor names (digest differs): %w", spec.ErrIntegrity)
 		}
 	}
 	return res, nil
@@ -176,14 +176,21 @@ type onlyReader struct{ io.Reader }
 type options struct {
 	digest []byte
 	mode   os.FileMode
+	secl   bool
 }
 
 // Option configures EncryptFile and DecryptFile.
 type Option func(*options)
 
-// WithDigest makes Decrypt and DecryptFile require the ciphertext's SHA-384 to be d
-// (a flavor's encryption.digest) before it commits the output.
+// WithDigest makes Decrypt and DecryptFile require the ciphertext's
+// digest to be d (a flavor's encryption.digest: SHA-384, or SHA-256 when d
+// has 32 bytes) before they commit the output.
 func WithDigest(d []byte) Option { return func(o *options) { o.digest = d } }
+
+// WithSecLFormat makes EncryptFile write SecL's whole-file format (see
+// EncryptSecL) instead of the streaming one. DecryptFile recognizes
+// either format by its first bytes.
+func WithSecLFormat() Option { return func(o *options) { o.secl = true } }
 
 // WithMode sets the output file's permission bits. Default: 0600.
 func WithMode(m os.FileMode) Option { return func(o *options) { o.mode = m } }
@@ -202,7 +209,11 @@ func EncryptFile(ctx context.Context, in, out string, key []byte, opts ...Option
 	var res *Result
 	err = atomicfile.WriteFunc(out, func(w io.Writer) error {
 		var err error
-		res, err = Encrypt(ctx, w, src, key)
+		if o.secl {
+			res, err = EncryptSecL(ctx, w, src, key)
+		} else {
+			res, err = Encrypt(ctx, w, src, key)
+		}
 		return err
 	}, atomicfile.Mode(o.mode))
 	if err != nil {
@@ -227,7 +238,14 @@ func DecryptFile(ctx context.Context, in, out string, key []byte, opts ...Option
 	var res *Result
 	err = atomicfile.WriteFunc(out, func(w io.Writer) error {
 		var err error
-		res, err = Decrypt(ctx, w, src, key, opts...)
+		head := make([]byte, len(seclMagic))
+		n, _ := io.ReadFull(src, head)
+		r := io.MultiReader(bytes.NewReader(head[:n]), src)
+		if IsSecL(head[:n]) {
+			res, err = DecryptSecL(ctx, w, r, key, opts...)
+		} else {
+			res, err = Decrypt(ctx, w, r, key, opts...)
+		}
 		return err
 	}, atomicfile.Mode(o.mode))
 	if err != nil {

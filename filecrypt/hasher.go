@@ -1,7 +1,9 @@
 package filecrypt
 
 import (
+	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/subtle"
 	"hash"
 	"sync"
 )
@@ -23,8 +25,10 @@ const (
 	hashDepth = 4
 )
 
-func newAsyncHash() *asyncHash {
-	a := &asyncHash{h: sha512.New384(), ch: make(chan []byte, hashDepth), free: make(chan []byte, hashDepth)}
+func newAsyncHash() *asyncHash { return newAsyncHashOf(sha512.New384()) }
+
+func newAsyncHashOf(h hash.Hash) *asyncHash {
+	a := &asyncHash{h: h, ch: make(chan []byte, hashDepth), free: make(chan []byte, hashDepth)}
 	for range hashDepth {
 		a.free <- make([]byte, 0, hashChunk)
 	}
@@ -64,3 +68,21 @@ func (a *asyncHash) stop() {
 	a.once.Do(func() { close(a.ch) })
 	a.done.Wait()
 }
+
+// hashFor returns the hash a flavor digest of this length names: SHA-256
+// (32 bytes, older SecL WPMs) or SHA-384 (48 bytes).
+func hashFor(digest []byte) hash.Hash {
+	if len(digest) == sha256.Size {
+		return sha256.New()
+	}
+	return sha512.New384()
+}
+
+// digestOf hashes data with the hash want's length names.
+func digestOf(want, data []byte) []byte {
+	h := hashFor(want)
+	h.Write(data)
+	return h.Sum(nil)
+}
+
+func equalDigest(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -44,6 +44,7 @@ Both files are committed atomically; the flavor id is printed.`,
 	fl.StringVar(&r.BrokerURL, "kbs", "", "the image owner's broker URL")
 	fl.StringVar(&r.AdminKeyFile, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
 	fl.StringVar(&r.SigningKeyFile, "signing-key", "", "flavor signing key (PEM: RSA, ECDSA or Ed25519)")
+	fl.BoolVar(&r.SecLFormat, "secl-format", false, "write SecL's whole-file ISecL-VMC format (in memory, at most 1 GiB) instead of the streaming one")
 	var c wpm.ContainerFlavorRequest
 	var reg registryFlags
 	container := &cobra.Command{

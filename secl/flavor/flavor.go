@@ -85,7 +85,8 @@ type Encryption struct {
 	// KeyURL is where the key is transferred from: for coffer's broker
 	// <broker>/kbs/v1/keys/<uuid>/transfer, SecL's KBS path.
 	KeyURL string `json:"key_url,omitempty"`
-	// Digest is the standard base64 SHA-384 of the encrypted file.
+	// Digest is the standard base64 SHA-384 of the encrypted file (SHA-256
+	// in flavors of older SecL WPMs).
 	Digest string `json:"digest,omitempty"`
 }
 
@@ -138,8 +139,8 @@ func (f *Flavor) Check() error {
 		return fmt.Errorf("flavor %s: encryption_required without encryption.key_url: %w", f.Meta.ID, spec.ErrUnsupported)
 	}
 	if f.Encryption != nil && f.Encryption.Digest != "" {
-		if b, err := base64.StdEncoding.DecodeString(f.Encryption.Digest); err != nil || len(b) != sha512.Size384 {
-			return fmt.Errorf("flavor %s: encryption.digest is not a base64 SHA-384: %w", f.Meta.ID, spec.ErrUnsupported)
+		if b, err := base64.StdEncoding.DecodeString(f.Encryption.Digest); err != nil || (len(b) != sha512.Size384 && len(b) != 32) {
+			return fmt.Errorf("flavor %s: encryption.digest is not a base64 SHA-384 (or SHA-256): %w", f.Meta.ID, spec.ErrUnsupported)
 		}
 	}
 	return nil

@@ -69,7 +69,7 @@ func openTPM(t *testing.T) *tpm.TPM {
 
 // setup: owner encrypts an image (wpm), the provider's WLS stores its
 // flavor and image, the broker trusts host's AK and pins its PCR11.
-func setup(t *testing.T, host *tpm.TPM) *world {
+func setup(t *testing.T, host *tpm.TPM, seclFormat ...bool) *world {
 	t.Helper()
 	ctx := t.Context()
 	b := kbstest.New(t)
@@ -86,7 +86,7 @@ func setup(t *testing.T, host *tpm.TPM) *world {
 	w.enc = filepath.Join(w.dir, "disk.enc")
 	flavorFile := filepath.Join(w.dir, "flavor.json")
 	f, err := wpm.CreateImageFlavor(ctx, wpm.ImageFlavorRequest{Label: "vm", Input: in, Output: w.enc, FlavorOut: flavorFile,
-		BrokerURL: b.URL, Admin: adm, SigningKey: key})
+		BrokerURL: b.URL, Admin: adm, SigningKey: key, SecLFormat: len(seclFormat) > 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,4 +271,21 @@ func TestWLSRefusesFlavors(t *testing.T) {
 		t.Error("AddFlavor without admin key accepted")
 	}
 	_ = context.Background
+}
+
+// An image in SecL's ISecL-VMC format goes the same way.
+func TestFlowSecLFormat(t *testing.T) {
+	t.Parallel()
+	a := openTPM(t)
+	w := setup(t, a, true)
+	if head, _ := os.ReadFile(w.enc); !bytes.HasPrefix(head, []byte("ISecL-VMC")) {
+		t.Fatal("wpm did not write SecL's format")
+	}
+	out := filepath.Join(w.dir, "out.img")
+	if err := w.decrypt(t, a, out); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, w.plain) {
+		t.Fatal("decrypted SecL-format image differs")
+	}
 }

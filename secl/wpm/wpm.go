@@ -80,6 +80,11 @@ type ImageFlavorRequest struct {
 
 	AdminKeyFile   string // Ed25519 PKCS#8 PEM admin key of the broker
 	SigningKeyFile string // PEM private key (RSA, ECDSA or Ed25519)
+
+	// SecLFormat writes SecL's whole-file ISecL-VMC format (for SecL's
+	// workload agent; images up to filecrypt.MaxSecLSize, held in memory)
+	// instead of the streaming format.
+	SecLFormat bool
 }
 
 // CreateImageFlavor creates a fresh 32-byte key in the broker (create-only,
@@ -115,7 +120,11 @@ func CreateImageFlavor(ctx context.Context, r ImageFlavorRequest) (*flavor.Flavo
 	if err := r.Admin.CreateResource(ctx, KeyResource(id), key); err != nil {
 		return nil, fmt.Errorf("wpm: creating the image key in the broker: %w", err)
 	}
-	res, err := filecrypt.EncryptFile(ctx, r.Input, r.Output, key, filecrypt.WithMode(0o644))
+	fopts := []filecrypt.Option{filecrypt.WithMode(0o644)}
+	if r.SecLFormat {
+		fopts = append(fopts, filecrypt.WithSecLFormat())
+	}
+	res, err := filecrypt.EncryptFile(ctx, r.Input, r.Output, key, fopts...)
 	if err != nil {
 		return nil, fmt.Errorf("wpm: %w", err)
 	}
