@@ -34,6 +34,8 @@ func newWLSCmd() *cobra.Command {
 	f.BoolVar(&c.InsecureAdmin, "insecure-admin", false, "DEVELOPMENT ONLY: no admin authentication")
 	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate chain (PEM)")
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
+	f.Float64Var(&c.RateLimit, "rate-limit", 5, "host key requests per second per client address (0 = off; behind a proxy, limit there)")
+	f.IntVar(&c.RateBurst, "rate-burst", 20, "burst allowed above --rate-limit")
 	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string

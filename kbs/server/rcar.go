@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -25,7 +26,7 @@ var emptyExtraParams = json.RawMessage(`""`)
 
 // limited answers 429 when addr has used up its /auth and /attest budget.
 func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
-	ok, wait := s.limiter.allow(addrKey(r.RemoteAddr), s.o.now())
+	ok, wait := s.limiter.Allow(ratelimit.Key(r.RemoteAddr), s.o.now())
 	if ok {
 		return false
 	}
@@ -64,7 +65,7 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	sess, evicted, err := s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
+	sess, evicted, err := s.pending.create(req.Tee, nonce, ratelimit.Key(r.RemoteAddr), expires, now)
 	if err != nil {
 		s.m.limited.Inc()
 		w.Header().Set("Retry-After", "1")

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -233,7 +234,7 @@ type Server struct {
 	pending  *challenges
 	sessions *attested
 	tokens   *tokenCache
-	limiter  *addrLimiter
+	limiter  *ratelimit.PerAddr
 	adminIDs *usedAdminIDs
 	m        *metrics
 	handler  http.Handler
@@ -284,7 +285,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		pending:  newChallenges(o.maxSessions, o.maxPerAddr),
 		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
 		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
-		limiter:  newAddrLimiter(o.rate, o.burst, 65536),
+		limiter:  ratelimit.New(o.rate, o.burst, 65536),
 		adminIDs: &usedAdminIDs{m: map[string]int64{}, max: 100_000},
 		m:        newMetrics(),
 	}

@@ -25,6 +25,8 @@ type Config struct {
 	InsecureAdmin   bool     // development only
 	TLSCert, TLSKey string   // PEM files; both or neither
 	AllowedBrokers  []string // brokers hosts may ask keys of by URL, besides those flavors name
+	RateLimit       float64  // host key requests per second per client address (0 = off)
+	RateBurst       int
 }
 
 // Serve runs the workload service described by c until ctx ends. ready,
@@ -63,7 +65,7 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(net.Ad
 		return err
 	}
 	defer store.Close()
-	srv, err := New(store, WithFlavorSigners(signers...), WithAdminKeys(keys...), WithInsecureAdmin(c.InsecureAdmin), WithLogger(logger), WithAllowedBrokers(c.AllowedBrokers...))
+	srv, err := New(store, WithFlavorSigners(signers...), WithAdminKeys(keys...), WithInsecureAdmin(c.InsecureAdmin), WithLogger(logger), WithAllowedBrokers(c.AllowedBrokers...), WithRateLimit(c.RateLimit, c.RateBurst))
 	if err != nil {
 		return err
 	}

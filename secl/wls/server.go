@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
@@ -29,6 +31,8 @@ type options struct {
 	hc            *http.Client
 	now           func() time.Time
 	brokers       []string
+	rate          float64
+	burst         int
 }
 
 // Option configures New.
@@ -72,12 +76,28 @@ func WithAllowedBrokers(urls ...string) Option {
 	}
 }
 
+// WithRateLimit limits the host endpoints (flavor-key, keys) per client
+// address: each call makes the service open a broker session, and the
+// broker counts them all against the service's one address, so without a
+// limit one client could use up every host's share. 0 turns it off.
+// Default: off for the library, on in `coffer wls serve`.
+func WithRateLimit(perSecond float64, burst int) Option {
+	return func(o *options) error {
+		if perSecond < 0 || burst < 0 {
+			return fmt.Errorf("rate limit %v/s burst %d: must not be negative", perSecond, burst)
+		}
+		o.rate, o.burst = perSecond, burst
+		return nil
+	}
+}
+
 // Server is the workload service, an http.Handler.
 type Server struct {
 	o     options
 	store *Store
 	mu    sync.Mutex
 	jti   map[string]int64
+	limit *ratelimit.PerAddr
 }
 
 // New returns a workload service over store.
@@ -100,7 +120,7 @@ func New(store *Store, opts ...Option) (*Server, error) {
 	if o.insecureAdmin {
 		o.logger.Warn("INSECURE ADMIN API: wls admin calls are NOT authenticated; never use this outside development")
 	}
-	return &Server{o: o, store: store, jti: map[string]int64{}}, nil
+	return &Server{o: o, store: store, jti: map[string]int64{}, limit: ratelimit.New(o.rate, o.burst, 65536)}, nil
 }
 
 func writeError(w http.ResponseWriter, code int, variant, detail string) {
@@ -146,6 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(doc)
 	case p == PathImages && r.Method == http.MethodPost:
 		s.admin(w, r, s.addImage)
+	case (p == PathKeyChallenge || p == PathKeys || strings.HasSuffix(p, FlavorKeySuffix)) && s.limited(w, r):
 	case p == PathKeyChallenge && r.Method == http.MethodPost:
 		s.keyChallenge(w, r)
 	case p == PathKeys && r.Method == http.MethodPost:
@@ -173,6 +194,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, http.StatusNotFound, protocol.ErrInvalidPath, "no endpoint "+r.Method+" "+r.URL.Path)
 	}
+}
+
+// limited answers 429 when the caller's address used up its budget.
+func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
+	ok, wait := s.limit.Allow(ratelimit.Key(r.RemoteAddr), s.o.now())
+	if ok {
+		return false
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+	writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests, "too many key requests from this address: retry later")
+	return true
 }
 
 func (s *Server) storeError(w http.ResponseWriter, err error) {

@@ -197,3 +197,33 @@ func TestKeyURLAllowlist(t *testing.T) {
 		}
 	}
 }
+
+// The host endpoints are limited per client address (each call opens a
+// broker session that the broker counts against the service).
+func TestHostRateLimit(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, t.TempDir())
+	store, err := wls.OpenStore(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	srv, err := wls.New(store, wls.WithFlavorSigners(f.cert), wls.WithRateLimit(1, 2), wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	var codes []int
+	for range 3 {
+		resp, err := http.Get(hs.URL + "/wls/images/" + imageID + "/flavor-key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+	}
+	if want := []int{404, 404, 429}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Errorf("status codes %v, want %v", codes, want)
+	}
+}
