@@ -15,6 +15,11 @@
 // change of the endorsement seed (TPM2_ChangeEPS, a new swtpm state) changes
 // it. WithAKHandle selects one persistent AK explicitly.
 //
+// For Intel SecL's key transfer it also holds a binding key (binding.go):
+// a decrypt-only RSA key certified by the AK, which unwraps keys a broker
+// wrapped to it (TPM2_RSA_Decrypt) without them leaving the TPM unwrapped
+// anywhere but in the caller's memory.
+//
 // Where the AK comes from is not decided here: a verifier trusts an AK only
 // when its operator registered its public key (coffer tpm ak-public).
 package tpm
