@@ -16,9 +16,9 @@
 // it. WithAKHandle selects one persistent AK explicitly.
 //
 // For Intel SecL's key transfer it also holds a binding key (binding.go):
-// a decrypt-only RSA key certified by the AK, which unwraps keys a broker
-// wrapped to it (TPM2_RSA_Decrypt) without them leaving the TPM unwrapped
-// anywhere but in the caller's memory.
+// a decrypt-only RSA key that never leaves the TPM, certified by the AK;
+// a key a broker wrapped to it unwraps only inside this TPM
+// (TPM2_RSA_Decrypt).
 //
 // Where the AK comes from is not decided here: a verifier trusts an AK only
 // when its operator registered its public key (coffer tpm ak-public).
