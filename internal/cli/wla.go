@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -61,7 +62,7 @@ whole image authenticated and matched the flavor's digest.`,
 		Long: `For CRI-O/containerd on the host (OCICRYPT_KEYPROVIDER_CONFIG):
   {"key-providers":{"isecl":{"grpc":"127.0.0.1:50051"}}}
 Each keyunwrap attests this host's TPM to the owner's broker through the WLS and unwraps the
-layer key inside the TPM; nothing is cached or written to disk.`,
+layer key inside the TPM; keys stay in memory (--key-cache), never on disk.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kc.WLS == "" {
@@ -72,6 +73,7 @@ layer key inside the TPM; nothing is cached or written to disk.`,
 	}
 	kp.Flags().StringVar(&kc.WLS, "wls", "", "workload service URL")
 	kp.Flags().StringVar(&kc.Listen, "listen", "127.0.0.1:50051", "gRPC address to serve on")
+	kp.Flags().DurationVar(&kc.CacheTTL, "key-cache", 30*time.Second, "keep an unwrapped layer key in memory this long, so one attestation serves an image's layers (0: none)")
 	addTPMFlag(kp.Flags(), &kc.TPMAddr)
 	cmd.AddCommand(decrypt, kp)
 	return cmd

@@ -24,6 +24,7 @@ import (
 
 	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wla"
 	"github.com/coffer-dev/coffer/secl/wls"
@@ -287,5 +288,40 @@ func TestFlowSecLFormat(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, w.plain) {
 		t.Fatal("decrypted SecL-format image differs")
+	}
+}
+
+// The host keyprovider opens SecL annotations through WLS → broker → TPM,
+// and with a cache serves an image's other layers without attesting again.
+func TestKeyProviderCache(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	a := openTPM(t)
+	w := setup(t, a)
+	doc, _ := os.ReadFile(filepath.Join(w.dir, "flavor.json"))
+	_, f, err := flavor.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, _ := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	p, _ := protocol.ParseResourcePath(wpm.KeyResource(id))
+	key, err := w.broker.Store.Get(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer1, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
+	layer2, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":2}`))
+	kp := &wla.KeyProvider{WLS: wls.NewClient(w.wlsURL, nil, nil), TPM: a, CacheTTL: time.Minute}
+	if got, err := kp.UnwrapKey(ctx, nil, layer1); err != nil || string(got) != `{"layer":1}` {
+		t.Fatalf("layer 1: %q, %v", got, err)
+	}
+	dead := wls.NewClient("http://127.0.0.1:1", nil, nil)
+	kp.WLS = dead // the second layer must come from the cache
+	if got, err := kp.UnwrapKey(ctx, nil, layer2); err != nil || string(got) != `{"layer":2}` {
+		t.Fatalf("layer 2 from the cache: %q, %v", got, err)
+	}
+	nocache := &wla.KeyProvider{WLS: dead, TPM: a}
+	if _, err := nocache.UnwrapKey(ctx, nil, layer2); err == nil {
+		t.Error("a provider without cache opened a layer with the WLS down")
 	}
 }
