@@ -2,7 +2,6 @@ package wla_test
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -271,7 +270,6 @@ func TestWLSRefusesFlavors(t *testing.T) {
 	if _, err := noAdmin.AddFlavor(ctx, good); err == nil {
 		t.Error("AddFlavor without admin key accepted")
 	}
-	_ = context.Background
 }
 
 // An image in SecL's ISecL-VMC format goes the same way.
