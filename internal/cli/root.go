@@ -44,6 +44,9 @@ func NewRoot() *cobra.Command {
 		newAgentCmd(),
 		newKeyproviderCmd(),
 		newTPMCmd(),
+		newWPMCmd(),
+		newWLSCmd(),
+		newWLACmd(),
 	)
 	return root
 }
