@@ -30,7 +30,7 @@ func Example() {
 	_, err = filecrypt.Decrypt(ctx, &out, bytes.NewReader(enc.Bytes()[:2*filecrypt.SegmentSize]), key)
 	fmt.Println(errors.Is(err, spec.ErrIntegrity))
 	// Output:
-	// 3145728 3145832 48
+	// 3145728 3145832 32
 	// true <nil>
 	// true
 }

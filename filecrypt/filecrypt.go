@@ -22,6 +22,7 @@ package filecrypt
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -45,7 +46,7 @@ const (
 type Result struct {
 	PlainSize  int64  // plaintext bytes
 	CipherSize int64  // ciphertext bytes
-	Digest     []byte // SHA-384 of the ciphertext
+	Digest     []byte // of the ciphertext: SHA-256 (streaming format) or SHA-384 (SecL's format)
 }
 
 func newAEAD(key []byte) (*tinksubtle.AESGCMHKDF, error) {
@@ -102,7 +103,7 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte) (*Re
 	if err != nil {
 		return nil, err
 	}
-	cw := &countWriter{w: dst, h: newAsyncHash()}
+	cw := &countWriter{w: dst, h: newAsyncHashOf(sha256.New())}
 	w, err := a.NewEncryptingWriter(cw, nil)
 	if err != nil {
 		cw.h.stop()
@@ -224,7 +225,7 @@ func EncryptFile(ctx context.Context, in, out string, key []byte, opts ...Option
 
 // DecryptFile decrypts the file in to the file out. The plaintext goes to
 // a temp file next to out, which becomes out only when every segment
-// authenticated and, with WithDigest, the ciphertext's SHA-384 matched.
+// authenticated and, with WithDigest, the ciphertext's digest matched.
 func DecryptFile(ctx context.Context, in, out string, key []byte, opts ...Option) (*Result, error) {
 	o := options{mode: 0o600}
 	for _, opt := range opts {

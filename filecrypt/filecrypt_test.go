@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha512"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -49,8 +49,8 @@ func TestRoundTrip(t *testing.T) {
 		if res.PlainSize != int64(n) || res.CipherSize != int64(ct.Len()) {
 			t.Errorf("%d bytes: result sizes %d/%d, want %d/%d", n, res.PlainSize, res.CipherSize, n, ct.Len())
 		}
-		if d := sha512.Sum384(ct.Bytes()); !bytes.Equal(res.Digest, d[:]) {
-			t.Errorf("%d bytes: digest is not the SHA-384 of the ciphertext", n)
+		if d := sha256.Sum256(ct.Bytes()); !bytes.Equal(res.Digest, d[:]) {
+			t.Errorf("%d bytes: digest is not the SHA-256 of the ciphertext", n)
 		}
 		if ct.Bytes()[0] != header {
 			t.Errorf("%d bytes: header length byte %d, want %d (Tink layout)", n, ct.Bytes()[0], header)
@@ -105,7 +105,8 @@ func TestDecryptFileRefuses(t *testing.T) {
 		{"salt changed", headerFlip, k, nil},
 		{"wrong key", ct, key(t), nil},
 		{"empty file", nil, k, nil},
-		{"digest of another file", ct, k, []filecrypt.Option{filecrypt.WithDigest(make([]byte, 48))}},
+		{"digest of another file", ct, k, []filecrypt.Option{filecrypt.WithDigest(make([]byte, 32))}},
+		{"SHA-384 digest of another file", ct, k, []filecrypt.Option{filecrypt.WithDigest(make([]byte, 48))}},
 	} {
 		bad := filepath.Join(dir, "bad")
 		os.WriteFile(bad, tc.ct, 0o600)

@@ -8,7 +8,7 @@ import (
 	"sync"
 )
 
-// asyncHash feeds a SHA-384 on its own goroutine so hashing the
+// asyncHash feeds a hash on its own goroutine so hashing the
 // ciphertext overlaps the cipher (two cores: one ciphers, one hashes).
 // Write copies p into one of a few recycled chunk buffers, so memory stays
 // bounded (hashDepth chunks of at most hashChunk bytes).
@@ -24,8 +24,6 @@ const (
 	hashChunk = 1 << 20
 	hashDepth = 4
 )
-
-func newAsyncHash() *asyncHash { return newAsyncHashOf(sha512.New384()) }
 
 func newAsyncHashOf(h hash.Hash) *asyncHash {
 	a := &asyncHash{h: h, ch: make(chan []byte, hashDepth), free: make(chan []byte, hashDepth)}

@@ -6,6 +6,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha512"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -71,7 +72,7 @@ func EncryptSecL(ctx context.Context, dst io.Writer, src io.Reader, key []byte) 
 	hdr = append(hdr, iv...)
 	hdr = append(hdr, pad(seclAlg, 12)...)
 	out := gcm.Seal(hdr, iv, plain, nil)
-	h := newAsyncHash()
+	h := newAsyncHashOf(sha512.New384())
 	h.Write(out)
 	if _, err := dst.Write(out); err != nil {
 		h.stop()
