@@ -39,6 +39,7 @@ func NewRoot() *cobra.Command {
 		newRekeyCmd(),
 		newInspectCmd(),
 		newPullCmd(),
+		newVerifyCmd(),
 		newDemoCmd(),
 		kbsCmd,
 		newAgentCmd(),
