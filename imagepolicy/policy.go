@@ -91,7 +91,7 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		return nil, err
 	}
 	var top struct {
-		Default    *[]json.RawMessage                       `json:"default"`
+		Default    *[]json.RawMessage                      `json:"default"`
 		Transports map[string]map[string][]json.RawMessage `json:"transports"`
 	}
 	if err := strictDecode(data, &top); err != nil {
@@ -221,11 +221,10 @@ func (id *IdentityRule) validate() error {
 		if err := only(id.DockerReference != ""); err != nil {
 			return err
 		}
-		r, err := name.ParseReference(id.DockerReference, name.StrictValidation)
-		if err != nil {
+		if _, err := name.ParseReference(id.DockerReference); err != nil {
 			return fmt.Errorf("signedIdentity exactReference %q: %v: %w", id.DockerReference, err, spec.ErrUnsupported)
 		}
-		if _, isTag := r.(name.Tag); isTag && !strings.Contains(lastPathElem(id.DockerReference), ":") {
+		if !hasTagOrDigest(id.DockerReference) {
 			return fmt.Errorf("signedIdentity exactReference %q: needs a tag or digest: %w", id.DockerReference, spec.ErrUnsupported)
 		}
 		return nil
@@ -233,7 +232,7 @@ func (id *IdentityRule) validate() error {
 		if err := only(id.DockerRepository != ""); err != nil {
 			return err
 		}
-		if _, err := name.NewRepository(id.DockerRepository, name.StrictValidation); err != nil {
+		if _, err := name.NewRepository(id.DockerRepository); err != nil || hasTagOrDigest(id.DockerRepository) {
 			return fmt.Errorf("signedIdentity exactRepository %q: %v: %w", id.DockerRepository, err, spec.ErrUnsupported)
 		}
 		return nil
@@ -290,10 +289,10 @@ func validScope(tr, scope string) error {
 		return bad()
 	}
 	// A registry, a namespace, a repository, or a repository:tag / @digest.
-	if _, err := name.ParseReference(scope, name.StrictValidation); err == nil && strings.Contains(scope, "/") {
+	if _, err := name.ParseReference(scope); err == nil && strings.Contains(scope, "/") {
 		return nil
 	}
-	if _, err := name.NewRegistry(scope, name.StrictValidation); err == nil && !strings.Contains(scope, "/") {
+	if _, err := name.NewRegistry(scope); err == nil && !strings.Contains(scope, "/") {
 		return nil
 	}
 	return bad()

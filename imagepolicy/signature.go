@@ -1,7 +1,6 @@
 package imagepolicy
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -160,7 +159,7 @@ func (r *Requirement) verify(ctx context.Context, img Image) (string, error) {
 		}
 		return fmt.Sprintf("%s signs %s as %s", s.Source, img.Digest, p.Critical.Identity.DockerReference), nil
 	}
-	return "", fmt.Errorf("no valid signature among %d: %s: %w", len(sigs), strings.Join(reasons, "; "), spec.ErrPolicyDenied)
+	return "", fmt.Errorf("no valid signature for %s among %d: %s: %w", img.Digest, len(sigs), strings.Join(reasons, "; "), spec.ErrPolicyDenied)
 }
 
 // SignatureTag is the tag cosign stores the signatures of digest under.
@@ -309,7 +308,7 @@ func verifyRaw(k crypto.PublicKey, msg, sig []byte) bool {
 // match applies the signedIdentity rule: ref is the image as pulled,
 // signed the payload's docker-reference.
 func (id *IdentityRule) match(ref transport.Reference, signed string) error {
-	sig, err := name.ParseReference(signed, name.StrictValidation)
+	sig, err := name.ParseReference(signed)
 	if err != nil {
 		return fmt.Errorf("signed identity %q: %v", signed, err)
 	}
@@ -317,13 +316,13 @@ func (id *IdentityRule) match(ref transport.Reference, signed string) error {
 	img, _ := transport.DockerName(ref)
 	switch id.Type {
 	case IdentityExactReference:
-		want, _ := name.ParseReference(id.DockerReference, name.StrictValidation)
+		want, _ := name.ParseReference(id.DockerReference)
 		if sigTagged && sig.Name() == want.Name() {
 			return nil
 		}
 		return fmt.Errorf("signed identity %s is not %s", signed, id.DockerReference)
 	case IdentityExactRepository:
-		want, _ := name.NewRepository(id.DockerRepository, name.StrictValidation)
+		want, _ := name.NewRepository(id.DockerRepository)
 		if sig.Context().Name() == want.Name() {
 			return nil
 		}
@@ -362,9 +361,11 @@ func hasTagOrDigest(s string) bool {
 // component match, as containers/image's remapIdentity), else nil.
 func remap(img name.Reference, prefix, signedPrefix string) name.Reference {
 	full := img.Name()
+	// Only the registry needs normalizing (docker.io is index.docker.io in
+	// go-containerregistry's names); a namespace prefix is not a repository.
 	norm := func(s string) string {
-		if r, err := name.NewRepository(s); err == nil && strings.Contains(s, "/") {
-			return r.Name()
+		if s == "docker.io" || strings.HasPrefix(s, "docker.io/") {
+			return "index." + s
 		}
 		return s
 	}
@@ -373,11 +374,9 @@ func remap(img name.Reference, prefix, signedPrefix string) name.Reference {
 	if !ok || (rest != "" && !strings.ContainsAny(rest[:1], "/:@")) {
 		return nil
 	}
-	r, err := name.ParseReference(norm(signedPrefix)+rest, name.StrictValidation)
+	r, err := name.ParseReference(norm(signedPrefix) + rest)
 	if err != nil {
 		return nil
 	}
 	return r
 }
-
-var _ = bytes.MinRead

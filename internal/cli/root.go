@@ -40,6 +40,7 @@ func NewRoot() *cobra.Command {
 		newInspectCmd(),
 		newPullCmd(),
 		newVerifyCmd(),
+		newSignCmd(),
 		newDemoCmd(),
 		kbsCmd,
 		newAgentCmd(),
