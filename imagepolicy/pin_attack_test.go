@@ -173,6 +173,15 @@ type rawTaggable struct {
 func (r rawTaggable) RawManifest() ([]byte, error)        { return r.raw, nil }
 func (r rawTaggable) MediaType() (types.MediaType, error) { return r.mt, nil }
 
+// signedMention: a refusal names the digest served, and a swapped-in
+// image that carries its own valid signature is refused for its name.
+func signedMention(attack string, _, evil v1.Hash) []string {
+	if strings.Contains(attack, "swapped") {
+		return []string{evil.String(), "signed identity", "does not match"}
+	}
+	return []string{evil.String(), "no signature found"}
+}
+
 // attack tampers with the image at tag and returns the digest now served.
 type attack struct {
 	name   string
@@ -235,7 +244,7 @@ func attacks(good v1.Image, tag name.Reference, other transport.Reference) []att
 // runAttacks performs every attack on the image at ref and expects each
 // pull refused with want, naming the digest served, with nothing left
 // behind; then the untampered image must pull without a warning.
-func runAttacks(t *testing.T, w *world, ref, other transport.Reference, want error, mention func(good, evil v1.Hash) []string, copts ...imagepolicy.Option) {
+func runAttacks(t *testing.T, w *world, ref, other transport.Reference, want error, mention func(attack string, good, evil v1.Hash) []string, copts ...imagepolicy.Option) {
 	tag, _ := transport.DockerName(ref)
 	good, err := remote.Image(tag)
 	if err != nil {
@@ -251,7 +260,7 @@ func runAttacks(t *testing.T, w *world, ref, other transport.Reference, want err
 			if !errors.Is(err, want) {
 				t.Fatalf("pull of the tampered image: err = %v, want %v", err, want)
 			}
-			for _, s := range mention(goodDigest, evil) {
+			for _, s := range mention(a.name, goodDigest, evil) {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("error %q does not name %q", err, s)
 				}
@@ -274,7 +283,7 @@ func TestPinnedImageRefusesTampering(t *testing.T) {
 	w := newWorld(t)
 	ref := w.encrypt(t, plainImage(t, "#!/bin/sh\necho good\n"), "app:enc", "default/image_key/app", true)
 	other := w.encrypt(t, plainImage(t, "#!/bin/sh\necho other\n"), "other:enc", "default/image_key/other", true)
-	runAttacks(t, w, ref, other, spec.ErrIntegrity, func(good, evil v1.Hash) []string {
+	runAttacks(t, w, ref, other, spec.ErrIntegrity, func(_ string, good, evil v1.Hash) []string {
 		return []string{good.String(), evil.String(), "changed since it was pinned"}
 	})
 }

@@ -53,9 +53,7 @@ func TestSigstoreSignedImageRefusesTampering(t *testing.T) {
 		}
 	}
 	pol := sigstorePolicy(t, w.reg+"/team", pub, imagepolicy.IdentityMatchRepoDigestOrExact)
-	runAttacks(t, w, ref, other, spec.ErrPolicyDenied, func(good, evil v1.Hash) []string {
-		return []string{evil.String()}
-	}, imagepolicy.WithPolicy(pol))
+	runAttacks(t, w, ref, other, spec.ErrPolicyDenied, signedMention, imagepolicy.WithPolicy(pol))
 }
 
 // What a signature proves, case by case: the right key, the right digest,

@@ -18,12 +18,13 @@ import (
 // pin (with --kbs), a containers-policy.json (--policy), or nothing
 // (a warning, or an error under --require-signature).
 type integrityFlags struct {
-	policy  string
-	require bool
+	policy, lookaside string
+	require           bool
 }
 
 func (f *integrityFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.policy, "policy", "", "containers-policy.json to enforce: a FILE, or kbs:///REPO/TYPE/TAG fetched from the broker after attestation")
+	fs.StringVar(&f.lookaside, "signature-lookaside", "", "where signedBy (GPG simple signing) signatures are: DIR, file:// or http(s):// URL laid out as containers/image's lookaside")
 	fs.BoolVar(&f.require, "require-signature", os.Getenv("COFFER_REQUIRE_SIGNATURE") == "1",
 		"refuse an image no pin, signature or @sha256 digest vouches for (default $COFFER_REQUIRE_SIGNATURE=1)")
 }
@@ -31,7 +32,7 @@ func (f *integrityFlags) AddFlags(fs *pflag.FlagSet) {
 // checker builds the image checker; c (the broker client) may be nil.
 func (f *integrityFlags) checker(ctx context.Context, c *client.Client, topts []transport.Option, require bool) (*imagepolicy.Checker, error) {
 	opts := []imagepolicy.Option{imagepolicy.WithLogger(slog.Default()), imagepolicy.WithTransport(topts...),
-		imagepolicy.WithRequireSignature(f.require || require)}
+		imagepolicy.WithRequireSignature(f.require || require), imagepolicy.WithLookaside(f.lookaside)}
 	var fetch imagepolicy.ResourceFetcher
 	if c != nil {
 		fetch = func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {

@@ -1,8 +1,16 @@
 package cli
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"log"
 	"net/http/httptest"
 	"path/filepath"
@@ -81,4 +89,77 @@ func mustRef(t *testing.T, s string) name.Reference {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// coffer sign, then verify and pull under a sigstoreSigned policy, the
+// policy served by the broker (kbs:///…) and read after attestation.
+func TestSignVerifyPullPolicy(t *testing.T) {
+	b := kbstest.New(t)
+	b.AllowAll(t)
+	b.AffirmSample(t)
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	if err := demo.WriteImage(filepath.Join(dir, "app"), "v1"); err != nil {
+		t.Fatal(err)
+	}
+	dst := "docker://" + host + "/team/app:enc"
+	if _, err := runCoffer(t, "", "encrypt", "--kbs", b.URL, "--admin-key", b.AdminKeyFile, "--key-id", "default/image_key/app", "--pin=false",
+		"oci:"+filepath.Join(dir, "app")+":v1", dst); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COSIGN_PASSWORD", "coffer-test")
+	key := filepath.Join("..", "..", "keywrap", "keys", "testdata", "cosign", "cosign.key")
+	pub, err := os.ReadFile(filepath.Join("..", "..", "keywrap", "keys", "testdata", "cosign", "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCoffer(t, "", "sign", "--key", key, dst)
+	if err != nil || !strings.Contains(out, "as "+host+"/team/app:enc") {
+		t.Fatalf("sign: %v\n%s", err, out)
+	}
+	policy := fmt.Sprintf(`{"default": [{"type": "reject"}], "transports": {"docker": {%q: [{"type": "sigstoreSigned", "keyData": %q}]}}}`,
+		host+"/team", base64.StdEncoding.EncodeToString(pub))
+	pf := filepath.Join(dir, "policy.json")
+	os.WriteFile(pf, []byte(policy), 0o644)
+	if out, err := runCoffer(t, "", "verify", "--policy", pf, dst); err != nil || !strings.Contains(out, "sigstoreSigned signature") {
+		t.Fatalf("verify --policy: %v\n%s", err, out)
+	}
+	b.SetResource(t, "default/security-policy/app", []byte(policy))
+	out, err = runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", "--require-signature", "--policy", "kbs:///default/security-policy/app", dst, filepath.Join(dir, "rootfs"))
+	if err != nil || strings.Contains(out, "not verified") {
+		t.Fatalf("pull --policy kbs:///…: %v\n%s", err, out)
+	}
+	// Replaced in the registry: refused by both, nothing unpacked.
+	other := "docker://" + host + "/team/other:enc"
+	if _, err := runCoffer(t, "", "encrypt", "--recipient", "jwe:"+writePub(t, dir), "oci:"+filepath.Join(dir, "app")+":v1", other); err != nil {
+		t.Fatal(err)
+	}
+	oimg, _ := remote.Image(mustRef(t, host+"/team/other:enc"))
+	if err := remote.Write(mustRef(t, host+"/team/app:enc"), oimg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCoffer(t, "", "verify", "--policy", pf, dst); !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Errorf("verify of the replaced image: %v, want ErrPolicyDenied", err)
+	}
+	_, err = runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", "--policy", "kbs:///default/security-policy/app", dst, filepath.Join(dir, "rootfs2"))
+	if !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Errorf("pull of the replaced image: %v, want ErrPolicyDenied", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rootfs2")); !os.IsNotExist(err) {
+		t.Errorf("refused pull left rootfs2: %v", err)
+	}
+	if _, err := runCoffer(t, "", "verify", "--policy", "kbs:///default/security-policy/app", dst); err == nil || !strings.Contains(err.Error(), "pass --kbs") {
+		t.Errorf("kbs policy without --kbs: %v", err)
+	}
+}
+
+func writePub(t *testing.T, dir string) string {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	p := filepath.Join(dir, "r.pub.pem")
+	os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	return p
 }
