@@ -1,15 +1,19 @@
 package imagepolicy
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -105,4 +109,47 @@ func FuzzParsePin(f *testing.F) {
 			t.Fatalf("round trip: %+v -> %+v (%v)", p, q, err)
 		}
 	})
+}
+
+// A multi-arch index is pinned by its digest; the image picked must be one
+// it lists, and a changed index is refused.
+func TestPinnedIndex(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	mk := func(arch string) mutate.IndexAddendum {
+		img, _ := random.Image(64, 1)
+		return mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}}
+	}
+	idx := mutate.AppendManifests(empty.Index, mk("amd64"), mk("arm64"))
+	ref, _ := transport.Parse("oci:" + t.TempDir() + "/lay:v1")
+	if err := transport.Write(ctx, ref, transport.Artifact{Index: idx}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := Identity(ref)
+	pin, err := PinFor(transport.Artifact{Index: idx}, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := pin.Marshal()
+	store := map[string][]byte{PinPath("default", id).String(): raw}
+	chk, _ := New(WithRequireSignature(true), WithPins(func(_ context.Context, p protocol.ResourcePath) ([]byte, error) {
+		if b, ok := store[p.String()]; ok {
+			return b, nil
+		}
+		return nil, spec.ErrNotFound
+	}))
+	for _, arch := range []string{"amd64", "arm64"} {
+		res, err := chk.Check(ctx, ref, v1.Platform{OS: "linux", Architecture: arch})
+		if d, _ := idx.Digest(); err != nil || res.Digest != d || res.Image == d {
+			t.Errorf("%s: %+v %v, want the index digest %s and a distinct image digest", arch, res, err, d)
+		}
+	}
+	// One platform's image replaced: a new index, refused.
+	evil := mutate.AppendManifests(empty.Index, mk("amd64"))
+	if err := transport.Write(ctx, ref, transport.Artifact{Index: evil}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chk.Check(ctx, ref, v1.Platform{OS: "linux", Architecture: "amd64"}); !errors.Is(err, spec.ErrIntegrity) {
+		t.Errorf("changed index: err = %v, want ErrIntegrity", err)
+	}
 }
