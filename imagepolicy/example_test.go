@@ -2,10 +2,17 @@ package imagepolicy_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -53,4 +60,32 @@ func Example() {
 	// Output:
 	// untampered: <nil> 1
 	// replaced: true
+}
+
+// Signing with a key and verifying under a containers-policy.json
+// sigstoreSigned requirement. The signature goes where cosign puts it: the
+// sha256-<hex>.sig tag next to the image (here in an OCI layout, so the
+// name it is signed as is given).
+func ExampleSign() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "coffer-sign-")
+	defer os.RemoveAll(dir)
+	ref, _ := transport.Parse("oci:" + filepath.Join(dir, "app") + ":v1")
+	img, _ := random.Image(256, 1)
+	_ = transport.Write(ctx, ref, transport.Artifact{Image: img})
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := imagepolicy.Sign(ctx, ref, key, imagepolicy.WithSignedIdentity("reg.example/app:v1"))
+	fmt.Println("signed:", err, strings.HasSuffix(s.At.String(), imagepolicy.SignatureTag(s.Digest)))
+
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	policy, _ := imagepolicy.ParsePolicy([]byte(fmt.Sprintf(`{"default": [{"type": "sigstoreSigned", "keyData": %q,
+		"signedIdentity": {"type": "exactReference", "dockerReference": "reg.example/app:v1"}}]}`, base64.StdEncoding.EncodeToString(pub))))
+	chk, _ := imagepolicy.New(imagepolicy.WithPolicy(policy), imagepolicy.WithRequireSignature(true))
+	_, err = chk.Check(ctx, ref, v1.Platform{})
+	fmt.Println("verified:", err)
+	// Output:
+	// signed: <nil> true
+	// verified: <nil>
 }
