@@ -139,6 +139,12 @@ func (c *Checker) check(ctx context.Context, ref transport.Reference, a transpor
 		return r, err
 	}
 	r.Digest = sha256Hash(top)
+	if want, ok := transport.NamedDigest(ref); ok {
+		if want != r.Digest {
+			return r, fmt.Errorf("%s: the manifest served has digest %s, not the %s the reference names: refusing it: %w", ref, r.Digest, want, spec.ErrIntegrity)
+		}
+		r.Vouched = append(r.Vouched, "digest named in the reference")
+	}
 	imgRaw, err := img.RawManifest()
 	if err != nil {
 		return r, fmt.Errorf("reading manifest of %s: %w", ref, err)
@@ -153,12 +159,6 @@ func (c *Checker) check(ctx context.Context, ref transport.Reference, a transpor
 	}
 	if err := configMatches(img, imgRaw); err != nil {
 		return r, fmt.Errorf("%s: %w", ref, err)
-	}
-	if want, ok := transport.NamedDigest(ref); ok {
-		if want != r.Digest {
-			return r, fmt.Errorf("%s: the manifest served has digest %s, not the %s the reference names: refusing it: %w", ref, r.Digest, want, spec.ErrIntegrity)
-		}
-		r.Vouched = append(r.Vouched, "digest named in the reference")
 	}
 	if c.o.fetch != nil {
 		v, err := c.checkPins(ctx, ref, img, r.Digest)

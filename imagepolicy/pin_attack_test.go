@@ -367,3 +367,31 @@ func TestDigestReferenceVerified(t *testing.T) {
 		t.Errorf("tag reference with nothing vouching under require: err = %v, want ErrPolicyDenied", err)
 	}
 }
+
+// A local layout's config rewritten behind its manifest's back (layouts
+// are not hashed on read) is refused before it is used.
+func TestLayoutConfigTamperRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	lay := filepath.Join(t.TempDir(), "lay")
+	img := plainImage(t, "good")
+	ref := mustParse(t, "oci:"+lay+":v1")
+	if err := transport.Write(ctx, ref, transport.Artifact{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	chk, _ := imagepolicy.New(imagepolicy.WithLogger(slog.New(slog.DiscardHandler)))
+	if _, err := chk.Check(ctx, ref, v1.Platform{}); err != nil {
+		t.Fatalf("untampered: %v", err)
+	}
+	cfgName, _ := img.ConfigName()
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Config.Entrypoint = []string{"/evil"}
+	raw, _ := json.Marshal(cf)
+	if err := os.WriteFile(filepath.Join(lay, "blobs", "sha256", cfgName.Hex), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chk.Check(ctx, ref, v1.Platform{}); !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "config") {
+		t.Errorf("tampered config: err = %v, want ErrIntegrity about the config", err)
+	}
+}
