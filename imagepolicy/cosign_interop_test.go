@@ -14,6 +14,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/internal/testutil"
@@ -29,7 +30,7 @@ func cosignRun(t *testing.T, bin, dir string, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "COSIGN_PASSWORD=interop-pass", "TUF_ROOT="+filepath.Join(dir, "tuf"), "SIGSTORE_NO_CACHE=1")
+	cmd.Env = append(os.Environ(), "COSIGN_EXPERIMENTAL=1", "HOME="+dir, "COSIGN_PASSWORD=interop-pass", "TUF_ROOT="+filepath.Join(dir, "tuf"), "SIGSTORE_NO_CACHE=1")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -63,6 +64,17 @@ func TestCosignInterop(t *testing.T) {
 	out, err := cosignRun(t, bin, dir, append(verify, name(mine))...)
 	if err != nil || !strings.Contains(out, s.Digest.String()) {
 		t.Fatalf("cosign verify of coffer's signature: %v\n%s", err, out)
+	}
+	// coffer's OCI 1.1 referrer form verifies in cosign's experimental OCI 1.1 mode.
+	viaRef := w.encrypt(t, plainImage(t, "via referrer"), "team/viaref:enc", "default/image_key/viaref", false)
+	if _, err := imagepolicy.Sign(ctx, viaRef, m.Private.(crypto.Signer), imagepolicy.WithReferrer()); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cosignRun(t, bin, dir, append(verify, "--experimental-oci11", name(viaRef))...); err != nil {
+		t.Fatalf("cosign verify --experimental-oci11 of coffer's referrer signature: %v\n%s", err, out)
+	}
+	if out, err := cosignRun(t, bin, dir, append(verify, name(viaRef))...); err == nil {
+		t.Fatalf("cosign found a .sig signature coffer did not write (the referrer path was not what it verified):\n%s", out)
 	}
 	// The oracle can say no: another key does not verify it.
 	if out, err := cosignRun(t, bin, dir, "generate-key-pair", "--output-key-prefix", "other"); err != nil {
@@ -99,6 +111,24 @@ func TestCosignInterop(t *testing.T) {
 	// the default matchRepoDigestOrExact does not accept it for a tag.
 	if err := check(policy(imagepolicy.IdentityMatchRepoDigestOrExact), theirs); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Errorf("cosign signature under matchRepoDigestOrExact for a tag: err = %v, want an identity mismatch", err)
+	}
+	// cosign's OCI 1.1 referrer mode (no .sig tag): read through the referrers API.
+	refd := w.encrypt(t, plainImage(t, "referred"), "team/referred:enc", "default/image_key/referred", false)
+	if out, err := cosignRun(t, bin, dir, "sign", "--key", "cosign.key", "--tlog-upload=false", "--yes", "--allow-http-registry", "--allow-insecure-registry",
+		"--registry-referrers-mode=oci-1-1", name(refd)); err != nil {
+		t.Fatalf("cosign sign (oci-1-1): %v\n%s", err, out)
+	}
+	rn, _ := transport.DockerName(refd)
+	rimg, _ := remote.Image(rn)
+	rd, _ := rimg.Digest()
+	if _, err := remote.Image(rn.Context().Tag(imagepolicy.SignatureTag(rd))); err == nil {
+		t.Fatal("cosign's oci-1-1 mode wrote a .sig tag: the referrer path is not exercised")
+	}
+	if err := check(policy(imagepolicy.IdentityMatchRepoDigestOrExact), viaRef); err != nil {
+		t.Errorf("coffer verify of its own referrer signature: %v", err)
+	}
+	if err := check(policy(imagepolicy.IdentityMatchRepository), refd); err != nil {
+		t.Errorf("coffer verify of cosign's OCI 1.1 referrer signature: %v", err)
 	}
 	// And cosign's signature does not vouch for anything else under the name.
 	tag, _ := transport.DockerName(theirs)

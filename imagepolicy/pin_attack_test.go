@@ -79,7 +79,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true)))
 	t.Cleanup(srv.Close)
 	b := kbstest.New(t)
 	b.AllowAll(t)

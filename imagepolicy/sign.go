@@ -30,6 +30,15 @@ type SignOption func(*signOptions) error
 type signOptions struct {
 	transport []transport.Option
 	identity  string
+	referrer  bool
+}
+
+// WithReferrer stores the signature as an OCI 1.1 referrer of the image
+// (artifactType CosignReferrerType, subject = the image; what cosign's
+// --registry-referrers-mode=oci-1-1 writes) instead of in the .sig tag.
+// Registries only.
+func WithReferrer() SignOption {
+	return func(o *signOptions) error { o.referrer = true; return nil }
 }
 
 // WithSignTransport passes registry options (credentials, TLS).
@@ -70,6 +79,12 @@ func Sign(ctx context.Context, ref transport.Reference, key crypto.Signer, opts 
 		return Signed{}, err
 	}
 	raw, err := rawManifest(a)
+	var mt types.MediaType
+	if err == nil && a.Image != nil {
+		mt, err = a.Image.MediaType()
+	} else if err == nil {
+		mt, err = a.Index.MediaType()
+	}
 	closeFn()
 	if err != nil {
 		return Signed{}, err
@@ -90,8 +105,8 @@ func Sign(ctx context.Context, ref transport.Reference, key crypto.Signer, opts 
 		}
 	}
 	sref, ok := signatureRef(ref, d)
-	if !ok {
-		return Signed{}, fmt.Errorf("signing %s: signatures can be stored in a registry or an OCI layout only: %w", ref, spec.ErrUnsupported)
+	if !ok || (o.referrer && !IsRegistry(ref)) {
+		return Signed{}, fmt.Errorf("signing %s: signatures can be stored in a registry or an OCI layout (referrers: a registry) only: %w", ref, spec.ErrUnsupported)
 	}
 	payload, err := json.Marshal(NewPayload(id, d, CosignSignatureType))
 	if err != nil {
@@ -101,8 +116,10 @@ func Sign(ctx context.Context, ref transport.Reference, key crypto.Signer, opts 
 	if err != nil {
 		return Signed{}, err
 	}
-	base, err := signatureBase(ctx, sref, o.transport)
-	if err != nil {
+	var base v1.Image
+	if o.referrer {
+		base = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), CosignReferrerType)
+	} else if base, err = signatureBase(ctx, sref, o.transport); err != nil {
 		return Signed{}, err
 	}
 	img, err := mutate.Append(base, mutate.Addendum{
@@ -111,6 +128,18 @@ func Sign(ctx context.Context, ref transport.Reference, key crypto.Signer, opts 
 	})
 	if err != nil {
 		return Signed{}, err
+	}
+	if o.referrer {
+		// The config's media type is the artifact type registries report.
+		img = mutate.Subject(img, v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}).(v1.Image)
+		rd, err := img.Digest()
+		if err != nil {
+			return Signed{}, err
+		}
+		n, _ := transport.DockerName(ref)
+		if sref, err = transport.Parse("docker://" + n.Context().Digest(rd.String()).String()); err != nil {
+			return Signed{}, err
+		}
 	}
 	if err := transport.Write(ctx, sref, transport.Artifact{Image: img}, o.transport...); err != nil {
 		return Signed{}, err

@@ -165,14 +165,54 @@ func (r *Requirement) verify(ctx context.Context, img Image) (string, error) {
 // SignatureTag is the tag cosign stores the signatures of digest under.
 func SignatureTag(digest v1.Hash) string { return digest.Algorithm + "-" + digest.Hex + ".sig" }
 
+// CosignReferrerType is the artifactType of a cosign signature stored as
+// an OCI 1.1 referrer (cosign sign --registry-referrers-mode=oci-1-1).
+const CosignReferrerType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+// maxReferrerSigs bounds the referrer manifests read for one digest.
+const maxReferrerSigs = 16
+
 // SigstoreSignatures reads the cosign signatures of digest stored next to
 // ref: the "sha256-<hex>.sig" tag of its repository (registry or OCI
-// layout). None stored is no error.
+// layout), and, in a registry, OCI 1.1 referrers of artifactType
+// CosignReferrerType. None stored is no error.
 func SigstoreSignatures(ctx context.Context, ref transport.Reference, digest v1.Hash, topts ...transport.Option) ([]Signature, error) {
-	sref, ok := signatureRef(ref, digest)
-	if !ok {
-		return nil, nil
+	var out []Signature
+	if sref, ok := signatureRef(ref, digest); ok {
+		sigs, err := signaturesAt(ctx, sref, topts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sigs...)
 	}
+	descs, rerr := transport.Referrers(ctx, ref, digest, CosignReferrerType, topts...)
+	if rerr != nil && !errors.Is(rerr, spec.ErrNotFound) && len(out) == 0 {
+		return nil, rerr
+	}
+	n, isDocker := transport.DockerName(ref)
+	for i, d := range descs {
+		if i == maxReferrerSigs || !isDocker {
+			break
+		}
+		rref, err := transport.Parse("docker://" + n.Context().Digest(d.Digest.String()).String())
+		if err != nil {
+			continue
+		}
+		sigs, err := signaturesAt(ctx, rref, topts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sigs...)
+	}
+	if len(out) > maxSignatures {
+		out = out[:maxSignatures]
+	}
+	return out, nil
+}
+
+// signaturesAt reads the signature layers of the cosign signature image
+// at sref (none there: none).
+func signaturesAt(ctx context.Context, sref transport.Reference, topts []transport.Option) ([]Signature, error) {
 	a, closeFn, err := transport.Read(ctx, sref, topts...)
 	if errors.Is(err, spec.ErrNotFound) {
 		return nil, nil

@@ -18,6 +18,7 @@ func newSignCmd() *cobra.Command {
 		reg      registryFlags
 		keyFile  string
 		identity string
+		referrer bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY IMAGE",
@@ -51,6 +52,9 @@ Enforce it on the trusted side with a sigstoreSigned policy (--policy).`,
 			if identity != "" {
 				opts = append(opts, imagepolicy.WithSignedIdentity(identity))
 			}
+			if referrer {
+				opts = append(opts, imagepolicy.WithReferrer())
+			}
 			s, err := imagepolicy.Sign(cmd.Context(), ref, signer, opts...)
 			if err != nil {
 				return err
@@ -61,6 +65,7 @@ Enforce it on the trusted side with a sigstoreSigned policy (--policy).`,
 	}
 	reg.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&keyFile, "key", "", "private key: cosign.key (password in $COSIGN_PASSWORD) or PEM EC/RSA/Ed25519")
+	cmd.Flags().BoolVar(&referrer, "referrer", false, "store the signature as an OCI 1.1 referrer (cosign's --registry-referrers-mode=oci-1-1) instead of the .sig tag")
 	cmd.Flags().StringVar(&identity, "identity", "", "docker-reference to sign the digest as (default: IMAGE's REGISTRY/REPO:TAG; required for oci:)")
 	return cmd
 }
