@@ -123,8 +123,17 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 	if err != nil {
 		return fmt.Errorf("reading image config: %w", err)
 	}
-	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img},
-		imagecrypt.WithKeys(o.keys...), imagecrypt.WithTempDir(stage), imagecrypt.WithJobs(o.jobs), imagecrypt.WithLogger(o.log))
+	dopts := []imagecrypt.Option{imagecrypt.WithKeys(o.keys...), imagecrypt.WithTempDir(stage), imagecrypt.WithJobs(o.jobs), imagecrypt.WithLogger(o.log)}
+	// A registry's encrypted blobs are authenticated by their HMAC: skip
+	// go-containerregistry's digest pass over the same bytes.
+	raw, err := transport.UnverifiedBlobs(ref, o.transport...)
+	if err != nil {
+		return err
+	}
+	if raw != nil {
+		dopts = append(dopts, imagecrypt.WithUnverifiedBlobs(raw))
+	}
+	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img}, dopts...)
 	if err != nil {
 		return err
 	}

@@ -24,19 +24,27 @@ func (o *options) remoteOptions(ctx context.Context) []remote.Option {
 	} else {
 		ro = append(ro, remote.WithAuthFromKeychain(o.keychain))
 	}
-	rt := o.transport
-	if rt == nil && o.insecure {
-		t := remote.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // --insecure asked for it
-		rt = t
-	}
-	if rt != nil {
-		ro = append(ro, remote.WithTransport(rt))
+	if o.transport != nil || o.insecure {
+		ro = append(ro, remote.WithTransport(o.roundTripper()))
 	}
 	if o.progress != nil {
 		ro = append(ro, remote.WithProgress(o.progress))
 	}
 	return ro
+}
+
+// roundTripper is the HTTP transport under the registry auth: the one
+// given, else the default, without TLS verification when --insecure asked.
+func (o *options) roundTripper() http.RoundTripper {
+	if o.transport != nil {
+		return o.transport
+	}
+	if !o.insecure {
+		return remote.DefaultTransport
+	}
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // --insecure asked for it
+	return t
 }
 
 // resolve re-parses the reference with name.Insecure when plain HTTP is

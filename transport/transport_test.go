@@ -476,3 +476,48 @@ func TestArchiveEscapeIsIntegrityError(t *testing.T) {
 		}
 	}
 }
+
+func TestUnverifiedBlobs(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, _ := random.Image(4096, 1)
+	ref := mustParse(t, "docker://"+host+"/app:v1")
+	if err := Write(context.Background(), ref, Artifact{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	h, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	want, _ := io.ReadAll(rc)
+	get, err := UnverifiedBlobs(ref)
+	if err != nil || get == nil {
+		t.Fatalf("UnverifiedBlobs(docker) = %v, %v", get, err)
+	}
+	body, err := get(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(body)
+	body.Close()
+	if !bytes.Equal(got, want) {
+		t.Errorf("blob: got %d bytes, want the %d pushed", len(got), len(want))
+	}
+	missing := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
+	if _, err := get(context.Background(), missing); !errors.Is(err, spec.ErrNotFound) {
+		t.Errorf("missing blob: %v, want ErrNotFound", err)
+	}
+	if get, err := UnverifiedBlobs(mustParse(t, "oci:"+t.TempDir())); get != nil || err != nil {
+		t.Errorf("UnverifiedBlobs(oci) = %v, %v; want nil, nil (local blobs gain nothing)", get != nil, err)
+	}
+	// Unauthorized registries map to ErrUnauthorized here too.
+	deny := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	}))
+	defer deny.Close()
+	get, _ = UnverifiedBlobs(mustParse(t, "docker://"+strings.TrimPrefix(deny.URL, "http://")+"/app:v1"), WithCreds("u:wrong"))
+	if _, err := get(context.Background(), h); !errors.Is(err, spec.ErrUnauthorized) {
+		t.Errorf("unauthorized: %v, want ErrUnauthorized", err)
+	}
+}
