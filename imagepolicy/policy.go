@@ -63,11 +63,31 @@ type Requirement struct {
 	KeyData  []byte   `json:"keyData,omitempty"`
 	KeyDatas [][]byte `json:"keyDatas,omitempty"`
 
+	// sigstoreSigned keyless: a Fulcio certificate instead of a key, which
+	// needs a Rekor key (the SET dates the short-lived certificate).
+	Fulcio *FulcioRule `json:"fulcio,omitempty"`
+	// sigstoreSigned: when set, a Rekor SET signed by one of these keys
+	// must cover the signature.
+	RekorPublicKeyPath  string   `json:"rekorPublicKeyPath,omitempty"`
+	RekorPublicKeyPaths []string `json:"rekorPublicKeyPaths,omitempty"`
+	RekorPublicKeyData  []byte   `json:"rekorPublicKeyData,omitempty"`
+	RekorPublicKeyDatas [][]byte `json:"rekorPublicKeyDatas,omitempty"`
+
 	SignedIdentity *IdentityRule `json:"signedIdentity,omitempty"`
 
-	// keys is the key material, from KeyData(s) at parse time and from
-	// key paths by Policy.LoadKeys.
-	keys [][]byte
+	// keys and rekorKeys are the key material, from the *Data fields at
+	// parse time and from the paths by Policy.LoadKeys.
+	keys, rekorKeys [][]byte
+}
+
+// FulcioRule trusts certificates a Fulcio CA issued to one OIDC identity.
+type FulcioRule struct {
+	CAPath       string `json:"caPath,omitempty"`
+	CAData       []byte `json:"caData,omitempty"`
+	OIDCIssuer   string `json:"oidcIssuer"`
+	SubjectEmail string `json:"subjectEmail"`
+
+	ca []byte
 }
 
 // IdentityRule is a signedIdentity.
@@ -164,7 +184,13 @@ func (r *Requirement) validate() error {
 			keySources++
 		}
 	}
-	noKeys := keySources == 0 && r.KeyType == "" && r.SignedIdentity == nil
+	rekorSources := 0
+	for _, set := range []bool{r.RekorPublicKeyPath != "", r.RekorPublicKeyPaths != nil, r.RekorPublicKeyData != nil, r.RekorPublicKeyDatas != nil} {
+		if set {
+			rekorSources++
+		}
+	}
+	noKeys := keySources == 0 && rekorSources == 0 && r.Fulcio == nil && r.KeyType == "" && r.SignedIdentity == nil
 	switch r.Type {
 	case TypeInsecureAcceptAnything, TypeReject:
 		if !noKeys {
@@ -175,15 +201,34 @@ func (r *Requirement) validate() error {
 		if r.KeyType != "GPGKeys" {
 			return fmt.Errorf("signedBy keyType %q: only GPGKeys is supported: %w", r.KeyType, spec.ErrUnsupported)
 		}
-		if r.KeyDatas != nil {
-			return fmt.Errorf("signedBy has no keyDatas: %w", spec.ErrUnsupported)
+		if r.KeyDatas != nil || r.Fulcio != nil || rekorSources != 0 {
+			return fmt.Errorf("signedBy has no keyDatas, fulcio or rekor keys: %w", spec.ErrUnsupported)
 		}
 	case TypeSigstoreSigned:
 		if r.KeyType != "" {
 			return fmt.Errorf("sigstoreSigned has no keyType: %w", spec.ErrUnsupported)
 		}
+		if rekorSources > 1 || r.RekorPublicKeyPaths != nil && len(r.RekorPublicKeyPaths) == 0 || r.RekorPublicKeyDatas != nil && len(r.RekorPublicKeyDatas) == 0 {
+			return fmt.Errorf("sigstoreSigned: at most one non-empty rekorPublicKey source: %w", spec.ErrUnsupported)
+		}
+		if r.RekorPublicKeyData != nil {
+			r.rekorKeys = [][]byte{r.RekorPublicKeyData}
+		}
+		r.rekorKeys = append(r.rekorKeys, r.RekorPublicKeyDatas...)
+		if r.Fulcio != nil {
+			if err := r.Fulcio.validate(); err != nil {
+				return err
+			}
+			if keySources != 0 {
+				return fmt.Errorf("sigstoreSigned takes a key or fulcio, not both: %w", spec.ErrUnsupported)
+			}
+			if rekorSources == 0 {
+				return fmt.Errorf("sigstoreSigned with fulcio needs a rekorPublicKey (the Rekor SET dates the short-lived certificate): %w", spec.ErrUnsupported)
+			}
+			keySources = 1
+		}
 	default:
-		return fmt.Errorf("unknown requirement type %q (fulcio, pki and rekor are not supported): %w", r.Type, spec.ErrUnsupported)
+		return fmt.Errorf("unknown requirement type %q: %w", r.Type, spec.ErrUnsupported)
 	}
 	if keySources != 1 {
 		return fmt.Errorf("%s needs exactly one of keyPath, keyPaths, keyData%s: %w", r.Type, map[bool]string{true: ", keyDatas"}[r.Type == TypeSigstoreSigned], spec.ErrUnsupported)
@@ -199,6 +244,19 @@ func (r *Requirement) validate() error {
 		r.SignedIdentity = &IdentityRule{Type: IdentityMatchRepoDigestOrExact}
 	}
 	return r.SignedIdentity.validate()
+}
+
+func (f *FulcioRule) validate() error {
+	switch {
+	case (f.CAPath == "") == (f.CAData == nil):
+		return fmt.Errorf("fulcio needs exactly one of caPath, caData: %w", spec.ErrUnsupported)
+	case f.OIDCIssuer == "" || f.SubjectEmail == "":
+		return fmt.Errorf("fulcio needs oidcIssuer and subjectEmail: %w", spec.ErrUnsupported)
+	}
+	if f.CAData != nil {
+		f.ca = f.CAData
+	}
+	return nil
 }
 
 func (id *IdentityRule) validate() error {
@@ -368,6 +426,24 @@ func (p *Policy) LoadKeys(ctx context.Context, fetch ResourceFetcher) error {
 					return fmt.Errorf("policy key %s: %w", path, err)
 				}
 				r.keys = append(r.keys, k)
+			}
+			rpaths := r.RekorPublicKeyPaths
+			if r.RekorPublicKeyPath != "" {
+				rpaths = []string{r.RekorPublicKeyPath}
+			}
+			for _, path := range rpaths {
+				k, err := readSource(ctx, path, fetch)
+				if err != nil {
+					return fmt.Errorf("policy Rekor key %s: %w", path, err)
+				}
+				r.rekorKeys = append(r.rekorKeys, k)
+			}
+			if r.Fulcio != nil && r.Fulcio.CAPath != "" {
+				ca, err := readSource(ctx, r.Fulcio.CAPath, fetch)
+				if err != nil {
+					return fmt.Errorf("policy Fulcio CA %s: %w", r.Fulcio.CAPath, err)
+				}
+				r.Fulcio.ca = ca
 			}
 		}
 		return nil

@@ -79,7 +79,7 @@ func TestParsePolicyRejects(t *testing.T) {
 		{"reject with key", `{"default": [{"type": "reject", ` + key + `}]}`, "takes no other fields"},
 		{"two key sources", `{"default": [{"type": "sigstoreSigned", ` + key + `, "keyData": "eA=="}]}`, "exactly one"},
 		{"no key", `{"default": [{"type": "sigstoreSigned"}]}`, "exactly one"},
-		{"fulcio", `{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}`, "unknown field"},
+		{"pki", `{"default": [{"type": "sigstoreSigned", "pki": {}}]}`, "unknown field"},
 		{"gpg keyType", `{"default": [{"type": "signedBy", "keyType": "X509Certificates", ` + key + `}]}`, "only GPGKeys"},
 		{"signedBy keyDatas", `{"default": [{"type": "signedBy", "keyType": "GPGKeys", "keyDatas": ["eA=="]}]}`, "no keyDatas"},
 		{"bad identity", `{"default": [{"type": "sigstoreSigned", ` + key + `, "signedIdentity": {"type": "matchAnything"}}]}`, "unknown signedIdentity"},

@@ -100,6 +100,9 @@ type Signature struct {
 	Payload []byte // signed bytes (sigstore) or the signed OpenPGP message (signedBy)
 	Sig     []byte // the signature (sigstore); nil for OpenPGP messages
 	Source  string // where it was read, for messages
+	// Certificate, Chain and SET are cosign's keyless / transparency-log
+	// annotations (PEM, PEM, bundle JSON), when present.
+	Certificate, Chain, SET string
 }
 
 // SignatureVerifier verifies one signature with a requirement's keys and
@@ -122,7 +125,7 @@ func (r *Requirement) verify(ctx context.Context, img Image) (string, error) {
 	switch r.Type {
 	case TypeSigstoreSigned:
 		wantType = CosignSignatureType
-		if v, err = newSigstoreVerifier(r.keys); err == nil {
+		if v, err = newSigstoreVerifier(r.keys, r.rekorKeys, r.Fulcio); err == nil {
 			sigs, err = SigstoreSignatures(ctx, img.Ref, img.Digest, img.transport...)
 		}
 	case TypeSignedBy:
@@ -134,6 +137,13 @@ func (r *Requirement) verify(ctx context.Context, img Image) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return r.accept(v, sigs, img, wantType)
+}
+
+// accept returns the first signature of sigs that v verifies, that signs
+// img's digest with the payload type wanted and whose identity the
+// signedIdentity rule accepts; else an error listing why each failed.
+func (r *Requirement) accept(v SignatureVerifier, sigs []Signature, img Image, wantType string) (string, error) {
 	if len(sigs) == 0 {
 		return "", fmt.Errorf("no signature found for %s: %w", img.Digest, spec.ErrPolicyDenied)
 	}
@@ -245,7 +255,8 @@ func signaturesAt(ctx context.Context, sref transport.Reference, topts []transpo
 		if err != nil {
 			return nil, fmt.Errorf("signatures %s layer %d: %w", sref, i, err)
 		}
-		out = append(out, Signature{Payload: payload, Sig: sig, Source: fmt.Sprintf("%s#%d", sref, i)})
+		out = append(out, Signature{Payload: payload, Sig: sig, Source: fmt.Sprintf("%s#%d", sref, i),
+			Certificate: d.Annotations[CertificateAnnotation], Chain: d.Annotations[ChainAnnotation], SET: d.Annotations[BundleAnnotation]})
 	}
 	return out, nil
 }
@@ -285,22 +296,6 @@ func readBlob(img v1.Image, d v1.Descriptor) ([]byte, error) {
 	return b, nil
 }
 
-type sigstoreVerifier struct{ keys []crypto.PublicKey }
-
-// newSigstoreVerifier parses PEM public keys (PKIX: ECDSA, RSA, Ed25519),
-// as cosign writes cosign.pub.
-func newSigstoreVerifier(raw [][]byte) (*sigstoreVerifier, error) {
-	v := &sigstoreVerifier{}
-	for _, k := range raw {
-		pub, err := ParsePublicKey(k)
-		if err != nil {
-			return nil, err
-		}
-		v.keys = append(v.keys, pub)
-	}
-	return v, nil
-}
-
 // ParsePublicKey parses one PEM "PUBLIC KEY" (PKIX) block.
 func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
 	if len(data) > maxKeySize {
@@ -319,15 +314,6 @@ func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
 		return pub, nil
 	}
 	return nil, fmt.Errorf("public key: type %T: %w", pub, spec.ErrUnsupported)
-}
-
-func (v *sigstoreVerifier) VerifySignature(s Signature) ([]byte, error) {
-	for _, k := range v.keys {
-		if verifyRaw(k, s.Payload, s.Sig) {
-			return s.Payload, nil
-		}
-	}
-	return nil, fmt.Errorf("signature verifies with none of the %d key(s): %w", len(v.keys), spec.ErrIntegrity)
 }
 
 // verifyRaw verifies sig over msg the way cosign signs with a key:
