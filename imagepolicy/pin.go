@@ -194,3 +194,39 @@ func sha256Hash(b []byte) v1.Hash {
 // IsRegistry reports whether ref is a docker:// reference (pinning is the
 // default for those when a broker holds the key).
 func IsRegistry(ref transport.Reference) bool { return ref.Transport() == "docker" }
+
+// PinImage pins what ref holds now: it reads the manifest (when want is
+// set, it must have that digest) and stores its pin under repo. Use it to
+// pin an image encrypted before pins existed or to re-pin after rekey (which
+// rewrites the manifest); pinning without want trusts the source at this
+// moment, so compare the digest printed with the one you pushed.
+func PinImage(ctx context.Context, ref transport.Reference, store PinStore, repo string, want *v1.Hash, topts ...transport.Option) (Pinned, error) {
+	id, ok := Identity(ref)
+	if !ok {
+		return Pinned{}, fmt.Errorf("pinning: %s names a digest, not a tag: pin the tag it is pulled by: %w", ref, spec.ErrUnsupported)
+	}
+	path := PinPath(repo, id)
+	if err := path.Validate(); err != nil {
+		return Pinned{}, fmt.Errorf("pinning: %w", err)
+	}
+	a, closeFn, err := transport.Read(ctx, ref, topts...)
+	if err != nil {
+		return Pinned{}, err
+	}
+	defer closeFn()
+	p, err := PinFor(a, id)
+	if err != nil {
+		return Pinned{}, err
+	}
+	if want != nil && *want != p.Digest {
+		return Pinned{}, fmt.Errorf("%s holds %s, not the %s given: refusing to pin it: %w", ref, p.Digest, want, spec.ErrIntegrity)
+	}
+	raw, err := p.Marshal()
+	if err != nil {
+		return Pinned{}, err
+	}
+	if err := store.SetResource(ctx, path.String(), raw); err != nil {
+		return Pinned{}, fmt.Errorf("recording the digest pin at kbs:///%s: %w", path, err)
+	}
+	return Pinned{Path: path, Pin: p}, nil
+}

@@ -68,6 +68,18 @@ func TestEncryptPinsPullEnforces(t *testing.T) {
 	if _, err := runCoffer(t, "", "verify", "--kbs", b.URL, "--tee", "sample", dst); !errors.Is(err, spec.ErrIntegrity) {
 		t.Errorf("verify of the replaced image: %v", err)
 	}
+	// The owner re-pins on purpose (kbs pin): only with the digest it holds.
+	od, _ := other.Digest()
+	admin := []string{"kbs", "pin", "--url", b.URL, "--admin-key", b.AdminKeyFile}
+	if _, err := runCoffer(t, "", append(admin, "--digest", "sha256:"+strings.Repeat("0", 64), dst)...); !errors.Is(err, spec.ErrIntegrity) {
+		t.Errorf("kbs pin with a digest the image does not hold: %v, want ErrIntegrity", err)
+	}
+	if out, err := runCoffer(t, "", append(admin, "--digest", od.String(), dst)...); err != nil || !strings.Contains(out, od.String()) {
+		t.Fatalf("kbs pin: %v\n%s", err, out)
+	}
+	if out, err := runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", dst, filepath.Join(dir, "rootfs-repinned")); err != nil {
+		t.Errorf("pull after re-pinning: %v\n%s", err, out)
+	}
 	// Unpinned: the other image pulls with one warning, and not at all under --require-signature.
 	out, err = runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", "docker://"+host+"/other:enc", filepath.Join(dir, "rootfs3"))
 	if err != nil || strings.Count(out, "integrity is not verified") != 1 {
