@@ -46,6 +46,9 @@ func NewRoot() *cobra.Command {
 		newAgentCmd(),
 		newKeyproviderCmd(),
 		newTPMCmd(),
+		newWPMCmd(),
+		newWLSCmd(),
+		newWLACmd(),
 	)
 	return root
 }

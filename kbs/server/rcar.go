@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -24,7 +26,7 @@ var emptyExtraParams = json.RawMessage(`""`)
 
 // limited answers 429 when addr has used up its /auth and /attest budget.
 func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
-	ok, wait := s.limiter.allow(addrKey(r.RemoteAddr), s.o.now())
+	ok, wait := s.limiter.Allow(ratelimit.Key(r.RemoteAddr), s.o.now())
 	if ok {
 		return false
 	}
@@ -63,7 +65,7 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	sess, evicted, err := s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
+	sess, evicted, err := s.pending.create(req.Tee, nonce, ratelimit.Key(r.RemoteAddr), expires, now)
 	if err != nil {
 		s.m.limited.Inc()
 		w.Header().Set("Retry-After", "1")
@@ -224,7 +226,8 @@ func grantOf(v *token.Verified) (*grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	tee := ""
+	tee, tpmAK := "", ""
+	var tpmRD []byte
 	var reasons []string
 	if sm, ok := v.Claims["submods"].(map[string]any); ok {
 		if c, ok := sm[token.DefaultSubmod].(map[string]any); ok {
@@ -242,10 +245,17 @@ func grantOf(v *token.Verified) (*grant, error) {
 						tee = k
 					}
 				}
+				if tc, ok := ae[string(protocol.TeeTPM)].(map[string]any); ok {
+					tpmAK, _ = tc["ak_public"].(string)
+					if rd, ok := tc["report_data"].(string); ok {
+						tpmRD, _ = hex.DecodeString(rd)
+					}
+				}
 			}
 		}
 	}
 	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry, reasons: reasons,
+		tpmAK: tpmAK, tpmReportData: tpmRD,
 		size: len(v.Payload) + grantOverhead}, nil
 }
 

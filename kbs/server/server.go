@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -233,7 +234,7 @@ type Server struct {
 	pending  *challenges
 	sessions *attested
 	tokens   *tokenCache
-	limiter  *addrLimiter
+	limiter  *ratelimit.PerAddr
 	adminIDs *usedAdminIDs
 	m        *metrics
 	handler  http.Handler
@@ -284,7 +285,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		pending:  newChallenges(o.maxSessions, o.maxPerAddr),
 		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
 		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
-		limiter:  newAddrLimiter(o.rate, o.burst, 65536),
+		limiter:  ratelimit.New(o.rate, o.burst, 65536),
 		adminIDs: &usedAdminIDs{m: map[string]int64{}, max: 100_000},
 		m:        newMetrics(),
 	}
@@ -313,6 +314,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route names for metrics.
 const (
 	rAuth, rAttest, rResource, rAdmin, rHealth, rMetrics, rOther = "auth", "attest", "resource", "admin", "healthz", "metrics", "other"
+	rKeyTransfer                                                 = "key_transfer"
 )
 
 func (s *Server) routes() http.Handler {
@@ -373,6 +375,11 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, metricsHandler
 			s.admin(w, r, func() { s.handleSetReferenceValue(w, r) })
 		}
 		return rAdmin
+	case strings.HasPrefix(p, protocol.PathKeyTransfer):
+		if method(w, r, http.MethodPost) {
+			s.handleKeyTransfer(w, r, p[len(protocol.PathKeyTransfer):])
+		}
+		return rKeyTransfer
 	case p == "/healthz":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
