@@ -38,6 +38,10 @@ func TestParse(t *testing.T) {
 		{in: "docker-archive:/a.tar:app:v2", transport: "docker-archive", str: "docker-archive:/a.tar:app:v2"},
 		{in: "docker://127.0.0.1:5000/app:enc", transport: "docker", str: "docker://127.0.0.1:5000/app:enc"},
 		{in: "docker://reg.example/app@sha256:" + strings.Repeat("a", 64), transport: "docker"},
+		{in: "oci:/tmp/x@sha256:" + strings.Repeat("b", 64), transport: "oci", str: "oci:/tmp/x@sha256:" + strings.Repeat("b", 64)},
+		{in: "oci-archive:a.tar@sha256:" + strings.Repeat("c", 64), transport: "oci-archive", str: "oci-archive:a.tar@sha256:" + strings.Repeat("c", 64)},
+		{in: "oci:/tmp/x@sha256:abc", err: "@sha256:<64 hex>"},
+		{in: "oci:@sha256:" + strings.Repeat("b", 64), err: "@sha256:<64 hex>"},
 		{in: "docker:reg/app", err: "docker://HOST/REPO"},
 		{in: "/tmp/x", err: "has no transport"},
 		{in: "ftp:/x", err: "unknown transport"},
@@ -58,6 +62,24 @@ func TestParse(t *testing.T) {
 		}
 		if r.Transport() != tc.transport || (tc.str != "" && r.String() != tc.str) {
 			t.Errorf("Parse(%q) = %s %s, want %s %s", tc.in, r.Transport(), r, tc.transport, tc.str)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		want string
+	}{
+		{"oci:/x@sha256:" + strings.Repeat("b", 64), "sha256:" + strings.Repeat("b", 64)},
+		{"docker://reg.example/app@sha256:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("a", 64)},
+		{"docker://reg.example/app:v1", ""},
+		{"oci:/x:v1", ""},
+	} {
+		r, err := Parse(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := NamedDigest(r)
+		if got := h.String(); (tc.want == "") == ok || (ok && got != tc.want) {
+			t.Errorf("NamedDigest(%q) = %s %v, want %q", tc.in, got, ok, tc.want)
 		}
 	}
 	if _, err := Parse("nfs:/x"); !errors.Is(err, spec.ErrUnsupported) {
@@ -162,6 +184,18 @@ func TestOCITagReplaced(t *testing.T) {
 	}
 	if _, _, err := Read(ctx, mustParse(t, "oci:"+dir+":nope")); !errors.Is(err, spec.ErrNotFound) {
 		t.Errorf("missing tag: %v", err)
+	}
+	da := digest(t, Artifact{Image: a})
+	got, _, err = Read(ctx, mustParse(t, "oci:"+dir+"@"+da.String()))
+	if err != nil || digest(t, got) != da {
+		t.Errorf("read by digest %s: %v", da, err)
+	}
+	missing := "oci:" + dir + "@sha256:" + strings.Repeat("0", 64)
+	if _, _, err := Read(ctx, mustParse(t, missing)); !errors.Is(err, spec.ErrNotFound) {
+		t.Errorf("missing digest: %v", err)
+	}
+	if err := Write(ctx, mustParse(t, "oci:"+dir+"@"+da.String()), Artifact{Image: a}); !errors.Is(err, spec.ErrUnsupported) {
+		t.Errorf("write to a digest reference: err = %v, want ErrUnsupported", err)
 	}
 }
 

@@ -134,7 +134,7 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 	fmt.Fprintf(w, "  broker listening at %s (filesystem repository in the work dir)\n", b.URL)
 	admin := []string{"--url", b.URL, "--admin-key", p("admin.key")}
 	steps := [][]string{
-		append([]string{"encrypt", "--kbs", b.URL, "--admin-key", p("admin.key"), "--key-id", "default/image_key/demo"},
+		append([]string{"encrypt", "--kbs", b.URL, "--admin-key", p("admin.key"), "--key-id", "default/image_key/demo", "--pin"},
 			"oci:"+p("app")+":v1", "oci:"+p("app")+":kbs"),
 		{"inspect", "oci:" + p("app") + ":kbs"},
 		append([]string{"kbs", "set-reference-value"}, append(admin, "launch_digest", "abcde")...),

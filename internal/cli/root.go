@@ -39,6 +39,8 @@ func NewRoot() *cobra.Command {
 		newRekeyCmd(),
 		newInspectCmd(),
 		newPullCmd(),
+		newVerifyCmd(),
+		newSignCmd(),
 		newDemoCmd(),
 		kbsCmd,
 		newAgentCmd(),
