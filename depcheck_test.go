@@ -35,6 +35,8 @@ func TestLeafDependencies(t *testing.T) {
 		"./kbs/protocol":    {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/google/go-sev-guest"},
 		"./imagecrypt":      {"github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
 		"./agent/evidence":  {"github.com/open-policy-agent/opa"},
+		"./filecrypt":       {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
+		"./secl/flavor":     {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/tink-crypto"},
 	}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).Output()

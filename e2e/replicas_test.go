@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,32 +18,10 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
-	"github.com/coffer-dev/coffer/internal/cli"
 	"github.com/coffer-dev/coffer/kbs/store/postgres/pgtest"
 )
 
 var pg pgtest.Shared
-
-// asCoffer makes the test binary act as the coffer command when re-executed
-// by a test (so broker replicas are real processes a test can kill -9,
-// without building the binary).
-const asCoffer = "COFFER_E2E_AS_COFFER"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(asCoffer) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		root := cli.NewRoot()
-		root.SetArgs(os.Args[1:])
-		err := root.ExecuteContext(ctx)
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "coffer:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(pgtest.Main(m, &pg))
-}
 
 // replica is one `coffer kbs serve` process.
 type replica struct {
@@ -66,8 +43,8 @@ func startReplica(t *testing.T, args ...string) *replica {
 		t.Fatal(err)
 	}
 	r := &replica{url: "http://" + addr, log: &bytes.Buffer{}}
-	r.cmd = exec.Command(self, append([]string{"kbs", "serve", "--listen", addr}, args...)...)
-	r.cmd.Env = append(os.Environ(), asCoffer+"=1")
+	// The test binary acts as coffer when its first argument is argCLI (TestMain).
+	r.cmd = exec.Command(self, append([]string{argCLI, "kbs", "serve", "--listen", addr}, args...)...)
 	r.cmd.Stderr = r.log
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -27,7 +27,7 @@ func newKBSCmd() *cobra.Command {
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),
 		newKBSSetResourcePolicyCmd(), newKBSGetResourcePolicyCmd(),
 		newKBSSetAttestationPolicyCmd(), newKBSSetReferenceValueCmd(),
-		newKBSVerifyEvidenceCmd(),
+		newKBSVerifyEvidenceCmd(), newKBSPinCmd(),
 		// client verbs (attest, get-resource) register here:
 	)
 	return cmd

@@ -66,12 +66,14 @@ func (f *kbsClientFlags) attester() (evidence.Attester, error) {
 
 // unwrapper returns nil when no broker is configured. It is meant for one
 // command (a pull): each key is fetched once however many layers use it.
-func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, error) {
+// The client is returned too, for the digest pin and policy (one
+// attestation serves all).
+func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, *client.Client, error) {
 	c, err := f.client()
 	if c == nil || err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), nil
+	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), c, nil
 }
 
 // onceByKID memoizes a resolver per key id, concurrent callers included.

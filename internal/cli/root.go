@@ -39,11 +39,16 @@ func NewRoot() *cobra.Command {
 		newRekeyCmd(),
 		newInspectCmd(),
 		newPullCmd(),
+		newVerifyCmd(),
+		newSignCmd(),
 		newDemoCmd(),
 		kbsCmd,
 		newAgentCmd(),
 		newKeyproviderCmd(),
 		newTPMCmd(),
+		newWPMCmd(),
+		newWLSCmd(),
+		newWLACmd(),
 	)
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -26,7 +28,7 @@ var emptyExtraParams = json.RawMessage(`""`)
 
 // limited answers 429 when addr has used up its /auth and /attest budget.
 func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
-	ok, wait := s.limiter.allow(addrKey(r.RemoteAddr), s.o.now())
+	ok, wait := s.limiter.Allow(ratelimit.Key(r.RemoteAddr), s.o.now())
 	if ok {
 		return false
 	}
@@ -69,11 +71,11 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if s.shared != nil {
 		id = newSessionID()
-		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: addrKey(r.RemoteAddr), Expires: expires}, s.o.maxPerAddr)
+		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: ratelimit.Key(r.RemoteAddr), Expires: expires}, s.o.maxPerAddr)
 	} else {
 		var sess *session
 		var evicted int
-		sess, evicted, err = s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
+		sess, evicted, err = s.pending.create(req.Tee, nonce, ratelimit.Key(r.RemoteAddr), expires, now)
 		if sess != nil {
 			id = sess.id
 		}
@@ -272,7 +274,8 @@ func grantOf(v *token.Verified) (*grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	tee := ""
+	tee, tpmAK := "", ""
+	var tpmRD []byte
 	var reasons []string
 	if sm, ok := v.Claims["submods"].(map[string]any); ok {
 		if c, ok := sm[token.DefaultSubmod].(map[string]any); ok {
@@ -290,10 +293,17 @@ func grantOf(v *token.Verified) (*grant, error) {
 						tee = k
 					}
 				}
+				if tc, ok := ae[string(protocol.TeeTPM)].(map[string]any); ok {
+					tpmAK, _ = tc["ak_public"].(string)
+					if rd, ok := tc["report_data"].(string); ok {
+						tpmRD, _ = hex.DecodeString(rd)
+					}
+				}
 			}
 		}
 	}
 	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry, reasons: reasons,
+		tpmAK: tpmAK, tpmReportData: tpmRD,
 		size: len(v.Payload) + grantOverhead}, nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -264,7 +265,7 @@ type Server struct {
 	pending  *challenges
 	sessions *attested
 	tokens   *tokenCache
-	limiter  *addrLimiter
+	limiter  *ratelimit.PerAddr
 	adminIDs *usedAdminIDs
 	m        *metrics
 	handler  http.Handler
@@ -328,7 +329,7 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		pending:  newChallenges(o.maxSessions, o.maxPerAddr),
 		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
 		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
-		limiter:  newAddrLimiter(o.rate, o.burst, 65536),
+		limiter:  ratelimit.New(o.rate, o.burst, 65536),
 		adminIDs: &usedAdminIDs{m: map[string]int64{}, max: 100_000},
 		m:        newMetrics(),
 	}
@@ -362,6 +363,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route names for metrics.
 const (
 	rAuth, rAttest, rResource, rAdmin, rHealth, rMetrics, rOther = "auth", "attest", "resource", "admin", "healthz", "metrics", "other"
+	rKeyTransfer                                                 = "key_transfer"
 )
 
 func (s *Server) routes() http.Handler {
@@ -427,6 +429,11 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, metricsHandler
 			s.admin(w, r, targetSettings, "", func(adminScope) { s.handleSetReferenceValue(w, r) })
 		}
 		return rAdmin
+	case strings.HasPrefix(p, protocol.PathKeyTransfer):
+		if method(w, r, http.MethodPost) {
+			s.handleKeyTransfer(w, r, p[len(protocol.PathKeyTransfer):])
+		}
+		return rKeyTransfer
 	case p == "/healthz":
 		s.healthz(w, r)
 		return rHealth
