@@ -1,7 +1,7 @@
 GO ?= go
 BIN := bin/coffer
 
-.PHONY: build test demo bench bench-containerd bench-kbs fuzz vet attack
+.PHONY: build test demo bench bench-containerd bench-kbs bench-kbs-scaleout fuzz vet attack
 
 # One static binary (no cgo), stamped with the version and commit.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -32,7 +32,12 @@ bench-containerd: build
 	./scripts/bench-containerd.sh
 
 bench-kbs:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./kbs/server/
+	$(GO) test -run '^$$' -bench '^Benchmark(Handshake|ResourceGET)$$' -benchtime 3s ./kbs/server/
+
+# One process (memory, fs store) vs one and three replicas on PostgreSQL
+# (needs Debian's postgresql), 100 concurrent guests.
+bench-kbs-scaleout:
+	$(GO) test ./kbs/server/ -run '^$$' -bench ScaleOut -benchtime 4000x -args -kbs.clients=100
 
 # Short fuzzing of every target (FUZZTIME per target).
 FUZZTIME ?= 10s

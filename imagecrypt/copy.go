@@ -32,7 +32,8 @@ func RekeyFor(w ...keywrap.Wrapper) Transform {
 // rekey do. Layers are staged in a directory next to dst when dst is local
 // (so the writer hard-links them into place: each layer is written once),
 // else in the system temp dir; the staging goes when Copy returns. A source
-// that verifies blobs as it is read (a registry) is not hashed again. topts
+// that verifies blobs as it is read (a registry) is not hashed again, and a
+// registry's encrypted blobs are authenticated by their HMAC alone. topts
 // configure both ends (credentials, TLS). It returns how many layers changed;
 // on any error nothing is written at dst.
 func Copy(ctx context.Context, src, dst transport.Reference, t Transform, topts []transport.Option, opts ...Option) (int, error) {
@@ -49,6 +50,13 @@ func Copy(ctx context.Context, src, dst transport.Reference, t Transform, topts 
 	all := append([]Option{WithTempDir(stage)}, opts...)
 	if src.ContentVerified() {
 		all = append(all, WithTrustedSource(true))
+	}
+	raw, err := transport.UnverifiedBlobs(src, topts...)
+	if err != nil {
+		return 0, err
+	}
+	if raw != nil {
+		all = append(all, WithUnverifiedBlobs(raw))
 	}
 	res, err := t(ctx, Artifact(in), all...)
 	if err != nil {

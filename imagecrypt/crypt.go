@@ -174,7 +174,7 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err != nil {
 		return d, nil, false, err
 	}
-	rc, err := OpenBlob(l, d)
+	rc, err := s.openCiphertext(ctx, l, d)
 	if err != nil {
 		return d, nil, false, err
 	}
@@ -205,6 +205,24 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		Annotations:  plainAnnotations(d.Annotations),
 	}
 	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
+}
+
+// openCiphertext opens an encrypted layer's blob for Decrypt, which
+// authenticates it with the HMAC: through the unverified reader when one was
+// given (one SHA-256 pass instead of two), else through l. The declared size
+// is enforced either way.
+func (s *session) openCiphertext(ctx context.Context, l v1.Layer, d v1.Descriptor) (io.ReadCloser, error) {
+	if s.o.rawBlobs == nil {
+		return OpenBlob(l, d)
+	}
+	if d.Size < 0 {
+		return nil, fmt.Errorf("descriptor declares a negative size (%d): %w", d.Size, spec.ErrIntegrity)
+	}
+	rc, err := s.o.rawBlobs(ctx, d.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("reading blob: %w", err)
+	}
+	return &sizedReader{rc: rc, size: d.Size}, nil
 }
 
 // OpenBlob opens the blob of l, which descriptor d describes. d.Size is

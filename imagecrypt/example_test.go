@@ -11,6 +11,7 @@ import (
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/internal/demo"
 	"github.com/coffer-dev/coffer/keywrap/jwe"
+	"github.com/coffer-dev/coffer/keywrap/recipients"
 	"github.com/coffer-dev/coffer/transport"
 )
 
@@ -77,4 +78,37 @@ func ExampleRekeyFor() {
 	// Output:
 	// rekeyed layers: 2 <nil>
 	// old key opens the rotated image: false
+}
+
+// Describe an encrypted image without any key: which layers are encrypted,
+// with which cipher, and for which recipients (what coffer inspect prints).
+func ExampleInspect() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "coffer-example-")
+	defer os.RemoveAll(dir)
+	_ = demo.WriteImage(filepath.Join(dir, "app"), "v1")
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	w, _ := jwe.NewWrapper([]jwe.Recipient{{Key: &key.PublicKey}})
+	src, _ := transport.Parse("oci:" + filepath.Join(dir, "app") + ":v1")
+	enc, _ := transport.Parse("oci:" + filepath.Join(dir, "enc") + ":v1")
+	if _, err := imagecrypt.Copy(ctx, src, enc, imagecrypt.EncryptFor(w), nil, imagecrypt.WithLayers(0)); err != nil {
+		panic(err)
+	}
+
+	a, closeA, _ := transport.Read(ctx, enc)
+	defer closeA()
+	rep, err := imagecrypt.Inspect(ctx, imagecrypt.Artifact(a), recipients.Describe)
+	if err != nil {
+		panic(err)
+	}
+	for _, l := range rep.Manifests[0].Layers {
+		fmt.Println("layer", l.Index, "encrypted:", l.Encrypted, l.Cipher)
+		for _, s := range l.Schemes {
+			fmt.Println("  ", s.Scheme, s.Entries, s.Recipients)
+		}
+	}
+	// Output:
+	// layer 0 encrypted: true AES_256_CTR_HMAC_SHA256
+	//    jwe 1 [alg=RSA-OAEP enc=A256GCM]
+	// layer 1 encrypted: false
 }

@@ -1,7 +1,9 @@
 package imagecrypt
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -22,6 +24,7 @@ type options struct {
 	log        *slog.Logger
 	progress   func(Progress)
 	trustSrc   bool
+	rawBlobs   func(context.Context, v1.Hash) (io.ReadCloser, error)
 }
 
 // Progress reports one finished layer.
@@ -91,6 +94,16 @@ func WithJobs(n int) Option {
 // themselves (registry pulls through go-containerregistry do).
 func WithTrustedSource(trust bool) Option {
 	return func(o *options) error { o.trustSrc = trust; return nil }
+}
+
+// WithUnverifiedBlobs makes Decrypt read encrypted layers through f, which
+// returns a blob's bytes without checking them against the digest
+// (transport.UnverifiedBlobs for a registry). Decrypt authenticates the
+// ciphertext with the layer's HMAC, whose key and tag the manifest carries
+// as it carries the digest, so the bytes are hashed once instead of twice.
+// Only Decrypt uses f; blobs that are copied unchanged are read verified.
+func WithUnverifiedBlobs(f func(ctx context.Context, h v1.Hash) (io.ReadCloser, error)) Option {
+	return func(o *options) error { o.rawBlobs = f; return nil }
 }
 
 // WithLogger sets the logger. Default: discard.

@@ -32,6 +32,20 @@ type options struct {
 	log       *slog.Logger
 	jobs      int
 	unpack    []unpack.Option
+	verify    []VerifyFunc
+}
+
+// VerifyFunc vouches for an image before anything of it is decrypted or
+// unpacked: it gets the reference as given, the artifact read from it and
+// the image picked for this platform, and returns an error to refuse it.
+// imagepolicy.Checker.Verify is one (digest pins, signature policy).
+type VerifyFunc func(ctx context.Context, ref transport.Reference, a transport.Artifact, img v1.Image) error
+
+// WithVerify adds a check run on the manifest (and, for an index, the
+// picked image) before the config is used or any layer is fetched. Checks
+// run in order; the first error aborts the pull with nothing unpacked.
+func WithVerify(f VerifyFunc) Option {
+	return func(o *options) error { o.verify = append(o.verify, f); return nil }
 }
 
 // WithKeys adds unwrappers, tried in order. Put local keys first and the
@@ -100,12 +114,26 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 	if err != nil {
 		return err
 	}
+	for _, v := range o.verify {
+		if err := v(ctx, ref, a, img); err != nil {
+			return err
+		}
+	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return fmt.Errorf("reading image config: %w", err)
 	}
-	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img},
-		imagecrypt.WithKeys(o.keys...), imagecrypt.WithTempDir(stage), imagecrypt.WithJobs(o.jobs), imagecrypt.WithLogger(o.log))
+	dopts := []imagecrypt.Option{imagecrypt.WithKeys(o.keys...), imagecrypt.WithTempDir(stage), imagecrypt.WithJobs(o.jobs), imagecrypt.WithLogger(o.log)}
+	// A registry's encrypted blobs are authenticated by their HMAC: skip
+	// go-containerregistry's digest pass over the same bytes.
+	raw, err := transport.UnverifiedBlobs(ref, o.transport...)
+	if err != nil {
+		return err
+	}
+	if raw != nil {
+		dopts = append(dopts, imagecrypt.WithUnverifiedBlobs(raw))
+	}
+	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img}, dopts...)
 	if err != nil {
 		return err
 	}

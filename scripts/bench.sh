@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make bench: coffer vs Debian skopeo (and skopeo+umoci for pull) on a generated
 # single-layer image. SIZE (MiB, default 1024) and RUNS (default 3) tune it;
-# medians are reported, with peak RSS from GNU time.
+# medians are reported with the min-max spread and peak RSS from GNU time.
+# BUSY=1 runs one CPU-bound process (sha256sum /dev/zero) beside every run,
+# as a shared machine would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1024}
@@ -12,7 +14,8 @@ for t in skopeo /usr/bin/time openssl; do
 done
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/coffer-bench.XXXXXX")
 REG_PID=
-cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; rm -rf "$W"; }
+BUSY_PID=
+cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; [ -n "$BUSY_PID" ] && kill "$BUSY_PID" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 
 echo "generating a ${SIZE} MiB single-layer image in $W ..."
@@ -33,8 +36,14 @@ run() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { cut -d' ' -f1 <"$W/$1.times" | median; }
+spread() { cut -d' ' -f1 <"$W/$1.times" | sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.2f-%.2fs", lo, hi}'; }
 rss() { cut -d' ' -f2 <"$W/$1.times" | sort -n | tail -1; }
 
+if [ "${BUSY:-0}" = 1 ]; then
+  sha256sum /dev/zero &
+  BUSY_PID=$!
+  echo "(a CPU-bound sha256sum shares the machine during every run)"
+fi
 for i in $(seq "$RUNS"); do
   rm -rf "$W"/c-enc "$W"/s-enc "$W"/c-dec "$W"/s-dec
   run coffer-encrypt "$COFFER" encrypt --recipient "jwe:$W/pub.pem" "oci:$W/src:v1" "oci:$W/c-enc:v1"
@@ -48,9 +57,10 @@ done
 report() { # op [coffer-variant]
   local c s cv=${2:-$1}
   c=$(secs "coffer-$cv"); s=$(secs "skopeo-$1")
-  awk -v op="$cv" -v c="$c" -v s="$s" -v mib="$SIZE" -v cr="$(rss "coffer-$cv")" -v sr="$(rss "skopeo-$1")" 'BEGIN {
-    printf "%-10s coffer %7.1f MiB/s (%5.2fs, peak RSS %4d MiB)   skopeo %7.1f MiB/s (%5.2fs, peak RSS %4d MiB)   ratio %.2fx\n",
-      op, mib/c, c, cr/1024, mib/s, s, sr/1024, s/c }'
+  awk -v op="$cv" -v c="$c" -v s="$s" -v mib="$SIZE" -v cr="$(rss "coffer-$cv")" -v sr="$(rss "skopeo-$1")" \
+    -v cs="$(spread "coffer-$cv")" -v ss="$(spread "skopeo-$1")" 'BEGIN {
+    printf "%-10s coffer %7.1f MiB/s (%5.2fs [%s], peak RSS %4d MiB)   skopeo %7.1f MiB/s (%5.2fs [%s], peak RSS %4d MiB)   ratio %.2fx\n",
+      op, mib/c, c, cs, cr/1024, mib/s, s, ss, sr/1024, s/c }'
 }
 echo
 echo "== ${SIZE} MiB single-layer image, oci -> oci, median of $RUNS runs (jwe, RSA-2048)"

@@ -15,12 +15,18 @@
 // change of the endorsement seed (TPM2_ChangeEPS, a new swtpm state) changes
 // it. WithAKHandle selects one persistent AK explicitly.
 //
+// For Intel SecL's key transfer it also holds a binding key (binding.go):
+// a decrypt-only RSA key that never leaves the TPM, certified by the AK;
+// a key a broker wrapped to it unwraps only inside this TPM
+// (TPM2_RSA_Decrypt).
+//
 // Where the AK comes from is not decided here: a verifier trusts an AK only
 // when its operator registered its public key (coffer tpm ak-public).
 package tpm
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -50,12 +56,17 @@ var errClosed = errors.New("tpm: use of a closed TPM")
 // TPM is an open TPM with the AK coffer quotes with. Its methods may be
 // called from several goroutines; they take turns.
 type TPM struct {
-	mu     sync.Mutex
-	rw     io.ReadWriteCloser
-	conn   net.Conn // rw when it is a socket: deadlines follow the context
-	ak     *client.Key
-	o      options
-	closed bool
+	mu   sync.Mutex
+	rw   io.ReadWriteCloser
+	conn net.Conn // rw when it is a socket: deadlines follow the context
+	ak   *client.Key
+	o    options
+
+	// the binding key, once created (binding.go)
+	bind       tpmutil.Handle
+	bindPublic []byte
+	bindKey    *rsa.PublicKey
+	closed     bool
 }
 
 type options struct {
@@ -163,6 +174,10 @@ func (t *TPM) Close() error {
 	if t.ak != nil {
 		t.ak.Close() // flushes transient keys only
 		t.ak = nil
+	}
+	if t.bind != 0 {
+		tpm2.FlushContext(t.rw, t.bind)
+		t.bind = 0
 	}
 	return t.rw.Close()
 }

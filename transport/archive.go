@@ -45,7 +45,7 @@ func readOCIArchive(ctx context.Context, r localRef) (Artifact, func() error, er
 		cleanup()
 		return Artifact{}, nil, fmt.Errorf("reading %s: %w", r, err)
 	}
-	a, err := readLayout(tmp, r.tag)
+	a, err := readLayout(tmp, r.tag, r.digest)
 	if err != nil {
 		cleanup()
 		return Artifact{}, nil, fmt.Errorf("reading %s: %w", r, err)

@@ -20,7 +20,7 @@ import (
 
 const refName = "org.opencontainers.image.ref.name"
 
-func readLayout(dir, tag string) (Artifact, error) {
+func readLayout(dir, tag string, digest v1.Hash) (Artifact, error) {
 	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 		return Artifact{}, fmt.Errorf("reading oci:%s: not an OCI layout (no index.json): %w", dir, spec.ErrNotFound)
 	}
@@ -39,12 +39,14 @@ func readLayout(dir, tag string) (Artifact, error) {
 		if t != "" {
 			tags = append(tags, t)
 		}
-		if tag != "" && t == tag {
+		if (tag != "" && t == tag) || (digest != (v1.Hash{}) && d.Digest == digest) {
 			pick = &im.Manifests[i]
 		}
 	}
 	if pick == nil {
 		switch {
+		case digest != (v1.Hash{}):
+			return Artifact{}, fmt.Errorf("reading oci:%s: no manifest %s in index.json: %w", dir, digest, spec.ErrNotFound)
 		case tag == "" && len(im.Manifests) == 1:
 			pick = &im.Manifests[0]
 		case tag == "":

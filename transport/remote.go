@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -23,19 +24,27 @@ func (o *options) remoteOptions(ctx context.Context) []remote.Option {
 	} else {
 		ro = append(ro, remote.WithAuthFromKeychain(o.keychain))
 	}
-	rt := o.transport
-	if rt == nil && o.insecure {
-		t := remote.DefaultTransport.(*http.Transport).Clone()
-		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // --insecure asked for it
-		rt = t
-	}
-	if rt != nil {
-		ro = append(ro, remote.WithTransport(rt))
+	if o.transport != nil || o.insecure {
+		ro = append(ro, remote.WithTransport(o.roundTripper()))
 	}
 	if o.progress != nil {
 		ro = append(ro, remote.WithProgress(o.progress))
 	}
 	return ro
+}
+
+// roundTripper is the HTTP transport under the registry auth: the one
+// given, else the default, without TLS verification when --insecure asked.
+func (o *options) roundTripper() http.RoundTripper {
+	if o.transport != nil {
+		return o.transport
+	}
+	if !o.insecure {
+		return remote.DefaultTransport
+	}
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // --insecure asked for it
+	return t
 }
 
 // resolve re-parses the reference with name.Insecure when plain HTTP is
@@ -118,4 +127,44 @@ func oneLine(s string) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// maxReferrers bounds the referrers of one digest a caller looks at.
+const maxReferrers = 256
+
+// Referrers lists the OCI 1.1 referrers of digest in ref's repository (the
+// registry's referrers API, or the sha256-<hex> tag fallback), those of
+// artifactType only when it is not "". Local references have none here.
+func Referrers(ctx context.Context, ref Reference, digest v1.Hash, artifactType string, opts ...Option) ([]v1.Descriptor, error) {
+	r, ok := ref.(dockerRef)
+	if !ok {
+		return nil, nil
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	d := r.resolve(o).Context().Digest(digest.String())
+	ro := o.remoteOptions(ctx)
+	if artifactType != "" {
+		ro = append(ro, remote.WithFilter("artifactType", artifactType))
+	}
+	idx, err := remote.Referrers(d, ro...)
+	if err != nil {
+		return nil, registryError("listing referrers of", r, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("referrers of %s: %w", d, err)
+	}
+	var out []v1.Descriptor
+	for _, desc := range im.Manifests {
+		if len(out) == maxReferrers {
+			break
+		}
+		if artifactType == "" || desc.ArtifactType == artifactType {
+			out = append(out, desc)
+		}
+	}
+	return out, nil
 }

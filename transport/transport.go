@@ -111,6 +111,7 @@ func WithJobs(n int) Option {
 
 type localRef struct {
 	transport, path, tag string
+	digest               v1.Hash // oci:DIR@sha256:… (zero: by tag)
 }
 
 func (r localRef) Transport() string     { return r.transport }
@@ -120,6 +121,9 @@ func (r localRef) CarriesEncryption() bool {
 	return r.transport != "docker-archive"
 }
 func (r localRef) String() string {
+	if r.digest != (v1.Hash{}) {
+		return r.transport + ":" + r.path + "@" + r.digest.String()
+	}
 	if r.tag == "" {
 		return r.transport + ":" + r.path
 	}
@@ -157,6 +161,13 @@ func Parse(s string) (Reference, error) {
 		}
 		return dockerRef{ref}, nil
 	case "oci", "oci-archive":
+		if i := strings.LastIndex(rest, "@sha256:"); i >= 0 {
+			h, err := v1.NewHash(rest[i+1:])
+			if err != nil || rest[:i] == "" {
+				return nil, fmt.Errorf("image reference %q: want %s:DIR@sha256:<64 hex>", s, tr)
+			}
+			return localRef{transport: tr, path: rest[:i], digest: h}, nil
+		}
 		path, tag := rest, ""
 		if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.ContainsRune(rest[i:], '/') {
 			path, tag = rest[:i], rest[i+1:]
@@ -170,7 +181,7 @@ func Parse(s string) (Reference, error) {
 		if path == "" {
 			return nil, fmt.Errorf("image reference %q: empty path", s)
 		}
-		return localRef{tr, path, tag}, nil
+		return localRef{transport: tr, path: path, tag: tag}, nil
 	case "docker-archive":
 		path, tag, _ := strings.Cut(rest, ":")
 		if path == "" {
@@ -181,9 +192,42 @@ func Parse(s string) (Reference, error) {
 				return nil, fmt.Errorf("image reference %q: %v", s, err)
 			}
 		}
-		return localRef{tr, path, tag}, nil
+		return localRef{transport: tr, path: path, tag: tag}, nil
 	}
 	return nil, fmt.Errorf("image reference %q: unknown transport %q (want oci, docker, oci-archive or docker-archive): %w", s, tr, spec.ErrUnsupported)
+}
+
+// NamedDigest returns the manifest digest a reference names
+// (docker://HOST/REPO@sha256:…, oci:DIR@sha256:…, oci-archive:FILE@sha256:…).
+// Reading such a reference yields the manifest listed under that digest; its
+// bytes are checked against it by imagepolicy, not here.
+func NamedDigest(ref Reference) (v1.Hash, bool) {
+	switch r := ref.(type) {
+	case dockerRef:
+		if d, ok := r.ref.(name.Digest); ok {
+			h, err := v1.NewHash(d.DigestStr())
+			return h, err == nil
+		}
+	case localRef:
+		return r.digest, r.digest != (v1.Hash{})
+	}
+	return v1.Hash{}, false
+}
+
+// LocalTag returns the tag of an oci: or oci-archive: reference ("" if none).
+func LocalTag(ref Reference) string {
+	if r, ok := ref.(localRef); ok {
+		return r.tag
+	}
+	return ""
+}
+
+// DockerName returns the registry name of a docker:// reference.
+func DockerName(ref Reference) (name.Reference, bool) {
+	if r, ok := ref.(dockerRef); ok {
+		return r.ref, true
+	}
+	return nil, false
 }
 
 // Read opens the artifact at ref. The returned func releases temporary data.
@@ -200,7 +244,7 @@ func Read(ctx context.Context, ref Reference, opts ...Option) (Artifact, func() 
 	case localRef:
 		switch r.transport {
 		case "oci":
-			a, err := readLayout(r.path, r.tag)
+			a, err := readLayout(r.path, r.tag, r.digest)
 			return a, noop, err
 		case "oci-archive":
 			return readOCIArchive(ctx, r)
@@ -230,6 +274,9 @@ func Write(ctx context.Context, ref Reference, a Artifact, opts ...Option) error
 	case dockerRef:
 		return writeRemote(ctx, r, a, o)
 	case localRef:
+		if r.digest != (v1.Hash{}) {
+			return fmt.Errorf("writing %s: a digest names existing content; write to a tag instead: %w", ref, spec.ErrUnsupported)
+		}
 		switch r.transport {
 		case "oci":
 			return writeLayout(ctx, r.path, r.tag, a)

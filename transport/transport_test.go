@@ -38,6 +38,10 @@ func TestParse(t *testing.T) {
 		{in: "docker-archive:/a.tar:app:v2", transport: "docker-archive", str: "docker-archive:/a.tar:app:v2"},
 		{in: "docker://127.0.0.1:5000/app:enc", transport: "docker", str: "docker://127.0.0.1:5000/app:enc"},
 		{in: "docker://reg.example/app@sha256:" + strings.Repeat("a", 64), transport: "docker"},
+		{in: "oci:/tmp/x@sha256:" + strings.Repeat("b", 64), transport: "oci", str: "oci:/tmp/x@sha256:" + strings.Repeat("b", 64)},
+		{in: "oci-archive:a.tar@sha256:" + strings.Repeat("c", 64), transport: "oci-archive", str: "oci-archive:a.tar@sha256:" + strings.Repeat("c", 64)},
+		{in: "oci:/tmp/x@sha256:abc", err: "@sha256:<64 hex>"},
+		{in: "oci:@sha256:" + strings.Repeat("b", 64), err: "@sha256:<64 hex>"},
 		{in: "docker:reg/app", err: "docker://HOST/REPO"},
 		{in: "/tmp/x", err: "has no transport"},
 		{in: "ftp:/x", err: "unknown transport"},
@@ -58,6 +62,24 @@ func TestParse(t *testing.T) {
 		}
 		if r.Transport() != tc.transport || (tc.str != "" && r.String() != tc.str) {
 			t.Errorf("Parse(%q) = %s %s, want %s %s", tc.in, r.Transport(), r, tc.transport, tc.str)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		want string
+	}{
+		{"oci:/x@sha256:" + strings.Repeat("b", 64), "sha256:" + strings.Repeat("b", 64)},
+		{"docker://reg.example/app@sha256:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("a", 64)},
+		{"docker://reg.example/app:v1", ""},
+		{"oci:/x:v1", ""},
+	} {
+		r, err := Parse(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, ok := NamedDigest(r)
+		if got := h.String(); (tc.want == "") == ok || (ok && got != tc.want) {
+			t.Errorf("NamedDigest(%q) = %s %v, want %q", tc.in, got, ok, tc.want)
 		}
 	}
 	if _, err := Parse("nfs:/x"); !errors.Is(err, spec.ErrUnsupported) {
@@ -162,6 +184,18 @@ func TestOCITagReplaced(t *testing.T) {
 	}
 	if _, _, err := Read(ctx, mustParse(t, "oci:"+dir+":nope")); !errors.Is(err, spec.ErrNotFound) {
 		t.Errorf("missing tag: %v", err)
+	}
+	da := digest(t, Artifact{Image: a})
+	got, _, err = Read(ctx, mustParse(t, "oci:"+dir+"@"+da.String()))
+	if err != nil || digest(t, got) != da {
+		t.Errorf("read by digest %s: %v", da, err)
+	}
+	missing := "oci:" + dir + "@sha256:" + strings.Repeat("0", 64)
+	if _, _, err := Read(ctx, mustParse(t, missing)); !errors.Is(err, spec.ErrNotFound) {
+		t.Errorf("missing digest: %v", err)
+	}
+	if err := Write(ctx, mustParse(t, "oci:"+dir+"@"+da.String()), Artifact{Image: a}); !errors.Is(err, spec.ErrUnsupported) {
+		t.Errorf("write to a digest reference: err = %v, want ErrUnsupported", err)
 	}
 }
 
@@ -485,5 +519,50 @@ func TestWriteRefusesEncryptedWhereItCannotCarry(t *testing.T) {
 		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 			t.Errorf("%s: refused write left %s", r, ents[0].Name())
 		}
+	}
+}
+
+func TestUnverifiedBlobs(t *testing.T) {
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, _ := random.Image(4096, 1)
+	ref := mustParse(t, "docker://"+host+"/app:v1")
+	if err := Write(context.Background(), ref, Artifact{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	h, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	want, _ := io.ReadAll(rc)
+	get, err := UnverifiedBlobs(ref)
+	if err != nil || get == nil {
+		t.Fatalf("UnverifiedBlobs(docker) = %v, %v", get, err)
+	}
+	body, err := get(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(body)
+	body.Close()
+	if !bytes.Equal(got, want) {
+		t.Errorf("blob: got %d bytes, want the %d pushed", len(got), len(want))
+	}
+	missing := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
+	if _, err := get(context.Background(), missing); !errors.Is(err, spec.ErrNotFound) {
+		t.Errorf("missing blob: %v, want ErrNotFound", err)
+	}
+	if get, err := UnverifiedBlobs(mustParse(t, "oci:"+t.TempDir())); get != nil || err != nil {
+		t.Errorf("UnverifiedBlobs(oci) = %v, %v; want nil, nil (local blobs gain nothing)", get != nil, err)
+	}
+	// Unauthorized registries map to ErrUnauthorized here too.
+	deny := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	}))
+	defer deny.Close()
+	get, _ = UnverifiedBlobs(mustParse(t, "docker://"+strings.TrimPrefix(deny.URL, "http://")+"/app:v1"), WithCreds("u:wrong"))
+	if _, err := get(context.Background(), h); !errors.Is(err, spec.ErrUnauthorized) {
+		t.Errorf("unauthorized: %v, want ErrUnauthorized", err)
 	}
 }

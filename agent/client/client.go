@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,10 +34,29 @@ import (
 type Option func(*options) error
 
 type options struct {
-	attester evidence.Attester
-	keyType  string
-	hc       *http.Client
-	log      *slog.Logger
+	attester   evidence.Attester
+	keyType    string
+	hc         *http.Client
+	log        *slog.Logger
+	alternates []string
+}
+
+// WithAlternateURLs names other replicas of the same broker (sharing its
+// store and token key). When a step fails because the broker is gone
+// (connection refused or reset, 502/503/504), the client repeats the step
+// once on the next address: a whole handshake, or a resource GET. Without
+// alternates it repeats the step once on the same address after a short
+// pause, which a load balancer sends to another replica. Default: none.
+func WithAlternateURLs(urls ...string) Option {
+	return func(o *options) error {
+		for _, u := range urls {
+			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+				return fmt.Errorf("alternate broker URL %q: want http(s)://host[:port]", u)
+			}
+			o.alternates = append(o.alternates, strings.TrimRight(u, "/"))
+		}
+		return nil
+	}
 }
 
 // WithAttester sets the evidence source. Default: evidence.Detect() (New fails
@@ -67,7 +87,9 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) error { o.log =
 
 // Client talks to one broker.
 type Client struct {
-	base     string
+	bases    []string     // the broker's addresses, bases[0] the primary
+	cur      atomic.Int32 // index of the address in use
+	retries  atomic.Int64 // steps repeated after a replica failure
 	att      evidence.Attester
 	hc       *http.Client
 	log      *slog.Logger
@@ -102,7 +124,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	jar, _ := cookiejar.New(nil)
 	hc.Jar = jar
-	c := &Client{base: strings.TrimRight(baseURL, "/"), att: o.attester, hc: hc, log: o.log}
+	c := &Client{bases: append([]string{strings.TrimRight(baseURL, "/")}, o.alternates...), att: o.attester, hc: hc, log: o.log}
 	var err error
 	switch o.keyType {
 	case "rsa":
@@ -155,9 +177,70 @@ func (c *Client) tokenFor(ctx context.Context, stale string) (string, error) {
 }
 
 func (c *Client) attestLocked(ctx context.Context) (string, error) {
+	base := c.base()
+	tok, err := c.handshake(ctx, base)
+	if err != nil && c.failover(ctx, base, err) {
+		tok, err = c.handshake(ctx, c.base())
+	}
+	return tok, err
+}
+
+// base is the address in use.
+func (c *Client) base() string { return c.bases[int(c.cur.Load())%len(c.bases)] }
+
+// Retries reports how many steps were repeated after a replica failure.
+func (c *Client) Retries() int64 { return c.retries.Load() }
+
+// failover decides whether a step that failed with err against base is
+// repeated: only when the broker, not the request, failed. It moves to the
+// next address (or, with one address, pauses) and counts the retry.
+func (c *Client) failover(ctx context.Context, base string, err error) bool {
+	if ctx.Err() != nil || !replicaFailed(err) {
+		return false
+	}
+	c.retries.Add(1)
+	if len(c.bases) > 1 {
+		for i, b := range c.bases {
+			if b == base {
+				c.cur.CompareAndSwap(int32(i), int32((i+1)%len(c.bases)))
+			}
+		}
+		c.log.Info("key broker replica failed: repeating the step on another", "failed", base, "next", c.base(), "err", err)
+		return true
+	}
+	c.log.Info("key broker failed: repeating the step once", "kbs", base, "err", err)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(200 * time.Millisecond):
+	}
+	return true
+}
+
+// errUnreachable marks a failed exchange (no HTTP answer).
+var errUnreachable = errors.New("key broker unreachable")
+
+// replicaFailed: the broker did not answer, or answered that it cannot
+// serve now (its store is down, or a proxy found no replica).
+func replicaFailed(err error) bool {
+	if errors.Is(err, errUnreachable) {
+		return true
+	}
+	var be *protocol.BrokerError
+	if errors.As(err, &be) {
+		switch be.Status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+	}
+	return false
+}
+
+// handshake runs auth and attest against one address.
+func (c *Client) handshake(ctx context.Context, base string) (string, error) {
 	var ch protocol.Challenge
 	req := protocol.Request{Version: protocol.Version, Tee: protocol.Tee(c.att.Tee()), ExtraParams: json.RawMessage(`""`)}
-	if err := c.post(ctx, protocol.PathAuth, req, &ch); err != nil {
+	if err := c.post(ctx, base, protocol.PathAuth, req, &ch); err != nil {
 		return "", fmt.Errorf("kbs auth: %w", err)
 	}
 	digest, err := protocol.ReportDataDigest(ch.Nonce, c.pub, "")
@@ -173,12 +256,12 @@ func (c *Client) attestLocked(ctx context.Context) (string, error) {
 		TeeEvidence: protocol.CompositeEvidence{PrimaryEvidence: ev},
 	}
 	var resp protocol.AttestResponse
-	if err := c.post(ctx, protocol.PathAttest, att, &resp); err != nil {
+	if err := c.post(ctx, base, protocol.PathAttest, att, &resp); err != nil {
 		return "", fmt.Errorf("kbs attestation (tee %s): %w", c.att.Tee(), err)
 	}
 	c.token, c.tokenExp = resp.Token, tokenExpiry(resp.Token)
 	c.attested++
-	c.log.Info("attested to key broker", "kbs", c.base, "tee", c.att.Tee())
+	c.log.Info("attested to key broker", "kbs", base, "tee", c.att.Tee())
 	return c.token, nil
 }
 
@@ -193,14 +276,18 @@ func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	out, err := c.getResource(ctx, p, tok)
+	base := c.base()
+	out, err := c.getResource(ctx, base, p, tok)
+	if err != nil && c.failover(ctx, base, err) {
+		out, err = c.getResource(ctx, c.base(), p, tok)
+	}
 	var be *protocol.BrokerError
 	if errors.As(err, &be) && be.Retryable() {
 		c.log.Info("broker refused the cached token; attesting again", "resource", p.String())
 		if tok, err = c.tokenFor(ctx, tok); err != nil {
 			return nil, err
 		}
-		out, err = c.getResource(ctx, p, tok)
+		out, err = c.getResource(ctx, c.base(), p, tok)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kbs resource %s: %w", p, err)
@@ -208,8 +295,8 @@ func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte
 	return out, nil
 }
 
-func (c *Client) getResource(ctx context.Context, p protocol.ResourcePath, tok string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+protocol.PathResource+p.String(), nil)
+func (c *Client) getResource(ctx context.Context, base string, p protocol.ResourcePath, tok string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+protocol.PathResource+p.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -225,12 +312,12 @@ func (c *Client) getResource(ctx context.Context, p protocol.ResourcePath, tok s
 	return c.opener.Open(&r)
 }
 
-func (c *Client) post(ctx context.Context, path string, in, out any) error {
+func (c *Client) post(ctx context.Context, base, path string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -301,13 +388,15 @@ type reply struct {
 func (c *Client) exchange(req *http.Request) (reply, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			return reply{}, fmt.Errorf("key broker at %s unreachable: connection refused", c.base)
-		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return reply{}, err
+			if req.Context().Err() != nil {
+				return reply{}, err
+			}
 		}
-		return reply{}, fmt.Errorf("key broker at %s unreachable: %v", c.base, err)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return reply{}, fmt.Errorf("%w at %s: connection refused", errUnreachable, req.URL.Host)
+		}
+		return reply{}, fmt.Errorf("%w at %s: %v", errUnreachable, req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))

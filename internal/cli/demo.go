@@ -23,7 +23,9 @@ func newDemoCmd() *cobra.Command {
 		Short: "Run the whole confidential-image flow on embedded defaults (no network)",
 		Long: `Generate an image holding /secret, encrypt it for a local key and for a key held
 by an in-process key broker (loopback only), inspect it, decrypt it, pull it with
-sample attestation under an allowing policy, then show the denial under a deny policy.`,
+sample attestation under an allowing policy, then show the denial under a deny policy.
+Last, the Intel SecL VM-image flow (wpm, wls, wla) with swtpm as the host's TPM, when
+swtpm is installed (the demo says so when it skips it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := os.MkdirTemp("", "coffer-demo-")
@@ -40,6 +42,17 @@ sample attestation under an allowing policy, then show the denial under a deny p
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the working directory")
 	return cmd
+}
+
+// stepOutput runs one verb like step and also returns its stdout.
+func stepOutput(ctx context.Context, w io.Writer, dir string, args ...string) (string, error) {
+	var buf bytes.Buffer
+	err := step(ctx, io.MultiWriter(w, &buf), dir, args...)
+	out := strings.TrimSpace(buf.String())
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[i+1:]
+	}
+	return strings.TrimSpace(out), err
 }
 
 // step runs one coffer verb in-process, echoing it like a shell session.
@@ -121,7 +134,7 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 	fmt.Fprintf(w, "  broker listening at %s (filesystem repository in the work dir)\n", b.URL)
 	admin := []string{"--url", b.URL, "--admin-key", p("admin.key")}
 	steps := [][]string{
-		append([]string{"encrypt", "--kbs", b.URL, "--admin-key", p("admin.key"), "--key-id", "default/image_key/demo"},
+		append([]string{"encrypt", "--kbs", b.URL, "--admin-key", p("admin.key"), "--key-id", "default/image_key/demo", "--pin"},
 			"oci:"+p("app")+":v1", "oci:"+p("app")+":kbs"),
 		{"inspect", "oci:" + p("app") + ":kbs"},
 		append([]string{"kbs", "set-reference-value"}, append(admin, "launch_digest", "abcde")...),
@@ -158,6 +171,9 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 	}
 	if errors.Is(err, spec.ErrPolicyDenied) {
 		fmt.Fprintln(w, "  (exit code 5: denied by policy; no rootfs2 was created)")
+	}
+	if err := demoVMImage(ctx, w, dir, b.URL); err != nil {
+		return err
 	}
 	say("Done: encrypted, inspected, decrypted with a local key; released by the broker only after attestation and only while policy allowed")
 	return nil

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -18,9 +19,17 @@ func TestDemo(t *testing.T) {
 		"alg=RSA-OAEP",
 		"PolicyDeny",
 		"no rootfs2 was created",
+		"== 6. A VM image the Intel SecL way",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	want := "skipped: swtpm is not installed"
+	if _, err := exec.LookPath("swtpm"); err == nil {
+		want = "disk.img is byte-identical to disk.qcow2"
+	}
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("demo output lacks %q:\n%s", want, out.String())
 	}
 }

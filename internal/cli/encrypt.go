@@ -26,10 +26,13 @@ their blobs stay unchanged. SRC and DST: oci:DIR[:TAG], docker://REF,
 oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 		Example: `  coffer encrypt --recipient jwe:pub.pem oci:app:v1 oci:app:enc
   coffer encrypt --recipient jwe:new.pem --key old.pem oci:app:enc oci:app:enc2
-  coffer encrypt --kbs http://127.0.0.1:8080 --admin-key admin.key --key-id default/image_key/app SRC DST`,
+  coffer encrypt --kbs http://127.0.0.1:8080 --admin-key admin.key --key-id default/image_key/app --pin SRC DST`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := kbs.checkPin(); err != nil {
+				return err
+			}
 			wrappers, err := keys.wrappers(ctx)
 			if err != nil {
 				return err
@@ -51,7 +54,11 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...), imagecrypt.WithTrustedSource(trustSrc))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.EncryptFor(wrappers...), true)
+			t, err := kbs.pinning(cmd, imagecrypt.EncryptFor(wrappers...), args[1])
+			if err != nil {
+				return err
+			}
+			return imageJob(cmd, args[0], args[1], &reg, opts, t, true)
 		},
 	}
 	reg.AddFlags(cmd.Flags())

@@ -23,11 +23,11 @@ func newKBSCmd() *cobra.Command {
 	cmd.PersistentFlags().String("url", "", "broker URL (env COFFER_KBS_URL)")
 	cmd.PersistentFlags().String("admin-key", "", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
 	cmd.AddCommand(
-		newKBSServeCmd(), newKBSKeygenAdminCmd(),
+		newKBSServeCmd(), newKBSMigrateCmd(), newKBSRotateKEKCmd(), newKBSKeygenAdminCmd(), newKBSListResourcesCmd(),
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),
 		newKBSSetResourcePolicyCmd(), newKBSGetResourcePolicyCmd(),
 		newKBSSetAttestationPolicyCmd(), newKBSSetReferenceValueCmd(),
-		newKBSVerifyEvidenceCmd(),
+		newKBSVerifyEvidenceCmd(), newKBSPinCmd(),
 		// client verbs (attest, get-resource) register here:
 	)
 	return cmd

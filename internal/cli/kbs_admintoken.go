@@ -14,11 +14,12 @@ import (
 // trustee kbs-client builds) that take a pre-issued token instead of a key.
 func newKBSAdminTokenCmd() *cobra.Command {
 	var (
-		role string
-		ttl  time.Duration
+		role  string
+		allow []string
+		ttl   time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "admin-token --admin-key admin.key [--role R] [--ttl 2h]",
+		Use:   "admin-token --admin-key admin.key [--role R] [--allow-path P]... [--ttl 2h]",
 		Short: "Print an Ed25519-signed admin token (for clients that take a token, not a key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -29,15 +30,21 @@ func newKBSAdminTokenCmd() *cobra.Command {
 			if ttl <= 0 || ttl > 24*time.Hour {
 				return fmt.Errorf("--ttl must be between 1s and 24h: %w", ErrUsage)
 			}
+			for _, p := range allow {
+				if err := token.ValidatePathPattern(p); err != nil {
+					return fmt.Errorf("--allow-path: %w", err)
+				}
+			}
 			key, err := adminclient.LoadKey(keyFile)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), token.SignAdmin(key, role, time.Now(), ttl))
+			fmt.Fprintln(cmd.OutOrStdout(), token.SignAdminClaims(key, token.AdminClaims{Role: role, AllowPaths: allow}, time.Now(), ttl))
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&role, "role", "", "role claim (for brokers that require one)")
+	cmd.Flags().StringVar(&role, "role", "", "role claim (for brokers that require one, or scope roles with --admin-acl)")
+	cmd.Flags().StringSliceVar(&allow, "allow-path", nil, "scope the token to resource paths matching this pattern, e.g. tenant-a/*/* (repeatable); a scoped token cannot change policies")
 	cmd.Flags().DurationVar(&ttl, "ttl", 2*time.Hour, "token lifetime")
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/spf13/pflag"
@@ -22,7 +23,7 @@ type kbsClientFlags struct {
 }
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys (default $COFFER_KBS_URL)")
+	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys; URL,URL,… for replicas tried in turn when one fails (default $COFFER_KBS_URL)")
 	fs.StringVar(&f.tee, "tee", "", "TEE to attest as: tpm, snp, tdx, or sample for development (default: $COFFER_TEE, else detected; none found is an error)")
 	fs.StringVar(&f.teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
 	addTPMFlag(fs, &f.tpm)
@@ -48,7 +49,9 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(f.url, client.WithAttester(att), client.WithTeeKeyType(f.teeKey))
+	// --url A,B,…: replicas of one broker; a failed step moves to the next.
+	urls := strings.Split(f.url, ",")
+	return client.New(urls[0], client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...))
 }
 
 // attesterFunc returns the attester the flags select.
@@ -63,12 +66,14 @@ func (f *kbsClientFlags) attester() (evidence.Attester, error) {
 
 // unwrapper returns nil when no broker is configured. It is meant for one
 // command (a pull): each key is fetched once however many layers use it.
-func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, error) {
+// The client is returned too, for the digest pin and policy (one
+// attestation serves all).
+func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, *client.Client, error) {
 	c, err := f.client()
 	if c == nil || err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), nil
+	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), c, nil
 }
 
 // onceByKID memoizes a resolver per key id, concurrent callers included.

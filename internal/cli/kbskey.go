@@ -6,13 +6,19 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/adminclient"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/spec"
+	"github.com/coffer-dev/coffer/transport"
 )
 
 // kbsKeyFlags let encrypt register a fresh key-encryption key in a broker
@@ -20,6 +26,8 @@ import (
 type kbsKeyFlags struct {
 	url, adminKey, keyID string
 	replace              bool
+	pin                  bool
+	pinSet               bool // --pin given explicitly (true or false)
 }
 
 func (f *kbsKeyFlags) AddFlags(fs *pflag.FlagSet) {
@@ -27,6 +35,51 @@ func (f *kbsKeyFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.adminKey, "admin-key", "", "broker admin private key (Ed25519 PEM; default $COFFER_KBS_ADMIN_KEY)")
 	fs.StringVar(&f.keyID, "key-id", "", "broker resource path REPO/TYPE/TAG for the KEK, e.g. default/image_key/app")
 	fs.BoolVar(&f.replace, "replace-key", false, "replace an existing KEK at --key-id: every image already encrypted under it becomes undecryptable")
+	fs.BoolVar(&f.pin, "pin", false, "record DST's manifest digest in the broker (REPO/image_pin/<sha256 of the name>), enforced by coffer pull --kbs (default: on when DST is docker://; --pin=false to skip)")
+}
+
+// checkPin refuses --pin without --kbs, before anything is registered.
+func (f *kbsKeyFlags) checkPin() error {
+	if f.pin && f.url == "" {
+		return fmt.Errorf("--pin needs --kbs (the broker holds the pin): %w", ErrUsage)
+	}
+	return nil
+}
+
+// pinning wraps t so that DST's manifest digest is pinned in the broker,
+// when --kbs is set and --pin is on (by default for a registry DST).
+func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst string) (imagecrypt.Transform, error) {
+	explicit := cmd.Flags().Changed("pin")
+	if f.url == "" {
+		return t, nil
+	}
+	dref, err := transport.Parse(dst)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, ErrUsage)
+	}
+	if !(f.pin || (!explicit && imagepolicy.IsRegistry(dref))) {
+		return t, nil
+	}
+	kp, err := protocol.ParseKID("kbs:///" + strings.TrimPrefix(strings.TrimPrefix(f.keyID, "kbs://"), "/"))
+	if err != nil {
+		return nil, fmt.Errorf("--key-id: %w", err)
+	}
+	c, err := f.admin()
+	if err != nil {
+		return nil, err
+	}
+	out := cmd.OutOrStdout()
+	return imagepolicy.PinOnWrite(t, c, kp.Repo, dref, func(p imagepolicy.Pinned) {
+		fmt.Fprintf(out, "pinned %s at %s in the broker (kbs:///%s)\n", p.Pin.Reference, p.Pin.Digest, p.Path)
+	})
+}
+
+func (f *kbsKeyFlags) admin() (*adminclient.Client, error) {
+	key, err := adminclient.LoadKey(f.adminKey)
+	if err != nil {
+		return nil, err
+	}
+	return adminclient.New(f.url, key)
 }
 
 // wrapper returns nil when --kbs is not set.

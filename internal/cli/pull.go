@@ -17,6 +17,7 @@ func newPullCmd() *cobra.Command {
 		reg      registryFlags
 		keys     keyFlags
 		kbs      kbsClientFlags
+		integ    integrityFlags
 		platform string
 		maxFile  = sizeFlag{unpack.DefaultMaxFileSize}
 		maxTotal = sizeFlag{unpack.DefaultMaxRootfsSize}
@@ -28,9 +29,13 @@ func newPullCmd() *cobra.Command {
 config at ROOTFS.config.json. Layer keys are unwrapped with local --key files
 first, then through the key broker (--kbs) after remote attestation, at most
 once per pull. Every layer is authenticated (HMAC, digest, diffID) before it
-is applied; on any failure nothing is left at ROOTFS.`,
+is applied; on any failure nothing is left at ROOTFS. Before any of that, the
+manifest must match the digest pin the broker holds for IMAGE (with --kbs),
+satisfy --policy, and match an @sha256 digest in IMAGE; when nothing vouches
+for it pull warns, or refuses under --require-signature.`,
 		Example: `  coffer pull --kbs http://127.0.0.1:8080 docker://127.0.0.1:5000/app:enc ./rootfs
-  coffer pull --key priv.pem oci:app:enc ./rootfs`,
+  coffer pull --key priv.pem oci:app:enc ./rootfs
+  coffer pull --policy policy.json docker://reg.example/app@sha256:… ./rootfs`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -42,12 +47,17 @@ is applied; on any failure nothing is left at ROOTFS.`,
 			if err != nil {
 				return err
 			}
-			if bu, err := kbs.unwrapper(); err != nil {
+			bu, bc, err := kbs.unwrapper()
+			if err != nil {
 				return err
 			} else if bu != nil {
 				unw = append(unw, bu)
 			}
-			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...),
+			chk, err := integ.checker(ctx, bc, reg.options(), false)
+			if err != nil {
+				return err
+			}
+			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...), pull.WithVerify(chk.Verify),
 				pull.WithLogger(slog.Default()), pull.WithUnpack(unpack.WithMaxFileSize(maxFile.n), unpack.WithMaxRootfsSize(maxTotal.n))}
 			if platform != "" {
 				p, err := v1.ParsePlatform(platform)
@@ -66,6 +76,7 @@ is applied; on any failure nothing is left at ROOTFS.`,
 	reg.AddFlags(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "local private key FILE[:pass=…] tried before the broker (repeatable)")
 	kbs.AddFlags(cmd.Flags())
+	integ.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&platform, "platform", "", "platform OS/ARCH[/VARIANT] to pull from an index (default linux/GOARCH)")
 	cmd.Flags().Var(&maxFile, "max-file-size", "largest file the image may unpack, holes of sparse files included")
 	cmd.Flags().Var(&maxTotal, "max-rootfs-size", "largest total of the image's files, holes included")

@@ -37,6 +37,7 @@ func TestPullSizeLimitFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := kbstest.New(t)
+	b.AffirmSample(t) // a pull with --kbs reads the image's digest pin, so the TEE must be trusted
 	rootfs := filepath.Join(dir, "rootfs")
 	_, err := runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", "--max-rootfs-size", "8", "oci:"+filepath.Join(dir, "app")+":v1", rootfs)
 	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "limit") {

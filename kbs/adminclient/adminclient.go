@@ -28,10 +28,11 @@ import (
 )
 
 type options struct {
-	hc   *http.Client
-	role string
-	ttl  time.Duration
-	now  func() time.Time
+	hc    *http.Client
+	role  string
+	allow []string
+	ttl   time.Duration
+	now   func() time.Time
 }
 
 // Option configures New.
@@ -45,6 +46,20 @@ func WithHTTPClient(hc *http.Client) Option {
 // WithRole puts a "role" claim in the admin tokens. Default: none.
 func WithRole(role string) Option {
 	return func(o *options) error { o.role = role; return nil }
+}
+
+// WithAllowPaths narrows the admin tokens to resource paths matching
+// these patterns (allow_paths claim, e.g. "tenant-a/*/*"). Default: unscoped.
+func WithAllowPaths(patterns ...string) Option {
+	return func(o *options) error {
+		for _, p := range patterns {
+			if err := token.ValidatePathPattern(p); err != nil {
+				return err
+			}
+		}
+		o.allow = append(o.allow, patterns...)
+		return nil
+	}
 }
 
 // WithTokenTTL sets the lifetime of the admin token signed for each call.
@@ -112,7 +127,7 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	req.Header.Set("Authorization", "Bearer "+token.SignAdmin(c.key, c.o.role, c.o.now(), c.o.ttl))
+	req.Header.Set("Authorization", "Bearer "+token.SignAdminClaims(c.key, token.AdminClaims{Role: c.o.role, AllowPaths: c.o.allow}, c.o.now(), c.o.ttl))
 	resp, err := c.o.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("kbs admin %s %s: %w", method, path, err)
@@ -235,4 +250,19 @@ func (c *Client) SetReferenceValue(ctx context.Context, name string, values []st
 	}
 	_, err := c.do(ctx, http.MethodPost, protocol.PathReferenceValue, protocol.ContentTypeJSON, protocol.NewRVPSMessage(name, values))
 	return err
+}
+
+// ListResources returns the paths, sizes and modification times of the
+// broker's resources (never their values), as far as the token's scope
+// reaches. trustee answers the same GET with its own shape.
+func (c *Client) ListResources(ctx context.Context) ([]protocol.ResourceInfo, error) {
+	out, err := c.do(ctx, http.MethodGet, strings.TrimSuffix(protocol.PathResource, "/"), "", nil)
+	if err != nil {
+		return nil, err
+	}
+	var l protocol.ResourceList
+	if err := json.Unmarshal(out, &l); err != nil {
+		return nil, fmt.Errorf("kbs admin: resource list: %v: %w", err, spec.ErrUnsupported)
+	}
+	return l.Resources, nil
 }

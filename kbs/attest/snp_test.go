@@ -111,7 +111,7 @@ func TestSNPEvidenceJSONMatchesGuestComponents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours, err := SNPEvidence(raw, []SNPCert{{Type: "VCEK", DER: certs.vcek}})
+	ours, err := protocol.SNPEvidence(raw, []protocol.SNPCert{{Type: "VCEK", DER: certs.vcek}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestSNPEvidenceJSONMatchesGuestComponents(t *testing.T) {
 func TestSNPReportJSONRoundTrip(t *testing.T) {
 	for _, name := range []string{"snp/trustee-test-report.bin", "snp/trustee-test-vlek-report.bin", "snp/gosevguest-attestation.bin"} {
 		raw := readTestdata(t, name)
-		ev, err := SNPEvidence(raw, nil)
+		ev, err := protocol.SNPEvidence(raw, nil)
 		if err != nil {
 			t.Fatal(name, err)
 		}
@@ -181,11 +181,11 @@ var snpRawReports = map[string]snpRaw{
 
 func verifyRawSNP(t testing.TB, cfg Config, report, cert []byte, ev Evidence) (Claims, error) {
 	t.Helper()
-	var certs []SNPCert
+	var certs []protocol.SNPCert
 	if cert != nil {
-		certs = []SNPCert{{Type: "VCEK", DER: cert}}
+		certs = []protocol.SNPCert{{Type: "VCEK", DER: cert}}
 	}
-	primary, err := SNPEvidence(report, certs)
+	primary, err := protocol.SNPEvidence(report, certs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestSNPVLEK(t *testing.T) {
 	if err := verifySNPChain(vlek, snpCerts{}, abi.VcekReportSigner, "Milan", snpAt); !errors.Is(err, spec.ErrIntegrity) {
 		t.Fatalf("VLEK as VCEK: got %v", err)
 	}
-	primary, _ := SNPEvidence(report, []SNPCert{{Type: "VLEK", DER: vlekDER}})
+	primary, _ := protocol.SNPEvidence(report, []protocol.SNPCert{{Type: "VLEK", DER: vlekDER}})
 	_, err = v.Verify(context.Background(), Evidence{Primary: primary, NoBinding: true})
 	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "VMPL 1") {
 		t.Fatalf("got %v, want a VMPL refusal", err)
@@ -412,29 +412,10 @@ func TestSNPMalformed(t *testing.T) {
 	}
 }
 
-func TestByteList(t *testing.T) {
-	for in, want := range map[string]string{`[]`: "", `[0]`: "00", ` [ 1 , 255 ] `: "01ff", "[\n7,\t8]": "0708"} {
-		var b byteList
-		if err := json.Unmarshal([]byte(in), &b); err != nil || hex.EncodeToString(b) != want {
-			t.Errorf("%q: got %x, %v, want %s", in, []byte(b), err, want)
-		}
-	}
-	for _, in := range []string{`[256]`, `[01]`, `[1,]`, `[,1]`, `[1.0]`, `[1e2]`, `"AQ=="`, `null`, `[true]`, `{}`} {
-		var b byteList
-		if err := json.Unmarshal([]byte(in), &b); err == nil {
-			t.Errorf("%q: accepted as %x", in, []byte(b))
-		}
-	}
-	out, _ := json.Marshal(byteList{0, 1, 255})
-	if string(out) != `[0,1,255]` {
-		t.Errorf("marshal: got %s", out)
-	}
-}
-
 func FuzzSNPEvidence(f *testing.F) {
 	f.Add(readTestdata(f, "snp/trustee-e2e-evidence.json"))
 	for _, r := range snpRawReports {
-		ev, err := SNPEvidence(readTestdata(f, r.report), []SNPCert{{Type: "VCEK", DER: readTestdata(f, r.cert)}})
+		ev, err := protocol.SNPEvidence(readTestdata(f, r.report), []protocol.SNPCert{{Type: "VCEK", DER: readTestdata(f, r.cert)}})
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -466,7 +447,7 @@ func FuzzSNPReport(f *testing.F) {
 		if err != nil && !errors.Is(err, spec.ErrIntegrity) && !errors.Is(err, spec.ErrUnsupported) {
 			t.Fatalf("error wraps no sentinel: %v", err)
 		}
-		if r, err := SNPReportFromBytes(in); err == nil {
+		if r, err := protocol.SNPReportFromBytes(in); err == nil {
 			if b, err := r.Bytes(); err != nil || len(b) != SNPReportSize {
 				t.Fatalf("decoded report does not encode: %v", err)
 			}

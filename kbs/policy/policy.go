@@ -568,33 +568,49 @@ func (e *Engine) ReferenceValues() map[string][]any {
 	return out
 }
 
-// ApplyRVPS stores the reference values of an RVPS message
-// {"version":"0.1.0","type":"sample","payload":"<std b64 of {\"name\":[values]}>"};
-// a single value instead of a list is taken as a list of one.
+// ApplyRVPS stores the reference values of an RVPS message (ParseRVPS).
 func (e *Engine) ApplyRVPS(ctx context.Context, raw []byte) error {
-	var m protocol.RVPSMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return fmt.Errorf("rvps message: %v: %w", err, spec.ErrUnsupported)
-	}
-	if m.Version != "0.1.0" || m.Type != "sample" {
-		return fmt.Errorf("rvps message version %q type %q, want 0.1.0 sample: %w", m.Version, m.Type, spec.ErrUnsupported)
-	}
-	payload, err := base64.StdEncoding.DecodeString(m.Payload)
+	values, err := ParseRVPS(raw)
 	if err != nil {
-		return fmt.Errorf("rvps payload: not base64: %w", spec.ErrUnsupported)
+		return err
 	}
-	var values map[string]any
-	if err := json.Unmarshal(payload, &values); err != nil {
-		return fmt.Errorf("rvps payload: %v: %w", err, spec.ErrUnsupported)
-	}
-	for name, v := range values {
-		vs, ok := v.([]any)
-		if !ok {
-			vs = []any{v} // kbs-client sends a single value unless asked for an array
-		}
+	for name, vs := range values {
 		if err := e.SetReferenceValue(ctx, name, vs); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// ParseRVPS returns the reference values of an RVPS message
+// {"version":"0.1.0","type":"sample","payload":"<std b64 of {\"name\":[values]}>"};
+// a single value instead of a list is taken as a list of one.
+func ParseRVPS(raw []byte) (map[string][]any, error) {
+	var m protocol.RVPSMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("rvps message: %v: %w", err, spec.ErrUnsupported)
+	}
+	if m.Version != "0.1.0" || m.Type != "sample" {
+		return nil, fmt.Errorf("rvps message version %q type %q, want 0.1.0 sample: %w", m.Version, m.Type, spec.ErrUnsupported)
+	}
+	payload, err := base64.StdEncoding.DecodeString(m.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("rvps payload: not base64: %w", spec.ErrUnsupported)
+	}
+	var values map[string]any
+	if err := json.Unmarshal(payload, &values); err != nil {
+		return nil, fmt.Errorf("rvps payload: %v: %w", err, spec.ErrUnsupported)
+	}
+	out := make(map[string][]any, len(values))
+	for name, v := range values {
+		if name == "" {
+			return nil, fmt.Errorf("reference value without a name: %w", spec.ErrUnsupported)
+		}
+		vs, ok := v.([]any)
+		if !ok {
+			vs = []any{v} // kbs-client sends a single value unless asked for an array
+		}
+		out[name] = vs
+	}
+	return out, nil
 }

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -168,6 +169,7 @@ const (
 	ErrResourceExists   = "ResourceExists"     // create-only write (If-None-Match: *) found one (coffer-specific)
 	ErrTooManyRequests  = "TooManyRequests"    // per-address limit hit (coffer-specific); see Retry-After
 	ErrInternal         = "InternalError"
+	ErrUnavailable      = "ServiceUnavailable" // 503: the broker's store is unreachable (coffer-specific); retry, possibly on another replica
 )
 
 // NewError returns the ErrorInfo for a variant.
@@ -194,6 +196,19 @@ func (e ErrorInfo) Error() string {
 
 // segmentRE is the reference's pattern for one resource path segment.
 var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*$`)
+
+// ResourceInfo describes a stored resource, never its value: an entry of
+// the admin resource list (GET /kbs/v0/resource).
+type ResourceInfo struct {
+	Path     string    `json:"path"` // repo/type/tag
+	Size     int64     `json:"size"`
+	Modified time.Time `json:"modified"`
+}
+
+// ResourceList is the body of GET /kbs/v0/resource, sorted by path.
+type ResourceList struct {
+	Resources []ResourceInfo `json:"resources"`
+}
 
 // ResourcePath names a resource: kbs:///<repo>/<type>/<tag>.
 type ResourcePath struct {

@@ -1,26 +1,59 @@
 package server
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/spec"
 )
 
-// admin authenticates an admin call and runs next, or answers 401.
-func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func()) {
+// adminTarget is what an admin call touches, for role-scoped tokens.
+type adminTarget int
+
+const (
+	targetSettings adminTarget = iota // policies, reference values: unscoped tokens only
+	targetResource                    // one resource path (rest)
+	targetList                        // the resource list: filtered by scope
+)
+
+// adminScope is what an admin token may touch: every pattern set (the
+// broker's ACL for the token's role, the token's own allow_paths) must
+// admit a resource path. No sets: unscoped.
+type adminScope struct {
+	sets [][]string
+}
+
+func (sc adminScope) scoped() bool { return len(sc.sets) > 0 }
+
+func (sc adminScope) allows(p string) bool {
+	for _, set := range sc.sets {
+		if !token.MatchPath(set, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// admin authenticates and authorizes an admin call and runs next, or
+// answers 401 (bad token) / 403 (token not allowed this target) / 503.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request, target adminTarget, rest string, next func(adminScope)) {
 	if s.o.insecureAdmin {
 		s.o.logger.Warn("kbs admin call NOT authenticated (insecure admin mode)", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
-		next()
+		next(adminScope{})
+		s.auditAdmin(w, r, "insecure-admin")
 		return
 	}
 	if r.TLS == nil && !isLoopback(r.RemoteAddr) {
@@ -37,17 +70,98 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func()) {
 		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin call without a Bearer admin token")
 		return
 	}
-	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, token.AdminCheck{Role: s.o.adminRole, MaxTTL: s.o.adminMaxTTL}, s.o.now())
-	if err == nil && r.Method != http.MethodGet {
-		err = s.adminIDs.use(c, s.o.now())
+	now := s.o.now()
+	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, token.AdminCheck{MaxTTL: s.o.adminMaxTTL}, now)
+	var sc adminScope
+	if err == nil {
+		acl, inACL := s.o.adminACL[c.Role]
+		if s.o.adminRole != "" && c.Role != s.o.adminRole && !inACL {
+			err = fmt.Errorf("admin token role %q, need %q or a role of the broker's admin ACL: %w", c.Role, s.o.adminRole, spec.ErrPolicyDenied)
+		}
+		if inACL {
+			sc.sets = append(sc.sets, acl)
+		}
+		if len(c.AllowPaths) > 0 {
+			sc.sets = append(sc.sets, c.AllowPaths)
+		}
 	}
 	if err != nil {
 		s.o.logger.Warn("kbs admin refused", "remote", r.RemoteAddr, "reason", err.Error())
 		writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin token rejected: "+err.Error())
 		return
 	}
+	actor := fmt.Sprintf("role=%q jti=%s", c.Role, c.ID)
+	if deny := sc.deny(target, rest); deny != "" {
+		s.o.logger.Warn("kbs admin refused", "remote", r.RemoteAddr, "role", c.Role, "reason", deny)
+		writeError(w, http.StatusForbidden, protocol.ErrAdminAuth, deny)
+		s.auditAdmin(w, r, actor)
+		return
+	}
+	if r.Method != http.MethodGet {
+		if err := s.useAdminID(r.Context(), c, now); err != nil {
+			if errors.Is(err, store.ErrUnavailable) {
+				s.storeFailed(w, "recording the admin token", err)
+				return
+			}
+			s.o.logger.Warn("kbs admin refused", "remote", r.RemoteAddr, "reason", err.Error())
+			writeError(w, http.StatusUnauthorized, protocol.ErrAdminAuth, "admin token rejected: "+err.Error())
+			return
+		}
+	}
 	s.o.logger.Info("kbs admin", "method", r.Method, "path", r.URL.Path, "role", c.Role)
-	next()
+	next(sc)
+	s.auditAdmin(w, r, actor)
+}
+
+// deny says why a scoped token may not make this call, or "".
+func (sc adminScope) deny(target adminTarget, rest string) string {
+	if !sc.scoped() {
+		return ""
+	}
+	switch target {
+	case targetSettings:
+		return "this admin token is scoped to resource paths: it cannot change policies or reference values"
+	case targetResource:
+		if !sc.allows(rest) {
+			return fmt.Sprintf("this admin token may not touch resource %q (outside its allowed paths)", rest)
+		}
+	}
+	return ""
+}
+
+// useAdminID spends the token's jti for a write, in the shared store when
+// there is one (so a token used on one replica cannot write on another).
+func (s *Server) useAdminID(ctx context.Context, c *token.AdminClaims, now time.Time) error {
+	if c.ID == "" {
+		return nil
+	}
+	if len(c.ID) > maxAdminIDLen {
+		return fmt.Errorf("admin token jti longer than %d bytes", maxAdminIDLen)
+	}
+	if s.shared == nil {
+		return s.adminIDs.use(c, now)
+	}
+	err := s.shared.UseAdminID(ctx, c.ID, time.Unix(c.Expiry, 0))
+	if errors.Is(err, spec.ErrExists) {
+		return errors.New("admin token already used for a write (jti replay): sign a new one")
+	}
+	return err
+}
+
+// auditAdmin records an admin call and its outcome: in the log always, and
+// in the shared store when there is one.
+func (s *Server) auditAdmin(w http.ResponseWriter, r *http.Request, actor string) {
+	code := http.StatusOK
+	if sw, ok := w.(*statusWriter); ok {
+		code = sw.code
+	}
+	if s.shared == nil || r.Method == http.MethodGet {
+		return
+	}
+	ev := store.AuditEvent{Time: s.o.now(), Actor: actor, Action: r.Method, Target: r.URL.Path, Result: strconv.Itoa(code)}
+	if err := s.shared.Audit(context.WithoutCancel(r.Context()), ev); err != nil {
+		s.o.logger.Error("kbs admin audit record not stored", "err", err, "action", ev.Action, "target", ev.Target, "result", ev.Result)
+	}
 }
 
 func (s *Server) adminPath(w http.ResponseWriter, rest string) (protocol.ResourcePath, bool) {
@@ -83,8 +197,7 @@ func (s *Server) handleSetResource(w http.ResponseWriter, r *http.Request, rest 
 		return
 	}
 	if err != nil {
-		s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
-		writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "storing the resource failed")
+		s.storeFailed(w, "storing resource "+p.String(), err)
 		return
 	}
 	s.o.logger.Info("kbs audit", "resource", p.String(), "decision", "stored", "bytes", len(body))
@@ -101,12 +214,26 @@ func (s *Server) handleDeleteResource(w http.ResponseWriter, r *http.Request, re
 			writeError(w, http.StatusNotFound, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
 			return
 		}
-		s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
-		writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "deleting the resource failed")
+		s.storeFailed(w, "deleting resource "+p.String(), err)
 		return
 	}
 	s.o.logger.Info("kbs audit", "resource", p.String(), "decision", "deleted")
 	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleListResources(w http.ResponseWriter, r *http.Request, sc adminScope) {
+	infos, err := s.o.store.List(r.Context())
+	if err != nil {
+		s.storeFailed(w, "listing resources", err)
+		return
+	}
+	out := protocol.ResourceList{Resources: make([]protocol.ResourceInfo, 0, len(infos))}
+	for _, in := range infos {
+		if sc.allows(in.Path) {
+			out.Resources = append(out.Resources, in)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // decodePolicy accepts base64url without padding (the reference) and, leniently, padded or standard base64.
@@ -145,6 +272,13 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 		writeError(w, http.StatusBadRequest, protocol.ErrPolicyEngine, "resource policy rejected, previous policy kept: "+err.Error())
 		return
 	}
+	if s.settings != nil {
+		if err := s.settings.SetResourcePolicy(r.Context(), string(src)); err != nil {
+			s.resync() // back to what the store holds
+			s.storeFailed(w, "storing the resource policy", err)
+			return
+		}
+	}
 	s.saveState(stateResourcePolicy, src)
 	s.o.logger.Info("kbs admin: resource policy set", "bytes", len(src))
 	w.WriteHeader(http.StatusOK)
@@ -176,6 +310,13 @@ func (s *Server) handleSetAttestationPolicy(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	id, _ := s.o.engine.AttestationPolicy()
+	if s.settings != nil {
+		if err := s.settings.SetAttestationPolicy(r.Context(), id, string(src)); err != nil {
+			s.resync()
+			s.storeFailed(w, "storing the attestation policy", err)
+			return
+		}
+	}
 	st, _ := json.Marshal(attestationPolicyState{ID: id, Policy: string(src)})
 	s.saveState(stateAttestationPolicy, st)
 	s.o.logger.Info("kbs admin: attestation policy set", "id", id, "bytes", len(src))
@@ -194,9 +335,22 @@ func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request)
 	if json.Unmarshal(body, &wrapped) == nil && wrapped.Message != nil {
 		body = []byte(*wrapped.Message)
 	}
-	if err := s.o.engine.ApplyRVPS(r.Context(), body); err != nil {
+	values, err := policy.ParseRVPS(body)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "reference value rejected: "+err.Error())
 		return
+	}
+	if s.settings != nil {
+		if err := s.settings.SetReferenceValues(r.Context(), values); err != nil {
+			s.storeFailed(w, "storing the reference values", err)
+			return
+		}
+	}
+	for name, vs := range values {
+		if err := s.o.engine.SetReferenceValue(r.Context(), name, vs); err != nil {
+			writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "reference value rejected: "+err.Error())
+			return
+		}
 	}
 	s.saveReferenceValues()
 	s.o.logger.Info("kbs admin: reference values set")

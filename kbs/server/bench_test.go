@@ -118,6 +118,12 @@ func fullFlow(base string, tr *http.Transport) (string, error) {
 // runConcurrent runs op b.N times across the clients and reports ops/s and
 // latency percentiles.
 func runConcurrent(b *testing.B, unit string, op func(client int) error) {
+	runConcurrentCPU(b, unit, nil, op)
+}
+
+// runConcurrentCPU is runConcurrent that also counts the CPU time of other
+// processes serving the benchmark (a database) in the per-operation cost.
+func runConcurrentCPU(b *testing.B, unit string, otherCPU func() time.Duration, op func(client int) error) {
 	n := *benchClients
 	lat := make([][]time.Duration, n)
 	var next atomic.Int64
@@ -125,6 +131,10 @@ func runConcurrent(b *testing.B, unit string, op func(client int) error) {
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	cpu0 := cpuTime()
+	var other0 time.Duration
+	if otherCPU != nil {
+		other0 = otherCPU()
+	}
 	start := time.Now()
 	for i := range n {
 		wg.Add(1)
@@ -143,6 +153,11 @@ func runConcurrent(b *testing.B, unit string, op func(client int) error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
+	if otherCPU != nil {
+		other := otherCPU() - other0
+		b.ReportMetric(float64(other.Microseconds())/float64(b.N), "db-cpu-us/op")
+		cpu += other
+	}
 	b.StopTimer()
 	if err := firstErr.Load(); err != nil {
 		b.Fatal(err)
@@ -159,7 +174,7 @@ func runConcurrent(b *testing.B, unit string, op func(client int) error) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(n), "clients")
-	// Process CPU (broker and clients together) per operation, and the rate
+	// Process CPU (broker and clients together, plus otherCPU) per operation, and the rate
 	// two otherwise idle cores could sustain at that cost: a figure that
 	// holds on a shared, busy machine where wall-clock rates do not.
 	perOp := float64(cpu.Microseconds()) / float64(b.N)

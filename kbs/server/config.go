@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -21,6 +22,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/store"
+	"github.com/coffer-dev/coffer/kbs/store/postgres"
 	"github.com/coffer-dev/coffer/kbs/token"
 )
 
@@ -29,9 +31,14 @@ import (
 type Config struct {
 	Listen                string        `toml:"listen"`                  // default 127.0.0.1:8080
 	Repository            string        `toml:"repository"`              // fs store directory; default store.DefaultRepositoryDir
-	Store                 string        `toml:"store"`                   // "fs" (default) or "memory"
+	Store                 string        `toml:"store"`                   // "fs" (default), "memory" or a postgres:// URL
+	StoreURLFile          string        `toml:"store_url_file"`          // file holding the postgres:// URL (a mounted secret), instead of store
+	StoreKEK              string        `toml:"store_kek"`               // postgres: key-encryption key file (32 bytes raw, hex or base64)
+	StoreKEKPrevious      string        `toml:"store_kek_previous"`      // postgres: the earlier KEK, still opened during a rotation
+	StoreMaxConns         int           `toml:"store_max_conns"`         // postgres: connection pool size; 0 = URL's pool_max_conns or 16
 	AdminPublicKeys       []string      `toml:"admin_public_keys"`       // Ed25519 PKIX PEM files
 	AdminRole             string        `toml:"admin_role"`              // required role claim; "" = optional
+	AdminACL              []string      `toml:"admin_acl"`               // "role=pattern[,pattern…]": tokens of role may only touch matching resource paths
 	InsecureAdmin         bool          `toml:"insecure_admin"`          // development only
 	TLSCert               string        `toml:"tls_cert"`                // PEM certificate chain
 	TLSKey                string        `toml:"tls_key"`                 // PEM private key
@@ -113,18 +120,69 @@ func LoadConfig(path string) (Config, error) {
 func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, func() error, error) {
 	closer := func() error { return nil }
 	var opts []Option
-	switch c.Store {
-	case "", "fs":
+	storeURL := c.Store
+	if c.StoreURLFile != "" {
+		raw, err := os.ReadFile(c.StoreURLFile)
+		if err != nil {
+			return nil, closer, fmt.Errorf("reading store URL: %w", err)
+		}
+		storeURL = strings.TrimSpace(string(raw))
+		if !postgres.IsURL(storeURL) {
+			return nil, closer, fmt.Errorf("store URL file %s: want a postgres:// URL", c.StoreURLFile)
+		}
+	}
+	switch {
+	case postgres.IsURL(storeURL):
+		if c.StoreKEK == "" {
+			return nil, closer, errors.New("kbs config: the postgres store needs store_kek (--store-kek FILE): resources are encrypted in the database under it")
+		}
+		if c.StateDir != "" {
+			return nil, closer, errors.New("kbs config: state_dir is for the fs and memory stores; the postgres store keeps policies and reference values itself")
+		}
+		if c.TokenKey == "" {
+			return nil, closer, errors.New("kbs config: the postgres store (shared by replicas) needs token_key (--token-key FILE): every replica must sign tokens with the same key, or a token from one fails on another")
+		}
+		kek, err := postgres.LoadKEK(c.StoreKEK)
+		if err != nil {
+			return nil, closer, err
+		}
+		popts := []postgres.Option{postgres.WithKEK(kek), postgres.WithLogger(logger)}
+		if c.StoreKEKPrevious != "" {
+			prev, err := postgres.LoadKEK(c.StoreKEKPrevious)
+			if err != nil {
+				return nil, closer, err
+			}
+			popts = append(popts, postgres.WithPreviousKEK(prev))
+			clear(prev)
+		}
+		if c.StoreMaxConns > 0 {
+			popts = append(popts, postgres.WithMaxConns(c.StoreMaxConns))
+		}
+		pg, err := postgres.Open(ctx, storeURL, popts...)
+		clear(kek)
+		if err != nil {
+			return nil, closer, err
+		}
+		closer = pg.Close
+		opts = append(opts, WithStore(pg))
+	case storeURL == "" || storeURL == "fs":
 		fs, err := store.NewFS(c.Repository)
 		if err != nil {
 			return nil, closer, err
 		}
 		closer = fs.Close
 		opts = append(opts, WithStore(fs))
-	case "memory":
+	case storeURL == "memory":
 		opts = append(opts, WithStore(store.NewMemory()))
 	default:
-		return nil, closer, fmt.Errorf("kbs config: store %q: want fs or memory", c.Store)
+		return nil, closer, fmt.Errorf("kbs config: store %q: want fs, memory or a postgres:// URL", postgres.Redact(storeURL))
+	}
+	if len(c.AdminACL) > 0 {
+		acl, err := ParseAdminACL(c.AdminACL)
+		if err != nil {
+			return nil, closer, err
+		}
+		opts = append(opts, WithAdminACL(acl))
 	}
 	var keys []ed25519.PublicKey
 	for _, f := range c.AdminPublicKeys {
@@ -240,6 +298,28 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	return opts, closer, nil
 }
 
+// storeName names the configured store for logs, without a password.
+func storeName(c Config) string {
+	if c.StoreURLFile != "" {
+		return "postgres URL from " + c.StoreURLFile
+	}
+	return postgres.Redact(c.Store)
+}
+
+// ParseAdminACL parses "role=pattern[,pattern…]" entries (a role may
+// appear in several) into WithAdminACL's map.
+func ParseAdminACL(entries []string) (map[string][]string, error) {
+	acl := map[string][]string{}
+	for _, e := range entries {
+		role, pats, ok := strings.Cut(e, "=")
+		if !ok || role == "" || pats == "" {
+			return nil, fmt.Errorf("kbs config: admin acl %q: want role=pattern[,pattern...], e.g. tenant-a=tenant-a/*/*", e)
+		}
+		acl[role] = append(acl[role], strings.Split(pats, ",")...)
+	}
+	return acl, nil
+}
+
 // Serve runs the broker described by c until ctx is cancelled, then shuts
 // down gracefully (in-flight requests get c.ShutdownTimeout). ready, if not
 // nil, receives the bound address once listening.
@@ -259,6 +339,7 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(addr n
 	if err != nil {
 		return err
 	}
+	defer srv.Close()
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("kbs listen: %w", err)
@@ -276,7 +357,7 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(addr n
 	} else if !isLoopback(ln.Addr().String()) {
 		logger.Warn("kbs serving plain HTTP on a non-loopback address: admin calls from other hosts are refused; configure tls_cert/tls_key")
 	}
-	logger.Info("kbs listening", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "store", c.Store, "repository", c.Repository)
+	logger.Info("kbs listening", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "store", storeName(c), "repository", c.Repository)
 	if ready != nil {
 		ready(ln.Addr())
 	}

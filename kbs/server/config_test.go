@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -19,5 +20,19 @@ func TestConfigOverride(t *testing.T) {
 	}
 	if err := file.Override(flags, "no_such_key"); err == nil {
 		t.Fatal("unknown key accepted")
+	}
+}
+
+func TestParseAdminACL(t *testing.T) {
+	t.Parallel()
+	got, err := ParseAdminACL([]string{"tenant-a=tenant-a/*/*,shared/k/*", "tenant-b=tenant-b/*/*", "tenant-a=x/y/z"})
+	want := map[string][]string{"tenant-a": {"tenant-a/*/*", "shared/k/*", "x/y/z"}, "tenant-b": {"tenant-b/*/*"}}
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"tenant-a", "=a/b/c", "tenant-a="} {
+		if _, err := ParseAdminACL([]string{bad}); err == nil {
+			t.Errorf("ParseAdminACL(%q) accepted", bad)
+		}
 	}
 }

@@ -10,6 +10,7 @@ type metrics struct {
 	denials      *prometheus.CounterVec
 	evictions    prometheus.Counter
 	limited      prometheus.Counter
+	unavailable  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -33,7 +34,10 @@ func newMetrics() *metrics {
 		limited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kbs_rate_limited_total", Help: "/auth and /attest calls refused by a per-address limit.",
 		}),
+		unavailable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kbs_store_unavailable_total", Help: "Requests answered 503 because the store was unreachable.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials, m.evictions, m.limited)
+	m.reg.MustRegister(m.requests, m.attestations, m.releases, m.denials, m.evictions, m.limited, m.unavailable)
 	return m
 }

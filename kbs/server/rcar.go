@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/store"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -24,7 +28,7 @@ var emptyExtraParams = json.RawMessage(`""`)
 
 // limited answers 429 when addr has used up its /auth and /attest budget.
 func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
-	ok, wait := s.limiter.allow(addrKey(r.RemoteAddr), s.o.now())
+	ok, wait := s.limiter.Allow(ratelimit.Key(r.RemoteAddr), s.o.now())
 	if ok {
 		return false
 	}
@@ -63,18 +67,34 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	sess, evicted, err := s.pending.create(req.Tee, nonce, addrKey(r.RemoteAddr), expires, now)
-	if err != nil {
+	var id string
+	var err error
+	if s.shared != nil {
+		id = newSessionID()
+		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: ratelimit.Key(r.RemoteAddr), Expires: expires}, s.o.maxPerAddr)
+	} else {
+		var sess *session
+		var evicted int
+		sess, evicted, err = s.pending.create(req.Tee, nonce, ratelimit.Key(r.RemoteAddr), expires, now)
+		if sess != nil {
+			id = sess.id
+		}
+		if evicted > 0 {
+			s.m.evictions.Add(float64(evicted))
+		}
+	}
+	if errors.Is(err, errTooManyPerAddr) {
 		s.m.limited.Inc()
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests,
 			fmt.Sprintf("%v (%d): attest or let them expire first", err, s.o.maxPerAddr))
 		return
 	}
-	if evicted > 0 {
-		s.m.evictions.Add(float64(evicted))
+	if err != nil {
+		s.storeFailed(w, "creating the session", err)
+		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: sess.id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
+	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
 	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: emptyExtraParams})
 }
 
@@ -94,9 +114,28 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
 	if id == "" {
 		return nil
 	}
-	sess, ok := s.sessions.get(id, s.o.now())
+	now := s.o.now()
+	sess, ok := s.sessions.get(id, now)
+	if !ok && s.shared != nil {
+		// A cookie this replica does not hold costs database reads: only
+		// well-formed ones, within the per-address budget of /auth and
+		// /attest (a client misses at most once per replica and session).
+		if !validSessionID(id) {
+			writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
+			return nil
+		}
+		if s.limited(w, r) {
+			return nil
+		}
+		var err error
+		if sess, err = s.sharedSession(r.Context(), id, now); err != nil {
+			s.storeFailed(w, "reading the session", err)
+			return nil
+		}
+		ok = sess != nil
+	}
 	if !ok {
-		if _, err := s.pending.peek(id, s.o.now()); err == nil || errors.Is(err, errChallengeUsed) {
+		if _, err := s.peek(r.Context(), id, now); err == nil || errors.Is(err, errChallengeUsed) {
 			writeError(w, http.StatusUnauthorized, protocol.ErrSessionNotFound, "session not attested: call /kbs/v0/attest first")
 			return nil
 		}
@@ -117,8 +156,12 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		return
 	}
-	sess, err := s.pending.peek(id, s.o.now())
+	sess, spent, err := s.takeChallenge(r.Context(), id, s.o.now())
 	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			s.storeFailed(w, "spending the challenge", err)
+			return
+		}
 		if errors.Is(err, errChallengeUsed) {
 			writeError(w, http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
 		} else {
@@ -137,7 +180,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, variant, detail)
 	}
 	// One attempt per challenge, whatever its outcome.
-	if err := s.pending.spend(sess, s.o.now()); err != nil {
+	if err := s.spendLocal(sess, spent); err != nil {
 		if errors.Is(err, errChallengeUsed) {
 			fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
 		} else {
@@ -208,6 +251,13 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.tee = string(sess.tee)
+	if s.shared != nil {
+		if err := s.shared.PutSession(r.Context(), sess.id, []byte(tok), sess.expires); err != nil {
+			s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
+			s.storeFailed(w, "storing the attested session", err)
+			return
+		}
+	}
 	s.tokens.put(tok, g, now)
 	sess.grant = g
 	if evicted := s.sessions.put(sess, now); evicted > 0 {
@@ -224,7 +274,8 @@ func grantOf(v *token.Verified) (*grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	tee := ""
+	tee, tpmAK := "", ""
+	var tpmRD []byte
 	var reasons []string
 	if sm, ok := v.Claims["submods"].(map[string]any); ok {
 		if c, ok := sm[token.DefaultSubmod].(map[string]any); ok {
@@ -242,10 +293,17 @@ func grantOf(v *token.Verified) (*grant, error) {
 						tee = k
 					}
 				}
+				if tc, ok := ae[string(protocol.TeeTPM)].(map[string]any); ok {
+					tpmAK, _ = tc["ak_public"].(string)
+					if rd, ok := tc["report_data"].(string); ok {
+						tpmRD, _ = hex.DecodeString(rd)
+					}
+				}
 			}
 		}
 	}
 	return &grant{input: in, teePubKey: v.TeePubKey, status: v.Status, tee: tee, expires: v.Expiry, reasons: reasons,
+		tpmAK: tpmAK, tpmReportData: tpmRD,
 		size: len(v.Payload) + grantOverhead}, nil
 }
 
@@ -345,8 +403,7 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 		if errors.Is(err, spec.ErrNotFound) {
 			writeError(w, http.StatusUnauthorized, protocol.ErrResourceNotFound, fmt.Sprintf("no resource %s", p))
 		} else {
-			s.o.logger.Error("kbs store", "resource", p.String(), "err", err)
-			writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "reading the resource failed")
+			s.storeFailed(w, "reading resource "+p.String(), err)
 		}
 		return
 	}
@@ -373,3 +430,51 @@ func jsonSize(v any) (int, error) {
 type countWriter int
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
+// peek returns a live, unspent challenge, from the shared store when there is one.
+func (s *Server) peek(ctx context.Context, id string, now time.Time) (*session, error) {
+	if s.shared == nil {
+		return s.pending.peek(id, now)
+	}
+	c, err := s.shared.PeekChallenge(ctx, id, now)
+	if err != nil {
+		return nil, err
+	}
+	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, nil
+}
+
+// takeChallenge finds the caller's live, unspent challenge. With a shared
+// store it is spent at once (one round trip instead of a read and a write:
+// a malformed body then costs the challenge too); it reports whether so.
+func (s *Server) takeChallenge(ctx context.Context, id string, now time.Time) (*session, bool, error) {
+	if s.shared == nil {
+		sess, err := s.pending.peek(id, now)
+		return sess, false, err
+	}
+	c, err := s.shared.SpendChallenge(ctx, id, now)
+	if err != nil {
+		return nil, false, err
+	}
+	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, true, nil
+}
+
+// spendLocal uses up the one attempt of a challenge kept in memory.
+func (s *Server) spendLocal(sess *session, spent bool) error {
+	if spent {
+		return nil
+	}
+	return s.pending.spend(sess, s.o.now())
+}
+
+// validSessionID reports whether id has the form newSessionID gives.
+func validSessionID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

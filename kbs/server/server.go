@@ -21,11 +21,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/coffer-dev/coffer/internal/ratelimit"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -59,6 +62,7 @@ type options struct {
 	issuers       *token.TrustedIssuers
 	adminKeys     []ed25519.PublicKey
 	adminRole     string
+	adminACL      map[string][]string
 	adminMaxTTL   time.Duration
 	insecureAdmin bool
 	sessionTTL    time.Duration
@@ -120,6 +124,34 @@ func WithAdminKeys(keys ...ed25519.PublicKey) Option {
 // WithAdminRole requires admin tokens to carry this "role" claim. Default: "" (role optional).
 func WithAdminRole(role string) Option {
 	return func(o *options) error { o.adminRole = role; return nil }
+}
+
+// WithAdminACL scopes admin tokens by role, like trustee's regex ACL: a
+// token whose role is a key of acl may only touch resource paths matching
+// one of its patterns (path.Match over repo/type/tag, e.g. "tenant-a/*/*"),
+// sees only those in the resource list, and cannot change policies or
+// reference values. Such roles are accepted even when WithAdminRole names
+// another. Tokens may further narrow themselves (allow_paths claim).
+// Default: no ACL (every valid token is unscoped unless it narrows itself).
+func WithAdminACL(acl map[string][]string) Option {
+	return func(o *options) error {
+		o.adminACL = map[string][]string{}
+		for role, pats := range acl {
+			if role == "" {
+				return errors.New("admin acl: empty role")
+			}
+			if len(pats) == 0 {
+				return fmt.Errorf("admin acl: role %q without path patterns", role)
+			}
+			for _, p := range pats {
+				if err := token.ValidatePathPattern(p); err != nil {
+					return fmt.Errorf("admin acl role %q: %w", role, err)
+				}
+			}
+			o.adminACL[role] = append([]string(nil), pats...)
+		}
+		return nil
+	}
 }
 
 // WithAdminTokenMaxTTL sets the longest admin token lifetime (exp − iat)
@@ -233,13 +265,26 @@ type Server struct {
 	pending  *challenges
 	sessions *attested
 	tokens   *tokenCache
-	limiter  *addrLimiter
+	limiter  *ratelimit.PerAddr
 	adminIDs *usedAdminIDs
 	m        *metrics
 	handler  http.Handler
+
+	// shared state (see shared.go): nil unless the store keeps it
+	shared          store.SessionStore
+	settings        store.SettingsStore
+	init            initial
+	kick            chan struct{}
+	applyMu         sync.Mutex
+	settingsVersion atomic.Int64
+	bg              context.Context // background work; ends with Close or New's ctx
+	stop            context.CancelFunc
 }
 
-// New builds a broker.
+// New builds a broker. When the store also keeps sessions and policies
+// (store.SessionStore, store.SettingsStore: the postgres store), the broker
+// keeps them there and follows changes other replicas make until ctx ends
+// or Close is called.
 func New(ctx context.Context, opts ...Option) (*Server, error) {
 	o := options{
 		sessionTTL:  DefaultSessionTTL,
@@ -284,11 +329,16 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 		pending:  newChallenges(o.maxSessions, o.maxPerAddr),
 		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
 		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
-		limiter:  newAddrLimiter(o.rate, o.burst, 65536),
+		limiter:  ratelimit.New(o.rate, o.burst, 65536),
 		adminIDs: &usedAdminIDs{m: map[string]int64{}, max: 100_000},
 		m:        newMetrics(),
 	}
 	if err := s.loadState(ctx); err != nil {
+		return nil, err
+	}
+	s.bg, s.stop = context.WithCancel(ctx)
+	if err := s.startShared(ctx); err != nil {
+		s.stop()
 		return nil, err
 	}
 	s.handler = s.routes()
@@ -313,6 +363,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route names for metrics.
 const (
 	rAuth, rAttest, rResource, rAdmin, rHealth, rMetrics, rOther = "auth", "attest", "resource", "admin", "healthz", "metrics", "other"
+	rKeyTransfer                                                 = "key_transfer"
 )
 
 func (s *Server) routes() http.Handler {
@@ -339,6 +390,11 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, metricsHandler
 		}
 		s.handleAttest(w, r)
 		return rAttest
+	case p == strings.TrimSuffix(protocol.PathResource, "/") || p == protocol.PathResource:
+		if method(w, r, http.MethodGet) {
+			s.admin(w, r, targetList, "", func(sc adminScope) { s.handleListResources(w, r, sc) })
+		}
+		return rAdmin
 	case strings.HasPrefix(p, protocol.PathResource):
 		rest := p[len(protocol.PathResource):]
 		switch r.Method {
@@ -346,9 +402,9 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, metricsHandler
 			s.handleGetResource(w, r, rest)
 			return rResource
 		case http.MethodPost, http.MethodPut:
-			s.admin(w, r, func() { s.handleSetResource(w, r, rest) })
+			s.admin(w, r, targetResource, rest, func(adminScope) { s.handleSetResource(w, r, rest) })
 		case http.MethodDelete:
-			s.admin(w, r, func() { s.handleDeleteResource(w, r, rest) })
+			s.admin(w, r, targetResource, rest, func(adminScope) { s.handleDeleteResource(w, r, rest) })
 		default:
 			method(w, r, http.MethodGet, http.MethodPost, http.MethodDelete)
 		}
@@ -356,26 +412,30 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, metricsHandler
 	case p == protocol.PathResourcePolicy:
 		switch r.Method {
 		case http.MethodGet:
-			s.admin(w, r, func() { s.handleGetResourcePolicy(w, r) })
+			s.admin(w, r, targetSettings, "", func(adminScope) { s.handleGetResourcePolicy(w, r) })
 		case http.MethodPost:
-			s.admin(w, r, func() { s.handleSetResourcePolicy(w, r) })
+			s.admin(w, r, targetSettings, "", func(adminScope) { s.handleSetResourcePolicy(w, r) })
 		default:
 			method(w, r, http.MethodGet, http.MethodPost)
 		}
 		return rAdmin
 	case p == protocol.PathAttestationPolicy:
 		if method(w, r, http.MethodPost) {
-			s.admin(w, r, func() { s.handleSetAttestationPolicy(w, r) })
+			s.admin(w, r, targetSettings, "", func(adminScope) { s.handleSetAttestationPolicy(w, r) })
 		}
 		return rAdmin
 	case p == protocol.PathReferenceValue:
 		if method(w, r, http.MethodPost) {
-			s.admin(w, r, func() { s.handleSetReferenceValue(w, r) })
+			s.admin(w, r, targetSettings, "", func(adminScope) { s.handleSetReferenceValue(w, r) })
 		}
 		return rAdmin
+	case strings.HasPrefix(p, protocol.PathKeyTransfer):
+		if method(w, r, http.MethodPost) {
+			s.handleKeyTransfer(w, r, p[len(protocol.PathKeyTransfer):])
+		}
+		return rKeyTransfer
 	case p == "/healthz":
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok\n")
+		s.healthz(w, r)
 		return rHealth
 	case p == "/metrics":
 		metricsHandler.ServeHTTP(w, r)

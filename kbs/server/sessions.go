@@ -3,15 +3,13 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"hash/maphash"
-	"net"
-	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/store"
 )
 
 // grant is what an attestation entitles its holder to: the verified token
@@ -22,8 +20,12 @@ type grant struct {
 	status    string
 	tee       string
 	reasons   []string // the appraisal policy's, for denials
-	expires   time.Time
-	size      int // bytes it keeps alive, for the byte caps of the tables holding it
+	// tpm attestations: the AK and the quote's qualifying data, which a
+	// binding key's certification must repeat (keytransfer.go)
+	tpmAK         string
+	tpmReportData []byte
+	expires       time.Time
+	size          int // bytes it keeps alive, for the byte caps of the tables holding it
 
 	sealOnce sync.Once // the sealer is made on first release, then reused
 	sealer   *protocol.Sealer
@@ -51,17 +53,18 @@ type session struct {
 	tee     protocol.Tee
 	nonce   string
 	expires time.Time
-	addr    string // client address key (addrKey)
+	addr    string // client address key (ratelimit.Key)
 	seq     uint64 // position in the challenge queue
 
 	used  bool   // the challenge's one attempt is spent (guarded by challenges.mu)
 	grant *grant // set before the session enters the attested table; then read-only
 }
 
+// The same errors whether sessions live here or in a shared store.
 var (
-	errChallengeUsed    = errors.New("challenge already used")
-	errChallengeUnknown = errors.New("challenge unknown or expired")
-	errTooManyPerAddr   = errors.New("too many outstanding challenges from this address")
+	errChallengeUsed    = store.ErrChallengeUsed
+	errChallengeUnknown = store.ErrChallengeUnknown
+	errTooManyPerAddr   = store.ErrTooManyPerAddr
 )
 
 // challenges holds sessions that have not attested. They cost nothing to
@@ -315,24 +318,4 @@ func (c *tokenCache) put(tok string, g *grant, now time.Time) {
 	}
 	c.m[tok] = g
 	c.bytes += size
-}
-
-// addrKey names the client address that per-address limits count: the IP
-// of the connection (never a forwarded-for header, which the client
-// writes), IPv6 addresses by their /64, which one host usually holds.
-func addrKey(remoteAddr string) string {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
 }

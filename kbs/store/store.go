@@ -3,7 +3,10 @@
 //
 // FS is the default: the trustee repository layout <dir>/<repo>/<type>/<tag>,
 // one file per resource, so a key copied into that tree by hand is served.
-// Memory is for tests and ephemeral brokers.
+// Memory is for tests and ephemeral brokers. The postgres subpackage is the
+// store several broker replicas share; it also implements the interfaces of
+// shared.go (sessions, policies), which the fs and memory stores leave to
+// the broker's memory. storetest is the conformance suite all of them pass.
 package store
 
 import (
@@ -14,7 +17,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -38,16 +44,33 @@ type Store interface {
 	Set(ctx context.Context, p ResourcePath, data []byte) error
 	Create(ctx context.Context, p ResourcePath, data []byte) error // atomic: never replaces
 	Delete(ctx context.Context, p ResourcePath) error
+	// List describes every resource, sorted by path, never with its value.
+	List(ctx context.Context) ([]ResourceInfo, error)
 }
 
 // Memory is an in-memory Store.
 type Memory struct {
-	mu sync.RWMutex
-	m  map[ResourcePath][]byte
+	mu  sync.RWMutex
+	m   map[ResourcePath][]byte
+	mod map[ResourcePath]time.Time
 }
 
 // NewMemory returns an empty in-memory store.
-func NewMemory() *Memory { return &Memory{m: map[ResourcePath][]byte{}} }
+func NewMemory() *Memory {
+	return &Memory{m: map[ResourcePath][]byte{}, mod: map[ResourcePath]time.Time{}}
+}
+
+// List describes the resources held.
+func (s *Memory) List(context.Context) ([]ResourceInfo, error) {
+	s.mu.RLock()
+	out := make([]ResourceInfo, 0, len(s.m))
+	for p, v := range s.m {
+		out = append(out, ResourceInfo{Path: p.String(), Size: int64(len(v)), Modified: s.mod[p]})
+	}
+	s.mu.RUnlock()
+	SortInfos(out)
+	return out, nil
+}
 
 // Get returns a copy of the resource.
 func (s *Memory) Get(_ context.Context, p ResourcePath) ([]byte, error) {
@@ -70,6 +93,7 @@ func (s *Memory) Set(_ context.Context, p ResourcePath, data []byte) error {
 	}
 	s.mu.Lock()
 	s.m[p] = append([]byte(nil), data...)
+	s.mod[p] = time.Now().UTC()
 	s.mu.Unlock()
 	return nil
 }
@@ -85,6 +109,7 @@ func (s *Memory) Create(_ context.Context, p ResourcePath, data []byte) error {
 		return fmt.Errorf("resource %s: %w", p, spec.ErrExists)
 	}
 	s.m[p] = append([]byte(nil), data...)
+	s.mod[p] = time.Now().UTC()
 	return nil
 }
 
@@ -99,6 +124,7 @@ func (s *Memory) Delete(_ context.Context, p ResourcePath) error {
 		return fmt.Errorf("resource %s: %w", p, spec.ErrNotFound)
 	}
 	delete(s.m, p)
+	delete(s.mod, p)
 	return nil
 }
 
@@ -210,4 +236,54 @@ func (s *FS) Delete(_ context.Context, p ResourcePath) error {
 		return fmt.Errorf("deleting resource %s: %w", p, err)
 	}
 	return nil
+}
+
+// List walks <dir>/<repo>/<type>/<tag>; entries that are not valid
+// resource paths or not regular files are skipped (Get would not serve them).
+func (s *FS) List(ctx context.Context) ([]ResourceInfo, error) {
+	var out []ResourceInfo
+	err := fs.WalkDir(s.root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		depth := 0
+		if name != "." {
+			depth = 1 + strings.Count(name, "/")
+		}
+		if d.IsDir() {
+			if depth >= 3 {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if depth != 3 || !d.Type().IsRegular() {
+			return nil
+		}
+		p, perr := protocol.ParseResourcePath(name)
+		if perr != nil || p.Validate() != nil {
+			return nil
+		}
+		st, err := d.Info()
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		out = append(out, ResourceInfo{Path: p.String(), Size: st.Size(), Modified: st.ModTime().UTC()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing repository %s: %w", s.dir, err)
+	}
+	SortInfos(out)
+	return out, nil
+}
+
+// ResourceInfo describes a stored resource: never its value.
+type ResourceInfo = protocol.ResourceInfo
+
+// SortInfos sorts by path, the order List returns.
+func SortInfos(infos []ResourceInfo) {
+	slices.SortFunc(infos, func(a, b ResourceInfo) int { return strings.Compare(a.Path, b.Path) })
 }

@@ -177,3 +177,37 @@ func TestStoreCreate(t *testing.T) {
 		})
 	}
 }
+
+// TestFSListSkipsWhatGetWouldNotServe: files at the wrong depth, invalid
+// names and symlinks are not listed.
+func TestFSListSkipsWhatGetWouldNotServe(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	s, err := NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Set(ctx, rp("default", "image_key", "ok"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "toplevel"), []byte("x"), 0o600))
+	must(os.WriteFile(filepath.Join(dir, "default", "two-deep"), []byte("x"), 0o600))
+	must(os.MkdirAll(filepath.Join(dir, "default", "image_key", "deeper"), 0o700))
+	must(os.WriteFile(filepath.Join(dir, "default", "image_key", "deeper", "x"), []byte("x"), 0o600))
+	must(os.WriteFile(filepath.Join(dir, "default", "image_key", ".hidden"), []byte("x"), 0o600))
+	must(os.Symlink("/etc/passwd", filepath.Join(dir, "default", "image_key", "link")))
+	infos, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 1 || infos[0].Path != "default/image_key/ok" || infos[0].Size != 1 {
+		t.Fatalf("List: got %+v, want only default/image_key/ok", infos)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -31,6 +32,43 @@ type AdminClaims struct {
 	NotBefore int64  `json:"nbf"`
 	Role      string `json:"role,omitempty"`
 	ID        string `json:"jti,omitempty"` // unique per token; brokers refuse a write that reuses one
+	// AllowPaths scopes the token to resource paths matching any of these
+	// patterns (path.Match over repo/type/tag, e.g. "tenant-a/*/*"); a
+	// scoped token cannot change policies or reference values. Empty: unscoped.
+	AllowPaths []string `json:"allow_paths,omitempty"`
+}
+
+// Bounds of AllowPaths.
+const (
+	MaxAllowPaths      = 64
+	MaxAllowPathLength = 256
+)
+
+// ValidatePathPattern checks a resource path pattern: three non-empty
+// /-separated segments in path.Match syntax.
+func ValidatePathPattern(p string) error {
+	if len(p) == 0 || len(p) > MaxAllowPathLength {
+		return fmt.Errorf("path pattern of %d bytes: want 1..%d: %w", len(p), MaxAllowPathLength, spec.ErrUnsupported)
+	}
+	segs := strings.Split(p, "/")
+	if len(segs) != 3 || segs[0] == "" || segs[1] == "" || segs[2] == "" {
+		return fmt.Errorf("path pattern %q: want repo/type/tag, e.g. tenant-a/*/*: %w", p, spec.ErrUnsupported)
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return fmt.Errorf("path pattern %q: %v: %w", p, err, spec.ErrUnsupported)
+	}
+	return nil
+}
+
+// MatchPath reports whether the resource path p (repo/type/tag) matches
+// any of patterns (validated with ValidatePathPattern).
+func MatchPath(patterns []string, p string) bool {
+	for _, pat := range patterns {
+		if ok, _ := path.Match(pat, p); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // AdminCheck is what VerifyAdmin requires beyond a good signature.
@@ -44,12 +82,23 @@ var adminHeader = b64.EncodeToString([]byte(`{"alg":"EdDSA","typ":"JWT"}`))
 // SignAdmin returns an admin JWT valid from now for ttl (AdminTTL if 0),
 // with a random jti.
 func SignAdmin(key ed25519.PrivateKey, role string, now time.Time, ttl time.Duration) string {
+	return SignAdminClaims(key, AdminClaims{Role: role}, now, ttl)
+}
+
+// SignAdminClaims is SignAdmin with the role and AllowPaths of c (its
+// times and jti are set here).
+func SignAdminClaims(key ed25519.PrivateKey, c AdminClaims, now time.Time, ttl time.Duration) string {
 	if ttl <= 0 {
 		ttl = AdminTTL
 	}
 	var id [16]byte
 	_, _ = rand.Read(id[:])
-	c, _ := json.Marshal(AdminClaims{IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(ttl).Unix(), Role: role, ID: hex.EncodeToString(id[:])})
+	c.IssuedAt, c.NotBefore, c.Expiry, c.ID = now.Unix(), now.Unix(), now.Add(ttl).Unix(), hex.EncodeToString(id[:])
+	return signAdmin(key, c)
+}
+
+func signAdmin(key ed25519.PrivateKey, claims AdminClaims) string {
+	c, _ := json.Marshal(claims)
 	signing := adminHeader + "." + b64.EncodeToString(c)
 	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing)))
 }
@@ -105,6 +154,13 @@ func VerifyAdmin(tok string, keys []ed25519.PublicKey, chk AdminCheck, now time.
 		return nil, fmt.Errorf("admin token issued in the future: %w", spec.ErrIntegrity)
 	case role != "" && c.Role != role:
 		return nil, fmt.Errorf("admin token role %q, need %q: %w", c.Role, role, spec.ErrPolicyDenied)
+	case len(c.AllowPaths) > MaxAllowPaths:
+		return nil, fmt.Errorf("admin token with %d allow_paths, at most %d: %w", len(c.AllowPaths), MaxAllowPaths, spec.ErrIntegrity)
+	}
+	for _, p := range c.AllowPaths {
+		if err := ValidatePathPattern(p); err != nil {
+			return nil, fmt.Errorf("admin token allow_paths: %v: %w", err, spec.ErrIntegrity)
+		}
 	}
 	return &c, nil
 }

@@ -213,6 +213,19 @@ func (m *Material) parsePEM(data, password []byte) error {
 			sawPublic = true
 		case "EC PARAMETERS":
 			// openssl ecparam -genkey writes it before the key; nothing to do.
+		case PEMSigstoreEncrypted, PEMCosignEncrypted:
+			der, err := m.decryptSigstore(block.Bytes, password)
+			if err != nil {
+				return err
+			}
+			k, err := parsePrivateDER(der)
+			clear(der)
+			if err != nil {
+				return errorf(errUnsupportedKey, "%s: malformed key inside the cosign envelope", m.Name)
+			}
+			if err := m.setPrivate(k); err != nil {
+				return err
+			}
 		case "ENCRYPTED PRIVATE KEY":
 			der, err := m.decryptPKCS8(block.Bytes, password)
 			if err != nil {

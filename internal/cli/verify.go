@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"fmt"
+	"runtime"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/transport"
+)
+
+func newVerifyCmd() *cobra.Command {
+	var (
+		reg      registryFlags
+		kbs      kbsClientFlags
+		integ    integrityFlags
+		platform string
+	)
+	cmd := &cobra.Command{
+		Use:   "verify [--policy POLICY] [--kbs URL] IMAGE",
+		Short: "Check an image's digest pin, signatures and @sha256 digest without pulling it",
+		Long: `Run the checks coffer pull runs before it fetches any layer: the digest pin
+the broker holds for IMAGE (with --kbs, after attestation), the signature
+policy (--policy FILE or kbs:///REPO/TYPE/TAG) and an @sha256 digest in
+IMAGE. Unlike pull, an image nothing vouches for is an error (exit 5).`,
+		Example: `  coffer verify --policy policy.json docker://reg.example/app:enc
+  coffer verify --kbs http://127.0.0.1:8080 --tee sample docker://127.0.0.1:5000/app:enc`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			ref, err := transport.Parse(args[0])
+			if err != nil {
+				return fmt.Errorf("%w: %w", err, ErrUsage)
+			}
+			c, err := kbs.client()
+			if err != nil {
+				return err
+			}
+			chk, err := integ.checker(ctx, c, reg.options(), true)
+			if err != nil {
+				return err
+			}
+			p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+			if platform != "" {
+				pp, err := v1.ParsePlatform(platform)
+				if err != nil {
+					return fmt.Errorf("--platform %q: %w: %w", platform, err, ErrUsage)
+				}
+				p = *pp
+			}
+			res, err := chk.Check(ctx, ref, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "verified %s (manifest %s)\n", ref, res.Digest)
+			for _, v := range res.Vouched {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s\n", v)
+			}
+			return nil
+		},
+	}
+	reg.AddFlags(cmd.Flags())
+	kbs.AddFlags(cmd.Flags())
+	integ.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&platform, "platform", "", "platform OS/ARCH[/VARIANT] to check in an index (default linux/GOARCH)")
+	return cmd
+}

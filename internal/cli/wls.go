@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/kbs/adminclient"
+	"github.com/coffer-dev/coffer/secl/flavor"
+	"github.com/coffer-dev/coffer/secl/wls"
+)
+
+func newWLSCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "wls",
+		Short: "Workload service (Intel SecL's WLS): image flavors, images, key transfer to hosts",
+	}
+	var c wls.Config
+	serve := &cobra.Command{
+		Use:   "serve --flavor-signer-cert CERT --admin-public-key PUB --db DIR",
+		Short: "Run the workload service until interrupted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return wls.Serve(cmd.Context(), c, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)), nil)
+		},
+	}
+	f := serve.Flags()
+	f.StringVar(&c.Listen, "listen", "127.0.0.1:5000", "address to listen on")
+	f.StringVar(&c.DB, "db", "", "store directory (flavors/, images/)")
+	f.StringSliceVar(&c.SignerCerts, "flavor-signer-cert", nil, "PEM certificate of a trusted flavor signer (repeatable; required)")
+	f.StringSliceVar(&c.AdminPublicKeys, "admin-public-key", nil, "Ed25519 PKIX PEM admin public key (repeatable)")
+	f.BoolVar(&c.InsecureAdmin, "insecure-admin", false, "DEVELOPMENT ONLY: no admin authentication")
+	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate chain (PEM)")
+	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
+	f.Float64Var(&c.RateLimit, "rate-limit", 5, "host key requests per second per client address (0 = off; behind a proxy, limit there)")
+	f.IntVar(&c.RateBurst, "rate-burst", 20, "burst allowed above --rate-limit")
+	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
+
+	var url, adminKey, imageID, flavorID string
+	client := func() (*wls.Client, error) {
+		if url == "" || adminKey == "" {
+			return nil, fmt.Errorf("--url and --admin-key are required: %w", ErrUsage)
+		}
+		k, err := adminclient.LoadKey(adminKey)
+		if err != nil {
+			return nil, err
+		}
+		return wls.NewClient(url, k, nil), nil
+	}
+	addFlavor := &cobra.Command{
+		Use:   "add-flavor --url URL --admin-key KEY FLAVOR.json",
+		Short: "Upload a signed flavor; prints its id",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			doc, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if len(doc) > flavor.MaxSignedFlavor {
+				return fmt.Errorf("%s: over %d bytes: %w", args[0], flavor.MaxSignedFlavor, ErrUsage)
+			}
+			id, err := c.AddFlavor(cmd.Context(), doc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id)
+			return nil
+		},
+	}
+	addImage := &cobra.Command{
+		Use:   "add-image --url URL --admin-key KEY --image-id ID --flavor-id FID",
+		Short: "Associate an image with a flavor",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !flavor.ValidID(imageID) || !flavor.ValidID(flavorID) {
+				return fmt.Errorf("--image-id and --flavor-id must be UUIDs: %w", ErrUsage)
+			}
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			return c.AddImage(cmd.Context(), imageID, flavorID)
+		},
+	}
+	for _, sub := range []*cobra.Command{addFlavor, addImage} {
+		sub.Flags().StringVar(&url, "url", "", "workload service URL")
+		sub.Flags().StringVar(&adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key")
+	}
+	addImage.Flags().StringVar(&imageID, "image-id", "", "image id (UUID)")
+	addImage.Flags().StringVar(&flavorID, "flavor-id", "", "flavor id (UUID)")
+	cmd.AddCommand(serve, addFlavor, addImage)
+	return cmd
+}

@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/keywrap/keyprovider"
+	"github.com/coffer-dev/coffer/secl/wpm"
+)
+
+func newWPMCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "wpm",
+		Short: "Image owner (Intel SecL's Workload Policy Manager): encrypt images, write signed flavors",
+	}
+	var r wpm.ImageFlavorRequest
+	create := &cobra.Command{
+		Use:   "create-image-flavor -l LABEL -i IMAGE -e ENCRYPTED -o FLAVOR --kbs URL --admin-key KEY --signing-key PEM",
+		Short: "Create a key in the broker, encrypt a VM/file image with it, and write its signed flavor",
+		Long: `Creates a fresh 32-byte key in the broker (resource secl/keys/<uuid>, create-only),
+encrypts IMAGE to ENCRYPTED in bounded memory (Tink's AES256_GCM_HKDF_1MB streaming format)
+and writes the signed image flavor (SecL's JSON, signature over its canonical form) to FLAVOR.
+Both files are committed atomically; the flavor id is printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if r.Label == "" || r.Input == "" || r.Output == "" || r.FlavorOut == "" || r.BrokerURL == "" || r.AdminKeyFile == "" || r.SigningKeyFile == "" {
+				return fmt.Errorf("-l, -i, -e, -o, --kbs, --admin-key and --signing-key are all required: %w", ErrUsage)
+			}
+			f, err := wpm.CreateImageFlavor(cmd.Context(), r)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), f.Meta.ID)
+			return nil
+		},
+	}
+	fl := create.Flags()
+	fl.StringVarP(&r.Label, "label", "l", "", "flavor label")
+	fl.StringVarP(&r.Input, "image", "i", "", "plaintext image file (e.g. disk.qcow2)")
+	fl.StringVarP(&r.Output, "encrypted", "e", "", "encrypted image file to write")
+	fl.StringVarP(&r.FlavorOut, "out", "o", "", "signed flavor JSON to write")
+	fl.StringVar(&r.BrokerURL, "kbs", "", "the image owner's broker URL")
+	fl.StringVar(&r.AdminKeyFile, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
+	fl.StringVar(&r.SigningKeyFile, "signing-key", "", "flavor signing key (PEM: RSA, ECDSA or Ed25519)")
+	fl.BoolVar(&r.SecLFormat, "secl-format", false, "write SecL's whole-file ISecL-VMC format (in memory, at most 1 GiB) instead of the streaming one")
+	var c wpm.ContainerFlavorRequest
+	var reg registryFlags
+	container := &cobra.Command{
+		Use:   "create-container-image-flavor -l LABEL -i SRC -e DST -o FLAVOR --kbs URL --admin-key KEY --signing-key PEM",
+		Short: "Create a key in the broker, encrypt a container image with it (provider.isecl layers), write its signed flavor",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.TransportOptions = reg.options()
+			f, err := wpm.CreateContainerImageFlavor(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), f.Meta.ID)
+			return nil
+		},
+	}
+	cf := container.Flags()
+	cf.StringVarP(&c.Label, "label", "l", "", "flavor label")
+	cf.StringVarP(&c.Source, "image", "i", "", "source image (oci:DIR:TAG, docker://…)")
+	cf.StringVarP(&c.Dest, "encrypted", "e", "", "encrypted image to write")
+	cf.StringVarP(&c.FlavorOut, "out", "o", "", "signed flavor JSON to write")
+	cf.StringVar(&c.BrokerURL, "kbs", "", "the image owner's broker URL")
+	cf.StringVar(&c.AdminKeyFile, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
+	cf.StringVar(&c.SigningKeyFile, "signing-key", "", "flavor signing key (PEM)")
+	reg.AddFlags(cf)
+
+	var kbsURL, adminKey string
+	wrapped := &cobra.Command{
+		Use:   "get-ocicrypt-wrappedkey [--kbs URL --admin-key KEY]",
+		Short: `Serve one ocicrypt "cmd" keyprovider request for provider:isecl:any (a new broker key per call)`,
+		Long: `The keyprovider SecL's skopeo recipe configures (OCICRYPT_KEYPROVIDER_CONFIG):
+  {"key-providers":{"isecl":{"cmd":{"path":"/usr/bin/coffer","args":["wpm","get-ocicrypt-wrappedkey","--kbs","URL","--admin-key","admin.key"]}}}}
+  skopeo copy --encryption-key provider:isecl:any oci:app:v1 oci:app:enc
+Each keywrap creates a key in the broker (secl/keys/<uuid>) and answers SecL's annotation
+{"key_url","wrapped_key","wrap_type":"AES"}. --kbs and --admin-key default to COFFER_KBS_URL
+and COFFER_KBS_ADMIN_KEY.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kbsURL == "" {
+				kbsURL = os.Getenv("COFFER_KBS_URL")
+			}
+			if adminKey == "" {
+				adminKey = os.Getenv("COFFER_KBS_ADMIN_KEY")
+			}
+			if kbsURL == "" || adminKey == "" {
+				return fmt.Errorf("--kbs and --admin-key (or COFFER_KBS_URL, COFFER_KBS_ADMIN_KEY) are required: %w", ErrUsage)
+			}
+			kp, err := wpm.NewKeyProvider(kbsURL, adminKey)
+			if err != nil {
+				return err
+			}
+			if err := keyprovider.ServeCmd(cmd.Context(), kp, cmd.InOrStdin(), cmd.OutOrStdout()); err != nil {
+				return fmt.Errorf("keyprovider: %w", err)
+			}
+			return nil
+		},
+	}
+	wrapped.Flags().StringVar(&kbsURL, "kbs", "", "the image owner's broker URL")
+	wrapped.Flags().StringVar(&adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
+	cmd.AddCommand(create, container, wrapped)
+	return cmd
+}

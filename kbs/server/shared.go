@@ -1,0 +1,255 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/store"
+	"github.com/coffer-dev/coffer/spec"
+)
+
+// A broker whose store implements store.SessionStore keeps challenges,
+// attested sessions and admin token ids there, so every replica over the
+// same store can continue any client's handshake; one whose store
+// implements store.SettingsStore keeps policies and reference values there
+// and follows changes made through any replica (store.Watch). Attested
+// sessions are also cached in the replica's memory; a replica that misses
+// one reads its token from the store and verifies it (every replica must
+// share the token key).
+
+// initial remembers the policies the broker started with, which hold
+// until an admin sets others in the shared store.
+type initial struct {
+	resource      string
+	attestationID string
+	attestation   string
+}
+
+// poolStatser is a store with a connection pool (postgres).
+type poolStatser interface {
+	PoolStats() (acquired, idle, max int32)
+}
+
+// registerStoreMetrics exports the shared store's pool and settings version.
+func (s *Server) registerStoreMetrics() {
+	if ps, ok := s.o.store.(poolStatser); ok {
+		for _, g := range []struct {
+			name, help string
+			f          func() float64
+		}{
+			{"kbs_store_connections_in_use", "Database connections in use.", func() float64 { a, _, _ := ps.PoolStats(); return float64(a) }},
+			{"kbs_store_connections_idle", "Idle database connections in the pool.", func() float64 { _, i, _ := ps.PoolStats(); return float64(i) }},
+			{"kbs_store_connections_max", "Bound of the database connection pool.", func() float64 { _, _, m := ps.PoolStats(); return float64(m) }},
+		} {
+			s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.f))
+		}
+	}
+	if s.settings != nil {
+		s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kbs_settings_version", Help: "Version of the shared policies and reference values this replica applied.",
+		}, func() float64 { return float64(s.settingsVersion.Load()) }))
+	}
+}
+
+func (s *Server) startShared(ctx context.Context) error {
+	defer s.registerStoreMetrics()
+	if ss, ok := s.o.store.(store.SessionStore); ok {
+		s.shared = ss
+	}
+	st, ok := s.o.store.(store.SettingsStore)
+	if !ok {
+		if s.shared != nil {
+			s.startJanitor()
+		}
+		return nil
+	}
+	if s.o.stateDir != "" {
+		return errors.New("kbs server: a state directory and a store that keeps policies (postgres) exclude each other: drop --state-dir")
+	}
+	s.settings = st
+	s.init.resource = s.o.engine.ResourcePolicy()
+	s.init.attestationID, s.init.attestation = s.o.engine.AttestationPolicy()
+	cur, err := st.LoadSettings(ctx)
+	if err != nil {
+		return fmt.Errorf("kbs server: loading shared policies: %w", err)
+	}
+	if err := s.applySettings(ctx, cur); err != nil {
+		return fmt.Errorf("kbs server: shared policies: %w", err)
+	}
+	s.kick = make(chan struct{}, 1)
+	bg := s.bg
+	st.Watch(bg, s.resync)
+	go func() {
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-s.kick:
+			}
+			for bg.Err() == nil {
+				cur, err := st.LoadSettings(bg)
+				if err == nil {
+					err = s.applySettings(bg, cur)
+				}
+				if err == nil {
+					break
+				}
+				s.o.logger.Error("kbs shared policies not reloaded: retrying", "err", err)
+				select {
+				case <-bg.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
+	if s.shared != nil {
+		s.startJanitor()
+	}
+	return nil
+}
+
+// resync asks the background loop to reload the shared settings.
+func (s *Server) resync() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// applySettings installs what differs from the running engine.
+func (s *Server) applySettings(ctx context.Context, st store.Settings) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	e := s.o.engine
+	res := st.ResourcePolicy
+	if res == "" {
+		res = s.init.resource
+	}
+	if res != e.ResourcePolicy() {
+		if err := e.SetResourcePolicy(ctx, res); err != nil {
+			return fmt.Errorf("stored resource policy: %w", err)
+		}
+	}
+	id, src := st.AttestationPolicyID, st.AttestationPolicy
+	if src == "" {
+		id, src = s.init.attestationID, s.init.attestation
+	}
+	if curID, curSrc := e.AttestationPolicy(); curID != id || curSrc != src {
+		if err := e.SetAttestationPolicy(ctx, id, src); err != nil {
+			return fmt.Errorf("stored attestation policy: %w", err)
+		}
+	}
+	cur := e.ReferenceValues()
+	for name, vs := range st.ReferenceValues {
+		a, _ := json.Marshal(cur[name])
+		b, _ := json.Marshal(vs)
+		if _, ok := cur[name]; ok && string(a) == string(b) {
+			continue
+		}
+		if err := e.SetReferenceValue(ctx, name, vs); err != nil {
+			return fmt.Errorf("stored reference value %q: %w", name, err)
+		}
+	}
+	s.settingsVersion.Store(st.Version)
+	return nil
+}
+
+// expirer is a store that can drop expired sessions (postgres).
+type expirer interface {
+	Expire(ctx context.Context, now time.Time) (int64, error)
+}
+
+func (s *Server) startJanitor() {
+	ex, ok := s.o.store.(expirer)
+	if !ok {
+		return
+	}
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.bg.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := ex.Expire(s.bg, s.o.now()); err != nil {
+				s.o.logger.Warn("kbs expired sessions not removed", "err", err)
+			}
+		}
+	}()
+}
+
+// Close stops the broker's background work (the shared-policy watcher and
+// the expiry of stored sessions). The store is the caller's to close.
+func (s *Server) Close() error {
+	s.stop()
+	return nil
+}
+
+// sharedSession loads an attested session another replica (or this one,
+// before a restart) stored; nil when there is none.
+func (s *Server) sharedSession(ctx context.Context, id string, now time.Time) (*session, error) {
+	tok, exp, err := s.shared.GetSession(ctx, id, now)
+	if errors.Is(err, spec.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.o.signer.Verify(string(tok), now)
+	if err != nil {
+		s.o.logger.Warn("kbs stored session's token does not verify here: do all replicas share --token-key?", "session", sessionLogID(id), "err", err)
+		return nil, nil
+	}
+	g, err := grantOf(v)
+	if err != nil {
+		return nil, nil
+	}
+	s.tokens.put(string(tok), g, now)
+	sess := &session{id: id, tee: protocol.Tee(g.tee), expires: exp, grant: g}
+	if evicted := s.sessions.put(sess, now); evicted > 0 {
+		s.m.evictions.Add(float64(evicted))
+	}
+	return sess, nil
+}
+
+// storeFailed answers a store error: 503 with the cause when the store is
+// unreachable (the client should retry, possibly on another replica), 500
+// otherwise. what names the failed step.
+func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.m.unavailable.Inc()
+		s.o.logger.Error("kbs store unavailable", "step", what, "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable,
+			fmt.Sprintf("%s failed: the broker's store is unavailable (%v): retry, this or another replica", what, err))
+		return
+	}
+	s.o.logger.Error("kbs store", "step", what, "err", err)
+	writeError(w, http.StatusInternalServerError, protocol.ErrInternal, what+" failed")
+}
+
+// healthz answers readiness: 503 when the store does not answer. With
+// ?probe=live it answers liveness, which does not depend on the store (a
+// database outage should take replicas out of the service, not restart them).
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if p, ok := s.o.store.(store.Pinger); ok && r.URL.Query().Get("probe") != "live" {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := p.Ping(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: store unavailable: %v\n", err)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}

@@ -1,0 +1,94 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// The interfaces below are what a store shared by several broker replicas
+// adds to Store. A broker whose store implements them keeps no state that
+// another replica would need: challenges, attested sessions, admin token
+// ids, policies and reference values live in the store. The fs and memory
+// stores do not implement them; a broker over them keeps that state in its
+// own memory (and policies in its state directory).
+
+// ErrUnavailable is wrapped by errors that mean the store could not be
+// reached or did not answer in time (as opposed to a refused operation): a
+// broker answers them with 503 and reports itself not ready.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Errors of SessionStore.
+var (
+	ErrChallengeUsed    = errors.New("challenge already used")
+	ErrChallengeUnknown = errors.New("challenge unknown or expired")
+	ErrTooManyPerAddr   = errors.New("too many outstanding challenges from this address")
+)
+
+// Challenge is an RCAR session that has not attested yet.
+type Challenge struct {
+	ID      string // the session cookie: a secret, stores keep only its hash
+	Tee     string
+	Nonce   string
+	Addr    string // client address key the per-address bound counts
+	Expires time.Time
+}
+
+// SessionStore keeps RCAR sessions for every replica.
+type SessionStore interface {
+	// CreateChallenge adds c unless c.Addr already holds maxPerAddr live,
+	// unspent challenges (ErrTooManyPerAddr).
+	CreateChallenge(ctx context.Context, c Challenge, maxPerAddr int) error
+	// PeekChallenge returns a live, unspent challenge
+	// (ErrChallengeUsed, ErrChallengeUnknown).
+	PeekChallenge(ctx context.Context, id string, now time.Time) (Challenge, error)
+	// SpendChallenge uses up the challenge's one attempt and returns it:
+	// across every replica exactly one caller gets no error.
+	SpendChallenge(ctx context.Context, id string, now time.Time) (Challenge, error)
+	// PutSession records that session id attested and holds token (a
+	// bearer credential: stores keep it encrypted) until expires.
+	PutSession(ctx context.Context, id string, token []byte, expires time.Time) error
+	// GetSession returns the token and expiry of a live attested session
+	// (spec.ErrNotFound when none).
+	GetSession(ctx context.Context, id string, now time.Time) ([]byte, time.Time, error)
+	// UseAdminID records the jti of an admin token used for a write; a
+	// second use wraps spec.ErrExists.
+	UseAdminID(ctx context.Context, jti string, expires time.Time) error
+	// Audit appends an admin audit record.
+	Audit(ctx context.Context, e AuditEvent) error
+}
+
+// AuditEvent is one admin action.
+type AuditEvent struct {
+	Time   time.Time
+	Actor  string // the admin token's role and jti, or "insecure-admin"
+	Action string // e.g. "set-resource"
+	Target string // e.g. the resource path
+	Result string // "ok" or the refusal
+}
+
+// Settings are the admin-set policies and reference values.
+type Settings struct {
+	ResourcePolicy      string // "" = none set: the broker's initial policy holds
+	AttestationPolicyID string
+	AttestationPolicy   string // "" = none set
+	ReferenceValues     map[string][]any
+	Version             int64 // grows with every change
+}
+
+// SettingsStore keeps Settings for every replica.
+type SettingsStore interface {
+	LoadSettings(ctx context.Context) (Settings, error)
+	SetResourcePolicy(ctx context.Context, src string) error
+	SetAttestationPolicy(ctx context.Context, id, src string) error
+	// SetReferenceValues replaces the named reference values, all or none.
+	SetReferenceValues(ctx context.Context, values map[string][]any) error
+	// Watch calls changed after every settings change by any replica
+	// (possibly more often), until ctx ends; it returns at once.
+	Watch(ctx context.Context, changed func())
+}
+
+// Pinger is a store that can tell whether it is reachable.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
