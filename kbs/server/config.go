@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"reflect"
 	"strings"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/coffer-dev/coffer/internal/httpserve"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/store"
@@ -340,46 +339,19 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(addr n
 		return err
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", c.Listen)
+	hc := httpserve.Config{Name: "kbs", Addr: c.Listen, TLSCert: c.TLSCert, TLSKey: c.TLSKey, ShutdownTimeout: c.ShutdownTimeout}
+	ln, err := httpserve.Listen(hc)
 	if err != nil {
-		return fmt.Errorf("kbs listen: %w", err)
+		return err
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("kbs tls: %w", err)
-		}
-		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, hs.TLSConfig)
-	} else if !isLoopback(ln.Addr().String()) {
+	if c.TLSCert == "" && !isLoopback(ln.Addr().String()) {
 		logger.Warn("kbs serving plain HTTP on a non-loopback address: admin calls from other hosts are refused; configure tls_cert/tls_key")
 	}
 	logger.Info("kbs listening", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "store", storeName(c), "repository", c.Repository)
 	if ready != nil {
 		ready(ln.Addr())
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	timeout := c.ShutdownTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	logger.Info("kbs shutting down")
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("kbs shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	err = httpserve.Serve(ctx, ln, srv, hc)
+	logger.Info("kbs stopped")
+	return err
 }

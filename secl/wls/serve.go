@@ -3,15 +3,14 @@ package wls
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/httpserve"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 )
@@ -73,39 +72,15 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(net.Ad
 	if addr == "" {
 		addr = "127.0.0.1:5000"
 	}
-	ln, err := net.Listen("tcp", addr)
+	// Key requests wait on the owner's broker: a longer write bound than the broker's own.
+	hc := httpserve.Config{Name: "wls", Addr: addr, TLSCert: c.TLSCert, TLSKey: c.TLSKey, WriteTimeout: 2 * time.Minute}
+	ln, err := httpserve.Listen(hc)
 	if err != nil {
-		return fmt.Errorf("wls listen: %w", err)
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 2 * time.Minute, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("wls tls: %w", err)
-		}
-		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, hs.TLSConfig)
+		return err
 	}
 	logger.Info("wls listening", "addr", ln.Addr().String(), "tls", c.TLSCert != "", "db", c.DB)
 	if ready != nil {
 		ready(ln.Addr())
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("wls shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return httpserve.Serve(ctx, ln, srv, hc)
 }
