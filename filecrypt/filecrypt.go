@@ -31,6 +31,7 @@ import (
 	tinksubtle "github.com/tink-crypto/tink-go/v2/streamingaead/subtle"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
+	"github.com/coffer-dev/coffer/internal/ctxio"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -54,18 +55,6 @@ func newAEAD(key []byte) (*tinksubtle.AESGCMHKDF, error) {
 		return nil, fmt.Errorf("filecrypt: key of %d bytes, want %d: %w", len(key), KeySize, spec.ErrNoKey)
 	}
 	return tinksubtle.NewAESGCMHKDF(key, hkdfHash, KeySize, SegmentSize, 0)
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 type countWriter struct {
@@ -109,7 +98,7 @@ func Encrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte) (*Re
 		cw.h.stop()
 		return nil, fmt.Errorf("filecrypt: %w", err)
 	}
-	n, err := io.CopyBuffer(w, ctxReader{ctx, src}, make([]byte, copyBuffer))
+	n, err := io.CopyBuffer(w, ctxio.Reader(ctx, src), make([]byte, copyBuffer))
 	if err == nil {
 		err = w.Close()
 	}
@@ -134,7 +123,7 @@ func Decrypt(ctx context.Context, dst io.Writer, src io.Reader, key []byte, opts
 	if err != nil {
 		return nil, err
 	}
-	cr := &countReader{r: ctxReader{ctx, src}}
+	cr := &countReader{r: ctxio.Reader(ctx, src)}
 	if o.digest != nil {
 		cr.h = newAsyncHashOf(hashFor(o.digest))
 		defer func() {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/coffer-dev/coffer/internal/ctxio"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -137,7 +138,7 @@ func seclGCM(key []byte) (cipher.AEAD, error) {
 // readBounded reads src whole, refusing more than the SecL bound.
 func readBounded(ctx context.Context, src io.Reader) ([]byte, error) {
 	const limit = MaxSecLSize + SecLHeaderSize + 16
-	data, err := io.ReadAll(io.LimitReader(ctxReader{ctx, src}, limit+1))
+	data, err := io.ReadAll(io.LimitReader(ctxio.Reader(ctx, src), limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("filecrypt: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/internal/ctxio"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/unpack"
 )
@@ -76,7 +77,7 @@ func VerifyPlainDigest(ctx context.Context, mediaType, wrapped string, blob [32]
 	}
 	defer zr.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, zr}); err != nil {
+	if _, err := io.Copy(h, ctxio.Reader(ctx, zr)); err != nil {
 		return 0, fmt.Errorf("decompressing the decrypted layer to check its digest: %w", err)
 	}
 	got := hex.EncodeToString(h.Sum(nil))
@@ -94,17 +95,4 @@ func wrappedForError(s string) string {
 		return s[:80] + "…"
 	}
 	return s
-}
-
-// ctxReader stops a long hash pass when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

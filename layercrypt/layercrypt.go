@@ -55,6 +55,11 @@ func (k *Key) stream() cipher.Stream {
 	return cipher.NewCTR(b, k.Nonce[:])
 }
 
+// PlaintextOf decrypts r as it is read, WITHOUT authenticating it: only for
+// ciphertext whose HMAC already verified (Decrypt, or a verifying first
+// pass over a spooled copy, as the containerd decoder makes).
+func PlaintextOf(r io.Reader, k Key) io.Reader { return cipher.StreamReader{S: k.stream(), R: r} }
+
 // Sealed describes a ciphertext produced by Encrypt.
 type Sealed struct {
 	Size        int64

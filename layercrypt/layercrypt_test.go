@@ -139,3 +139,19 @@ func benchPump(b *testing.B, enc bool) {
 		}
 	}
 }
+
+func TestPlaintextOfInvertsEncrypt(t *testing.T) {
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := bytes.Repeat([]byte("coffer "), 300000)
+	var ct bytes.Buffer
+	if _, err := Encrypt(context.Background(), &ct, bytes.NewReader(pt), k); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(PlaintextOf(bytes.NewReader(ct.Bytes()), k))
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("PlaintextOf: %d bytes, %v; want the %d plaintext bytes", len(got), err, len(pt))
+	}
+}

@@ -15,8 +15,6 @@ package ctddecoder
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -29,6 +27,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/internal/ctxio"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/layercrypt"
 	"github.com/coffer-dev/coffer/runtime/tenant"
@@ -197,7 +196,7 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 			return Result{}, serr
 		}
 		h := sha256.New()
-		if _, err := io.Copy(io.MultiWriter(spool, h), ctxReader{ctx, src}); err != nil {
+		if _, err := io.Copy(io.MultiWriter(spool, h), ctxio.Reader(ctx, src)); err != nil {
 			return Result{}, fmt.Errorf("reading the layer from stdin: %w", err)
 		}
 		v, err = d.openSpooled(ctx, h.Sum(nil))
@@ -221,7 +220,7 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 	}
 	res.Match = match
 	// Authenticated: emit.
-	n, err := io.CopyBuffer(dst, ctxReader{ctx, d.plain(v.k)}, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(dst, ctxio.Reader(ctx, d.plain(v.k)), make([]byte, 1<<20))
 	if err != nil {
 		return Result{}, fmt.Errorf("writing the decrypted layer: %w", err)
 	}
@@ -237,14 +236,8 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 // section reads the spool from its start.
 func (d *decoder) section() io.Reader { return io.NewSectionReader(d.spool, 0, 1<<62) }
 
-// plain decrypts the spool from its start (AES-256-CTR, the nonce as IV).
-func (d *decoder) plain(k layercrypt.Key) io.Reader {
-	b, err := aes.NewCipher(k.Sym[:])
-	if err != nil {
-		panic(err) // 32-byte key: cannot fail
-	}
-	return cipher.StreamReader{S: cipher.NewCTR(b, k.Nonce[:]), R: d.section()}
-}
+// plain decrypts the spool from its start (authenticated by then).
+func (d *decoder) plain(k layercrypt.Key) io.Reader { return layercrypt.PlaintextOf(d.section(), k) }
 
 func hasKeys(d *v1.Descriptor) bool {
 	for a := range d.Annotations {
@@ -308,16 +301,4 @@ func skippedNote(skipped []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (skipped %d unusable key file(s): %s)", len(skipped), strings.Join(skipped, "; "))
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

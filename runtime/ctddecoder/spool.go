@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/internal/ctxio"
 	"github.com/coffer-dev/coffer/layercrypt"
 	"github.com/coffer-dev/coffer/runtime/tenant"
 	"github.com/coffer-dev/coffer/spec"
@@ -108,7 +109,7 @@ func (d *decoder) openStreaming(ctx context.Context, src io.Reader, f found) (op
 			}
 			if _, serr = io.Copy(spool, io.NewSectionReader(blob, 0, same.off)); serr == nil {
 				if _, serr = spool.Write(same.pending); serr == nil {
-					_, serr = io.Copy(spool, ctxReader{ctx, src})
+					_, serr = io.Copy(spool, ctxio.Reader(ctx, src))
 				}
 			}
 			if serr != nil {
@@ -206,7 +207,7 @@ func (d *decoder) openSpooled(ctx context.Context, sum []byte) (opened, error) {
 // spoolDigest hashes the spool (zero Hash on a read error).
 func (d *decoder) spoolDigest(ctx context.Context) v1.Hash {
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, d.section()}); err != nil {
+	if _, err := io.Copy(h, ctxio.Reader(ctx, d.section())); err != nil {
 		return v1.Hash{}
 	}
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
