@@ -321,15 +321,24 @@ func addRecipients(ctx context.Context, d v1.Descriptor, p spec.PrivateOptions, 
 	return d, nil
 }
 
-// unwrap recovers the private options of an encrypted layer, trying the
-// session's unwrappers in order.
+// unwrap recovers the private options of an encrypted layer with the
+// session's keys.
 func (s *session) unwrap(ctx context.Context, d v1.Descriptor) (spec.PrivateOptions, error) {
+	return Unwrap(ctx, d, s.o.unwrappers)
+}
+
+// Unwrap recovers the private options of the encrypted layer d describes,
+// trying unwrappers in order on every wrapped key of a matching scheme. It
+// fails with an error matching spec.ErrNoKey (and every cause a key
+// provider or broker gave, for errors.Is), on one line naming the schemes
+// the layer's recipients use.
+func Unwrap(ctx context.Context, d v1.Descriptor, unwrappers []keywrap.Unwrapper) (spec.PrivateOptions, error) {
 	entries, err := spec.KeyAnnotations(d.Annotations)
 	if err != nil {
 		return spec.PrivateOptions{}, err
 	}
 	var errs []error
-	for _, u := range s.o.unwrappers {
+	for _, u := range unwrappers {
 		for _, e := range entries[u.Scheme()] {
 			b, err := u.Unwrap(ctx, e)
 			if err == nil {

@@ -253,48 +253,40 @@ func (d *decoder) unwrap(ctx context.Context, cands []found) (spec.PrivateOption
 	return p, err
 }
 
-// unwrapFound tries every key on every candidate descriptor.
+// unwrapFound tries every key on every candidate descriptor
+// (imagecrypt.Unwrap on each, in order).
 func (d *decoder) unwrapFound(ctx context.Context, cands []found) (spec.PrivateOptions, found, error) {
 	var errs []error
-	schemes := map[string]bool{}
 	for _, c := range cands {
-		entries, err := spec.KeyAnnotations(c.desc.Annotations)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		p, err := imagecrypt.Unwrap(ctx, c.desc, d.unw)
+		if err == nil {
+			return p, c, nil
 		}
-		for s := range entries {
-			schemes[s] = true
-		}
-		for _, u := range d.unw {
-			for _, e := range entries[u.Scheme()] {
-				b, err := u.Unwrap(ctx, e)
-				if err != nil {
-					if !errors.Is(err, spec.ErrNoKey) || strings.HasPrefix(u.Scheme(), "provider.") {
-						errs = append(errs, err)
-					}
-					continue
-				}
-				p, err := spec.UnmarshalPrivate(b)
-				clear(b)
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				return p, c, nil
-			}
-		}
+		errs = append(errs, err)
 	}
-	var names []string
-	for s := range schemes {
-		names = append(names, s)
+	msg := "no key available to the decoder opens this layer" + skippedNote(d.skipped)
+	if len(errs) == 0 {
+		return spec.PrivateOptions{}, found{}, fmt.Errorf("%s: no descriptor of it was found: %w", msg, spec.ErrNoKey)
 	}
-	msg := fmt.Sprintf("no key available to the decoder opens this layer (its recipients use %s)%s", strings.Join(names, ", "), skippedNote(d.skipped))
-	if len(errs) > 0 {
-		return spec.PrivateOptions{}, found{}, fmt.Errorf("%s: %w: %w", msg, errors.Join(errs...), spec.ErrNoKey)
-	}
-	return spec.PrivateOptions{}, found{}, fmt.Errorf("%s: %w", msg, spec.ErrNoKey)
+	return spec.PrivateOptions{}, found{}, &oneLineError{msg: msg, causes: errs}
 }
+
+// oneLineError keeps every candidate's cause on one line (containerd shows
+// the decoder's stderr as the pull's error) and matchable with errors.Is.
+type oneLineError struct {
+	msg    string
+	causes []error
+}
+
+func (e *oneLineError) Error() string {
+	parts := make([]string, len(e.causes))
+	for i, c := range e.causes {
+		parts[i] = strings.ReplaceAll(c.Error(), "\n", "; ")
+	}
+	return e.msg + ": " + strings.Join(parts, "; ")
+}
+
+func (e *oneLineError) Unwrap() []error { return append([]error{spec.ErrNoKey}, e.causes...) }
 
 func skippedNote(skipped []string) string {
 	if len(skipped) == 0 {
