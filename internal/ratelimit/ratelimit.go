@@ -4,6 +4,7 @@
 package ratelimit
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -25,6 +26,15 @@ type PerAddr struct {
 type bucket struct {
 	tokens float64
 	last   time.Time
+}
+
+// Validate checks a configured rate and burst (0 means off; negative is an
+// error), the one check every daemon's WithRateLimit option makes.
+func Validate(ratePerSec float64, burst int) error {
+	if ratePerSec < 0 || burst < 0 {
+		return fmt.Errorf("rate limit %v/s burst %d: must not be negative", ratePerSec, burst)
+	}
+	return nil
 }
 
 // New returns a limiter of ratePerSec with bursts of burst for at most

@@ -44,3 +44,15 @@ func TestAllow(t *testing.T) {
 		t.Error("a zero rate must mean no limit")
 	}
 }
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		rate  float64
+		burst int
+		ok    bool
+	}{{0, 0, true}, {50, 200, true}, {-1, 10, false}, {5, -1, false}} {
+		if err := ratelimit.Validate(tc.rate, tc.burst); (err == nil) != tc.ok {
+			t.Errorf("Validate(%v, %d) = %v, want ok=%v", tc.rate, tc.burst, err, tc.ok)
+		}
+	}
+}

@@ -241,11 +241,8 @@ func WithMaxChallengesPerAddress(n int) Option {
 // on in `coffer kbs serve` (Config.RateLimit).
 func WithRateLimit(perSecond float64, burst int) Option {
 	return func(o *options) error {
-		if perSecond < 0 || burst < 0 {
-			return fmt.Errorf("rate limit %v/s burst %d: must not be negative", perSecond, burst)
-		}
 		o.rate, o.burst = perSecond, burst
-		return nil
+		return ratelimit.Validate(perSecond, burst)
 	}
 }
 

@@ -83,11 +83,8 @@ func WithAllowedBrokers(urls ...string) Option {
 // Default: off for the library, on in `coffer wls serve`.
 func WithRateLimit(perSecond float64, burst int) Option {
 	return func(o *options) error {
-		if perSecond < 0 || burst < 0 {
-			return fmt.Errorf("rate limit %v/s burst %d: must not be negative", perSecond, burst)
-		}
 		o.rate, o.burst = perSecond, burst
-		return nil
+		return ratelimit.Validate(perSecond, burst)
 	}
 }
 
