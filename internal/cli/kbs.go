@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/kbs/adminclient"
+	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/token"
 )
@@ -22,6 +23,7 @@ func newKBSCmd() *cobra.Command {
 	}
 	cmd.PersistentFlags().String("url", "", "broker URL (env COFFER_KBS_URL)")
 	cmd.PersistentFlags().String("admin-key", "", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
+	cmd.PersistentFlags().String("admin-token", "", "instead of --admin-key: FILE holding an admin token from `coffer kbs admin-token` (e.g. scoped with --allow-path; env COFFER_KBS_ADMIN_TOKEN)")
 	cmd.AddCommand(
 		newKBSServeCmd(), newKBSMigrateCmd(), newKBSRotateKEKCmd(), newKBSKeygenAdminCmd(), newKBSListResourcesCmd(),
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),
@@ -41,11 +43,22 @@ func kbsFlag(cmd *cobra.Command, name, env string) string {
 	return os.Getenv(env)
 }
 
-// kbsAdmin builds an admin client from --url and --admin-key.
+// kbsAdmin builds an admin client from --url and --admin-key (or a
+// pre-issued --admin-token).
 func kbsAdmin(cmd *cobra.Command) (*adminclient.Client, error) {
-	url, keyFile := kbsFlag(cmd, "url", "COFFER_KBS_URL"), kbsFlag(cmd, "admin-key", "COFFER_KBS_ADMIN_KEY")
-	if url == "" || keyFile == "" {
-		return nil, fmt.Errorf("--url and --admin-key (or COFFER_KBS_URL, COFFER_KBS_ADMIN_KEY) are required: %w", ErrUsage)
+	url := kbsFlag(cmd, "url", "COFFER_KBS_URL")
+	keyFile, tokFile := kbsFlag(cmd, "admin-key", "COFFER_KBS_ADMIN_KEY"), kbsFlag(cmd, "admin-token", "COFFER_KBS_ADMIN_TOKEN")
+	switch {
+	case url == "" || keyFile == "" && tokFile == "":
+		return nil, fmt.Errorf("--url and --admin-key or --admin-token (or COFFER_KBS_URL, COFFER_KBS_ADMIN_KEY, COFFER_KBS_ADMIN_TOKEN) are required: %w", ErrUsage)
+	case keyFile != "" && tokFile != "":
+		return nil, fmt.Errorf("give --admin-key or --admin-token, not both: %w", ErrUsage)
+	case tokFile != "":
+		tok, err := attest.ReadBounded(tokFile, 64<<10)
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		return adminclient.NewWithToken(url, string(tok))
 	}
 	key, err := adminclient.LoadKey(keyFile)
 	if err != nil {

@@ -14,12 +14,13 @@ import (
 // trustee kbs-client builds) that take a pre-issued token instead of a key.
 func newKBSAdminTokenCmd() *cobra.Command {
 	var (
-		role  string
-		allow []string
-		ttl   time.Duration
+		role     string
+		allow    []string
+		ttl      time.Duration
+		reusable bool
 	)
 	cmd := &cobra.Command{
-		Use:   "admin-token --admin-key admin.key [--role R] [--allow-path P]... [--ttl 2h]",
+		Use:   "admin-token --admin-key admin.key [--role R] [--allow-path P]... [--ttl 2h] [--reusable]",
 		Short: "Print an Ed25519-signed admin token (for clients that take a token, not a key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -39,12 +40,17 @@ func newKBSAdminTokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), token.SignAdminClaims(key, token.AdminClaims{Role: role, AllowPaths: allow}, time.Now(), ttl))
+			sign := token.SignAdminClaims
+			if reusable {
+				sign = token.SignAdminReusable
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), sign(key, token.AdminClaims{Role: role, AllowPaths: allow}, time.Now(), ttl))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&role, "role", "", "role claim (for brokers that require one, or scope roles with --admin-acl)")
 	cmd.Flags().StringSliceVar(&allow, "allow-path", nil, "scope the token to resource paths matching this pattern, e.g. tenant-a/*/* (repeatable); a scoped token cannot change policies")
 	cmd.Flags().DurationVar(&ttl, "ttl", 2*time.Hour, "token lifetime")
+	cmd.Flags().BoolVar(&reusable, "reusable", false, "no jti: the token may make several writes until it expires (by default a token buys one write); for --admin-token on the admin verbs")
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -253,5 +254,62 @@ func TestKBSServeSeedWorkflow(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not shut down")
+	}
+}
+
+// A tenant holds a path-scoped token, not the admin key: --admin-token
+// makes the admin verbs usable with it. A --reusable token makes several
+// writes inside its scope; a default token buys one; nothing outside the
+// scope passes, and key and token together are a usage error.
+func TestKBSAdminToken(t *testing.T) {
+	b := kbstest.New(t)
+	t.Setenv("COFFER_KBS_URL", b.URL)
+	t.Setenv("COFFER_KBS_ADMIN_KEY", "")
+	t.Setenv("COFFER_KBS_ADMIN_TOKEN", "")
+	dir := t.TempDir()
+	mint := func(extra ...string) string {
+		t.Helper()
+		tok, err := runCoffer(t, "", append([]string{"kbs", "admin-token", "--admin-key", b.AdminKeyFile, "--allow-path", "tenant-a/*/*", "--ttl", "5m"}, extra...)...)
+		if err != nil {
+			t.Fatalf("admin-token %v: %v", extra, err)
+		}
+		f := filepath.Join(dir, fmt.Sprintf("tok%d", len(extra)))
+		if err := os.WriteFile(f, []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	reusable, once := mint("--reusable"), mint()
+	set := func(tokFile, path, value string) error {
+		_, err := runCoffer(t, value, "kbs", "set-resource", "--admin-token", tokFile, "--path", path, "--resource-file", "-")
+		return err
+	}
+	for _, p := range []string{"tenant-a/key/one", "tenant-a/key/two"} {
+		if err := set(reusable, p, "v"); err != nil {
+			t.Fatalf("reusable scoped token, %s: %v", p, err)
+		}
+	}
+	if err := set(reusable, "tenant-b/key/one", "v"); !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Fatalf("reusable token outside its scope: %v, want ErrPolicyDenied", err)
+	}
+	if _, err := runCoffer(t, "", "kbs", "set-resource-policy", "--admin-token", reusable, "--allow-all"); !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Fatalf("scoped token changing the policy: %v, want ErrPolicyDenied", err)
+	}
+	if err := set(once, "tenant-a/key/three", "v"); err != nil {
+		t.Fatalf("one-write token, first write: %v", err)
+	}
+	if err := set(once, "tenant-a/key/four", "v"); err == nil {
+		t.Fatal("one-write token made a second write")
+	}
+	if got, _ := b.Store.Get(context.Background(), protocol.ResourcePath{Repo: "tenant-b", Type: "key", Tag: "one"}); got != nil {
+		t.Fatalf("tenant-b resource written through tenant-a's token: %q", got)
+	}
+	if _, err := runCoffer(t, "", "kbs", "get-resource-policy", "--admin-token", reusable, "--admin-key", b.AdminKeyFile); !errors.Is(err, ErrUsage) {
+		t.Fatalf("key and token together: %v, want ErrUsage", err)
+	}
+	junk := filepath.Join(dir, "junk")
+	_ = os.WriteFile(junk, []byte("not a token"), 0o600)
+	if _, err := runCoffer(t, "", "kbs", "get-resource-policy", "--admin-token", junk); !errors.Is(err, spec.ErrUnsupported) {
+		t.Fatalf("junk token file: %v, want ErrUnsupported", err)
 	}
 }

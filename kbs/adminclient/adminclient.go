@@ -77,18 +77,48 @@ func WithTokenTTL(d time.Duration) Option {
 // Client calls one broker's admin API.
 type Client struct {
 	base *url.URL
-	key  ed25519.PrivateKey
+	key  ed25519.PrivateKey // signs a token per call, or
+	tok  string             // a token signed elsewhere, sent as is
 	o    options
 }
 
-// New returns a client for the broker at baseURL (scheme://host[:port]).
+// New returns a client for the broker at baseURL (scheme://host[:port])
+// that signs a fresh short-lived admin token, with its own jti, per call.
 func New(baseURL string, key ed25519.PrivateKey, opts ...Option) (*Client, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("admin key: not an Ed25519 private key: %w", spec.ErrUnsupported)
+	}
+	c, err := newClient(baseURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.key = key
+	return c, nil
+}
+
+// NewWithToken returns a client that sends tok, an admin token signed
+// elsewhere (coffer kbs admin-token; e.g. one scoped to a tenant's paths
+// with --allow-path), on every call instead of holding the admin key. The
+// broker checks it as any admin token: a token with a jti buys one write
+// (mint one with --reusable for several), and WithRole, WithAllowPaths and
+// WithTokenTTL do not apply (the token carries its own claims).
+func NewWithToken(baseURL, tok string, opts ...Option) (*Client, error) {
+	tok = strings.TrimSpace(tok)
+	if tok == "" || strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \t\r\n") {
+		return nil, fmt.Errorf("admin token: not a JWT (three dot-separated parts): %w", spec.ErrUnsupported)
+	}
+	c, err := newClient(baseURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.tok = tok
+	return c, nil
+}
+
+func newClient(baseURL string, opts []Option) (*Client, error) {
 	u, err := url.Parse(strings.TrimSuffix(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("kbs url %q: want http(s)://host[:port]: %w", baseURL, spec.ErrUnsupported)
-	}
-	if len(key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("admin key: not an Ed25519 private key: %w", spec.ErrUnsupported)
 	}
 	o := options{hc: http.DefaultClient, ttl: token.AdminClientTTL, now: time.Now}
 	for _, opt := range opts {
@@ -96,7 +126,7 @@ func New(baseURL string, key ed25519.PrivateKey, opts ...Option) (*Client, error
 			return nil, fmt.Errorf("kbs admin client: %w", err)
 		}
 	}
-	return &Client{base: u, key: key, o: o}, nil
+	return &Client{base: u, o: o}, nil
 }
 
 // LoadKey reads an Ed25519 PKCS#8 PEM private key, as written by
@@ -127,7 +157,11 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	req.Header.Set("Authorization", "Bearer "+token.SignAdminClaims(c.key, token.AdminClaims{Role: c.o.role, AllowPaths: c.o.allow}, c.o.now(), c.o.ttl))
+	bearer := c.tok
+	if bearer == "" {
+		bearer = token.SignAdminClaims(c.key, token.AdminClaims{Role: c.o.role, AllowPaths: c.o.allow}, c.o.now(), c.o.ttl)
+	}
+	req.Header.Set("Authorization", "Bearer "+bearer)
 	resp, err := c.o.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("kbs admin %s %s: %w", method, path, err)

@@ -97,6 +97,17 @@ func SignAdminClaims(key ed25519.PrivateKey, c AdminClaims, now time.Time, ttl t
 	return signAdmin(key, c)
 }
 
+// SignAdminReusable is SignAdminClaims without a jti: the broker accepts it
+// for any number of writes until it expires (as trustee's kbs-client tokens),
+// so keep its lifetime short. For a tenant's pre-issued, path-scoped token.
+func SignAdminReusable(key ed25519.PrivateKey, c AdminClaims, now time.Time, ttl time.Duration) string {
+	if ttl <= 0 {
+		ttl = AdminTTL
+	}
+	c.IssuedAt, c.NotBefore, c.Expiry, c.ID = now.Unix(), now.Unix(), now.Add(ttl).Unix(), ""
+	return signAdmin(key, c)
+}
+
 func signAdmin(key ed25519.PrivateKey, claims AdminClaims) string {
 	c, _ := json.Marshal(claims)
 	signing := adminHeader + "." + b64.EncodeToString(c)
