@@ -187,35 +187,33 @@ func WithMode(m os.FileMode) Option { return func(o *options) { o.mode = m } }
 
 // EncryptFile encrypts the file in to the file out, committed atomically.
 func EncryptFile(ctx context.Context, in, out string, key []byte, opts ...Option) (*Result, error) {
-	o := options{mode: 0o600}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	src, err := os.Open(in)
-	if err != nil {
-		return nil, fmt.Errorf("filecrypt: %w", err)
-	}
-	defer src.Close()
-	var res *Result
-	err = atomicfile.WriteFunc(out, func(w io.Writer) error {
-		var err error
+	return fileToFile(in, out, opts, func(w io.Writer, src io.Reader, o options) (*Result, error) {
 		if o.secl {
-			res, err = EncryptSecL(ctx, w, src, key)
-		} else {
-			res, err = Encrypt(ctx, w, src, key)
+			return EncryptSecL(ctx, w, src, key)
 		}
-		return err
-	}, atomicfile.Mode(o.mode))
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
+		return Encrypt(ctx, w, src, key)
+	})
 }
 
 // DecryptFile decrypts the file in to the file out. The plaintext goes to
 // a temp file next to out, which becomes out only when every segment
 // authenticated and, with WithDigest, the ciphertext's digest matched.
+// Either format is recognized by its first bytes.
 func DecryptFile(ctx context.Context, in, out string, key []byte, opts ...Option) (*Result, error) {
+	return fileToFile(in, out, opts, func(w io.Writer, src io.Reader, _ options) (*Result, error) {
+		head := make([]byte, len(seclMagic))
+		n, _ := io.ReadFull(src, head)
+		r := io.MultiReader(bytes.NewReader(head[:n]), src)
+		if IsSecL(head[:n]) {
+			return DecryptSecL(ctx, w, r, key, opts...)
+		}
+		return Decrypt(ctx, w, r, key, opts...)
+	})
+}
+
+// fileToFile runs f from the file in into a temp file next to out, which
+// becomes out (mode from the options, default 0600) only when f succeeds.
+func fileToFile(in, out string, opts []Option, f func(w io.Writer, src io.Reader, o options) (*Result, error)) (*Result, error) {
 	o := options{mode: 0o600}
 	for _, opt := range opts {
 		opt(&o)
@@ -228,14 +226,7 @@ func DecryptFile(ctx context.Context, in, out string, key []byte, opts ...Option
 	var res *Result
 	err = atomicfile.WriteFunc(out, func(w io.Writer) error {
 		var err error
-		head := make([]byte, len(seclMagic))
-		n, _ := io.ReadFull(src, head)
-		r := io.MultiReader(bytes.NewReader(head[:n]), src)
-		if IsSecL(head[:n]) {
-			res, err = DecryptSecL(ctx, w, r, key, opts...)
-		} else {
-			res, err = Decrypt(ctx, w, r, key, opts...)
-		}
+		res, err = f(w, src, o)
 		return err
 	}, atomicfile.Mode(o.mode))
 	if err != nil {
