@@ -1,14 +1,12 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -42,55 +40,6 @@ swtpm is installed (the demo says so when it skips it).`,
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the working directory")
 	return cmd
-}
-
-// stepOutput runs one verb like step and also returns its stdout.
-func stepOutput(ctx context.Context, w io.Writer, dir string, args ...string) (string, error) {
-	var buf bytes.Buffer
-	err := step(ctx, io.MultiWriter(w, &buf), dir, args...)
-	out := strings.TrimSpace(buf.String())
-	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
-		out = out[i+1:]
-	}
-	return strings.TrimSpace(out), err
-}
-
-// step runs one coffer verb in-process, echoing it like a shell session.
-func step(ctx context.Context, w io.Writer, dir string, args ...string) error {
-	shown := make([]string, len(args))
-	for i, a := range args {
-		shown[i] = strings.ReplaceAll(a, dir+string(filepath.Separator), "")
-	}
-	fmt.Fprintf(w, "\n$ coffer %s\n", strings.Join(shown, " "))
-	root := NewRoot()
-	out := newIndent(w)
-	root.SetOut(out)
-	root.SetErr(out)
-	root.SetArgs(args)
-	return root.ExecuteContext(ctx)
-}
-
-// indent prefixes each output line of a step, buffering partial lines
-// (tabwriter writes cell by cell).
-type indent struct {
-	w   io.Writer
-	buf *[]byte
-}
-
-func newIndent(w io.Writer) indent { return indent{w, new([]byte)} }
-
-func (i indent) Write(p []byte) (int, error) {
-	*i.buf = append(*i.buf, p...)
-	for {
-		n := bytes.IndexByte(*i.buf, '\n')
-		if n < 0 {
-			return len(p), nil
-		}
-		if _, err := fmt.Fprintf(i.w, "  %s\n", (*i.buf)[:n]); err != nil {
-			return 0, err
-		}
-		*i.buf = (*i.buf)[n+1:]
-	}
 }
 
 func runDemo(ctx context.Context, w io.Writer, dir string) error {
