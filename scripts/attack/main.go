@@ -395,7 +395,14 @@ func (e *env) pullTimed(ref, rootfs string, limit time.Duration, watch func(), e
 		return fmt.Sprintf("pull still running after %v, killed", took), false
 	}
 	ok := errors.Is(statErr, os.ErrNotExist)
-	return fmt.Sprintf("%v in %v: %s", err, took, clip(out, 90)), ok
+	return fmt.Sprintf("%v in %v: %s", err, took, clip(lastLine(out), 90)), ok
+}
+
+// lastLine is the last non-empty line of a command's output: its error
+// (warnings, such as the unverified-integrity one, come before it).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // Finding 3: a ~2 KiB layer declaring a 1 EiB sparse file.
