@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/secl/wpm"
@@ -25,8 +26,8 @@ and writes the signed image flavor (SecL's JSON, signature over its canonical fo
 Both files are committed atomically; the flavor id is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if r.Label == "" || r.Input == "" || r.Output == "" || r.FlavorOut == "" || r.BrokerURL == "" || r.AdminKeyFile == "" || r.SigningKeyFile == "" {
-				return fmt.Errorf("-l, -i, -e, -o, --kbs, --admin-key and --signing-key are all required: %w", ErrUsage)
+			if err := requireFlavorFlags(r.Label, r.Input, r.Output, r.FlavorOut, r.BrokerURL, r.AdminKeyFile, r.SigningKeyFile); err != nil {
+				return err
 			}
 			f, err := wpm.CreateImageFlavor(cmd.Context(), r)
 			if err != nil {
@@ -37,13 +38,8 @@ Both files are committed atomically; the flavor id is printed.`,
 		},
 	}
 	fl := create.Flags()
-	fl.StringVarP(&r.Label, "label", "l", "", "flavor label")
-	fl.StringVarP(&r.Input, "image", "i", "", "plaintext image file (e.g. disk.qcow2)")
-	fl.StringVarP(&r.Output, "encrypted", "e", "", "encrypted image file to write")
-	fl.StringVarP(&r.FlavorOut, "out", "o", "", "signed flavor JSON to write")
-	fl.StringVar(&r.BrokerURL, "kbs", "", "the image owner's broker URL")
-	fl.StringVar(&r.AdminKeyFile, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
-	fl.StringVar(&r.SigningKeyFile, "signing-key", "", "flavor signing key (PEM: RSA, ECDSA or Ed25519)")
+	flavorFlags(fl, &r.Label, &r.Input, &r.Output, &r.FlavorOut, &r.BrokerURL, &r.AdminKeyFile, &r.SigningKeyFile,
+		"plaintext image file (e.g. disk.qcow2)", "encrypted image file to write")
 	fl.BoolVar(&r.SecLFormat, "secl-format", false, "write SecL's whole-file ISecL-VMC format (in memory, at most 1 GiB) instead of the streaming one")
 	var c wpm.ContainerFlavorRequest
 	var reg registryFlags
@@ -52,6 +48,9 @@ Both files are committed atomically; the flavor id is printed.`,
 		Short: "Create a key in the broker, encrypt a container image with it (provider.isecl layers), write its signed flavor",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlavorFlags(c.Label, c.Source, c.Dest, c.FlavorOut, c.BrokerURL, c.AdminKeyFile, c.SigningKeyFile); err != nil {
+				return err
+			}
 			c.TransportOptions = reg.options()
 			f, err := wpm.CreateContainerImageFlavor(cmd.Context(), c)
 			if err != nil {
@@ -62,13 +61,8 @@ Both files are committed atomically; the flavor id is printed.`,
 		},
 	}
 	cf := container.Flags()
-	cf.StringVarP(&c.Label, "label", "l", "", "flavor label")
-	cf.StringVarP(&c.Source, "image", "i", "", "source image (oci:DIR:TAG, docker://…)")
-	cf.StringVarP(&c.Dest, "encrypted", "e", "", "encrypted image to write")
-	cf.StringVarP(&c.FlavorOut, "out", "o", "", "signed flavor JSON to write")
-	cf.StringVar(&c.BrokerURL, "kbs", "", "the image owner's broker URL")
-	cf.StringVar(&c.AdminKeyFile, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
-	cf.StringVar(&c.SigningKeyFile, "signing-key", "", "flavor signing key (PEM)")
+	flavorFlags(cf, &c.Label, &c.Source, &c.Dest, &c.FlavorOut, &c.BrokerURL, &c.AdminKeyFile, &c.SigningKeyFile,
+		"source image (oci:DIR:TAG, docker://…)", "encrypted image to write")
 	reg.AddFlags(cf)
 
 	var kbsURL, adminKey string
@@ -106,4 +100,25 @@ and COFFER_KBS_ADMIN_KEY.`,
 	wrapped.Flags().StringVar(&adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
 	cmd.AddCommand(create, container, wrapped)
 	return cmd
+}
+
+// flavorFlags binds the flags both create-*-flavor verbs take.
+func flavorFlags(fl *pflag.FlagSet, label, in, out, flavorOut, kbs, adminKey, signingKey *string, inHelp, outHelp string) {
+	fl.StringVarP(label, "label", "l", "", "flavor label")
+	fl.StringVarP(in, "image", "i", "", inHelp)
+	fl.StringVarP(out, "encrypted", "e", "", outHelp)
+	fl.StringVarP(flavorOut, "out", "o", "", "signed flavor JSON to write")
+	fl.StringVar(kbs, "kbs", "", "the image owner's broker URL")
+	fl.StringVar(adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
+	fl.StringVar(signingKey, "signing-key", "", "flavor signing key (PEM: RSA, ECDSA or Ed25519)")
+}
+
+// requireFlavorFlags is the usage check of the create-*-flavor verbs.
+func requireFlavorFlags(values ...string) error {
+	for _, v := range values {
+		if v == "" {
+			return fmt.Errorf("-l, -i, -e, -o, --kbs, --admin-key and --signing-key are all required: %w", ErrUsage)
+		}
+	}
+	return nil
 }
