@@ -210,9 +210,15 @@ func (t *TPM) begin(ctx context.Context) (end func(), err error) {
 }
 
 // cmdErr reports err from a TPM command, or ctx's error when ctx ended it.
+// The socket's deadline is ctx's deadline on a separate timer, so it can
+// fire a moment before ctx is marked done: a timeout at or after the
+// deadline is the deadline.
 func cmdErr(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("tpm %s: %w", what, ctx.Err())
+	}
+	if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+		return fmt.Errorf("tpm %s: %w", what, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("tpm %s: %w", what, err)
 }
