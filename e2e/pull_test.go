@@ -16,15 +16,15 @@ import (
 
 // startBroker runs `coffer kbs serve` (filesystem repository) in-process on
 // a free loopback port until the test ends.
-func startBroker(t *testing.T, adminPub string) string {
+func startBroker(t *testing.T, adminPub string, extra ...string) string {
 	t.Helper()
 	addr := testutil.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		root := cli.NewRoot()
-		root.SetArgs([]string{"kbs", "serve", "--listen", addr, "--repository", filepath.Join(t.TempDir(), "repo"),
-			"--admin-public-key", adminPub, "--allow-sample-tee"})
+		root.SetArgs(append([]string{"kbs", "serve", "--listen", addr, "--repository", filepath.Join(t.TempDir(), "repo"),
+			"--admin-public-key", adminPub, "--allow-sample-tee"}, extra...))
 		done <- root.ExecuteContext(ctx)
 	}()
 	t.Cleanup(func() {

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containers/ocicrypt"
 	occonfig "github.com/containers/ocicrypt/config"
@@ -25,7 +27,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/coffer-dev/coffer/internal/cli"
-	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/kbs/store/postgres/pgtest"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
@@ -121,14 +122,15 @@ func firstLayer(t *testing.T, dir, tag string) []byte {
 	return b
 }
 
-func startWLAKeyprovider(t *testing.T, wls, tpmAddr string) string {
+func startWLAKeyprovider(t *testing.T, wls, tpmAddr, brokerPub string) string {
 	t.Helper()
-	addr := testutil.FreeAddr(t)
+	sock := filepath.Join(t.TempDir(), "kp.sock")
+	addr := "unix://" + sock
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		root := cli.NewRoot()
-		root.SetArgs([]string{"wla", "keyprovider", "--wls", wls, "--tpm", tpmAddr, "--listen", addr})
+		root.SetArgs([]string{"wla", "keyprovider", "--wls", wls, "--tpm", tpmAddr, "--listen", addr, "--broker-key", brokerPub, "--insecure-loopback-http"})
 		done <- root.ExecuteContext(ctx)
 	}()
 	t.Cleanup(func() {
@@ -137,7 +139,16 @@ func startWLAKeyprovider(t *testing.T, wls, tpmAddr string) string {
 			t.Errorf("wla keyprovider: %v", err)
 		}
 	})
-	testutil.WaitListening(t, addr)
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i == 200 {
+			t.Fatalf("wla keyprovider: nothing listening on %s", sock)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 	return addr
 }
 
@@ -153,7 +164,8 @@ func TestSecLContainerImages(t *testing.T) {
 	p := func(n string) string { return filepath.Join(dir, n) }
 	mustCoffer(t, "kbs", "keygen-admin", "--out", p("kbs-admin.key"))
 	mustCoffer(t, "kbs", "keygen-admin", "--out", p("wls-admin.key"))
-	kbs := startBroker(t, p("kbs-admin.key.pub"))
+	tokenKey, brokerPub := brokerTokenKey(t, dir)
+	kbs := startBroker(t, p("kbs-admin.key.pub"), "--token-key", tokenKey)
 	adm := []string{"--url", kbs, "--admin-key", p("kbs-admin.key")}
 	mustCoffer(t, append([]string{"kbs", "set-resource-policy", "--affirming"}, adm...)...)
 	ak := strings.TrimSpace(mustCoffer(t, "tpm", "ak-public", "--tpm", hostA.Addr))
@@ -201,7 +213,7 @@ func TestSecLContainerImages(t *testing.T) {
 
 	// host side: a keyprovider per host, coffer decrypt through it
 	// one keyprovider per host: it holds the host's TPM (swtpm serves one client)
-	kps := map[string]string{hostA.Addr: startWLAKeyprovider(t, wls, hostA.Addr), hostB.Addr: startWLAKeyprovider(t, wls, hostB.Addr)}
+	kps := map[string]string{hostA.Addr: startWLAKeyprovider(t, wls, hostA.Addr, brokerPub), hostB.Addr: startWLAKeyprovider(t, wls, hostB.Addr, brokerPub)}
 	decrypt := func(tpmAddr, enc, out string) error {
 		kp := kps[tpmAddr]
 		hcfg, _ := json.Marshal(map[string]any{"key-providers": map[string]any{"isecl": map[string]any{"grpc": kp}}})

@@ -22,6 +22,16 @@ import (
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
 )
 
+// brokerTokenKey writes a broker token key (--token-key) and its public
+// part, the key hosts pin (--broker-key); it returns both paths.
+func brokerTokenKey(t *testing.T, dir string) (key, pub string) {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	pder, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return writePEM(t, filepath.Join(dir, "token.pem"), "PRIVATE KEY", der), writePEM(t, filepath.Join(dir, "token.pub"), "PUBLIC KEY", pder)
+}
+
 func startWLS(t *testing.T, signerCert, adminPub, db string) string {
 	t.Helper()
 	addr := testutil.FreeAddr(t)
@@ -69,7 +79,8 @@ func TestSecLVMImageFlow(t *testing.T) {
 
 	mustCoffer(t, "kbs", "keygen-admin", "--out", p("kbs-admin.key"))
 	mustCoffer(t, "kbs", "keygen-admin", "--out", p("wls-admin.key"))
-	kbs := startBroker(t, p("kbs-admin.key.pub"))
+	tokenKey, brokerPub := brokerTokenKey(t, dir)
+	kbs := startBroker(t, p("kbs-admin.key.pub"), "--token-key", tokenKey)
 	adm := []string{"--url", kbs, "--admin-key", p("kbs-admin.key")}
 	mustCoffer(t, append([]string{"kbs", "set-resource-policy", "--affirming"}, adm...)...)
 
@@ -98,6 +109,7 @@ func TestSecLVMImageFlow(t *testing.T) {
 	hostDir := t.TempDir() // what the host writes: the image, and nothing else
 	decrypt := func(addr, out string) error {
 		_, stderr, err := coffer(t, "wla", "decrypt-image", "--wls", wls, "--image-id", image, "--tpm", addr,
+			"--flavor-signer-cert", p("signer.crt"), "--broker-key", brokerPub, "--expect-label", "cirros", "--insecure-loopback-http",
 			"-i", p("disk.enc"), "-o", filepath.Join(hostDir, out))
 		if err != nil {
 			t.Logf("decrypt-image on %s: %v %s", addr, err, stderr)

@@ -69,7 +69,8 @@ func demoVMImage(ctx context.Context, w io.Writer, dir, kbs string) error {
 		append([]string{"kbs", "set-resource-policy", "--affirming"}, admin...),
 		append(append([]string{"kbs", "set-reference-value"}, admin...), "tpm_ak_public", ak),
 		append(append([]string{"kbs", "set-reference-value"}, admin...), "tpm_pcr00", strings.Repeat("0", 64)),
-		{"wla", "decrypt-image", "--wls", ws.URL, "--image-id", image, "--tpm", sw.Addr, "-i", p("disk.enc"), "-o", p("disk.img")},
+		{"wla", "decrypt-image", "--wls", ws.URL, "--image-id", image, "--tpm", sw.Addr, "--flavor-signer-cert", p("signer.crt"),
+			"--broker-key", p("broker-token.pub"), "--expect-label", "demo-vm", "--insecure-loopback-http", "-i", p("disk.enc"), "-o", p("disk.img")},
 	} {
 		if err := step(ctx, w, dir, args...); err != nil {
 			return err

@@ -6,6 +6,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -92,9 +94,24 @@ type Broker struct {
 }
 
 // StartBroker starts coffer's broker on 127.0.0.1 (a free port) with a
-// filesystem repository under dir and the given admin public key file.
+// filesystem repository under dir and the given admin public key file. Its
+// token key is dir/broker-token.pem; the public part, which SecL hosts pin
+// (wla --broker-key), is dir/broker-token.pub.
 func StartBroker(ctx context.Context, dir, adminPub string) (*Broker, error) {
 	cfg := server.DefaultConfig()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	cfg.TokenKey = filepath.Join(dir, "broker-token.pem")
+	if err := os.WriteFile(cfg.TokenKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "broker-token.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+		return nil, err
+	}
 	cfg.AllowSampleTee = true // the demo has no TEE: it attests as the sample TEE
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Repository = filepath.Join(dir, "repository")

@@ -5,11 +5,15 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -67,6 +71,17 @@ func (s *Server) handleKeyTransfer(w http.ResponseWriter, r *http.Request, rest 
 		deny("binding_key", protocol.ErrAttestFailed, "binding key refused: "+err.Error())
 		return
 	}
+	rdHex := hex.EncodeToString(g.tpmReportData)
+	if !s.spentTx.claim(rdHex, g.expires, s.o.now()) {
+		deny("transfer_replay", protocol.ErrPolicyDeny, "this attestation already had its key transfer: attest again (one transfer per nonce)")
+		return
+	}
+	released := false
+	defer func() {
+		if !released {
+			s.spentTx.unclaim(rdHex) // refused or failed: the host may retry within its session
+		}
+	}()
 	allow, err := s.o.engine.Allow(r.Context(), g.input, p, r.URL.Query())
 	if err != nil {
 		deny("policy_error", protocol.ErrPolicyEngine, err.Error())
@@ -95,9 +110,62 @@ func (s *Server) handleKeyTransfer(w http.ResponseWriter, r *http.Request, rest 
 		deny("seal", protocol.ErrTeePubKey, "wrapping to the binding key failed: "+err.Error())
 		return
 	}
+	digest := sha256.Sum256(wrapped)
+	payload, _ := json.Marshal(protocol.KeyTransferProof{ReportData: rdHex, KeyID: id,
+		WrappedKeySHA256: base64.StdEncoding.EncodeToString(digest[:]), IssuedAt: s.o.now().Unix()})
+	proof, err := s.o.signer.SignJWS(protocol.TransferProofType, payload)
+	if err != nil {
+		deny("seal", protocol.ErrInternal, "signing the transfer proof failed")
+		return
+	}
+	released = true
 	s.m.releases.Inc()
 	audit("release", "wrapped to the certified TPM binding key")
-	writeJSON(w, http.StatusOK, protocol.KeyTransferResponse{WrappedKey: base64.StdEncoding.EncodeToString(wrapped)})
+	writeJSON(w, http.StatusOK, protocol.KeyTransferResponse{WrappedKey: base64.StdEncoding.EncodeToString(wrapped), Proof: proof})
+}
+
+// maxSpentTransfers bounds the attestations remembered as having had
+// their transfer (each until its token expires).
+const maxSpentTransfers = 100_000
+
+// spentTransfers remembers, by report data, the attestations whose key
+// transfer happened, so a transfer cannot be repeated within its session
+// (or with the session's bearer token). Per broker process: replicas
+// sharing a store each keep their own.
+type spentTransfers struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+// claim marks rd as transferred until expires; false if it already was
+// (or the table is full of live entries).
+func (t *spentTransfers) claim(rd string, expires, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]time.Time{}
+	}
+	if exp, ok := t.m[rd]; ok && now.Before(exp) {
+		return false
+	}
+	if len(t.m) >= maxSpentTransfers {
+		for k, exp := range t.m {
+			if !now.Before(exp) {
+				delete(t.m, k)
+			}
+		}
+		if len(t.m) >= maxSpentTransfers {
+			return false
+		}
+	}
+	t.m[rd] = expires
+	return true
+}
+
+func (t *spentTransfers) unclaim(rd string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, rd)
 }
 
 // decodeBounded decodes std base64 of at most max decoded bytes.

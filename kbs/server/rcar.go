@@ -373,6 +373,15 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 			slog.String("session", who), slog.String("tee", g.tee), slog.String("resource", p.String()),
 			slog.String("decision", decision), slog.String("reason", reason))
 	}
+	if p.Repo == protocol.KeyTransferRepo && p.Type == protocol.KeyTransferType {
+		// Keys made for SecL's transfer leave only wrapped to a certified
+		// TPM binding key (keytransfer.go), never sealed to a tee-pubkey
+		// any software can hold.
+		s.m.denials.WithLabelValues("transfer_only").Inc()
+		audit("deny", "a key transfer key: only POST "+protocol.PathKeyTransfer+"<id>"+protocol.PathTransferSuffix+" releases it")
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("%s is released only by the TPM key transfer (POST %s%s%s), not as a resource", p, protocol.PathKeyTransfer, p.Tag, protocol.PathTransferSuffix))
+		return
+	}
 	if g.teePubKey == nil {
 		s.m.denials.WithLabelValues("no_tee_key").Inc()
 		audit("deny", "no tee-pubkey in token")

@@ -264,6 +264,7 @@ type Server struct {
 	tokens   *tokenCache
 	limiter  *ratelimit.PerAddr
 	adminIDs *usedAdminIDs
+	spentTx  spentTransfers // keytransfer.go: one key transfer per attestation
 	m        *metrics
 	handler  http.Handler
 

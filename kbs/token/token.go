@@ -337,3 +337,82 @@ func LoadSigningKey(pemBytes []byte) (*ecdsa.PrivateKey, error) {
 }
 
 var _ crypto.Signer = (*ecdsa.PrivateKey)(nil)
+
+// SignJWS signs payload as a compact ES256 JWS whose header is
+// {"alg":"ES256","typ":typ} (no key in it: verifiers pin the key).
+func (s *Signer) SignJWS(typ string, payload []byte) (string, error) {
+	hdr, err := json.Marshal(map[string]string{"alg": "ES256", "typ": typ})
+	if err != nil {
+		return "", err
+	}
+	signing := b64.EncodeToString(hdr) + "." + b64.EncodeToString(payload)
+	h := sha256.Sum256([]byte(signing))
+	r, ss, err := ecdsa.Sign(rand.Reader, s.key, h[:])
+	if err != nil {
+		return "", err
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	ss.FillBytes(sig[32:])
+	return signing + "." + b64.EncodeToString(sig), nil
+}
+
+// MaxJWS bounds a JWS VerifyJWS looks at.
+const MaxJWS = 16 << 10
+
+// VerifyJWS checks a compact ES256 JWS of header type typ (SignJWS's)
+// against the pinned keys and returns its payload. Failures wrap
+// spec.ErrIntegrity.
+func VerifyJWS(tok, typ string, keys []*ecdsa.PublicKey) ([]byte, error) {
+	if len(tok) > MaxJWS {
+		return nil, fmt.Errorf("jws over %d bytes: %w", MaxJWS, spec.ErrIntegrity)
+	}
+	hdr, payload, sig, err := split(tok)
+	if err != nil {
+		return nil, err
+	}
+	var h struct {
+		Alg string `json:"alg"`
+		Typ string `json:"typ"`
+	}
+	if json.Unmarshal(hdr, &h) != nil || h.Alg != "ES256" || h.Typ != typ || len(sig) != 64 {
+		return nil, fmt.Errorf("jws: not an ES256 %q: %w", typ, spec.ErrIntegrity)
+	}
+	for _, k := range keys {
+		if k != nil && verifyES256(k, tok, sig) {
+			return payload, nil
+		}
+	}
+	return nil, fmt.Errorf("jws: not signed by a pinned key: %w", spec.ErrIntegrity)
+}
+
+// LoadVerifyKey parses a pinned P-256 verification key: a PKIX "PUBLIC
+// KEY" PEM (e.g. `openssl ec -in token.pem -pubout`) or a "CERTIFICATE"
+// whose key it is.
+func LoadVerifyKey(pemBytes []byte) (*ecdsa.PublicKey, error) {
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		return nil, fmt.Errorf("verification key: no PEM block: %w", spec.ErrUnsupported)
+	}
+	var pub any
+	var err error
+	switch blk.Type {
+	case "PUBLIC KEY":
+		pub, err = x509.ParsePKIXPublicKey(blk.Bytes)
+	case "CERTIFICATE":
+		var c *x509.Certificate
+		if c, err = x509.ParseCertificate(blk.Bytes); err == nil {
+			pub = c.PublicKey
+		}
+	default:
+		return nil, fmt.Errorf("verification key: PEM %q, want PUBLIC KEY or CERTIFICATE: %w", blk.Type, spec.ErrUnsupported)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("verification key: %v: %w", err, spec.ErrUnsupported)
+	}
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok || k.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("verification key: want a P-256 key: %w", spec.ErrUnsupported)
+	}
+	return k, nil
+}

@@ -9,17 +9,23 @@ package wla
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/coffer-dev/coffer/filecrypt"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -67,9 +73,84 @@ func Prove(ctx context.Context, t *tpm.TPM, ch *wls.Challenge) (*wls.KeyRequest,
 	}, nil
 }
 
-// FetchKey gets image id's signed flavor document and key through the
-// workload service and unbinds the key in t. The caller must clear the key.
-func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string) (doc, key []byte, err error) {
+// ErrNoTrustAnchor: the host has no anchor to check what it receives
+// against (the flavor signer certificates, the broker's transfer key, the
+// flavor it expects); it refuses rather than trust the network.
+var ErrNoTrustAnchor = fmt.Errorf("wla: no trust anchor configured: %w", spec.ErrUnsupported)
+
+// CheckTransfer accepts wrapped only with the broker's transfer proof for
+// it: signed by one of brokerKeys (pinned by the host), for the
+// attestation kr carried (its report data binds the broker's nonce and
+// the binding key), for key keyID, over exactly these wrapped bytes. A key
+// wrapped by anyone else (a fake WLS, a relay) to this host's binding key
+// has no such proof.
+func CheckTransfer(proof string, brokerKeys []*ecdsa.PublicKey, kr *wls.KeyRequest, keyID string, wrapped []byte) error {
+	if len(brokerKeys) == 0 {
+		return fmt.Errorf("%w: no broker transfer key pinned", ErrNoTrustAnchor)
+	}
+	if proof == "" {
+		return fmt.Errorf("wla: the key came without the broker's transfer proof (a broker too old, or not the broker: refused): %w", spec.ErrIntegrity)
+	}
+	payload, err := token.VerifyJWS(proof, protocol.TransferProofType, brokerKeys)
+	if err != nil {
+		return fmt.Errorf("wla: broker transfer proof: %w", err)
+	}
+	var p protocol.KeyTransferProof
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return fmt.Errorf("wla: broker transfer proof unreadable: %w", spec.ErrIntegrity)
+	}
+	digest, err := protocol.ReportDataDigest(kr.Attestation.RuntimeData.Nonce, kr.Attestation.RuntimeData.TeePubKey, "")
+	if err != nil {
+		return err
+	}
+	rd := hex.EncodeToString(protocol.ReportData(digest, tpm.ReportDataSize))
+	wd := sha256.Sum256(wrapped)
+	switch {
+	case p.ReportData != rd:
+		return fmt.Errorf("wla: the broker released this key to another attestation than this host's: %w", spec.ErrIntegrity)
+	case p.KeyID != keyID:
+		return fmt.Errorf("wla: the broker released key %q, the flavor names %q: %w", p.KeyID, keyID, spec.ErrIntegrity)
+	case p.WrappedKeySHA256 != base64.StdEncoding.EncodeToString(wd[:]):
+		return fmt.Errorf("wla: the wrapped key is not the one the broker released: %w", spec.ErrIntegrity)
+	}
+	return nil
+}
+
+// Trust is what a host checks a key release against.
+type Trust struct {
+	Signers    []*x509.Certificate // flavor signers (required for flavors)
+	BrokerKeys []*ecdsa.PublicKey  // the brokers' transfer keys (required)
+	// The flavor the host expects for the image (at least one is required
+	// for flavors): a relay answering with another image's flavor is refused.
+	FlavorID, Label string
+}
+
+func (tr Trust) checkFlavor(f *flavor.Flavor) error {
+	if tr.FlavorID == "" && tr.Label == "" {
+		return fmt.Errorf("%w: no expected flavor id or label", ErrNoTrustAnchor)
+	}
+	if tr.FlavorID != "" && f.Meta.ID != tr.FlavorID {
+		return fmt.Errorf("wla: got flavor %s, this host expects flavor %s for the image: %w", f.Meta.ID, tr.FlavorID, spec.ErrIntegrity)
+	}
+	if tr.Label != "" && f.Meta.Description.Label != tr.Label {
+		return fmt.Errorf("wla: got flavor labelled %q, this host expects %q for the image: %w", f.Meta.Description.Label, tr.Label, spec.ErrIntegrity)
+	}
+	return nil
+}
+
+// FetchKey gets image id's flavor and key through the workload service,
+// verifies the flavor (signers, expected id/label), the broker's transfer
+// proof, and unbinds the key in t. The caller must clear the key.
+func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string, tr Trust) (*flavor.Flavor, []byte, error) {
+	if len(tr.Signers) == 0 {
+		return nil, nil, fmt.Errorf("%w: no flavor signer certificate", ErrNoTrustAnchor)
+	}
+	if len(tr.BrokerKeys) == 0 {
+		return nil, nil, fmt.Errorf("%w: no broker transfer key pinned", ErrNoTrustAnchor)
+	}
+	if tr.FlavorID == "" && tr.Label == "" {
+		return nil, nil, fmt.Errorf("%w: no expected flavor id or label", ErrNoTrustAnchor)
+	}
 	ch, err := c.Challenge(ctx, id)
 	if err != nil {
 		return nil, nil, err
@@ -82,27 +163,47 @@ func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string) (doc, k
 	if err != nil {
 		return nil, nil, err
 	}
-	doc, err = json.Marshal(flavor.Signed{Flavor: fk.Flavor, Signature: fk.Signature})
+	doc, err := json.Marshal(flavor.Signed{Flavor: fk.Flavor, Signature: fk.Signature})
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err = t.Unbind(ctx, fk.Key)
+	f, err := flavor.Verify(doc, tr.Signers)
 	if err != nil {
 		return nil, nil, err
 	}
-	return doc, key, nil
+	if err := tr.checkFlavor(f); err != nil {
+		return nil, nil, err
+	}
+	if f.Encryption == nil {
+		return nil, nil, fmt.Errorf("wla: flavor %s names no key: %w", f.Meta.ID, spec.ErrUnsupported)
+	}
+	_, keyID, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("wla: flavor %s: %w", f.Meta.ID, err)
+	}
+	if err := CheckTransfer(fk.Proof, tr.BrokerKeys, kr, keyID, fk.Key); err != nil {
+		return nil, nil, err
+	}
+	key, err := t.Unbind(ctx, fk.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, key, nil
 }
 
 // DecryptRequest says what DecryptImage does.
 type DecryptRequest struct {
-	WLS     string              // workload service URL
-	ImageID string              // the image
-	TPM     *tpm.TPM            // this host's TPM, or nil to open TPMAddr
-	TPMAddr string              // tpm.Open's address when TPM is nil ("" = /dev/tpmrm0)
-	Input   string              // the encrypted image file
-	Output  string              // where the plaintext goes (committed only when complete and authentic)
-	Signers []*x509.Certificate // when set, the flavor must verify with one of them too (the WLS already checked it)
-	HTTP    *http.Client        // default: a client with a 2-minute timeout
+	WLS     string   // workload service URL (https; http only on loopback)
+	ImageID string   // the image
+	TPM     *tpm.TPM // this host's TPM, or nil to open TPMAddr
+	TPMAddr string   // tpm.Open's address when TPM is nil ("" = /dev/tpmrm0)
+	Input   string   // the encrypted image file
+	Output  string   // where the plaintext goes (committed only when complete and authentic)
+	Trust   Trust    // required: flavor signers, broker keys, the expected flavor
+	// LoopbackHTTP allows an http:// WLS on a loopback address (tests and
+	// demos only); otherwise the WLS must be https.
+	LoopbackHTTP bool
+	HTTP         *http.Client // default: a client with a 2-minute timeout
 }
 
 // DecryptImage fetches the image key (FetchKey), checks that Input is
@@ -111,6 +212,9 @@ type DecryptRequest struct {
 func DecryptImage(ctx context.Context, r DecryptRequest) (*flavor.Flavor, error) {
 	if r.WLS == "" || r.ImageID == "" || r.Input == "" || r.Output == "" {
 		return nil, errors.New("wla: WLS, image id, input and output are required")
+	}
+	if err := wls.CheckURL(r.WLS, r.LoopbackHTTP); err != nil {
+		return nil, fmt.Errorf("wla: %w", err)
 	}
 	if r.TPM == nil {
 		t, err := tpm.Open(ctx, r.TPMAddr)
@@ -121,30 +225,36 @@ func DecryptImage(ctx context.Context, r DecryptRequest) (*flavor.Flavor, error)
 		r.TPM = t
 	}
 	c := wls.NewClient(r.WLS, nil, r.HTTP)
-	doc, key, err := FetchKey(ctx, c, r.TPM, r.ImageID)
+	f, key, err := FetchKey(ctx, c, r.TPM, r.ImageID, r.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("wla: image %s: %w", r.ImageID, err)
 	}
 	defer clear(key)
-	var f *flavor.Flavor
-	if len(r.Signers) > 0 {
-		f, err = flavor.Verify(doc, r.Signers)
-	} else {
-		_, f, err = flavor.Parse(doc)
+	if f.Meta.Description.FlavorPart != flavor.PartImage || f.Encryption == nil || f.Encryption.Digest == "" {
+		return nil, fmt.Errorf("wla: image %s: flavor %s is not an encrypted file image with a digest: %w", r.ImageID, f.Meta.ID, spec.ErrUnsupported)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("wla: image %s: %w", r.ImageID, err)
-	}
-	if f.Meta.Description.FlavorPart != flavor.PartImage || f.Encryption == nil {
-		return nil, fmt.Errorf("wla: image %s: flavor %s is not an encrypted file image: %w", r.ImageID, f.Meta.ID, spec.ErrUnsupported)
-	}
-	var opts []filecrypt.Option
-	if f.Encryption.Digest != "" {
-		d, _ := base64.StdEncoding.DecodeString(f.Encryption.Digest) // Check validated it
-		opts = append(opts, filecrypt.WithDigest(d))
-	}
-	if _, err := filecrypt.DecryptFile(ctx, r.Input, r.Output, key, opts...); err != nil {
+	d, _ := base64.StdEncoding.DecodeString(f.Encryption.Digest) // Check validated it
+	if _, err := filecrypt.DecryptFile(ctx, r.Input, r.Output, key, filecrypt.WithDigest(d)); err != nil {
 		return nil, fmt.Errorf("wla: %w", err)
 	}
 	return f, nil
+}
+
+// LoadBrokerKeys reads the brokers' transfer keys a host pins: PEM
+// "PUBLIC KEY" (the public part of the broker's --token-key) or
+// "CERTIFICATE" files.
+func LoadBrokerKeys(paths ...string) ([]*ecdsa.PublicKey, error) {
+	var keys []*ecdsa.PublicKey
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("broker key: %w", err)
+		}
+		k, err := token.LoadVerifyKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("broker key %s: %w", p, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }

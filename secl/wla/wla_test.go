@@ -47,6 +47,8 @@ func signer(t *testing.T) (crypto.Signer, *x509.Certificate) {
 }
 
 type world struct {
+	trust   wla.Trust
+	key     crypto.Signer // the flavor signer's key
 	broker  *kbstest.Broker
 	wlsURL  string
 	admin   *wls.Client
@@ -109,6 +111,8 @@ func setup(t *testing.T, host *tpm.TPM, seclFormat ...bool) *world {
 	if err != nil || fid != f.Meta.ID {
 		t.Fatalf("AddFlavor = %q, %v; want %s", fid, err, f.Meta.ID)
 	}
+	w.key = key
+	w.trust = wla.Trust{Signers: []*x509.Certificate{cert}, BrokerKeys: []*ecdsa.PublicKey{b.Server.Signer().PublicKey()}, Label: "vm"}
 	w.imageID = "6f1e2d3c-4b5a-4968-8776-655443322110"
 	if err := w.admin.AddImage(ctx, w.imageID, fid); err != nil {
 		t.Fatal(err)
@@ -127,7 +131,8 @@ func setup(t *testing.T, host *tpm.TPM, seclFormat ...bool) *world {
 }
 
 func (w *world) decrypt(t *testing.T, host *tpm.TPM, out string) error {
-	_, err := wla.DecryptImage(t.Context(), wla.DecryptRequest{WLS: w.wlsURL, ImageID: w.imageID, TPM: host, Input: w.enc, Output: out})
+	_, err := wla.DecryptImage(t.Context(), wla.DecryptRequest{WLS: w.wlsURL, ImageID: w.imageID, TPM: host, Input: w.enc, Output: out,
+		Trust: w.trust, LoopbackHTTP: true})
 	return err
 }
 
@@ -309,7 +314,7 @@ func TestKeyProviderCache(t *testing.T) {
 	}
 	layer1, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
 	layer2, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":2}`))
-	kp := &wla.KeyProvider{WLS: wls.NewClient(w.wlsURL, nil, nil), TPM: a, CacheTTL: time.Minute}
+	kp := &wla.KeyProvider{WLS: wls.NewClient(w.wlsURL, nil, nil), TPM: a, BrokerKeys: w.trust.BrokerKeys, CacheTTL: time.Minute}
 	if got, err := kp.UnwrapKey(ctx, nil, layer1); err != nil || string(got) != `{"layer":1}` {
 		t.Fatalf("layer 1: %q, %v", got, err)
 	}
@@ -318,7 +323,7 @@ func TestKeyProviderCache(t *testing.T) {
 	if got, err := kp.UnwrapKey(ctx, nil, layer2); err != nil || string(got) != `{"layer":2}` {
 		t.Fatalf("layer 2 from the cache: %q, %v", got, err)
 	}
-	nocache := &wla.KeyProvider{WLS: dead, TPM: a}
+	nocache := &wla.KeyProvider{WLS: dead, TPM: a, BrokerKeys: w.trust.BrokerKeys}
 	if _, err := nocache.UnwrapKey(ctx, nil, layer2); err == nil {
 		t.Error("a provider without cache opened a layer with the WLS down")
 	}

@@ -72,20 +72,24 @@ func (s *Server) brokerAuth(ctx context.Context, base string) (*Challenge, error
 }
 
 // brokerTransfer attests the host in its session and asks for the key
-// wrapped to its binding key.
-func (s *Server) brokerTransfer(ctx context.Context, base, keyID string, kr KeyRequest) ([]byte, error) {
+// wrapped to its binding key; it returns the wrapped key and the broker's
+// transfer proof (relayed untouched: the host checks it).
+func (s *Server) brokerTransfer(ctx context.Context, base, keyID string, kr KeyRequest) ([]byte, string, error) {
 	var ar protocol.AttestResponse
 	if _, err := s.brokerCall(ctx, base, protocol.PathAttest, kr.Session, kr.Attestation, &ar); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var tr protocol.KeyTransferResponse
 	if _, err := s.brokerCall(ctx, base, protocol.PathKeyTransfer+keyID+protocol.PathTransferSuffix, kr.Session,
 		protocol.KeyTransferRequest{BindingKey: kr.BindingKey}, &tr); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	wrapped, err := base64.StdEncoding.DecodeString(tr.WrappedKey)
 	if err != nil || len(wrapped) == 0 || len(wrapped) > 1024 {
-		return nil, fmt.Errorf("broker key transfer: wrapped_key is not a base64 RSA ciphertext")
+		return nil, "", fmt.Errorf("broker key transfer: wrapped_key is not a base64 RSA ciphertext")
 	}
-	return wrapped, nil
+	if len(tr.Proof) > 8<<10 {
+		return nil, "", fmt.Errorf("broker key transfer: transfer_proof over 8 KiB")
+	}
+	return wrapped, tr.Proof, nil
 }

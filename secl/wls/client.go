@@ -7,13 +7,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
+	"github.com/coffer-dev/coffer/spec"
 )
 
 // Client calls a workload service. Admin calls need an admin key.
@@ -118,11 +121,32 @@ func (c *Client) KeyChallenge(ctx context.Context, keyURL string) (*Challenge, e
 	return &ch, nil
 }
 
-// Key answers a key challenge and returns the wrapped key.
-func (c *Client) Key(ctx context.Context, keyURL string, kr KeyRequest) ([]byte, error) {
+// Key answers a key challenge and returns the wrapped key with the
+// broker's transfer proof.
+func (c *Client) Key(ctx context.Context, keyURL string, kr KeyRequest) (*ReturnKey, error) {
 	var rk ReturnKey
 	if err := c.do(ctx, http.MethodPost, PathKeys, false, KeyURLRequest{KeyURL: keyURL, KeyRequest: kr}, &rk); err != nil {
 		return nil, err
 	}
-	return rk.Key, nil
+	return &rk, nil
+}
+
+// CheckURL accepts a workload service URL hosts may use: https, or http
+// to a loopback address when allowLoopbackHTTP (tests, demos). Plain HTTP
+// elsewhere lets any on-path party answer for the service.
+func CheckURL(raw string, allowLoopbackHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil {
+		return fmt.Errorf("workload service URL %q: want https://HOST[:PORT]: %w", raw, spec.ErrUnsupported)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if ip := net.ParseIP(u.Hostname()); allowLoopbackHTTP && (ip != nil && ip.IsLoopback() || u.Hostname() == "localhost") {
+			return nil
+		}
+		return fmt.Errorf("workload service URL %q is plain http: use https (http only to a loopback address with the explicit loopback-http option): %w", raw, spec.ErrUnsupported)
+	}
+	return fmt.Errorf("workload service URL %q: want https://HOST[:PORT]: %w", raw, spec.ErrUnsupported)
 }

@@ -388,7 +388,7 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
 	}
-	wrapped, err := s.brokerTransfer(r.Context(), base, keyID, kr)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, kr)
 	if err != nil {
 		s.brokerError(w, r, id, err)
 		return
@@ -396,7 +396,7 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 	var sd flavor.Signed
 	json.Unmarshal(doc, &sd)
 	s.audit(r, id, "released", "key "+keyID+" wrapped to the host's TPM binding key")
-	writeJSON(w, http.StatusOK, FlavorKey{Flavor: sd.Flavor, Signature: sd.Signature, Key: wrapped})
+	writeJSON(w, http.StatusOK, FlavorKey{Flavor: sd.Flavor, Signature: sd.Signature, Key: wrapped, Proof: proof})
 }
 
 // brokerError answers for a failed broker call: 403 when the broker
@@ -495,11 +495,11 @@ func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	wrapped, err := s.brokerTransfer(r.Context(), base, id, kr.KeyRequest)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, kr.KeyRequest)
 	if err != nil {
 		s.brokerError(w, r, kr.KeyURL, err)
 		return
 	}
 	s.audit(r, kr.KeyURL, "released", "key wrapped to the host's TPM binding key")
-	writeJSON(w, http.StatusOK, ReturnKey{Key: wrapped})
+	writeJSON(w, http.StatusOK, ReturnKey{Key: wrapped, Proof: proof})
 }

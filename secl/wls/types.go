@@ -74,6 +74,10 @@ type FlavorKey struct {
 	Flavor    json.RawMessage `json:"flavor"`
 	Signature string          `json:"signature"`
 	Key       []byte          `json:"key,omitempty"`
+	// Proof is the broker's signed KeyTransferProof for Key (coffer's
+	// addition): the host accepts Key only with a proof its pinned broker
+	// key verifies, for the attestation it made.
+	Proof string `json:"transfer_proof,omitempty"`
 }
 
 // KeyURLRequest is a host's key request by key URL (a container layer's
@@ -86,5 +90,6 @@ type KeyURLRequest struct {
 // ReturnKey is SecL's /wls/keys reply: the key wrapped to the host's
 // binding key.
 type ReturnKey struct {
-	Key []byte `json:"key"`
+	Key   []byte `json:"key"`
+	Proof string `json:"transfer_proof,omitempty"` // as FlavorKey.Proof
 }
