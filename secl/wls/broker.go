@@ -43,6 +43,9 @@ func (s *Server) brokerCall(ctx context.Context, base, path, session string, in,
 	if len(reply) > maxBrokerReply {
 		return "", fmt.Errorf("broker %s: reply over %d bytes", path, maxBrokerReply)
 	}
+	if resp.StatusCode/100 == 3 {
+		return "", fmt.Errorf("broker %s answered a redirect (HTTP %d): not followed", path, resp.StatusCode)
+	}
 	if resp.StatusCode/100 != 2 {
 		return "", protocol.NewBrokerError("broker "+path, resp.StatusCode, reply)
 	}

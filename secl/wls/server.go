@@ -114,6 +114,11 @@ func New(store *Store, opts ...Option) (*Server, error) {
 	if o.hc == nil {
 		o.hc = &http.Client{Timeout: 30 * time.Second}
 	}
+	// Never follow a broker's redirect: a broker a flavor names could
+	// otherwise point this service (POST and body kept on 307) anywhere.
+	hc := *o.hc
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	o.hc = &hc
 	if o.insecureAdmin {
 		o.logger.Warn("INSECURE ADMIN API: wls admin calls are NOT authenticated; never use this outside development")
 	}
@@ -359,7 +364,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	c, err := s.brokerAuth(r.Context(), base)
 	if err != nil {
-		s.brokerError(w, r, id, err)
+		s.brokerError(w, r, id, base, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
@@ -390,7 +395,7 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, kr)
 	if err != nil {
-		s.brokerError(w, r, id, err)
+		s.brokerError(w, r, id, base, err)
 		return
 	}
 	var sd flavor.Signed
@@ -400,19 +405,22 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 // brokerError answers for a failed broker call: 403 when the broker
-// distrusts the host, 502 when it cannot be reached or answers oddly.
-func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image string, err error) {
+// distrusts the host, 502 when it cannot be reached or answers oddly. The
+// host gets a fixed message naming the broker and its status, never the
+// broker's reply (a broker named by a flavor is not the host's to read
+// through this service); the audit log keeps the detail.
+func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image, base string, err error) {
 	var be *protocol.BrokerError
 	switch {
 	case errors.As(err, &be) && (be.Status == http.StatusUnauthorized || be.Status == http.StatusForbidden):
 		s.audit(r, image, "refused", "host not trusted: "+err.Error())
-		writeError(w, http.StatusForbidden, protocol.ErrPolicyDeny, "host not trusted by the image owner's broker: "+be.Info.Detail)
+		writeError(w, http.StatusForbidden, protocol.ErrPolicyDeny, fmt.Sprintf("host not trusted by the image owner's broker %s (HTTP %d; its reason is in the workload service's audit log)", base, be.Status))
 	case errors.As(err, &be):
 		s.audit(r, image, "failed", err.Error())
-		writeError(w, http.StatusBadGateway, protocol.ErrInternal, "the image owner's broker refused: "+err.Error())
+		writeError(w, http.StatusBadGateway, protocol.ErrInternal, fmt.Sprintf("the image owner's broker %s refused (HTTP %d)", base, be.Status))
 	default:
 		s.audit(r, image, "failed", "broker unreachable: "+err.Error())
-		writeError(w, http.StatusBadGateway, protocol.ErrInternal, "the image owner's broker is unreachable: "+err.Error())
+		writeError(w, http.StatusBadGateway, protocol.ErrInternal, fmt.Sprintf("the image owner's broker %s is unreachable or answered oddly", base))
 	}
 }
 
@@ -475,7 +483,7 @@ func (s *Server) keyChallenge(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := s.brokerAuth(r.Context(), base)
 	if err != nil {
-		s.brokerError(w, r, kr.KeyURL, err)
+		s.brokerError(w, r, kr.KeyURL, base, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
@@ -497,7 +505,7 @@ func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
 	}
 	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, kr.KeyRequest)
 	if err != nil {
-		s.brokerError(w, r, kr.KeyURL, err)
+		s.brokerError(w, r, kr.KeyURL, base, err)
 		return
 	}
 	s.audit(r, kr.KeyURL, "released", "key wrapped to the host's TPM binding key")
