@@ -517,12 +517,20 @@ func (p *Policy) RequirementsFor(ref transport.Reference) ([]Requirement, string
 }
 
 // scopeCandidates lists ref's policy identity and its namespaces, most
-// specific first: for docker "reg/ns/repo:tag", "reg/ns/repo", "reg/ns",
-// "reg", "*.sub.example.com", "*.example.com", "*.com"; for local
-// transports the absolute path (":tag" appended first), then its parents.
+// specific first, exactly as containers/image's docker transport does
+// (docker/policyconfiguration/naming.go DockerReferenceIdentity and
+// DockerReferenceNamespaces, names normalised by docker/reference's
+// ParseNormalizedNamed): for "busybox" "docker.io/library/busybox:latest",
+// "docker.io/library/busybox", "docker.io/library", "docker.io", "*.io";
+// for "reg.example.com:5000/ns/repo@sha256:…" the digest form, then
+// "reg.example.com:5000/ns/repo", "reg.example.com:5000/ns",
+// "reg.example.com:5000", "*.example.com", "*.com". Scopes are matched
+// literally (never normalised), so "busybox" or "index.docker.io/…" never
+// match, as in containers/image. For local transports: the absolute path
+// (":tag" appended first), then its parents.
 func scopeCandidates(ref transport.Reference) []string {
 	if n, ok := transport.DockerName(ref); ok {
-		repo := n.Context().Name()
+		repo := dockerPolicyName(n)
 		var out []string
 		switch r := n.(type) {
 		case name.Tag:
@@ -530,7 +538,8 @@ func scopeCandidates(ref transport.Reference) []string {
 		case name.Digest:
 			out = append(out, repo+"@"+r.DigestStr())
 		}
-		for s := repo; ; {
+		s := repo
+		for {
 			out = append(out, s)
 			i := strings.LastIndexByte(s, '/')
 			if i < 0 {
@@ -538,12 +547,18 @@ func scopeCandidates(ref transport.Reference) []string {
 			}
 			s = s[:i]
 		}
-		host := n.Context().RegistryStr()
-		if h, _, err := splitHostPort(host); err == nil {
-			host = h
+		// s is the registry host: its port goes (up to the first ':', as
+		// containers/image cuts it), then one wildcard per dot.
+		if i := strings.IndexByte(s, ':'); i >= 0 {
+			s = s[:i]
 		}
-		for labels := strings.Split(host, "."); len(labels) > 1; labels = labels[1:] {
-			out = append(out, "*."+strings.Join(labels[1:], "."))
+		for {
+			i := strings.IndexByte(s, '.')
+			if i < 0 {
+				break
+			}
+			s = s[i+1:]
+			out = append(out, "*."+s)
 		}
 		return out
 	}
@@ -564,18 +579,41 @@ func scopeCandidates(ref transport.Reference) []string {
 	return out
 }
 
-func splitHostPort(h string) (string, string, error) {
-	i := strings.LastIndexByte(h, ':')
-	if i < 0 || strings.HasSuffix(h, "]") {
-		return h, "", errors.New("no port")
+// dockerPolicyName is n's repository as containers/image names it:
+// go-containerregistry's "index.docker.io" is "docker.io" there (both
+// spellings parse to it), with the implicit "library/" of an official
+// image; other registries keep their spelling (case and port included).
+func dockerPolicyName(n name.Reference) string {
+	reg := n.Context().RegistryStr()
+	if reg == name.DefaultRegistry {
+		reg = "docker.io"
 	}
-	return h[:i], h[i+1:], nil
+	return reg + "/" + n.Context().RepositoryStr()
+}
+
+// tagAndDigest reports whether a docker reference names both a tag and a
+// digest ("repo:tag@sha256:…"): containers/image's docker transport refuses
+// those (its policy identity would be ambiguous), and so does Evaluate.
+func tagAndDigest(ref transport.Reference) bool {
+	n, ok := transport.DockerName(ref)
+	if !ok {
+		return false
+	}
+	d, ok := n.(name.Digest)
+	if !ok {
+		return false
+	}
+	base, _, _ := strings.Cut(d.String(), "@")
+	return strings.Contains(lastPathElem(base), ":")
 }
 
 // Evaluate applies the requirements for img's reference: all must hold.
 // It returns what vouched (signatures verified), or an error wrapping
 // spec.ErrPolicyDenied (rejected, no valid signature) or spec.ErrIntegrity.
 func (p *Policy) Evaluate(ctx context.Context, img Image) ([]string, error) {
+	if tagAndDigest(img.Ref) {
+		return nil, fmt.Errorf("%s: a reference with both a tag and a digest has no policy identity (containers/image refuses it): name the digest only: %w", img.Ref, spec.ErrPolicyDenied)
+	}
 	reqs, scope := p.RequirementsFor(img.Ref)
 	var vouched []string
 	for _, r := range reqs {

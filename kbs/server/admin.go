@@ -129,8 +129,10 @@ func (sc adminScope) deny(target adminTarget, rest string) string {
 	return ""
 }
 
-// useAdminID spends the token's jti for a write, in the shared store when
-// there is one (so a token used on one replica cannot write on another).
+// useAdminID spends the token's jti for a write in the store, so it stays
+// spent across restarts (fs) and replicas (postgres) until the token
+// expires; only a store that cannot (a Store of someone else's) leaves it
+// to the broker's memory.
 func (s *Server) useAdminID(ctx context.Context, c *token.AdminClaims, now time.Time) error {
 	if c.ID == "" {
 		return nil
@@ -138,10 +140,11 @@ func (s *Server) useAdminID(ctx context.Context, c *token.AdminClaims, now time.
 	if len(c.ID) > maxAdminIDLen {
 		return fmt.Errorf("admin token jti longer than %d bytes", maxAdminIDLen)
 	}
-	if s.shared == nil {
+	ids, ok := s.o.store.(store.AdminIDStore)
+	if !ok {
 		return s.adminIDs.use(c, now)
 	}
-	err := s.shared.UseAdminID(ctx, c.ID, time.Unix(c.Expiry, 0))
+	err := ids.UseAdminID(ctx, c.ID, time.Unix(c.Expiry, 0))
 	if errors.Is(err, spec.ErrExists) {
 		return errors.New("admin token already used for a write (jti replay): sign a new one")
 	}

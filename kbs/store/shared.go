@@ -10,8 +10,8 @@ import (
 // adds to Store. A broker whose store implements them keeps no state that
 // another replica would need: challenges, attested sessions, admin token
 // ids, policies and reference values live in the store. The fs and memory
-// stores do not implement them; a broker over them keeps that state in its
-// own memory (and policies in its state directory).
+// stores implement only AdminIDStore of them; a broker over them keeps the
+// rest in its own memory (and policies in its state directory).
 
 // ErrUnavailable is wrapped by errors that mean the store could not be
 // reached or did not answer in time (as opposed to a refused operation): a
@@ -51,12 +51,28 @@ type SessionStore interface {
 	// GetSession returns the token and expiry of a live attested session
 	// (spec.ErrNotFound when none).
 	GetSession(ctx context.Context, id string, now time.Time) ([]byte, time.Time, error)
-	// UseAdminID records the jti of an admin token used for a write; a
-	// second use wraps spec.ErrExists.
-	UseAdminID(ctx context.Context, jti string, expires time.Time) error
+	AdminIDStore
 	// Audit appends an admin audit record.
 	Audit(ctx context.Context, e AuditEvent) error
 }
+
+// AdminIDStore spends the ids (jti) of single-use admin tokens. Every store
+// of this package implements it, so a spent id outlives a broker restart
+// wherever the store does: Memory keeps ids for its own lifetime, FS in its
+// directory, the postgres store in its table, each until the token expires.
+type AdminIDStore interface {
+	// UseAdminID records the jti of an admin token used for a write; a
+	// second use before expires wraps spec.ErrExists.
+	UseAdminID(ctx context.Context, jti string, expires time.Time) error
+}
+
+// MaxLiveAdminIDs bounds the spent, unexpired admin token ids the memory
+// and fs stores hold; past it a write with a new token is refused
+// (ErrTooManyAdminIDs) until earlier tokens expire.
+const MaxLiveAdminIDs = 100_000
+
+// ErrTooManyAdminIDs: MaxLiveAdminIDs unexpired tokens already spent.
+var ErrTooManyAdminIDs = errors.New("too many live admin tokens: sign shorter-lived ones")
 
 // AuditEvent is one admin action.
 type AuditEvent struct {

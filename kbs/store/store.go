@@ -53,6 +53,7 @@ type Memory struct {
 	mu  sync.RWMutex
 	m   map[ResourcePath][]byte
 	mod map[ResourcePath]time.Time
+	ids adminIDSet
 }
 
 // NewMemory returns an empty in-memory store.
@@ -135,6 +136,10 @@ func (s *Memory) Delete(_ context.Context, p ResourcePath) error {
 type FS struct {
 	root *os.Root
 	dir  string
+
+	idMu    sync.Mutex // UseAdminID (adminids.go)
+	idLive  int        // unexpired id files; -1: not counted yet
+	idSwept time.Time
 }
 
 // NewFS opens (creating if needed, 0700) the repository directory.
@@ -146,7 +151,7 @@ func NewFS(dir string) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening repository %s: %w", dir, err)
 	}
-	return &FS{root: root, dir: dir}, nil
+	return &FS{root: root, dir: dir, idLive: -1}, nil
 }
 
 // Dir returns the repository directory.
@@ -254,7 +259,7 @@ func (s *FS) List(ctx context.Context) ([]ResourceInfo, error) {
 			depth = 1 + strings.Count(name, "/")
 		}
 		if d.IsDir() {
-			if depth >= 3 {
+			if depth >= 3 || name == adminIDDir {
 				return fs.SkipDir
 			}
 			return nil

@@ -46,6 +46,7 @@ func TestConformance(t *testing.T) {
 	s, _ := open(t, testKEK)
 	t.Run("Store", func(t *testing.T) { storetest.Run(t, s) })
 	t.Run("Sessions", func(t *testing.T) { storetest.RunSessions(t, s) })
+	t.Run("AdminIDs", func(t *testing.T) { storetest.RunAdminIDs(t, s, nil) })
 	t.Run("Settings", func(t *testing.T) { storetest.RunSettings(t, s) })
 }
 

@@ -260,6 +260,61 @@ func RunSessions(t *testing.T, s store.SessionStore) {
 	})
 }
 
+// RunAdminIDs checks the store.AdminIDStore contract: an id is spent once,
+// by exactly one of concurrent callers, and (reopen not nil: it opens the
+// same store again, as a restarted broker would) stays spent.
+func RunAdminIDs(t *testing.T, s store.AdminIDStore, reopen func(t *testing.T) store.AdminIDStore) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	t.Run("Once", func(t *testing.T) {
+		if err := s.UseAdminID(ctx, "once-1", exp); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.UseAdminID(ctx, "once-1", exp); !errors.Is(err, spec.ErrExists) {
+			t.Fatalf("second use: got %v, want ErrExists", err)
+		}
+		if err := s.UseAdminID(ctx, "once-2", exp); err != nil {
+			t.Fatalf("another id: %v", err)
+		}
+	})
+	t.Run("ConcurrentOnce", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = s.UseAdminID(ctx, "race-1", exp) }()
+		}
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.Is(err, spec.ErrExists):
+				t.Errorf("concurrent use: %v", err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("%d of %d concurrent uses of one id succeeded, want 1", won, len(errs))
+		}
+	})
+	if reopen == nil {
+		return
+	}
+	t.Run("SurvivesReopen", func(t *testing.T) {
+		if err := s.UseAdminID(ctx, "reopen-1", exp); err != nil {
+			t.Fatal(err)
+		}
+		again := reopen(t)
+		if err := again.UseAdminID(ctx, "reopen-1", exp); !errors.Is(err, spec.ErrExists) {
+			t.Fatalf("use after reopening: got %v, want ErrExists", err)
+		}
+		if err := again.UseAdminID(ctx, "reopen-2", exp); err != nil {
+			t.Fatalf("a new id after reopening: %v", err)
+		}
+	})
+}
+
 // RunSettings checks the store.SettingsStore contract.
 func RunSettings(t *testing.T, s store.SettingsStore) {
 	ctx, cancel := context.WithCancel(context.Background())
