@@ -37,7 +37,8 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			if kw, err := kbs.wrapper(ctx); err != nil {
+			kw, registerKEK, err := kbs.wrapper(ctx)
+			if err != nil {
 				return err
 			} else if kw != nil {
 				wrappers = append(wrappers, kw)
@@ -58,7 +59,10 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			return imageJob(cmd, args[0], args[1], &reg, opts, t, true)
+			if err := imageJob(cmd, args[0], args[1], &reg, opts, t, true); err != nil {
+				return err
+			}
+			return registerKEK(ctx)
 		},
 	}
 	reg.AddFlags(cmd.Flags())

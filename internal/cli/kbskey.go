@@ -82,24 +82,53 @@ func (f *kbsKeyFlags) admin() (*adminclient.Client, error) {
 	return adminclient.New(f.url, key)
 }
 
-// wrapper returns nil when --kbs is not set.
-func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, error) {
+// wrapper returns nil when --kbs is not set. The KEK it wraps with is
+// stored in the broker only by the returned commit, after DST is written:
+// a failed or killed run leaves nothing in the broker that blocks its retry.
+func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, func(context.Context) error, error) {
+	noop := func(context.Context) error { return nil }
 	if f.url == "" {
 		if f.keyID != "" {
-			return nil, fmt.Errorf("--key-id needs --kbs: %w", ErrUsage)
+			return nil, noop, fmt.Errorf("--key-id needs --kbs: %w", ErrUsage)
 		}
-		return nil, nil
+		return nil, noop, nil
 	}
 	if f.adminKey == "" {
 		f.adminKey = os.Getenv("COFFER_KBS_ADMIN_KEY")
 	}
 	if f.adminKey == "" || f.keyID == "" {
-		return nil, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
+		return nil, noop, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
 	}
 	if f.replace {
 		slog.Warn("--replace-key: the broker's key at this id is replaced; images encrypted under the old key can no longer be decrypted", "key-id", f.keyID)
 	}
-	return RegisterKEK(ctx, f.url, f.adminKey, f.keyID, f.replace)
+	c, err := f.admin()
+	if err != nil {
+		return nil, noop, err
+	}
+	p, err := c.PrepareKEK(ctx, f.keyID, f.replace)
+	if err != nil {
+		return nil, noop, kekError(f.keyID, err)
+	}
+	w, err := aa.NewWrapper(p.Key, p.KID)
+	if err != nil {
+		p.Discard()
+		return nil, noop, err
+	}
+	return w, func(ctx context.Context) error {
+		if err := p.Commit(ctx); err != nil {
+			return fmt.Errorf("the image was written, but %w; run the same command again", kekError(f.keyID, err))
+		}
+		slog.Info("registered the image key in the broker", "key-id", p.KID)
+		return nil
+	}, nil
+}
+
+func kekError(keyID string, err error) error {
+	if errors.Is(err, spec.ErrExists) {
+		return fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
+	}
+	return fmt.Errorf("registering the image key in the broker (--key-id %s): %w", keyID, err)
 }
 
 // RegisterKEK registers a fresh KEK in the broker under keyID
@@ -115,11 +144,8 @@ func RegisterKEK(ctx context.Context, url, adminKeyPath, keyID string, replace b
 		return nil, err
 	}
 	kek, kid, err := c.RegisterKEK(ctx, keyID, replace)
-	switch {
-	case errors.Is(err, spec.ErrExists):
-		return nil, fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
-	case err != nil:
-		return nil, fmt.Errorf("registering the image key in the broker (--key-id %s): %w", keyID, err)
+	if err != nil {
+		return nil, kekError(keyID, err)
 	}
 	defer clear(kek)
 	return aa.NewWrapper(kek, kid)
