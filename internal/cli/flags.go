@@ -91,18 +91,30 @@ func (f *keyFlags) wrappers(ctx context.Context) ([]keywrap.Wrapper, error) {
 	return recipients.ParseRecipients(ctx, f.recipients, keyEnv())
 }
 
+// parseRefs parses image references before any other work (keys, broker),
+// so that a mistyped reference fails first: an unknown transport with exit
+// 7 (unsupported), any other malformed reference with 2 (usage).
+func parseRefs(refs ...string) ([]transport.Reference, error) {
+	out := make([]transport.Reference, len(refs))
+	for i, s := range refs {
+		r, err := transport.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", err, ErrUsage)
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
 // imageJob reads SRC, transforms it and writes DST (imagecrypt.Copy),
 // with a layer counter on a terminal. encrypts: the output holds encrypted
 // layers, so a sink that cannot carry them is refused before any work.
 func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, t imagecrypt.Transform, encrypts bool) error {
-	sref, err := transport.Parse(src)
+	refs, err := parseRefs(src, dst)
 	if err != nil {
-		return fmt.Errorf("%w: %w", err, ErrUsage)
+		return err
 	}
-	dref, err := transport.Parse(dst)
-	if err != nil {
-		return fmt.Errorf("%w: %w", err, ErrUsage)
-	}
+	sref, dref := refs[0], refs[1]
 	if encrypts && !dref.CarriesEncryption() {
 		return transport.ErrSinkCannotCarry(dref)
 	}

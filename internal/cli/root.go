@@ -53,6 +53,10 @@ func NewRoot() *cobra.Command {
 		newCtdDecoderCmd(),
 		newRuntimeCmd(),
 	)
+	root.Long = root.Short + "\n\n" + exitCodesHelp()
+	root.Version = versionString() // --version
+	root.SetVersionTemplate("{{.Version}}\n")
+	usageErrors(root)
 	return root
 }
 
