@@ -16,7 +16,7 @@ func main() {
 	err := cli.NewRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "coffer:", err)
+		fmt.Fprintln(os.Stderr, "coffer:", cli.Explain(err))
 		os.Exit(cli.ExitCode(err)) // the README's and `coffer --help`'s table
 	}
 }

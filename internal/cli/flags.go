@@ -28,8 +28,13 @@ func (f *registryFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&f.jobs, "jobs", 4, "layers transferred in parallel")
 }
 
-func (f *registryFlags) options() []transport.Option {
+// options are the transport options of the flags and of the command's
+// TLS trust (--cacert; --insecure verifies nothing anyway).
+func (f *registryFlags) options(ctx context.Context) []transport.Option {
 	opts := []transport.Option{transport.WithInsecure(f.insecure), transport.WithJobs(f.jobs)}
+	if rt := trustOf(ctx).roundTripper(); rt != nil && !f.insecure {
+		opts = append(opts, transport.WithTransport(rt))
+	}
 	if f.creds != "" {
 		opts = append(opts, transport.WithCreds(f.creds))
 	}
@@ -119,7 +124,7 @@ func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []im
 		return transport.ErrSinkCannotCarry(dref)
 	}
 	p := newProgress(cmd.ErrOrStderr())
-	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(), append(opts, imagecrypt.WithProgress(p.layerDone))...)
+	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(cmd.Context()), append(opts, imagecrypt.WithProgress(p.layerDone))...)
 	p.finish()
 	if err != nil {
 		return err

@@ -64,7 +64,7 @@ func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst st
 	if err != nil {
 		return nil, fmt.Errorf("--key-id: %w", err)
 	}
-	c, err := f.admin()
+	c, err := f.admin(cmd.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -74,12 +74,12 @@ func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst st
 	})
 }
 
-func (f *kbsKeyFlags) admin() (*adminclient.Client, error) {
+func (f *kbsKeyFlags) admin(ctx context.Context) (*adminclient.Client, error) {
 	key, err := adminclient.LoadKey(f.adminKey)
 	if err != nil {
 		return nil, err
 	}
-	return adminclient.New(f.url, key)
+	return adminclient.New(f.url, key, adminTrust(ctx)...)
 }
 
 // wrapper returns nil when --kbs is not set. The KEK it wraps with is
@@ -102,7 +102,7 @@ func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, func(contex
 	if f.replace {
 		slog.Warn("--replace-key: the broker's key at this id is replaced; images encrypted under the old key can no longer be decrypted", "key-id", f.keyID)
 	}
-	c, err := f.admin()
+	c, err := f.admin(ctx)
 	if err != nil {
 		return nil, noop, err
 	}
@@ -129,24 +129,4 @@ func kekError(keyID string, err error) error {
 		return fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
 	}
 	return fmt.Errorf("registering the image key in the broker (--key-id %s): %w", keyID, err)
-}
-
-// RegisterKEK registers a fresh KEK in the broker under keyID
-// (adminclient.RegisterKEK: create-only unless replace) and returns the
-// attestation-agent wrapper using it. The KEK is never written to disk.
-func RegisterKEK(ctx context.Context, url, adminKeyPath, keyID string, replace bool) (keywrap.Wrapper, error) {
-	key, err := adminclient.LoadKey(adminKeyPath)
-	if err != nil {
-		return nil, err
-	}
-	c, err := adminclient.New(url, key)
-	if err != nil {
-		return nil, err
-	}
-	kek, kid, err := c.RegisterKEK(ctx, keyID, replace)
-	if err != nil {
-		return nil, kekError(keyID, err)
-	}
-	defer clear(kek)
-	return aa.NewWrapper(kek, kid)
 }

@@ -22,12 +22,14 @@ func NewRoot() *cobra.Command {
 	}
 	var verbose bool
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log progress to stderr (default: warnings and errors only)")
-	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+	addTrustFlags(root)
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		level := slog.LevelWarn
 		if verbose {
 			level = slog.LevelInfo
 		}
 		slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})))
+		return withTrust(cmd)
 	}
 	kbsCmd := newKBSCmd()
 	kbsCmd.AddCommand(newKBSClientCmds()...)

@@ -40,6 +40,7 @@ whole image authenticated and matched the flavor's digest.`,
 					return err
 				}
 			}
+			r.HTTP = trustOf(cmd.Context()).httpClient(2 * time.Minute)
 			f, err := wla.DecryptImage(cmd.Context(), r)
 			if err != nil {
 				return err
