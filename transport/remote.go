@@ -113,7 +113,7 @@ func registryError(op string, r dockerRef, err error) error {
 	case strings.Contains(err.Error(), "http: server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%s %s: registry %s speaks plain HTTP: pass --insecure", op, r, host)
 	case strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:"):
-		return fmt.Errorf("%s %s: TLS failure with %s (pass --insecure for a test registry): %s", op, r, host, oneLine(err.Error()))
+		return fmt.Errorf("%s %s: TLS failure with %s (trust a private CA with --cacert FILE or COFFER_CACERT; --insecure for a test registry): %s", op, r, host, oneLine(err.Error()))
 	}
 	if errors.As(err, &terr) && terr.StatusCode == 0 {
 		return fmt.Errorf("%s %s: %s", op, r, oneLine(err.Error()))

@@ -22,8 +22,8 @@ func TestExitCodes(t *testing.T) {
 		spec.ErrExists:       8,
 		spec.ErrUnauthorized: 9,
 	} {
-		if got := exitCode(fmt.Errorf("layer 0: %w", err)); got != want {
-			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
+		if got := cli.ExitCode(fmt.Errorf("layer 0: %w", err)); got != want {
+			t.Errorf("ExitCode(%v) = %d, want %d", err, got, want)
 		}
 	}
 }

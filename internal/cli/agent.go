@@ -37,7 +37,7 @@ unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.
 			if (wrapKEK == "") != (wrapKID == "") {
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
 			}
-			c, err := kbs.client()
+			c, err := kbs.client(cmd.Context())
 			if err != nil {
 				return err
 			}

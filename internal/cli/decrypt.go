@@ -24,6 +24,9 @@ Keys: FILE[:pass=PASSWORD|:file=PASSFILE|:fd=N] (PKCS#8, PKCS#1, SEC1, JWK, Open
 pkcs7 needs the certificate too), provider:NAME (OCICRYPT_KEYPROVIDER_CONFIG).`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := parseRefs(args...); err != nil {
+				return err
+			}
 			unw, err := keys.unwrappers(cmd.Context())
 			if err != nil {
 				return err

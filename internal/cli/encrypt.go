@@ -29,6 +29,9 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
   coffer encrypt --kbs http://127.0.0.1:8080 --admin-key admin.key --key-id default/image_key/app --pin SRC DST`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := parseRefs(args...); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			if err := kbs.checkPin(); err != nil {
 				return err
@@ -37,7 +40,8 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			if kw, err := kbs.wrapper(ctx); err != nil {
+			kw, registerKEK, err := kbs.wrapper(ctx)
+			if err != nil {
 				return err
 			} else if kw != nil {
 				wrappers = append(wrappers, kw)
@@ -58,7 +62,10 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			return imageJob(cmd, args[0], args[1], &reg, opts, t, true)
+			if err := imageJob(cmd, args[0], args[1], &reg, opts, t, true); err != nil {
+				return err
+			}
+			return registerKEK(ctx)
 		},
 	}
 	reg.AddFlags(cmd.Flags())
@@ -81,6 +88,9 @@ func newRekeyCmd() *cobra.Command {
 		Short: "Replace the recipient set of encrypted layers (key rotation); blobs unchanged",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := parseRefs(args...); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			wrappers, err := keys.wrappers(ctx)
 			if err != nil {

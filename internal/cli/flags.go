@@ -28,8 +28,13 @@ func (f *registryFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&f.jobs, "jobs", 4, "layers transferred in parallel")
 }
 
-func (f *registryFlags) options() []transport.Option {
+// options are the transport options of the flags and of the command's
+// TLS trust (--cacert; --insecure verifies nothing anyway).
+func (f *registryFlags) options(ctx context.Context) []transport.Option {
 	opts := []transport.Option{transport.WithInsecure(f.insecure), transport.WithJobs(f.jobs)}
+	if rt := trustOf(ctx).roundTripper(); rt != nil && !f.insecure {
+		opts = append(opts, transport.WithTransport(rt))
+	}
 	if f.creds != "" {
 		opts = append(opts, transport.WithCreds(f.creds))
 	}
@@ -91,23 +96,35 @@ func (f *keyFlags) wrappers(ctx context.Context) ([]keywrap.Wrapper, error) {
 	return recipients.ParseRecipients(ctx, f.recipients, keyEnv())
 }
 
+// parseRefs parses image references before any other work (keys, broker),
+// so that a mistyped reference fails first: an unknown transport with exit
+// 7 (unsupported), any other malformed reference with 2 (usage).
+func parseRefs(refs ...string) ([]transport.Reference, error) {
+	out := make([]transport.Reference, len(refs))
+	for i, s := range refs {
+		r, err := transport.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", err, ErrUsage)
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
 // imageJob reads SRC, transforms it and writes DST (imagecrypt.Copy),
 // with a layer counter on a terminal. encrypts: the output holds encrypted
 // layers, so a sink that cannot carry them is refused before any work.
 func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, t imagecrypt.Transform, encrypts bool) error {
-	sref, err := transport.Parse(src)
+	refs, err := parseRefs(src, dst)
 	if err != nil {
-		return fmt.Errorf("%w: %w", err, ErrUsage)
+		return err
 	}
-	dref, err := transport.Parse(dst)
-	if err != nil {
-		return fmt.Errorf("%w: %w", err, ErrUsage)
-	}
+	sref, dref := refs[0], refs[1]
 	if encrypts && !dref.CarriesEncryption() {
 		return transport.ErrSinkCannotCarry(dref)
 	}
 	p := newProgress(cmd.ErrOrStderr())
-	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(), append(opts, imagecrypt.WithProgress(p.layerDone))...)
+	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(cmd.Context()), append(opts, imagecrypt.WithProgress(p.layerDone))...)
 	p.finish()
 	if err != nil {
 		return err

@@ -29,7 +29,7 @@ func newInspectCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%w: %w", err, ErrUsage)
 			}
-			a, closeSrc, err := transport.Read(ctx, ref, reg.options()...)
+			a, closeSrc, err := transport.Read(ctx, ref, reg.options(cmd.Context())...)
 			if err != nil {
 				return err
 			}

@@ -55,11 +55,11 @@ func kbsAdmin(cmd *cobra.Command) (*adminclient.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
-		return adminclient.NewWithToken(url, string(tok))
+		return adminclient.NewWithToken(url, string(tok), adminTrust(cmd.Context())...)
 	}
 	key, err := adminclient.LoadKey(keyFile)
 	if err != nil {
 		return nil, err
 	}
-	return adminclient.New(url, key)
+	return adminclient.New(url, key, adminTrust(cmd.Context())...)
 }

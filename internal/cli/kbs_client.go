@@ -27,7 +27,7 @@ func newKBSClientCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := f.client()
+			c, err := f.client(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -52,7 +52,7 @@ func newKBSClientCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := f.client()
+			c, err := f.client(cmd.Context())
 			if err != nil {
 				return err
 			}

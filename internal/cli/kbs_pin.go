@@ -43,7 +43,7 @@ without it the registry is trusted at this moment: compare the digest printed.`,
 			if err != nil {
 				return err
 			}
-			p, err := imagepolicy.PinImage(cmd.Context(), ref, c, repo, want, reg.options()...)
+			p, err := imagepolicy.PinImage(cmd.Context(), ref, c, repo, want, reg.options(cmd.Context())...)
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -35,7 +36,7 @@ func addTPMFlag(fs *pflag.FlagSet, addr *string) {
 }
 
 // client returns nil when no broker is configured.
-func (f *kbsClientFlags) client() (*client.Client, error) {
+func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
 	if f.url == "" {
 		f.url = os.Getenv("COFFER_KBS_URL")
 	}
@@ -51,7 +52,11 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 	}
 	// --url A,B,…: replicas of one broker; a failed step moves to the next.
 	urls := strings.Split(f.url, ",")
-	return client.New(urls[0], client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...))
+	opts := []client.Option{client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...)}
+	if hc := trustOf(ctx).httpClient(30 * time.Second); hc != nil {
+		opts = append(opts, client.WithHTTPClient(hc))
+	}
+	return client.New(urls[0], opts...)
 }
 
 // attesterFunc returns the attester the flags select.
@@ -68,8 +73,8 @@ func (f *kbsClientFlags) attester() (evidence.Attester, error) {
 // command (a pull): each key is fetched once however many layers use it.
 // The client is returned too, for the digest pin and policy (one
 // attestation serves all).
-func (f *kbsClientFlags) unwrapper() (keywrap.Unwrapper, *client.Client, error) {
-	c, err := f.client()
+func (f *kbsClientFlags) unwrapper(ctx context.Context) (keywrap.Unwrapper, *client.Client, error) {
+	c, err := f.client(ctx)
 	if c == nil || err != nil {
 		return nil, nil, err
 	}

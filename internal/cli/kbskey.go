@@ -64,7 +64,7 @@ func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst st
 	if err != nil {
 		return nil, fmt.Errorf("--key-id: %w", err)
 	}
-	c, err := f.admin()
+	c, err := f.admin(cmd.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -74,53 +74,59 @@ func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst st
 	})
 }
 
-func (f *kbsKeyFlags) admin() (*adminclient.Client, error) {
+func (f *kbsKeyFlags) admin(ctx context.Context) (*adminclient.Client, error) {
 	key, err := adminclient.LoadKey(f.adminKey)
 	if err != nil {
 		return nil, err
 	}
-	return adminclient.New(f.url, key)
+	return adminclient.New(f.url, key, adminTrust(ctx)...)
 }
 
-// wrapper returns nil when --kbs is not set.
-func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, error) {
+// wrapper returns nil when --kbs is not set. The KEK it wraps with is
+// stored in the broker only by the returned commit, after DST is written:
+// a failed or killed run leaves nothing in the broker that blocks its retry.
+func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, func(context.Context) error, error) {
+	noop := func(context.Context) error { return nil }
 	if f.url == "" {
 		if f.keyID != "" {
-			return nil, fmt.Errorf("--key-id needs --kbs: %w", ErrUsage)
+			return nil, noop, fmt.Errorf("--key-id needs --kbs: %w", ErrUsage)
 		}
-		return nil, nil
+		return nil, noop, nil
 	}
 	if f.adminKey == "" {
 		f.adminKey = os.Getenv("COFFER_KBS_ADMIN_KEY")
 	}
 	if f.adminKey == "" || f.keyID == "" {
-		return nil, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
+		return nil, noop, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
 	}
 	if f.replace {
 		slog.Warn("--replace-key: the broker's key at this id is replaced; images encrypted under the old key can no longer be decrypted", "key-id", f.keyID)
 	}
-	return RegisterKEK(ctx, f.url, f.adminKey, f.keyID, f.replace)
+	c, err := f.admin(ctx)
+	if err != nil {
+		return nil, noop, err
+	}
+	p, err := c.PrepareKEK(ctx, f.keyID, f.replace)
+	if err != nil {
+		return nil, noop, kekError(f.keyID, err)
+	}
+	w, err := aa.NewWrapper(p.Key, p.KID)
+	if err != nil {
+		p.Discard()
+		return nil, noop, err
+	}
+	return w, func(ctx context.Context) error {
+		if err := p.Commit(ctx); err != nil {
+			return fmt.Errorf("the image was written, but %w; run the same command again", kekError(f.keyID, err))
+		}
+		slog.Info("registered the image key in the broker", "key-id", p.KID)
+		return nil
+	}, nil
 }
 
-// RegisterKEK registers a fresh KEK in the broker under keyID
-// (adminclient.RegisterKEK: create-only unless replace) and returns the
-// attestation-agent wrapper using it. The KEK is never written to disk.
-func RegisterKEK(ctx context.Context, url, adminKeyPath, keyID string, replace bool) (keywrap.Wrapper, error) {
-	key, err := adminclient.LoadKey(adminKeyPath)
-	if err != nil {
-		return nil, err
+func kekError(keyID string, err error) error {
+	if errors.Is(err, spec.ErrExists) {
+		return fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
 	}
-	c, err := adminclient.New(url, key)
-	if err != nil {
-		return nil, err
-	}
-	kek, kid, err := c.RegisterKEK(ctx, keyID, replace)
-	switch {
-	case errors.Is(err, spec.ErrExists):
-		return nil, fmt.Errorf("the broker already holds a key at %s (images encrypted under it need it): choose another --key-id, or pass --replace-key to replace it and make those images undecryptable: %w", keyID, spec.ErrExists)
-	case err != nil:
-		return nil, fmt.Errorf("registering the image key in the broker (--key-id %s): %w", keyID, err)
-	}
-	defer clear(kek)
-	return aa.NewWrapper(kek, kid)
+	return fmt.Errorf("registering the image key in the broker (--key-id %s): %w", keyID, err)
 }

@@ -23,7 +23,7 @@ in the encryption parameters. Configure it in OCICRYPT_KEYPROVIDER_CONFIG:
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var h keyprovider.Handler = aa.NewHandler(nil)
-			c, err := kbs.client()
+			c, err := kbs.client(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -47,17 +47,17 @@ for it pull warns, or refuses under --require-signature.`,
 			if err != nil {
 				return err
 			}
-			bu, bc, err := kbs.unwrapper()
+			bu, bc, err := kbs.unwrapper(ctx)
 			if err != nil {
 				return err
 			} else if bu != nil {
 				unw = append(unw, bu)
 			}
-			chk, err := integ.checker(ctx, bc, reg.options(), false)
+			chk, err := integ.checker(ctx, bc, reg.options(cmd.Context()), false)
 			if err != nil {
 				return err
 			}
-			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options()...), pull.WithVerify(chk.Verify),
+			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options(cmd.Context())...), pull.WithVerify(chk.Verify),
 				pull.WithLogger(slog.Default()), pull.WithUnpack(unpack.WithMaxFileSize(maxFile.n), unpack.WithMaxRootfsSize(maxTotal.n))}
 			if platform != "" {
 				p, err := v1.ParsePlatform(platform)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -21,12 +22,14 @@ func NewRoot() *cobra.Command {
 	}
 	var verbose bool
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log progress to stderr (default: warnings and errors only)")
-	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+	addTrustFlags(root)
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		level := slog.LevelWarn
 		if verbose {
 			level = slog.LevelInfo
 		}
 		slog.SetDefault(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})))
+		return withTrust(cmd)
 	}
 	kbsCmd := newKBSCmd()
 	kbsCmd.AddCommand(newKBSClientCmds()...)
@@ -52,6 +55,10 @@ func NewRoot() *cobra.Command {
 		newCtdDecoderCmd(),
 		newRuntimeCmd(),
 	)
+	root.Long = root.Short + "\n\n" + exitCodesHelp()
+	root.Version = versionString() // --version
+	root.SetVersionTemplate("{{.Version}}\n")
+	usageErrors(root)
 	return root
 }
 
@@ -73,9 +80,18 @@ func newVersionCmd() *cobra.Command {
 
 // versionString is "coffer VERSION (commit REV[+dirty], TIME) GOVERSION".
 func versionString() string {
-	v, rev, at, dirty, gov := Version, Commit, "", "", runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
+	bi, _ := debug.ReadBuildInfo()
+	return formatVersion(Version, Commit, bi)
+}
+
+// formatVersion renders the version from the -ldflags stamps, falling back
+// to what Go recorded in the binary: the module version (`go install
+// …@v1.2.3` or a pseudo-version), vcs.revision/vcs.time/vcs.modified (plain
+// `go build` in a clone). A pseudo-version carries its commit's prefix.
+func formatVersion(v, rev string, bi *debug.BuildInfo) string {
+	at, dirty, gov := "", "", runtime.Version()
+	if bi != nil {
+		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			v = bi.Main.Version
 		}
 		for _, s := range bi.Settings {
@@ -93,11 +109,38 @@ func versionString() string {
 			}
 		}
 	}
+	if rev == "" {
+		rev = pseudoVersionRev(v)
+	}
 	if v == "" {
 		v = "(devel)"
 	}
 	if rev == "" {
-		rev = "unknown"
+		if v != "(devel)" { // a tagged module install: the tag names the commit
+			return fmt.Sprintf("coffer %s %s", v, gov)
+		}
+		rev = "unknown (build with make build, or go build in a git clone)"
 	}
 	return fmt.Sprintf("coffer %s (commit %s%s%s) %s", v, rev, dirty, at, gov)
+}
+
+// pseudoVersionRev is the 12-hex commit prefix of a Go pseudo-version
+// (v0.0.0-20261207015033-e5be0ba83651[+incompatible]), else "".
+func pseudoVersionRev(v string) string {
+	v, _, _ = strings.Cut(v, "+")
+	i := strings.LastIndexByte(v, '-')
+	if i < 0 || len(v)-i-1 != 12 {
+		return ""
+	}
+	h := v[i+1:]
+	for _, c := range h {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return ""
+		}
+	}
+	// the part before is a 14-digit timestamp (…-YYYYMMDDhhmmss or ….0.YYYYMMDDhhmmss)
+	if j := i - 14; j < 1 || strings.Trim(v[j:i], "0123456789") != "" {
+		return ""
+	}
+	return h
 }

@@ -48,7 +48,7 @@ Enforce it on the trusted side with a sigstoreSigned policy (--policy).`,
 			if !ok {
 				return fmt.Errorf("%s holds no signing key (want a cosign, EC, RSA or Ed25519 private key): %w", keyFile, spec.ErrUnsupported)
 			}
-			opts := []imagepolicy.SignOption{imagepolicy.WithSignTransport(reg.options()...)}
+			opts := []imagepolicy.SignOption{imagepolicy.WithSignTransport(reg.options(cmd.Context())...)}
 			if identity != "" {
 				opts = append(opts, imagepolicy.WithSignedIdentity(identity))
 			}

@@ -33,11 +33,11 @@ IMAGE. Unlike pull, an image nothing vouches for is an error (exit 5).`,
 			if err != nil {
 				return fmt.Errorf("%w: %w", err, ErrUsage)
 			}
-			c, err := kbs.client()
+			c, err := kbs.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			chk, err := integ.checker(ctx, c, reg.options(), true)
+			chk, err := integ.checker(ctx, c, reg.options(cmd.Context()), true)
 			if err != nil {
 				return err
 			}

@@ -58,6 +58,7 @@ must come with the broker's transfer proof for this host's own attestation, sign
 			if r.LoopbackHTTP {
 				slog.Warn("INSECURE: --insecure-loopback-http: talking plain http to a loopback WLS (tests and demos only)")
 			}
+			r.HTTP = trustOf(cmd.Context()).httpClient(2 * time.Minute)
 			f, err := wla.DecryptImage(cmd.Context(), r)
 			if err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,7 +40,7 @@ func newWLSCmd() *cobra.Command {
 	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string
-	client := func() (*wls.Client, error) {
+	client := func(cmd *cobra.Command) (*wls.Client, error) {
 		if url == "" || adminKey == "" {
 			return nil, fmt.Errorf("--url and --admin-key are required: %w", ErrUsage)
 		}
@@ -47,14 +48,14 @@ func newWLSCmd() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		return wls.NewClient(url, k, nil), nil
+		return wls.NewClient(url, k, trustOf(cmd.Context()).httpClient(2*time.Minute)), nil
 	}
 	addFlavor := &cobra.Command{
 		Use:   "add-flavor --url URL --admin-key KEY FLAVOR.json",
 		Short: "Upload a signed flavor; prints its id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
+			c, err := client(cmd)
 			if err != nil {
 				return err
 			}
@@ -81,7 +82,7 @@ func newWLSCmd() *cobra.Command {
 			if !flavor.ValidID(imageID) || !flavor.ValidID(flavorID) {
 				return fmt.Errorf("--image-id and --flavor-id must be UUIDs: %w", ErrUsage)
 			}
-			c, err := client()
+			c, err := client(cmd)
 			if err != nil {
 				return err
 			}

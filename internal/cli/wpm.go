@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/secl/wpm"
 )
@@ -28,6 +29,15 @@ Both files are committed atomically; the flavor id is printed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlavorFlags(r.Label, r.Input, r.Output, r.FlavorOut, r.BrokerURL, r.AdminKeyFile, r.SigningKeyFile); err != nil {
 				return err
+			}
+			if hc := trustOf(cmd.Context()).httpClient(0); hc != nil { // --cacert for the broker
+				k, err := adminclient.LoadKey(r.AdminKeyFile)
+				if err != nil {
+					return err
+				}
+				if r.Admin, err = adminclient.New(r.BrokerURL, k, adminclient.WithHTTPClient(hc)); err != nil {
+					return err
+				}
 			}
 			f, err := wpm.CreateImageFlavor(cmd.Context(), r)
 			if err != nil {
@@ -51,7 +61,7 @@ Both files are committed atomically; the flavor id is printed.`,
 			if err := requireFlavorFlags(c.Label, c.Source, c.Dest, c.FlavorOut, c.BrokerURL, c.AdminKeyFile, c.SigningKeyFile); err != nil {
 				return err
 			}
-			c.TransportOptions = reg.options()
+			c.TransportOptions = reg.options(cmd.Context())
 			f, err := wpm.CreateContainerImageFlavor(cmd.Context(), c)
 			if err != nil {
 				return err

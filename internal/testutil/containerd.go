@@ -127,8 +127,17 @@ func (c *Containerd) Log() string {
 	return string(b)
 }
 
-// Ctr runs ctr against this daemon in namespace ns.
+// Ctr runs ctr against this daemon in namespace ns. `ctr run` gets the
+// runc shim and runc's path explicitly: a node with crun installed may
+// otherwise pick a runtime that refuses this machine's hybrid cgroups.
 func (c *Containerd) Ctr(ctx context.Context, ns string, args ...string) (string, error) {
+	if len(args) > 0 && args[0] == "run" {
+		runc, err := exec.LookPath("runc")
+		if err != nil {
+			return "", fmt.Errorf("ctr run: %w", err)
+		}
+		args = append([]string{"run", "--runtime", "io.containerd.runc.v2", "--runc-binary", runc}, args[1:]...)
+	}
 	cmd := exec.CommandContext(ctx, "ctr", append([]string{"-a", c.Address, "-n", ns}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
