@@ -68,7 +68,10 @@ every other byte of the file is kept. Stream processors that decrypt the same
 media types (imgcrypt's ctd-decoder) are replaced. Creates the key directory
 (0700). Re-running merges: options given replace the installed ones, the
 others are kept (give --keyprovider-config "" or --per-namespace-keys=false to
-remove one). Restart containerd afterwards.`,
+remove one). --cri also writes the CRI plugin's settings for Kubernetes'
+node key model (image_decryption key_model "node", restrict_oom_score_adj,
+optional sandbox image and plain-http mirrors for loopback registries; see
+docs/kubernetes.md). Restart containerd afterwards.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"containerd"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -106,6 +109,18 @@ remove one). Restart containerd afterwards.`,
 				if set("per-namespace-keys") {
 					cur.PerNamespace = in.PerNamespace
 				}
+				if set("per-image-keys") {
+					cur.PerImage = in.PerImage
+				}
+				if set("cri") {
+					cur.CRI = in.CRI
+				}
+				if set("sandbox-image") {
+					cur.SandboxImage = in.SandboxImage
+				}
+				if set("local-registry") {
+					cur.Mirrors = in.Mirrors
+				}
 			})
 			if err != nil {
 				return err
@@ -125,6 +140,10 @@ remove one). Restart containerd afterwards.`,
 	f.StringVar(&in.ContainerdRoot, "containerd-root", nodecfg.DefaultContainerdRoot, "containerd's root directory")
 	f.StringVar(&in.KeyProviderConfig, "keyprovider-config", "", "ocicrypt keyprovider config for the decoder (OCICRYPT_KEYPROVIDER_CONFIG), e.g. coffer agent's")
 	f.BoolVar(&in.PerNamespace, "per-namespace-keys", false, "per-tenant keys: KEYS_PATH/<containerd namespace>/")
+	f.BoolVar(&in.PerImage, "per-image-keys", false, "per-tenant keys under Kubernetes: KEYS_PATH/by-image/<registry>/<path prefix>/ serve pulls of references under that prefix")
+	f.BoolVar(&in.CRI, "cri", false, "also write the CRI plugin's settings (node key model) for kubelet / crictl")
+	f.StringVar(&in.SandboxImage, "sandbox-image", "", "with --cri: CRI's pod sandbox (pause) image")
+	f.StringSliceVar(&in.Mirrors, "local-registry", nil, "with --cri: a loopback registry HOST:PORT that CRI reaches over plain http (repeatable)")
 	f.StringVar(&in.Socket, "containerd-address", nodecfg.DefaultContainerdSocket, "containerd's socket (for --per-namespace-keys)")
 	return cmd
 }

@@ -54,12 +54,17 @@ func installedIn(data []byte) (in Install, found bool, err error) {
 			in.Socket = val()
 		case "--per-namespace-keys":
 			in.PerNamespace = true
+		case "--per-image-keys":
+			in.PerImage = true
 		}
 	}
 	for _, e := range sp.Env {
 		if v, ok := strings.CutPrefix(e, "OCICRYPT_KEYPROVIDER_CONFIG="); ok {
 			in.KeyProviderConfig = v
 		}
+	}
+	if err := criInstalled(data, &in); err != nil {
+		return Install{}, false, err
 	}
 	return in, true, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func TestUpdateKeepsEarlierOptions(t *testing.T) {
 		t.Fatalf("Installed: %v %v", found, err)
 	}
 	want, _ := first.withDefaults()
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Installed = %+v, want %+v", got, want)
 	}
 	// The second run names one option: the others stay.
@@ -35,7 +36,7 @@ func TestUpdateKeepsEarlierOptions(t *testing.T) {
 	}
 	got, _, _ = Installed(cfg)
 	want.PerNamespace = true
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("after adding per-namespace keys: %+v, want %+v", got, want)
 	}
 	data, _ := os.ReadFile(cfg)
