@@ -16,6 +16,7 @@ func newCtdDecoderCmd() *cobra.Command {
 		containerdRoot string
 		spoolDir       string
 		perNamespace   bool
+		perImage       bool
 		address        string
 		snapshotters   []string
 	)
@@ -32,6 +33,9 @@ Without a payload (plain ctr images import|pull) the layer's descriptor is
 found in containerd's content store under --containerd-root.
 --per-namespace-keys: keys of KEYS_PATH/<namespace>/ serve only the containerd
 namespace that is extracting the layer (files directly in KEYS_PATH serve all).
+--per-image-keys (Kubernetes: CRI pulls every image in namespace k8s.io): keys
+of KEYS_PATH/by-image/<registry>/<path prefix>/ serve only pulls of image
+references under that prefix (CRI's snapshot label; see docs/kubernetes.md).
 The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,6 +55,9 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 			if perNamespace {
 				opts = append(opts, ctddecoder.WithPerNamespaceKeys())
 			}
+			if perImage {
+				opts = append(opts, ctddecoder.WithPerImageKeys())
+			}
 			_, err := ctddecoder.Decode(cmd.Context(), cmd.OutOrStdout(), cmd.InOrStdin(), opts...)
 			if err != nil {
 				holdStdout()
@@ -61,6 +68,7 @@ The input media type comes from STREAM_PROCESSOR_MEDIATYPE.`,
 	cmd.Flags().StringArrayVar(&keyDirs, "decryption-keys-path", nil, "directory of private key files (node key model; repeatable)")
 	cmd.Flags().StringVar(&containerdRoot, "containerd-root", "/var/lib/containerd", `containerd's root directory, to find a layer's descriptor when containerd sends no payload ("" disables)`)
 	cmd.Flags().BoolVar(&perNamespace, "per-namespace-keys", false, "per-tenant keys: also use KEYS_PATH/<namespace>/ of the containerd namespace extracting the layer (asked from --containerd-address)")
+	cmd.Flags().BoolVar(&perImage, "per-image-keys", false, "per-tenant keys under CRI: also use KEYS_PATH/by-image/<registry>/<path prefix>/ of the image reference CRI is pulling (asked from --containerd-address)")
 	cmd.Flags().StringVar(&address, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket, asked which layer is being extracted (saves a pass over the layer; needed by --per-namespace-keys; \"\" disables)")
 	cmd.Flags().StringArrayVar(&snapshotters, "snapshotter", nil, "snapshotter to search for the extraction (repeatable; default overlayfs and native)")
 	cmd.Flags().StringVar(&spoolDir, "spool-dir", "", "directory for the spooled ciphertext (default $TMPDIR or /tmp)")

@@ -66,14 +66,19 @@ func newRuntimeInstallCmd() *cobra.Command {
 		Long: `Add (or update) coffer's stream-processor stanza in containerd's config.toml;
 every other byte of the file is kept. Stream processors that decrypt the same
 media types (imgcrypt's ctd-decoder) are replaced. Creates the key directory
-(0700). Restart containerd afterwards.`,
+(0700). Re-running merges: options given replace the installed ones, the
+others are kept (give --keyprovider-config "" or --per-namespace-keys=false to
+remove one). --cri also writes the CRI plugin's settings for Kubernetes'
+node key model (image_decryption key_model "node", restrict_oom_score_adj,
+optional sandbox image and plain-http mirrors for loopback registries; see
+docs/kubernetes.md). Restart containerd afterwards.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"containerd"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] != "containerd" {
 				return fmt.Errorf("runtime %q: only containerd is installed this way (CRI-O and podman read decryption_keys_path / --decryption-key): %w", args[0], ErrUsage)
 			}
-			if in.Coffer == "" {
+			if !cmd.Flags().Changed("coffer") {
 				exe, err := os.Executable()
 				if err != nil {
 					return err
@@ -82,12 +87,46 @@ media types (imgcrypt's ctd-decoder) are replaced. Creates the key directory
 					return err
 				}
 			}
-			changed, err := nodecfg.InstallContainerd(config, in)
+			// Merge: flags given now replace the installed settings; the
+			// others stay as the last install wrote them.
+			set := cmd.Flags().Changed
+			changed, err := nodecfg.UpdateContainerd(config, func(cur *nodecfg.Install) {
+				if set("coffer") || cur.Coffer == "" {
+					cur.Coffer = in.Coffer
+				}
+				if set("keys-path") || cur.KeysPath == "" {
+					cur.KeysPath = in.KeysPath
+				}
+				if set("containerd-root") || cur.ContainerdRoot == "" {
+					cur.ContainerdRoot = in.ContainerdRoot
+				}
+				if set("containerd-address") || cur.Socket == "" {
+					cur.Socket = in.Socket
+				}
+				if set("keyprovider-config") {
+					cur.KeyProviderConfig = in.KeyProviderConfig
+				}
+				if set("per-namespace-keys") {
+					cur.PerNamespace = in.PerNamespace
+				}
+				if set("per-image-keys") {
+					cur.PerImage = in.PerImage
+				}
+				if set("cri") {
+					cur.CRI = in.CRI
+				}
+				if set("sandbox-image") {
+					cur.SandboxImage = in.SandboxImage
+				}
+				if set("local-registry") {
+					cur.Mirrors = in.Mirrors
+				}
+			})
 			if err != nil {
 				return err
 			}
 			if !changed {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s already runs %s ctd-decoder: nothing to do\n", config, in.Coffer)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s already has these settings: nothing to do\n", config)
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote coffer's stream processors to %s; restart containerd (systemctl restart containerd)\n", config)
@@ -101,6 +140,10 @@ media types (imgcrypt's ctd-decoder) are replaced. Creates the key directory
 	f.StringVar(&in.ContainerdRoot, "containerd-root", nodecfg.DefaultContainerdRoot, "containerd's root directory")
 	f.StringVar(&in.KeyProviderConfig, "keyprovider-config", "", "ocicrypt keyprovider config for the decoder (OCICRYPT_KEYPROVIDER_CONFIG), e.g. coffer agent's")
 	f.BoolVar(&in.PerNamespace, "per-namespace-keys", false, "per-tenant keys: KEYS_PATH/<containerd namespace>/")
+	f.BoolVar(&in.PerImage, "per-image-keys", false, "per-tenant keys under Kubernetes: KEYS_PATH/by-image/<registry>/<path prefix>/ serve pulls of references under that prefix")
+	f.BoolVar(&in.CRI, "cri", false, "also write the CRI plugin's settings (node key model) for kubelet / crictl")
+	f.StringVar(&in.SandboxImage, "sandbox-image", "", "with --cri: CRI's pod sandbox (pause) image")
+	f.StringSliceVar(&in.Mirrors, "local-registry", nil, "with --cri: a loopback registry HOST:PORT that CRI reaches over plain http (repeatable)")
 	f.StringVar(&in.Socket, "containerd-address", nodecfg.DefaultContainerdSocket, "containerd's socket (for --per-namespace-keys)")
 	return cmd
 }

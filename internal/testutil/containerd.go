@@ -63,6 +63,21 @@ type Containerd struct {
 // left mounted under its directories.
 func StartContainerd(t testing.TB, extra func(root string) string) *Containerd {
 	t.Helper()
+	return startContainerd(t, false, extra, nil)
+}
+
+// StartContainerdCRI is StartContainerd with containerd's CRI plugin on
+// (what kubelet and crictl talk to): its stream server on a free loopback
+// port, Debian's CNI plugins (containernetworking-plugins) with a conf dir
+// of its own. install edits the config file (c.Config) before the daemon
+// starts: tests run `coffer runtime install containerd --cri` on it.
+func StartContainerdCRI(t testing.TB, install func(c *Containerd)) *Containerd {
+	t.Helper()
+	return startContainerd(t, true, func(string) string { return "" }, install)
+}
+
+func startContainerd(t testing.TB, cri bool, extra func(root string) string, install func(*Containerd)) *Containerd {
+	t.Helper()
 	RequireTool(t, "containerd")
 	RequireTool(t, "ctr")
 	RequireTool(t, "runc")
@@ -75,10 +90,27 @@ func StartContainerd(t testing.TB, extra func(root string) string) *Containerd {
 	}
 	c := &Containerd{Dir: dir, Root: filepath.Join(dir, "root"), State: filepath.Join(dir, "state"), Address: filepath.Join(dir, "c.sock")}
 	c.Config = filepath.Join(dir, "config.toml")
+	disabled, criCfg := `"io.containerd.grpc.v1.cri", `, ""
+	if cri {
+		cniConf := filepath.Join(dir, "cni")
+		if err := os.Mkdir(cniConf, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := strings.Cut(FreeAddr(t), ":")
+		disabled = ""
+		criCfg = fmt.Sprintf(`[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    stream_server_address = "127.0.0.1"
+    stream_server_port = %q
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = %q
+`, port, cniConf)
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+disabled_plugins = [`+disabled+`"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
   address = %q
 [ttrpc]
@@ -87,9 +119,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
   address = ""
 [metrics]
   address = ""
-`, c.Root, c.State, c.Address, c.Address+".ttrpc") + extra(c.Root)
+`, c.Root, c.State, c.Address, c.Address+".ttrpc") + criCfg + extra(c.Root)
 	if err := os.WriteFile(c.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if install != nil {
+		install(c)
 	}
 	c.log = filepath.Join(dir, "containerd.log")
 	logf, err := os.Create(c.log)

@@ -22,8 +22,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
@@ -50,6 +52,9 @@ type Result struct {
 	// Namespace is the containerd namespace whose keys were used (with
 	// per-namespace keys).
 	Namespace string
+	// ImageRef is the image reference whose keys were used (with per-image
+	// keys).
+	ImageRef string
 	// Spooled says the ciphertext was written to a temp file; false when
 	// containerd's stored copy of the blob served instead.
 	Spooled bool
@@ -75,12 +80,12 @@ func Decode(ctx context.Context, dst io.Writer, src io.Reader, opts ...Option) (
 	if err != nil {
 		return Result{}, err
 	}
-	if o.perNamespace && (o.containerdRoot == "" || o.address == "") {
-		return Result{}, errors.New("per-namespace keys need containerd's root directory and socket (--containerd-root, --containerd-address)")
+	if (o.perNamespace || o.perImage) && (o.containerdRoot == "" || o.address == "") {
+		return Result{}, errors.New("per-namespace and per-image keys need containerd's root directory and socket (--containerd-root, --containerd-address)")
 	}
 	d := decoder{o: &o, payload: payload, plainMT: plainMT}
 	defer d.close()
-	if !o.perNamespace {
+	if !o.perNamespace && !o.perImage {
 		// Fail before reading the layer when no key can exist.
 		if err := d.keys(ctx, v1.Hash{}); err != nil {
 			return Result{}, err
@@ -98,6 +103,7 @@ type decoder struct {
 	spool     *os.File // holds the ciphertext: our temp file or the stored blob
 	spooled   bool     // spool is our temp file
 	namespace string
+	imageRef  string
 }
 
 // keys sets d.unw: every shared key source and, with per-namespace keys,
@@ -107,14 +113,28 @@ func (d *decoder) keys(ctx context.Context, dg v1.Hash) error {
 		return nil
 	}
 	var nsDirs []string
-	if d.o.perNamespace {
-		ns, err := d.requester(ctx, dg)
+	if d.o.perNamespace || d.o.perImage {
+		ex, err := d.requester(ctx, dg)
 		if err != nil {
 			return err
 		}
-		d.namespace = ns
-		for _, k := range d.o.keyDirs {
-			nsDirs = append(nsDirs, filepath.Join(k, ns))
+		if d.o.perNamespace {
+			d.namespace = ex.Namespace
+			for _, k := range d.o.keyDirs {
+				nsDirs = append(nsDirs, filepath.Join(k, ex.Namespace))
+			}
+		}
+		if d.o.perImage {
+			d.imageRef = ex.ImageRef
+			prefixes, err := refPrefixes(ex.ImageRef)
+			if err != nil {
+				return err
+			}
+			for _, k := range d.o.keyDirs {
+				for _, p := range prefixes {
+					nsDirs = append(nsDirs, filepath.Join(k, ByImageDir, p))
+				}
+			}
 		}
 	}
 	unw, skipped, err := d.o.unwrappers(d.payload, nsDirs...)
@@ -128,11 +148,16 @@ func (d *decoder) keys(ctx context.Context, dg v1.Hash) error {
 	return nil
 }
 
-// requester is the one containerd namespace extracting layer dg now.
-func (d *decoder) requester(ctx context.Context, dg v1.Hash) (string, error) {
+// requester is the one extraction of layer dg now: its namespace and, with
+// per-image keys, the image reference it is pulled for.
+func (d *decoder) requester(ctx context.Context, dg v1.Hash) (tenant.Extraction, error) {
+	what := "per-namespace keys"
+	if d.o.perImage {
+		what = "per-image keys"
+	}
 	cands, err := lookupLayer(ctx, d.o.containerdRoot, dg)
 	if err != nil {
-		return "", err
+		return tenant.Extraction{}, err
 	}
 	var chains []string
 	for _, c := range cands {
@@ -141,19 +166,80 @@ func (d *decoder) requester(ctx context.Context, dg v1.Hash) (string, error) {
 		}
 	}
 	if len(chains) == 0 {
-		return "", fmt.Errorf("per-namespace keys: no image config in containerd's content store gives layer %s a chain ID: %w", dg, spec.ErrNotFound)
+		return tenant.Extraction{}, fmt.Errorf("%s: no image config in containerd's content store gives layer %s a chain ID: %w", what, dg, spec.ErrNotFound)
 	}
-	nss, err := tenant.Requesters(ctx, d.o.address, d.o.snapshotters, chains)
+	all, err := tenant.Extractions(ctx, d.o.address, d.o.snapshotters)
 	if err != nil {
-		return "", fmt.Errorf("per-namespace keys: %w", err)
+		return tenant.Extraction{}, fmt.Errorf("%s: %w", what, err)
 	}
-	switch len(nss) {
-	case 0:
-		return "", fmt.Errorf("per-namespace keys: no containerd namespace is extracting layer %s: %w", dg, spec.ErrPolicyDenied)
-	case 1:
-		return nss[0], nil
+	var (
+		ex    []tenant.Extraction
+		names []string
+	)
+	for _, e := range all {
+		if !slices.Contains(chains, e.ChainID) {
+			continue
+		}
+		e.ChainID = ""
+		if !d.o.perNamespace {
+			e.Namespace = ""
+		}
+		if !d.o.perImage {
+			e.ImageRef = ""
+		}
+		if !slices.Contains(ex, e) {
+			ex = append(ex, e)
+			names = append(names, strings.Trim(e.Namespace+" "+printable(e.ImageRef), " "))
+		}
 	}
-	return "", fmt.Errorf("per-namespace keys: namespaces %s are extracting layer %s at the same time and their keys must not be mixed: retry: %w", strings.Join(nss, ", "), dg, spec.ErrPolicyDenied)
+	switch {
+	case len(ex) == 0:
+		return tenant.Extraction{}, fmt.Errorf("%s: nothing is extracting layer %s in containerd: %w", what, dg, spec.ErrPolicyDenied)
+	case len(ex) > 1:
+		slices.Sort(names)
+		return tenant.Extraction{}, fmt.Errorf("%s: %s are extracting layer %s at the same time and their keys must not be mixed: retry: %w", what, strings.Join(names, ", "), dg, spec.ErrPolicyDenied)
+	case d.o.perNamespace && d.o.perImage && ex[0].Namespace == ByImageDir:
+		return tenant.Extraction{}, fmt.Errorf("per-namespace keys: namespace %q is also the per-image key directory: use another namespace: %w", ByImageDir, spec.ErrPolicyDenied)
+	case d.o.perImage && ex[0].ImageRef == "":
+		return tenant.Extraction{}, fmt.Errorf("per-image keys: the extraction of layer %s names no image reference (only containerd's CRI plugin with disable_snapshot_annotations = false sets %s; `coffer runtime install containerd --cri --per-image-keys` does): %w", dg, tenant.CRIImageRefLabel, spec.ErrPolicyDenied)
+	}
+	return ex[0], nil
+}
+
+// ByImageDir is the subdirectory of a keys path holding per-image keys
+// (WithPerImageKeys).
+const ByImageDir = "by-image"
+
+// refPrefixes returns the key subdirectories of an image reference, most
+// specific first: registry/a/b, registry/a, registry. The reference must be
+// a valid one (the label comes from containerd, but is checked: it becomes
+// a path).
+func refPrefixes(ref string) ([]string, error) {
+	bad := fmt.Errorf("per-image keys: image reference %q is not valid: %w", printable(ref), spec.ErrPolicyDenied)
+	if _, err := name.ParseReference(ref, name.StrictValidation); err != nil {
+		return nil, bad
+	}
+	repo := ref
+	if i := strings.IndexByte(repo, '@'); i >= 0 {
+		repo = repo[:i]
+	}
+	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo = repo[:i]
+	}
+	parts := strings.Split(repo, "/")
+	if len(parts) < 2 {
+		return nil, bad
+	}
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." {
+			return nil, bad
+		}
+	}
+	var out []string
+	for i := len(parts); i >= 1; i-- {
+		out = append(out, filepath.Join(parts[:i]...))
+	}
+	return out, nil
 }
 
 func (d *decoder) close() {
@@ -229,6 +315,7 @@ func (d *decoder) run(ctx context.Context, dst io.Writer, src io.Reader, payload
 	}
 	res.Size = n
 	res.Namespace = d.namespace
+	res.ImageRef = d.imageRef
 	res.Spooled = d.spooled
 	return res, nil
 }

@@ -136,7 +136,7 @@ func (o *options) unwrappers(p *Payload, nsDirs ...string) ([]keywrap.Unwrapper,
 	for i, dir := range append(slices.Clone(o.keyDirs), nsDirs...) {
 		dm, s, err := dirMaterial(dir)
 		if i >= len(o.keyDirs) && errors.Is(err, fs.ErrNotExist) {
-			skipped = append(skipped, "no key directory "+dir+" for this namespace")
+			skipped = append(skipped, "no key directory "+dir+" for this namespace or image")
 			continue
 		}
 		if err != nil {

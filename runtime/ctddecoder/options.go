@@ -24,6 +24,7 @@ type options struct {
 	tempDir        string
 	extra          []keywrap.Unwrapper
 	perNamespace   bool
+	perImage       bool
 	address        string
 	snapshotters   []string
 }
@@ -125,6 +126,22 @@ func WithContainerdAddress(address string, snapshotters ...string) Option {
 // learn the layer's chain ID.
 func WithPerNamespaceKeys() Option {
 	return func(o *options) error { o.perNamespace = true; return nil }
+}
+
+// WithPerImageKeys turns on per-image-reference keys, the tenant scoping
+// that works under Kubernetes (where the CRI plugin pulls every pod's image
+// in the one namespace k8s.io): the decoder asks containerd for the
+// extraction snapshot of the layer and reads the image reference CRI is
+// pulling it for (tenant.CRIImageRefLabel; CRI sets it when its
+// disable_snapshot_annotations is false), and adds the keys of
+// <keys path>/by-image/<registry>/<path prefix>/ for every path-component
+// prefix of that reference's repository: 127.0.0.1:5000/team-a/app:v1 gets
+// by-image/127.0.0.1:5000/team-a/app/, …/team-a/ and …/127.0.0.1:5000/.
+// A layer being extracted for no reference, or for several at once, fails
+// with spec.ErrPolicyDenied. Needs WithContainerdRoot and
+// WithContainerdAddress.
+func WithPerImageKeys() Option {
+	return func(o *options) error { o.perImage = true; return nil }
 }
 
 // WithTempDir is where the ciphertext is spooled (an unlinked file: nothing

@@ -25,6 +25,7 @@ type CheckOption func(*checkOptions)
 type checkOptions struct {
 	containerd, crio string
 	dialTimeout      time.Duration
+	probeTimeout     time.Duration
 }
 
 // WithContainerdConfig checks the containerd config.toml at path.
@@ -38,13 +39,21 @@ func WithCRIOConfig(path string) CheckOption { return func(o *checkOptions) { o.
 // WithDialTimeout bounds each key-provider reachability probe. Default 2 s.
 func WithDialTimeout(d time.Duration) CheckOption { return func(o *checkOptions) { o.dialTimeout = d } }
 
+// WithProbeTimeout bounds each key provider's answer to the probe request
+// (see Check). Default 20 s (a provider may attest first).
+func WithProbeTimeout(d time.Duration) CheckOption {
+	return func(o *checkOptions) { o.probeTimeout = d }
+}
+
 // Check reports, one line each, what would stop the configured runtimes
 // from running encrypted images: missing or wrong stream processors, a
 // decoder that is not executable, key directories that are missing,
 // unreadable, world-accessible or hold no key, key providers that cannot
-// be reached. No problems: an empty list.
+// be reached or fail when run as the decoder runs them (argv, env; a node
+// without a TEE fails here with the provider's reason). No problems: an
+// empty list.
 func Check(ctx context.Context, opts ...CheckOption) ([]string, error) {
-	o := checkOptions{dialTimeout: 2 * time.Second}
+	o := checkOptions{dialTimeout: 2 * time.Second, probeTimeout: 20 * time.Second}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -169,7 +178,7 @@ func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProc
 	for _, e := range sp.Env {
 		if v, ok := strings.CutPrefix(e, "OCICRYPT_KEYPROVIDER_CONFIG="); ok {
 			hasProvider = true
-			c.providers(ctx, where, v)
+			c.providers(ctx, where, v, sp.Env)
 		}
 	}
 	isCoffer := slices.Contains(sp.Args, "ctd-decoder")
@@ -241,9 +250,13 @@ func (c *checker) keyDir(where, dir string, perNS, needKey bool) {
 	}
 }
 
-// providers checks an ocicrypt keyprovider config and that each provider
-// can be reached (a command exists; a gRPC address accepts connections).
-func (c *checker) providers(ctx context.Context, where, path string) {
+// providers checks an ocicrypt keyprovider config and runs each provider
+// the way the decoder will when containerd unpacks a layer: a command
+// provider with its configured argv and the decoder's environment (this
+// process's, standing in for containerd's, plus the stanza's env), a gRPC
+// provider over its address; each is sent a probe unwrap request (see
+// probeProvider).
+func (c *checker) providers(ctx context.Context, where, path string, env []string) {
 	cfg, err := keyprovider.LoadConfig(path)
 	if err != nil {
 		c.add("%s: OCICRYPT_KEYPROVIDER_CONFIG %s: %v", where, path, err)
@@ -255,6 +268,10 @@ func (c *checker) providers(ctx context.Context, where, path string) {
 		case p.Command != nil:
 			if _, err := exec.LookPath(p.Command.Path); err != nil {
 				c.add("%s: key provider %q: command %s is not executable (%v)", where, name, p.Command.Path, unwrapPath(err))
+				continue
+			}
+			if msg := c.probeCommand(ctx, p.Command, env); msg != "" {
+				c.add("%s: key provider %q (%s) fails as the decoder runs it: %s", where, name, strings.Join(append([]string{p.Command.Path}, p.Command.Args...), " "), msg)
 			}
 		case p.GRPC != "":
 			network, addr := "tcp", p.GRPC
@@ -268,8 +285,84 @@ func (c *checker) providers(ctx context.Context, where, path string) {
 				continue
 			}
 			conn.Close()
+			u, err := cfg.Unwrapper(name)
+			if err != nil {
+				c.add("%s: key provider %q: %v", where, name, err)
+				continue
+			}
+			pctx, cancel := context.WithTimeout(ctx, c.o.probeTimeout)
+			_, err = u.Unwrap(pctx, probeAnnotation)
+			cancel()
+			if msg := probeVerdict(err, ""); msg != "" {
+				c.add("%s: key provider %q at %s fails the probe: %s", where, name, p.GRPC, msg)
+			}
 		}
 	}
+}
+
+// probeAnnotation is the annotation entry of the probe: an empty JSON
+// object, which no provider can unwrap. A provider that starts, finds its
+// TEE, parses its flags and reads the request refuses it for what it is
+// (coffer's: "annotation entry lacks kid, …"); one that cannot start fails
+// with its own reason (coffer's on a node without a TEE: "no TEE found").
+var probeAnnotation = []byte("{}")
+
+// probeRequest is the keyunwrap request the decoder sends, carrying
+// probeAnnotation (WIRE.md §2).
+const probeRequest = `{"op":"keyunwrap","keywrapparams":{"ec":null,"optsdata":null},"keyunwrapparams":{"dc":{"Parameters":{}},"annotation":"e30="}}`
+
+// probeCommand runs a command provider as the decoder would (its own
+// environment is containerd's plus the stanza's env; providers inherit
+// it) with the probe request on stdin, and returns what is wrong ("" if
+// the provider answered the probe).
+func (c *checker) probeCommand(ctx context.Context, cmd *keyprovider.Command, env []string) string {
+	ctx, cancel := context.WithTimeout(ctx, c.o.probeTimeout)
+	defer cancel()
+	x := exec.CommandContext(ctx, cmd.Path, cmd.Args...)
+	x.Env = append(os.Environ(), env...)
+	x.Stdin = strings.NewReader(probeRequest)
+	var stderr strings.Builder
+	x.Stderr = &limitWriter{w: &stderr, n: 4 << 10}
+	x.WaitDelay = time.Second
+	err := x.Run()
+	if ctx.Err() != nil {
+		return fmt.Sprintf("no answer within %s", c.o.probeTimeout)
+	}
+	return probeVerdict(err, stderr.String())
+}
+
+// probeVerdict: nil (the provider unwrapped "{}"?) or a refusal that
+// names the annotation means the provider is up; anything else is its
+// first stderr line (or the error).
+func probeVerdict(err error, stderr string) string {
+	if err == nil {
+		return ""
+	}
+	msg := strings.TrimSpace(stderr)
+	if msg == "" {
+		msg = err.Error()
+	}
+	if strings.Contains(msg, "annotation") {
+		return ""
+	}
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
+}
+
+type limitWriter struct {
+	w interface{ WriteString(string) (int, error) }
+	n int
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		q := p[:min(len(p), l.n)]
+		l.n -= len(q)
+		l.w.WriteString(string(q))
+	}
+	return len(p), nil
 }
 
 // crio checks CRI-O's decryption_keys_path ([crio.runtime] in older

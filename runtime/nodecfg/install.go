@@ -62,6 +62,19 @@ type Install struct {
 	// Socket is containerd's socket (default DefaultContainerdSocket), asked
 	// which layer (and, per namespace, for whom) is being extracted.
 	Socket string
+	// PerImage turns on per-image-reference keys
+	// (KEYS_PATH/by-image/<registry>/<path prefix>/), the tenant scoping
+	// that works under Kubernetes; with CRI it also turns CRI's snapshot
+	// annotations on, which carry the reference.
+	PerImage bool
+	// CRI writes the CRI plugin's settings for the node key model (see
+	// CRIStanza); SandboxImage and Mirrors go with them.
+	CRI bool
+	// SandboxImage is CRI's pod sandbox ("pause") image, if set.
+	SandboxImage string
+	// Mirrors are loopback registries (HOST:PORT) CRI reaches over plain
+	// http.
+	Mirrors []string
 }
 
 const (
@@ -97,6 +110,9 @@ func (in Install) Stanza() (string, error) {
 	if in.PerNamespace {
 		args = append(args, "--per-namespace-keys")
 	}
+	if in.PerImage {
+		args = append(args, "--per-image-keys")
+	}
 	var b strings.Builder
 	b.WriteString(beginMarker + "\n")
 	for _, p := range Processors {
@@ -118,7 +134,8 @@ func tomlStrings(ss []string) string {
 	return "[" + strings.Join(q, ", ") + "]"
 }
 
-// InstallContainerd writes the stream-processor stanza into the containerd
+// InstallContainerd writes the stream-processor stanza (and with in.CRI
+// the CRI plugin's settings, see CRIStanza) into the containerd
 // config at path (created with `version = 2` if missing) and creates the
 // key directory (0700) if missing. Idempotent: a second run with the same
 // settings changes nothing and reports changed false. Every byte outside
@@ -144,6 +161,9 @@ func InstallContainerd(path string, in Install) (changed bool, err error) {
 		}
 	}
 	next, err := withStanza(old, block)
+	if err == nil {
+		next, err = withCRI(next, in)
+	}
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", path, err)
 	}

@@ -68,7 +68,22 @@ const (
 // the layer's chain ID.
 type Extraction struct {
 	Namespace, ChainID string
+	// ImageRef is the image reference the CRI plugin is pulling the layer
+	// for: the extraction snapshot's CRIImageRefLabel, which CRI sets when
+	// its disable_snapshot_annotations is false. "" otherwise.
+	ImageRef string
 }
+
+// CRIImageRefLabel is the snapshot label containerd's CRI plugin gives
+// every snapshot it prepares for a pull (containerd's
+// pkg/cri/.../image_pull.go appendInfoHandlerWrapper: the layer
+// descriptors' "containerd.io/snapshot/cri.image-ref" annotation, which the
+// unpacker passes on as a label), unless disable_snapshot_annotations.
+const CRIImageRefLabel = "containerd.io/snapshot/cri.image-ref"
+
+// maxRefLen bounds an image reference read from a label (a reference is at
+// most 255 bytes of name plus a tag or digest).
+const maxRefLen = 512
 
 // Extractions lists the layers the containerd at address (its unix socket)
 // is extracting now: its active "extract-<unique> <chainID>" snapshots, in
@@ -99,8 +114,8 @@ func Extractions(ctx context.Context, address string, snapshotters []string) ([]
 			}
 			anyWorks = true
 			for _, k := range keys {
-				if c, ok := extractionChain(k); ok {
-					out = append(out, Extraction{Namespace: ns, ChainID: c})
+				if c, ok := extractionChain(k.name); ok {
+					out = append(out, Extraction{Namespace: ns, ChainID: c, ImageRef: k.imageRef})
 				}
 			}
 		}
@@ -167,10 +182,14 @@ func namespaces(ctx context.Context, cc *grpc.ClientConn) ([]string, error) {
 	return nss, err
 }
 
-// activeKeys lists the keys of the active snapshots of one snapshotter.
+// active is an active snapshot: its key and its CRI image-ref label.
+type active struct{ name, imageRef string }
+
+// activeKeys lists the active snapshots of one snapshotter.
 // ListSnapshotsRequest is {1: snapshotter, 2: filters}: a StringValue has
-// the same encoding.
-func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([]string, error) {
+// the same encoding. Info is {1: name, 2: parent, 3: kind, 4, 5: times,
+// 6: labels (map entries {1: key, 2: value})}.
+func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([]active, error) {
 	st, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, listSnapshots)
 	if err != nil {
 		return nil, err
@@ -181,7 +200,7 @@ func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([
 	if err := st.CloseSend(); err != nil {
 		return nil, err
 	}
-	var keys []string
+	var keys []active
 	for {
 		m := new(emptypb.Empty)
 		err := st.RecvMsg(m)
@@ -196,12 +215,29 @@ func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([
 				return nil
 			}
 			var (
-				name string
+				a    active
 				kind uint64
 			)
 			err := fields(info, func(num protowire.Number, v []byte) error {
-				if num == 1 {
-					name = string(v)
+				switch num {
+				case 1:
+					a.name = string(v)
+				case 6:
+					var k, val []byte
+					if err := fields(v, func(num protowire.Number, b []byte) error {
+						switch num {
+						case 1:
+							k = b
+						case 2:
+							val = b
+						}
+						return nil
+					}); err != nil {
+						return err
+					}
+					if string(k) == CRIImageRefLabel && len(val) <= maxRefLen {
+						a.imageRef = string(val)
+					}
 				}
 				return nil
 			}, func(num protowire.Number, v uint64) {
@@ -210,7 +246,7 @@ func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([
 				}
 			})
 			if err == nil && kind == kindActive {
-				keys = append(keys, name)
+				keys = append(keys, a)
 			}
 			return err
 		})
