@@ -53,3 +53,28 @@ func TestLeafDependencies(t *testing.T) {
 		}
 	}
 }
+
+// Shared vocabularies sit on the ground floor: canonical JSON (jcs) and the
+// resource/key-id grammar (resource) import only spec, and the packages that
+// speak them (image policies, signed flavors, key wrappers) import nothing of
+// the broker's role packages under kbs/.
+func TestGroundFloor(t *testing.T) {
+	rules := map[string]string{
+		"./jcs":         "github.com/coffer-dev/coffer/kbs",
+		"./resource":    "github.com/coffer-dev/coffer/kbs",
+		"./imagepolicy": "github.com/coffer-dev/coffer/kbs/",
+		"./secl/flavor": "github.com/coffer-dev/coffer/kbs/",
+		"./keywrap/...": "github.com/coffer-dev/coffer/kbs/",
+	}
+	for pkg, bad := range rules {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if strings.HasPrefix(dep, bad) {
+				t.Errorf("%s depends on %s", pkg, dep)
+			}
+		}
+	}
+}

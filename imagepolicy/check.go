@@ -18,15 +18,15 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
 
 // ResourceFetcher fetches a broker resource after attestation (the RCAR
 // client's GetResource). A missing resource must wrap spec.ErrNotFound.
-type ResourceFetcher func(ctx context.Context, p protocol.ResourcePath) ([]byte, error)
+type ResourceFetcher func(ctx context.Context, p resource.Path) ([]byte, error)
 
 // Option configures New.
 type Option func(*options) error
@@ -220,7 +220,7 @@ func (c *Checker) checkPins(ctx context.Context, ref transport.Reference, img v1
 // pinRepos is "default" plus the repos of the broker key ids in img's
 // layer annotations (at most 8; duplicates once).
 func pinRepos(img v1.Image) []string {
-	repos := []string{protocol.DefaultResourceRepo}
+	repos := []string{resource.DefaultRepo}
 	m, err := img.Manifest()
 	if err != nil {
 		return repos
@@ -238,7 +238,7 @@ func pinRepos(img v1.Image) []string {
 			if err != nil {
 				continue
 			}
-			p, err := protocol.ParseKID(kid)
+			p, err := resource.ParseKID(kid)
 			if err != nil {
 				continue
 			}

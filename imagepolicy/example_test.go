@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/coffer-dev/coffer/imagepolicy"
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -43,7 +43,7 @@ func Example() {
 	broker[imagepolicy.PinPath("default", id).String()] = raw
 
 	// Trusted side: check before pulling.
-	chk, _ := imagepolicy.New(imagepolicy.WithPins(func(_ context.Context, p protocol.ResourcePath) ([]byte, error) {
+	chk, _ := imagepolicy.New(imagepolicy.WithPins(func(_ context.Context, p resource.Path) ([]byte, error) {
 		if b, ok := broker[p.String()]; ok {
 			return b, nil
 		}

@@ -13,7 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -60,9 +60,9 @@ func Identity(ref transport.Reference) (id string, ok bool) {
 }
 
 // PinPath is the broker resource holding the pin of identity in repo.
-func PinPath(repo, identity string) protocol.ResourcePath {
+func PinPath(repo, identity string) resource.Path {
 	sum := sha256.Sum256([]byte(identity))
-	return protocol.ResourcePath{Repo: repo, Type: PinType, Tag: hex.EncodeToString(sum[:])}
+	return resource.Path{Repo: repo, Type: PinType, Tag: hex.EncodeToString(sum[:])}
 }
 
 // PinFor computes the pin of an artifact about to be written as identity.
@@ -145,7 +145,7 @@ type PinStore interface {
 
 // Pinned is the record of one pin written by PinOnWrite.
 type Pinned struct {
-	Path protocol.ResourcePath
+	Path resource.Path
 	Pin  Pin
 }
 

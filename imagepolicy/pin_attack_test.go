@@ -30,9 +30,9 @@ import (
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/pull"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -159,7 +159,7 @@ func (w *world) pullAs(t *testing.T, ref transport.Reference, copts ...imagepoli
 
 // Fetcher adapts the RCAR client to imagepolicy.ResourceFetcher.
 func Fetcher(c *client.Client) imagepolicy.ResourceFetcher {
-	return func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
+	return func(ctx context.Context, p resource.Path) ([]byte, error) {
 		return c.GetResource(ctx, p.Repo, p.Type, p.Tag)
 	}
 }

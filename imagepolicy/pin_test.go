@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -132,7 +132,7 @@ func TestPinnedIndex(t *testing.T) {
 	}
 	raw, _ := pin.Marshal()
 	store := map[string][]byte{PinPath("default", id).String(): raw}
-	chk, _ := New(WithRequireSignature(true), WithPins(func(_ context.Context, p protocol.ResourcePath) ([]byte, error) {
+	chk, _ := New(WithRequireSignature(true), WithPins(func(_ context.Context, p resource.Path) ([]byte, error) {
 		if b, ok := store[p.String()]; ok {
 			return b, nil
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -463,7 +463,7 @@ func (p *Policy) LoadKeys(ctx context.Context, fetch ResourceFetcher) error {
 
 func readSource(ctx context.Context, src string, fetch ResourceFetcher) ([]byte, error) {
 	if strings.HasPrefix(src, "kbs:") {
-		rp, err := protocol.ParseKID(src)
+		rp, err := resource.ParseKID(src)
 		if err != nil {
 			return nil, err
 		}

@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/jcs"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -267,7 +267,7 @@ func verifySET(keys []*ecdsa.PublicKey, annotation string) (time.Time, *rekorBod
 	if err := strictDecode([]byte(annotation), &set); err != nil {
 		return bad("%v", err)
 	}
-	canon, err := protocol.Canonicalize(set.Payload)
+	canon, err := jcs.Canonicalize(set.Payload)
 	if err != nil {
 		return bad("%v", err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
+	"github.com/coffer-dev/coffer/jcs"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -33,9 +34,9 @@ var b64 = base64.RawURLEncoding
 func SerializeProtectedHeader(alg, enc string, others map[string]any) (string, error) {
 	var b bytes.Buffer
 	b.WriteString(`{"alg":`)
-	writeJCSString(&b, alg)
+	jcs.WriteString(&b, alg)
 	b.WriteString(`,"enc":`)
-	writeJCSString(&b, enc)
+	jcs.WriteString(&b, enc)
 	keys := make([]string, 0, len(others))
 	for k := range others {
 		if k == "alg" || k == "enc" {
@@ -50,7 +51,7 @@ func SerializeProtectedHeader(alg, enc string, others map[string]any) (string, e
 			return "", err
 		}
 		b.WriteByte(',')
-		writeJCSString(&b, k)
+		jcs.WriteString(&b, k)
 		b.WriteByte(':')
 		b.Write(v)
 	}

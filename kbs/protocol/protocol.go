@@ -17,13 +17,10 @@ package protocol
 import (
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
-	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
-	"github.com/coffer-dev/coffer/spec"
+	"github.com/coffer-dev/coffer/resource"
 )
 
 // Version is the protocol version this package speaks.
@@ -42,7 +39,7 @@ const (
 	NonceSize              = 32 // random bytes in a Challenge nonce
 	ContentTypeJSON        = "application/json"
 	ContentTypeOctetStream = "application/octet-stream"
-	DefaultResourceRepo    = "default"
+	DefaultResourceRepo    = resource.DefaultRepo
 	KeyAlgECDHESA256KW     = "ECDH-ES+A256KW"
 	KeyAlgRSAOAEP256       = "RSA-OAEP-256"
 	KeyAlgRSA15            = "RSA1_5"
@@ -194,9 +191,6 @@ func (e ErrorInfo) Error() string {
 	return "kbs: " + e.Type + ": " + e.Detail
 }
 
-// segmentRE is the reference's pattern for one resource path segment.
-var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*$`)
-
 // ResourceInfo describes a stored resource, never its value: an entry of
 // the admin resource list (GET /kbs/v0/resource).
 type ResourceInfo struct {
@@ -210,83 +204,18 @@ type ResourceList struct {
 	Resources []ResourceInfo `json:"resources"`
 }
 
-// ResourcePath names a resource: kbs:///<repo>/<type>/<tag>.
-type ResourcePath struct {
-	Repo, Type, Tag string
-}
-
-// String returns "repo/type/tag".
-func (p ResourcePath) String() string { return p.Repo + "/" + p.Type + "/" + p.Tag }
-
-// Validate checks every segment against the reference pattern. Segments
-// that are "." or ".." or contain "/" or "%" can never pass.
-func (p ResourcePath) Validate() error {
-	for _, s := range []string{p.Repo, p.Type, p.Tag} {
-		if !ValidSegment(s) {
-			return fmt.Errorf("invalid resource path segment %q: %w", s, spec.ErrUnsupported)
-		}
-	}
-	return nil
-}
+// ResourcePath names a resource: kbs:///<repo>/<type>/<tag>. Its home is
+// package resource; the alias keeps the broker's vocabulary whole.
+type ResourcePath = resource.Path
 
 // ValidSegment reports whether s is an acceptable resource path segment.
-func ValidSegment(s string) bool {
-	return len(s) <= 255 && segmentRE.MatchString(s)
-}
+func ValidSegment(s string) bool { return resource.ValidSegment(s) }
 
-// ParseResourcePath parses "repo/type/tag" (no leading slash, no escapes;
-// a percent sign is simply invalid). The repo may be omitted ("type/tag")
-// and then defaults to DefaultResourceRepo, as in the reference.
-func ParseResourcePath(s string) (ResourcePath, error) {
-	parts := strings.Split(s, "/")
-	var p ResourcePath
-	switch len(parts) {
-	case 3:
-		p = ResourcePath{parts[0], parts[1], parts[2]}
-	case 2:
-		p = ResourcePath{DefaultResourceRepo, parts[0], parts[1]}
-	default:
-		return ResourcePath{}, fmt.Errorf("resource path %q: want repo/type/tag: %w", s, spec.ErrUnsupported)
-	}
-	if err := p.Validate(); err != nil {
-		return ResourcePath{}, err
-	}
-	return p, nil
-}
+// ParseResourcePath parses "repo/type/tag" (see resource.Parse).
+func ParseResourcePath(s string) (ResourcePath, error) { return resource.Parse(s) }
 
-// ParseKID parses a key id "kbs://[host[:port]]/<repo>/<type>/<tag>" (the
-// host part, if any, is ignored as in the reference) into its resource
-// path: exactly three segments, each valid (ValidSegment), no query,
-// fragment, user info or escapes. A "kbs+<plugin>://" kid names a KBS
-// plugin coffer does not serve and wraps spec.ErrUnsupported. This is the
-// one key-id grammar: every coffer package that reads a kid calls it.
-func ParseKID(kid string) (ResourcePath, error) {
-	bad := func() (ResourcePath, error) {
-		return ResourcePath{}, fmt.Errorf("invalid kid %q: want kbs:///<repo>/<type>/<tag>: %w", kid, spec.ErrUnsupported)
-	}
-	u, err := url.Parse(kid)
-	if err != nil {
-		return bad()
-	}
-	if u.Scheme != "kbs" {
-		if plugin, ok := strings.CutPrefix(u.Scheme, "kbs+"); ok {
-			return ResourcePath{}, fmt.Errorf("kid %q names KBS plugin %q, only kbs:// resources are supported: %w", kid, plugin, spec.ErrUnsupported)
-		}
-		return bad()
-	}
-	if u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawPath != "" || !strings.HasPrefix(u.Path, "/") {
-		return bad()
-	}
-	parts := strings.Split(u.Path[1:], "/")
-	if len(parts) != 3 {
-		return bad()
-	}
-	p := ResourcePath{parts[0], parts[1], parts[2]}
-	if err := p.Validate(); err != nil {
-		return ResourcePath{}, fmt.Errorf("invalid kid %q: %w", kid, err)
-	}
-	return p, nil
-}
+// ParseKID parses a kbs:/// key id (see resource.ParseKID).
+func ParseKID(kid string) (ResourcePath, error) { return resource.ParseKID(kid) }
 
 // RVPSMessage is the reference value provider message of the sample type,
 // the body of POST /kbs/v0/reference-value (as kbs-client sends it).

@@ -7,11 +7,9 @@ import (
 	"crypto/rsa"
 	"crypto/sha512"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -20,44 +18,6 @@ import (
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/spec"
 )
-
-func TestJCSVector(t *testing.T) {
-	c, err := Canonicalize([]byte(`{"b":1,"a":"test","c":{"d":"e"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := string(c), `{"a":"test","b":1,"c":{"d":"e"}}`; got != want {
-		t.Fatalf("canonical: got %s, want %s", got, want)
-	}
-	sum := sha512.Sum384(c)
-	h := hex.EncodeToString(sum[:])
-	if !strings.HasPrefix(h, "e71ce8e70d814ba6") || !strings.HasSuffix(h, "78870c3") {
-		t.Fatalf("sha384: got %s, want e71ce8e70d814ba6…78870c3", h)
-	}
-}
-
-func TestCanonicalize(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{`  [ 1 , 2.50 , -0 , 1e21, 1E-7, 123456789012, 0.000001 ] `, `[1,2.5,0,1e+21,1e-7,123456789012,0.000001]`},
-		{`{"\u20ac":1,"\r":2,"1":3,"\u00e9":4,"\ud83d\ude00":5,"\ufb33":6}`, "{\"\\r\":2,\"1\":3,\"\u00e9\":4,\"\u20ac\":1,\"\U0001F600\":5,\"\ufb33\":6}"},
-		{`"a\u001fb\"c\\d\/<>"`, `"a\u001fb\"c\\d/<>"`},
-		{`{"z":[true,false,null],"a":{}}`, `{"a":{},"z":[true,false,null]}`},
-	}
-	for _, tt := range tests {
-		got, err := Canonicalize([]byte(tt.in))
-		if err != nil {
-			t.Fatalf("%s: %v", tt.in, err)
-		}
-		if string(got) != tt.want {
-			t.Errorf("Canonicalize(%s): got %s, want %s", tt.in, got, tt.want)
-		}
-	}
-	for _, bad := range []string{`{"a":1,"a":2}`, `{"a":1} x`, `{`, `1e999`} {
-		if _, err := Canonicalize([]byte(bad)); err == nil {
-			t.Errorf("Canonicalize(%s): got nil error, want one", bad)
-		}
-	}
-}
 
 func TestReportDataDigest(t *testing.T) {
 	pub := TeePubKey{Kty: "EC", Alg: KeyAlgECDHESA256KW, Crv: "P-256", X: "xx", Y: "yy"}
@@ -230,45 +190,6 @@ func TestSealRejects(t *testing.T) {
 	}
 }
 
-func TestParseResourcePath(t *testing.T) {
-	tests := []struct {
-		in   string
-		want ResourcePath
-		ok   bool
-	}{
-		{"default/image_key/nginx", ResourcePath{"default", "image_key", "nginx"}, true},
-		{"image_key/nginx", ResourcePath{"default", "image_key", "nginx"}, true},
-		{"a/b/c.d-e_f", ResourcePath{"a", "b", "c.d-e_f"}, true},
-		{"../b/c", ResourcePath{}, false},
-		{"a/../c", ResourcePath{}, false},
-		{"a/b/..", ResourcePath{}, false},
-		{"a/b/.", ResourcePath{}, false},
-		{"a/b/.hidden", ResourcePath{}, false},
-		{"a/b/%2e%2e", ResourcePath{}, false},
-		{"a/b/c%2fd", ResourcePath{}, false},
-		{"a/b/c/d", ResourcePath{}, false},
-		{"a//c", ResourcePath{}, false},
-		{"/a/b", ResourcePath{}, false},
-		{"a/b/c\x00", ResourcePath{}, false},
-		{"a/b/é", ResourcePath{}, false},
-		{"a/b/c\n", ResourcePath{}, false},
-		{"a/b/" + strings.Repeat("x", 256), ResourcePath{}, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseResourcePath(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseResourcePath(%q): got %v, %v; want %v, ok=%v", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-	p, err := ParseKID("kbs://example.com:8080/default/image_key/nginx")
-	if err != nil || p != (ResourcePath{"default", "image_key", "nginx"}) {
-		t.Fatalf("ParseKID: got %v, %v", p, err)
-	}
-	if _, err := ParseKID("https:///a/b/c"); err == nil {
-		t.Fatal("ParseKID(https): got nil error")
-	}
-}
-
 func TestErrorInfo(t *testing.T) {
 	e := NewError(ErrPolicyDeny, "denied by resource policy")
 	raw, _ := json.Marshal(e)
@@ -293,42 +214,6 @@ func TestAttestationJSON(t *testing.T) {
 	if string(out) != in {
 		t.Fatalf("re-encoded:\n got %s\nwant %s", out, in)
 	}
-}
-
-func FuzzCanonicalize(f *testing.F) {
-	for _, s := range []string{`{"b":1,"a":"test","c":{"d":"e"}}`, `[1e21,-0.5,"\u0000"]`, `{"a":{"a":[{}]}}`, `"\ud800"`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, in []byte) {
-		fuzzbound.Limit(t, fuzzbound.Default)
-		c, err := Canonicalize(in)
-		if err != nil {
-			return
-		}
-		// Canonical form is a fixed point.
-		c2, err := Canonicalize(c)
-		if err != nil || string(c2) != string(c) {
-			t.Fatalf("not idempotent: %s -> %s (%v)", c, c2, err)
-		}
-	})
-}
-
-func FuzzParseResourcePath(f *testing.F) {
-	for _, s := range []string{"default/image_key/nginx", "../../etc/passwd", "a/b/%2e%2e", "a/./b", "x/y"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		fuzzbound.Limit(t, fuzzbound.Default)
-		p, err := ParseResourcePath(s)
-		if err != nil {
-			return
-		}
-		for _, seg := range []string{p.Repo, p.Type, p.Tag} {
-			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "/\\%\x00") || strings.HasPrefix(seg, ".") {
-				t.Fatalf("accepted dangerous segment %q in %q", seg, s)
-			}
-		}
-	})
 }
 
 func FuzzOpen(f *testing.F) {
@@ -455,45 +340,3 @@ func FuzzReportDataJSON(f *testing.F) {
 	})
 }
 
-func TestParseKIDGrammar(t *testing.T) {
-	tests := []struct {
-		kid            string
-		repo, typ, tag string
-		wantErr        error // errAnyKIDKID: some error
-	}{
-		{kid: "kbs:///default/image_key/nginx", repo: "default", typ: "image_key", tag: "nginx"},
-		{kid: "kbs://127.0.0.1:8080/r/t/v1.2", repo: "r", typ: "t", tag: "v1.2"},
-		{kid: "kbs:///a-b/c_d/e.f", repo: "a-b", typ: "c_d", tag: "e.f"},
-		{kid: "kbs:///a/b", wantErr: errAnyKID},
-		{kid: "kbs:///a/b/c/d", wantErr: errAnyKID},
-		{kid: "kbs:///a/b/c/", wantErr: errAnyKID},
-		{kid: "kbs:///a//c", wantErr: errAnyKID},
-		{kid: "kbs:///a/../c", wantErr: errAnyKID},
-		{kid: "kbs:///a/.b/c", wantErr: errAnyKID},
-		{kid: "kbs:///a/b/c?version=2", wantErr: errAnyKID},
-		{kid: "kbs:///a/b/c#x", wantErr: errAnyKID},
-		{kid: "kbs:///a/b%2Fx/c", wantErr: errAnyKID},
-		{kid: "kbs:///a/b c/d", wantErr: errAnyKID},
-		{kid: "kbs:a/b/c", wantErr: errAnyKID},
-		{kid: "https:///a/b/c", wantErr: errAnyKID},
-		{kid: "/default/image_key/nginx", wantErr: errAnyKID},
-		{kid: "kbs+pkcs11:///a/b/c", wantErr: spec.ErrUnsupported},
-		{kid: "", wantErr: errAnyKID},
-	}
-	for _, tt := range tests {
-		p, err := ParseKID(tt.kid)
-		repo, typ, tag := p.Repo, p.Type, p.Tag
-		switch {
-		case tt.wantErr == nil && err != nil:
-			t.Errorf("ParseKID(%q): %v", tt.kid, err)
-		case tt.wantErr == nil && (repo != tt.repo || typ != tt.typ || tag != tt.tag):
-			t.Errorf("ParseKID(%q) = %q, %q, %q; want %q, %q, %q", tt.kid, repo, typ, tag, tt.repo, tt.typ, tt.tag)
-		case tt.wantErr != nil && err == nil:
-			t.Errorf("ParseKID(%q) = %q, %q, %q; want an error", tt.kid, repo, typ, tag)
-		case tt.wantErr != nil && tt.wantErr != errAnyKID && !errors.Is(err, tt.wantErr):
-			t.Errorf("ParseKID(%q) err = %v, want %v", tt.kid, err, tt.wantErr)
-		}
-	}
-}
-
-var errAnyKID = errors.New("any error")

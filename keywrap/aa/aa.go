@@ -22,8 +22,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -65,7 +65,7 @@ func NewWrapper(kek []byte, kid string) (keywrap.Wrapper, error) {
 	if len(kek) != KEKSize {
 		return nil, fmt.Errorf("attestation-agent: key-encryption key is %d bytes, want %d", len(kek), KEKSize)
 	}
-	if _, err := protocol.ParseKID(kid); err != nil {
+	if _, err := resource.ParseKID(kid); err != nil {
 		return nil, err
 	}
 	aead, err := newGCM(kek)
@@ -178,7 +178,7 @@ func parsePacket(entry []byte) (*parsedPacket, error) {
 	if p.KID == "" || p.WrappedData == "" || p.IV == "" || p.WrapType == "" {
 		return nil, errors.New("attestation-agent: annotation entry lacks kid, wrapped_data, iv or wrap_type")
 	}
-	if _, err := protocol.ParseKID(p.KID); err != nil {
+	if _, err := resource.ParseKID(p.KID); err != nil {
 		return nil, err
 	}
 	if p.WrapType != AlgorithmA256GCM {

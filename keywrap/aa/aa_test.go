@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -392,7 +392,7 @@ func FuzzParseParams(f *testing.F) {
 		if p.Algorithm != AlgorithmA256GCM {
 			t.Fatalf("accepted algorithm %q", p.Algorithm)
 		}
-		if _, err := protocol.ParseKID(p.KeyID); err != nil {
+		if _, err := resource.ParseKID(p.KeyID); err != nil {
 			t.Fatalf("accepted invalid kid %q", p.KeyID)
 		}
 		if !strings.Contains(p.KeyPath, "::") {

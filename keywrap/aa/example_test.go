@@ -5,8 +5,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/resource"
 )
 
 func Example() {
@@ -27,7 +27,7 @@ func Example() {
 	}
 
 	kid, _ := aa.Describe(entry)
-	rp, _ := protocol.ParseKID(kid)
+	rp, _ := resource.ParseKID(kid)
 	fmt.Println(w.Scheme(), kid, rp.Repo, rp.Type, rp.Tag)
 
 	u := aa.NewUnwrapper(func(ctx context.Context, kid string) ([]byte, error) {

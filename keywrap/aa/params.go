@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -65,7 +65,7 @@ func ParseParams(s string) (Params, error) {
 	if p.KeyID == "" {
 		return Params{}, fmt.Errorf("attestation-agent parameters: keyid=kbs:///<repo>/<type>/<tag> is required")
 	}
-	if _, err := protocol.ParseKID(p.KeyID); err != nil {
+	if _, err := resource.ParseKID(p.KeyID); err != nil {
 		return Params{}, err
 	}
 	switch p.Algorithm {

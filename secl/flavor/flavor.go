@@ -40,7 +40,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/jcs"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -152,7 +152,7 @@ func Sign(f *Flavor, signer crypto.Signer) ([]byte, error) {
 	if err := f.Check(); err != nil {
 		return nil, err
 	}
-	canon, err := protocol.CanonicalizeValue(f)
+	canon, err := jcs.CanonicalizeValue(f)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +244,7 @@ func Verify(doc []byte, signers []*x509.Certificate) (*Flavor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flavor: signature is not standard base64: %w", spec.ErrIntegrity)
 	}
-	canon, err := protocol.Canonicalize(s.Flavor)
+	canon, err := jcs.Canonicalize(s.Flavor)
 	if err != nil {
 		return nil, fmt.Errorf("flavor: %v: %w", err, spec.ErrIntegrity)
 	}

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/jcs"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -133,7 +133,7 @@ func TestVerifySecLSigned(t *testing.T) {
 	t.Parallel()
 	key, _ := rsa.GenerateKey(rand.Reader, 3072)
 	raw := []byte(`{"meta":{"id":"8d3e5c1a-7f2b-4c9d-a1e0-3b4c5d6e7f80","description":{"flavor_part":"IMAGE","label":"secl-vm"}},"encryption_required":true,"encryption":{"key_url":"https://kbs:9443/kbs/v1/keys/5b1c8e2f-3a4d-4e6f-8a9b-0c1d2e3f4a5b/transfer","digest":"` + digest + `"},"integrity_enforced":false}`)
-	if c, _ := protocol.Canonicalize(raw); bytes.Equal(c, raw) {
+	if c, _ := jcs.Canonicalize(raw); bytes.Equal(c, raw) {
 		t.Fatal("test vector is canonical: it would not test the raw path")
 	}
 	h := sha512.Sum384(raw)
@@ -179,7 +179,7 @@ func FuzzVerify(f *testing.F) {
 		if json.Unmarshal(in, &gs) != nil {
 			t.Fatal("verified a document that is not a signed flavor")
 		}
-		c, cerr := protocol.Canonicalize(gs.Flavor)
+		c, cerr := jcs.Canonicalize(gs.Flavor)
 		if cerr != nil || !bytes.Equal(c, want) {
 			t.Fatalf("verified a flavor that is not the signed one: %s", gs.Flavor)
 		}
