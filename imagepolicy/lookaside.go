@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -78,16 +79,7 @@ func readSmallFile(p string) ([]byte, error) {
 	return readBounded(f)
 }
 
-func readBounded(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxLookasideSig+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxLookasideSig {
-		return nil, fmt.Errorf("larger than %d bytes: %w", maxLookasideSig, spec.ErrUnsupported)
-	}
-	return b, nil
-}
+func readBounded(r io.Reader) ([]byte, error) { return bounded.ReadAll(r, maxLookasideSig) }
 
 func httpGet(ctx context.Context, s string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s, nil)

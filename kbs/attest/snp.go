@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"github.com/google/go-sev-guest/verify"
 	"github.com/google/go-sev-guest/verify/trust"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -557,18 +557,4 @@ func allZero(b []byte) bool {
 
 // ReadBounded reads a file of at most max bytes; a longer one wraps
 // spec.ErrUnsupported (evidence, certificates and collateral are small).
-func ReadBounded(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s: more than %d bytes: %w", path, max, spec.ErrUnsupported)
-	}
-	return b, nil
-}
+func ReadBounded(path string, max int64) ([]byte, error) { return bounded.ReadFile(path, max) }

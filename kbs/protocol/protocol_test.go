@@ -339,4 +339,3 @@ func FuzzReportDataJSON(f *testing.F) {
 		}
 	})
 }
-

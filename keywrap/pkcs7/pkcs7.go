@@ -19,6 +19,7 @@ import (
 
 	"github.com/smallstep/pkcs7"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -262,11 +263,4 @@ func Describe(entry []byte) ([]string, error) {
 	return lines, nil
 }
 
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
+func printable(s string) string { return bounded.Printable(s, 0) }

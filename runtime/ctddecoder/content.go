@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/runtime/tenant"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -123,17 +123,5 @@ func readSmall(dir, hexName string) ([]byte, error) {
 	if len(hexName) != 64 {
 		return nil, fmt.Errorf("not a sha256 blob name")
 	}
-	f, err := os.Open(filepath.Join(dir, hexName))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxManifest+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxManifest {
-		return nil, fmt.Errorf("blob too large")
-	}
-	return b, nil
+	return bounded.ReadFile(filepath.Join(dir, hexName), maxManifest)
 }

@@ -3,13 +3,13 @@ package ctddecoder
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/keywrap/keys"
@@ -86,21 +86,7 @@ func dirMaterial(dir string) ([]*keys.Material, []string, error) {
 	return ms, skipped, nil
 }
 
-func readBounded(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxKeyFile {
-		return nil, fmt.Errorf("key file %s is over %d bytes", p, maxKeyFile)
-	}
-	return b, nil
-}
+func readBounded(p string) ([]byte, error) { return bounded.ReadFile(p, maxKeyFile) }
 
 // providerUnwrappers returns one unwrapper per provider in the keyprovider
 // config at path (OCICRYPT_KEYPROVIDER_CONFIG), each sent only entries of
