@@ -92,9 +92,63 @@ func WithRateLimit(perSecond float64, burst int) Option {
 type Server struct {
 	o     options
 	store *Store
-	mu    sync.Mutex
-	jti   map[string]int64
 	limit *ratelimit.PerAddr
+	idx   index
+}
+
+// index holds the stored flavors, verified once (at start and on upload),
+// and how many name each broker: a host request costs map lookups, not a
+// pass over the store (review 3, W21).
+type index struct {
+	mu      sync.RWMutex
+	flavors map[string]indexed
+	brokers map[string]int // broker base URL → stored flavors naming it
+}
+
+type indexed struct {
+	f   *flavor.Flavor
+	doc []byte // the verified document, as stored
+}
+
+func brokerOf(f *flavor.Flavor) string {
+	if f.Encryption == nil {
+		return ""
+	}
+	b, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	if err != nil {
+		return ""
+	}
+	return b
+}
+
+// put adds or replaces id's entry.
+func (x *index) put(id string, f *flavor.Flavor, doc []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old, ok := x.flavors[id]; ok {
+		if b := brokerOf(old.f); b != "" {
+			if x.brokers[b]--; x.brokers[b] <= 0 {
+				delete(x.brokers, b)
+			}
+		}
+	}
+	x.flavors[id] = indexed{f: f, doc: doc}
+	if b := brokerOf(f); b != "" {
+		x.brokers[b]++
+	}
+}
+
+func (x *index) get(id string) (indexed, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, ok := x.flavors[id]
+	return e, ok
+}
+
+func (x *index) names(base string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.brokers[base] > 0
 }
 
 // New returns a workload service over store.
@@ -122,7 +176,25 @@ func New(store *Store, opts ...Option) (*Server, error) {
 	if o.insecureAdmin {
 		o.logger.Warn("INSECURE ADMIN API: wls admin calls are NOT authenticated; never use this outside development")
 	}
-	return &Server{o: o, store: store, jti: map[string]int64{}, limit: ratelimit.New(o.rate, o.burst, 65536)}, nil
+	srv := &Server{o: o, store: store, limit: ratelimit.New(o.rate, o.burst, 65536),
+		idx: index{flavors: map[string]indexed{}, brokers: map[string]int{}}}
+	ids, err := store.FlavorIDs()
+	if err != nil {
+		return nil, fmt.Errorf("wls: listing stored flavors: %w", err)
+	}
+	for _, id := range ids {
+		doc, err := store.Flavor(id)
+		if err != nil {
+			return nil, fmt.Errorf("wls: reading flavor %s: %w", id, err)
+		}
+		f, kept, err := flavor.VerifyDoc(doc, o.signers)
+		if err != nil || f.Meta.ID != id {
+			o.logger.Warn("wls: a stored flavor does not verify with the configured signers: not served", "flavor", id, "err", err)
+			continue
+		}
+		srv.idx.put(id, f, kept)
+	}
+	return srv, nil
 }
 
 func writeError(w http.ResponseWriter, code int, variant, detail string) {
@@ -158,14 +230,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string][]string{"ids": ids})
+	case strings.HasPrefix(p, PathFlavors+"/") && r.Method == http.MethodPut:
+		id := p[len(PathFlavors)+1:]
+		s.admin(w, r, func(w http.ResponseWriter, r *http.Request) { s.replaceFlavor(w, r, id) })
 	case strings.HasPrefix(p, PathFlavors+"/") && r.Method == http.MethodGet:
-		doc, err := s.store.Flavor(p[len(PathFlavors)+1:])
-		if err != nil {
-			s.storeError(w, err)
+		e, ok := s.idx.get(p[len(PathFlavors)+1:])
+		if !ok {
+			writeError(w, http.StatusNotFound, protocol.ErrResourceNotFound, "no such flavor")
 			return
 		}
 		w.Header().Set("Content-Type", protocol.ContentTypeJSON)
-		w.Write(doc)
+		w.Write(e.doc) // the verified document (VerifyDoc), never the bytes as uploaded
 	case p == PathImages && r.Method == http.MethodPost:
 		s.admin(w, r, s.addImage)
 	case (p == PathKeyChallenge || p == PathKeys || strings.HasSuffix(p, FlavorKeySuffix)) && s.limited(w, r):
@@ -247,18 +322,10 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func(http.Re
 	now := s.o.now()
 	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, token.AdminCheck{}, now)
 	if err == nil && c.ID != "" {
-		s.mu.Lock()
-		if _, seen := s.jti[c.ID]; seen {
+		// on disk before the write it authorizes: a restart does not revive it (W3)
+		if err = s.store.SpendAdminID(c.ID, c.Expiry, now); errors.Is(err, spec.ErrExists) {
 			err = errors.New("admin token already used for a write (jti replay): sign a new one")
-		} else {
-			for k, exp := range s.jti {
-				if now.Unix() >= exp {
-					delete(s.jti, k)
-				}
-			}
-			s.jti[c.ID] = c.Expiry
 		}
-		s.mu.Unlock()
 	}
 	if err != nil {
 		s.o.logger.Warn("wls admin refused", "remote", r.RemoteAddr, "reason", err.Error())
@@ -273,18 +340,60 @@ func (s *Server) addFlavor(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f, err := flavor.Verify(doc, s.o.signers)
+	f, kept, err := flavor.VerifyDoc(doc, s.o.signers)
 	if err != nil {
 		s.o.logger.Info("wls audit", "op", "add flavor", "decision", "refused", "reason", err.Error())
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "flavor refused: "+err.Error())
 		return
 	}
-	if err := s.store.PutFlavor(f.Meta.ID, doc); err != nil {
+	if err := s.store.PutFlavor(f.Meta.ID, kept); err != nil {
+		if errors.Is(err, spec.ErrExists) {
+			s.o.logger.Info("wls audit", "op", "add flavor", "decision", "refused", "flavor", f.Meta.ID, "reason", "id already stored")
+			writeError(w, http.StatusConflict, protocol.ErrResourceExists, fmt.Sprintf("flavor %s is already stored: flavors are create-only (replace it explicitly with coffer wls replace-flavor)", f.Meta.ID))
+			return
+		}
 		s.storeError(w, err)
 		return
 	}
+	s.idx.put(f.Meta.ID, f, kept)
 	s.o.logger.Info("wls audit", "op", "add flavor", "decision", "stored", "flavor", f.Meta.ID, "label", f.Meta.Description.Label)
 	writeJSON(w, http.StatusCreated, map[string]string{"id": f.Meta.ID})
+}
+
+// replaceFlavor is the explicit, audited replacement of a stored flavor
+// (PUT /wls/flavors/{id}): the document must verify and carry id.
+func (s *Server) replaceFlavor(w http.ResponseWriter, r *http.Request, id string) {
+	doc, ok := readBody(w, r, flavor.MaxSignedFlavor)
+	if !ok {
+		return
+	}
+	f, kept, err := flavor.VerifyDoc(doc, s.o.signers)
+	if err == nil && f.Meta.ID != id {
+		err = fmt.Errorf("the document is flavor %s, the path names %s", f.Meta.ID, id)
+	}
+	if err != nil {
+		s.o.logger.Info("wls audit", "op", "replace flavor", "flavor", id, "decision", "refused", "reason", err.Error())
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "flavor refused: "+err.Error())
+		return
+	}
+	old, had := s.idx.get(id)
+	if err := s.store.ReplaceFlavor(id, kept); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.idx.put(id, f, kept)
+	attrs := []any{"op", "replace flavor", "decision", "replaced", "flavor", id, "label", f.Meta.Description.Label, "remote", r.RemoteAddr}
+	if f.Encryption != nil {
+		attrs = append(attrs, "key_url", f.Encryption.KeyURL)
+	}
+	if had {
+		attrs = append(attrs, "old_label", old.f.Meta.Description.Label)
+		if old.f.Encryption != nil {
+			attrs = append(attrs, "old_key_url", old.f.Encryption.KeyURL)
+		}
+	}
+	s.o.logger.Warn("wls audit", attrs...)
+	writeJSON(w, http.StatusOK, map[string]string{"id": id})
 }
 
 func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
@@ -298,12 +407,8 @@ func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, fid := range img.FlavorIDs {
-		if _, err := s.store.Flavor(fid); err != nil {
-			if errors.Is(err, spec.ErrNotFound) {
-				writeError(w, http.StatusBadRequest, protocol.ErrResourceNotFound, fmt.Sprintf("flavor %s is not in this service: add it first", fid))
-			} else {
-				s.storeError(w, err)
-			}
+		if _, ok := s.idx.get(fid); !ok {
+			writeError(w, http.StatusBadRequest, protocol.ErrResourceNotFound, fmt.Sprintf("flavor %s is not in this service: add it first", fid))
 			return
 		}
 	}
@@ -317,7 +422,8 @@ func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
 }
 
 // imageFlavor returns the image's first flavor that needs a key, with
-// the flavor document, re-verified (the store is not trusted blindly).
+// the flavor document (from the index: verified when it was stored or
+// loaded).
 func (s *Server) imageFlavor(id string) (*flavor.Flavor, []byte, error) {
 	b, err := s.store.ImageData(id)
 	if err != nil {
@@ -328,17 +434,12 @@ func (s *Server) imageFlavor(id string) (*flavor.Flavor, []byte, error) {
 		return nil, nil, fmt.Errorf("image %s: stored record unreadable: %w", id, err)
 	}
 	for _, fid := range img.FlavorIDs {
-		doc, err := s.store.Flavor(fid)
-		if err != nil {
+		e, ok := s.idx.get(fid)
+		if !ok {
 			continue
 		}
-		f, err := flavor.Verify(doc, s.o.signers)
-		if err != nil {
-			s.o.logger.Warn("wls: a stored flavor no longer verifies", "flavor", fid, "err", err)
-			continue
-		}
-		if f.EncryptionRequired && f.Encryption != nil && f.Encryption.KeyURL != "" {
-			return f, doc, nil
+		if f := e.f; f.EncryptionRequired && f.Encryption != nil && f.Encryption.KeyURL != "" {
+			return f, e.doc, nil
 		}
 	}
 	return nil, nil, fmt.Errorf("image %s has no flavor with an encryption key: %w", id, spec.ErrNotFound)
@@ -425,31 +526,15 @@ func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image, base
 }
 
 // brokerAllowed reports whether base is a broker hosts may reach through
-// this service: allowed by the operator, or named by a stored flavor.
+// this service: allowed by the operator, or named by a stored flavor
+// (the index: O(1) per request, W21).
 func (s *Server) brokerAllowed(base string) bool {
 	for _, b := range s.o.brokers {
 		if b == base {
 			return true
 		}
 	}
-	ids, err := s.store.FlavorIDs()
-	if err != nil {
-		return false
-	}
-	for _, id := range ids {
-		doc, err := s.store.Flavor(id)
-		if err != nil {
-			continue
-		}
-		f, err := flavor.Verify(doc, s.o.signers)
-		if err != nil || f.Encryption == nil {
-			continue
-		}
-		if b, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL); err == nil && b == base {
-			return true
-		}
-	}
-	return false
+	return s.idx.names(base)
 }
 
 // keyURLFrom parses and authorizes a host-supplied key URL.
