@@ -36,6 +36,7 @@ func newWLSCmd() *cobra.Command {
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
 	f.Float64Var(&c.RateLimit, "rate-limit", 5, "host key requests per second per client address (0 = off; behind a proxy, limit there)")
 	f.IntVar(&c.RateBurst, "rate-burst", 20, "burst allowed above --rate-limit")
+	f.IntVar(&c.MaxPending, "max-pending-per-address", wls.DefaultMaxPendingPerCaller, "unanswered broker challenges one client address may hold (give the broker --trusted-proxy with this service's address too)")
 	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string

@@ -33,6 +33,7 @@ type options struct {
 	brokers       []string
 	rate          float64
 	burst         int
+	maxPending    int
 }
 
 // Option configures New.
@@ -88,12 +89,124 @@ func WithRateLimit(perSecond float64, burst int) Option {
 	}
 }
 
+// DefaultMaxPendingPerCaller is how many broker challenges one client
+// address may hold unanswered through the service (WithMaxPendingPerCaller).
+const DefaultMaxPendingPerCaller = 8
+
+// WithMaxPendingPerCaller bounds the broker challenges one client address
+// may have opened through the service and not yet answered (each lives
+// until answered or for the broker's 5-minute session lifetime): a caller
+// that asks and never answers cannot fill the broker's per-address quota,
+// which every host behind this service shares unless the broker trusts the
+// service's X-Forwarded-For (kbs serve --trusted-proxy). Default
+// DefaultMaxPendingPerCaller.
+func WithMaxPendingPerCaller(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("wls: max pending challenges per caller must be ≥ 1, got %d", n)
+		}
+		o.maxPending = n
+		return nil
+	}
+}
+
+// pendingTTL is how long a relayed challenge counts (the broker's session lifetime).
+const pendingTTL = 5 * time.Minute
+
+// maxPendingTotal bounds the table (every caller together).
+const maxPendingTotal = 65536
+
+type pendingChallenge struct {
+	caller  string
+	expires time.Time
+}
+
+// pendingChallenges counts, per caller, the broker challenges relayed and
+// not yet answered.
+type pendingChallenges struct {
+	mu        sync.Mutex
+	max       int
+	bySession map[string]pendingChallenge
+	perCaller map[string]int
+	swept     time.Time
+}
+
+func (p *pendingChallenges) dropLocked(sess string) {
+	c, ok := p.bySession[sess]
+	if !ok {
+		return
+	}
+	delete(p.bySession, sess)
+	if p.perCaller[c.caller]--; p.perCaller[c.caller] <= 0 {
+		delete(p.perCaller, c.caller)
+	}
+}
+
+// admit reports whether caller may open another challenge now.
+func (p *pendingChallenges) admit(caller string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now.Sub(p.swept) > time.Second || len(p.bySession) >= maxPendingTotal {
+		for s, c := range p.bySession {
+			if !now.Before(c.expires) {
+				p.dropLocked(s)
+			}
+		}
+		p.swept = now
+	}
+	return p.perCaller[caller] < p.max && len(p.bySession) < maxPendingTotal
+}
+
+func (p *pendingChallenges) add(sess, caller string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bySession[sess] = pendingChallenge{caller: caller, expires: now.Add(pendingTTL)}
+	p.perCaller[caller]++
+}
+
+// done forgets a challenge its host answered.
+func (p *pendingChallenges) done(sess string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropLocked(sess)
+}
+
+// clientIP is the caller's address as the broker is told it.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// relayChallenge opens a broker session for the caller, within its
+// pending-challenge budget, and relays the nonce.
+func (s *Server) relayChallenge(w http.ResponseWriter, r *http.Request, what, base string) {
+	caller := ratelimit.Key(r.RemoteAddr)
+	if !s.pending.admit(caller, s.o.now()) {
+		s.audit(r, what, "refused", "too many unanswered challenges from this address")
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests,
+			fmt.Sprintf("this address holds %d unanswered broker challenges: answer them (POST the attestation) or let them expire", s.o.maxPending))
+		return
+	}
+	c, err := s.brokerAuth(r.Context(), base, clientIP(r))
+	if err != nil {
+		s.brokerError(w, r, what, base, err)
+		return
+	}
+	s.pending.add(c.Session, caller, s.o.now())
+	writeJSON(w, http.StatusOK, c)
+}
+
 // Server is the workload service, an http.Handler.
 type Server struct {
 	o     options
 	store *Store
-	limit *ratelimit.PerAddr
-	idx   index
+	limit   *ratelimit.PerAddr
+	idx     index
+	pending pendingChallenges
 }
 
 // index holds the stored flavors, verified once (at start and on upload),
@@ -153,7 +266,7 @@ func (x *index) names(base string) bool {
 
 // New returns a workload service over store.
 func New(store *Store, opts ...Option) (*Server, error) {
-	o := options{now: time.Now}
+	o := options{now: time.Now, maxPending: DefaultMaxPendingPerCaller}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -177,7 +290,8 @@ func New(store *Store, opts ...Option) (*Server, error) {
 		o.logger.Warn("INSECURE ADMIN API: wls admin calls are NOT authenticated; never use this outside development")
 	}
 	srv := &Server{o: o, store: store, limit: ratelimit.New(o.rate, o.burst, 65536),
-		idx: index{flavors: map[string]indexed{}, brokers: map[string]int{}}}
+		idx:     index{flavors: map[string]indexed{}, brokers: map[string]int{}},
+		pending: pendingChallenges{max: o.maxPending, bySession: map[string]pendingChallenge{}, perCaller: map[string]int{}}}
 	ids, err := store.FlavorIDs()
 	if err != nil {
 		return nil, fmt.Errorf("wls: listing stored flavors: %w", err)
@@ -463,12 +577,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
 	}
-	c, err := s.brokerAuth(r.Context(), base)
-	if err != nil {
-		s.brokerError(w, r, id, base, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	s.relayChallenge(w, r, id, base)
 }
 
 // flavorKey relays the host's attestation and binding key to the broker
@@ -494,7 +603,8 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
 	}
-	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, kr)
+	s.pending.done(kr.Session)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, clientIP(r), kr)
 	if err != nil {
 		s.brokerError(w, r, id, base, err)
 		return
@@ -566,12 +676,7 @@ func (s *Server) keyChallenge(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := s.brokerAuth(r.Context(), base)
-	if err != nil {
-		s.brokerError(w, r, kr.KeyURL, base, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	s.relayChallenge(w, r, kr.KeyURL, base)
 }
 
 func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
@@ -588,7 +693,8 @@ func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, kr.KeyRequest)
+	s.pending.done(kr.Session)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, clientIP(r), kr.KeyRequest)
 	if err != nil {
 		s.brokerError(w, r, kr.KeyURL, base, err)
 		return
