@@ -56,7 +56,7 @@ type Config struct {
 	RateLimit             float64       `toml:"rate_limit"`              // /auth + /attest calls per second per client address; 0 = off
 	RateBurst             int           `toml:"rate_burst"`              // burst of the above
 	MaxChallengesPerAddr  int           `toml:"max_challenges_per_address"`
-	TrustedProxies        []string      `toml:"trusted_proxies"` // addresses/CIDRs whose X-Forwarded-For counts (a WLS)
+	TrustedProxies        []string      `toml:"trusted_proxies"`     // addresses/CIDRs whose X-Forwarded-For counts (a WLS)
 	AdminTokenMaxTTL      time.Duration `toml:"admin_token_max_ttl"` // longest admin token lifetime accepted; default token.AdminTTL
 	AllowSampleTee        bool          `toml:"allow_sample_tee"`    // accept the sample TEE (no root of trust): development only
 	Collateral            string        `toml:"collateral"`          // directory of SNP/TDX collateral (certificates, TCB info, QE identity)

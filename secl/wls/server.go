@@ -202,8 +202,8 @@ func (s *Server) relayChallenge(w http.ResponseWriter, r *http.Request, what, ba
 
 // Server is the workload service, an http.Handler.
 type Server struct {
-	o     options
-	store *Store
+	o       options
+	store   *Store
 	limit   *ratelimit.PerAddr
 	idx     index
 	pending pendingChallenges
