@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -34,7 +35,8 @@ func FuzzCheckTransfer(f *testing.F) {
 	wrapped := []byte("wrapped key bytes")
 	const keyID = "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"
 	wd := sha256.Sum256(wrapped)
-	payload, _ := json.Marshal(protocol.KeyTransferProof{ReportData: rd, KeyID: keyID, WrappedKeySHA256: base64.StdEncoding.EncodeToString(wd[:])})
+	now := time.Now()
+	payload, _ := json.Marshal(protocol.KeyTransferProof{ReportData: rd, KeyID: keyID, WrappedKeySHA256: base64.StdEncoding.EncodeToString(wd[:]), IssuedAt: now.Unix()})
 	good, _ := signer.SignJWS(protocol.TransferProofType, payload)
 	other, _ := signer.SignJWS(protocol.TransferProofType, []byte(`{"report_data":"00","key_id":"x"}`))
 	for _, s := range []string{good, other, "", "a.b.c", good + "x", good[:len(good)-3], "eyJhbGciOiJub25lIn0.e30."} {
@@ -43,7 +45,7 @@ func FuzzCheckTransfer(f *testing.F) {
 	keys := []*ecdsa.PublicKey{signer.PublicKey()}
 	f.Fuzz(func(t *testing.T, proof string) {
 		fuzzbound.Limit(t, fuzzbound.Default)
-		err := wla.CheckTransfer(proof, keys, kr, keyID, wrapped)
+		err := wla.CheckTransfer(proof, keys, kr, keyID, wrapped, now)
 		if err == nil && proof != good {
 			// ES256 signatures are not unique (s and n-s): a different proof is
 			// fine only if it still says exactly what the good one says

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -258,6 +259,17 @@ func (x *index) get(id string) (indexed, bool) {
 	return e, ok
 }
 
+func (x *index) ids() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	ids := make([]string, 0, len(x.flavors))
+	for id := range x.flavors {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 func (x *index) names(base string) bool {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -338,12 +350,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == PathFlavors && r.Method == http.MethodPost:
 		s.admin(w, r, s.addFlavor)
 	case p == PathFlavors && r.Method == http.MethodGet:
-		ids, err := s.store.FlavorIDs()
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "listing flavors failed")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string][]string{"ids": ids})
+		writeJSON(w, http.StatusOK, map[string][]string{"ids": s.idx.ids()}) // the flavors served: those that verify
 	case strings.HasPrefix(p, PathFlavors+"/") && r.Method == http.MethodPut:
 		id := p[len(PathFlavors)+1:]
 		s.admin(w, r, func(w http.ResponseWriter, r *http.Request) { s.replaceFlavor(w, r, id) })
