@@ -196,8 +196,10 @@ func EncryptFile(ctx context.Context, in, out string, key []byte, opts ...Option
 }
 
 // DecryptFile decrypts the file in to the file out. The plaintext goes to
-// a temp file next to out, which becomes out only when every segment
-// authenticated and, with WithDigest, the ciphertext's digest matched.
+// an unnamed file in out's directory (O_TMPFILE: a killed process leaves
+// nothing; a named temp file where the file system lacks it), which
+// becomes out only when every segment authenticated and, with WithDigest,
+// the ciphertext's digest matched.
 // Either format is recognized by its first bytes.
 func DecryptFile(ctx context.Context, in, out string, key []byte, opts ...Option) (*Result, error) {
 	return fileToFile(in, out, opts, func(w io.Writer, src io.Reader, _ options) (*Result, error) {
@@ -228,7 +230,7 @@ func fileToFile(in, out string, opts []Option, f func(w io.Writer, src io.Reader
 		var err error
 		res, err = f(w, src, o)
 		return err
-	}, atomicfile.Mode(o.mode))
+	}, atomicfile.Mode(o.mode), atomicfile.Unlinked()) // staged plaintext has no name until it authenticated
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,9 @@
 // place (rename, or a hard link when the name must not exist yet), and
 // fsync the directory. A reader sees the old file or the whole new one;
 // a crash leaves at most a stray ".tmp-" file; a failure removes the temp
-// file and changes nothing.
+// file and changes nothing. With Unlinked, the file is written without a
+// name (Linux O_TMPFILE) and linked in only once complete, so not even a
+// SIGKILL mid-write leaves anything behind.
 package atomicfile
 
 import (
@@ -21,7 +23,17 @@ import (
 type options struct {
 	mode      os.FileMode
 	noReplace bool
+	unlinked  bool
 }
+
+// Unlinked writes the file as an unnamed inode in the target's directory
+// (open(2) with O_TMPFILE) and gives it a name (linkat(2) through
+// /proc/self/fd) only once fill returned, was fsynced and chmodded: until
+// then no name exists, so a process killed mid-write (SIGKILL included)
+// leaves nothing behind. Where the file system or kernel lacks O_TMPFILE
+// it falls back to the named temp file (removed on every failure the
+// process lives through). For staged plaintext.
+func Unlinked() Option { return func(o *options) { o.unlinked = true } }
 
 // Option configures a write.
 type Option func(*options)
@@ -65,6 +77,12 @@ func WriteIn(root *os.Root, name string, fill func(io.Writer) error, opts ...Opt
 	dir, base := path.Split(name)
 	if dir == "" {
 		dir = "."
+	}
+	if o.unlinked {
+		if ok, err := writeUnlinked(root, dir, base, fill, o); ok {
+			return err
+		}
+		// no O_TMPFILE here: the named temp file below
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])

@@ -39,6 +39,8 @@ func newKBSServeCmd() *cobra.Command {
 				case !f.Changed, f.Name == "config":
 				case f.Name == "admin-public-key":
 					keys = append(keys, "admin_public_keys")
+				case f.Name == "trusted-proxy":
+					keys = append(keys, "trusted_proxies")
 				default:
 					keys = append(keys, strings.ReplaceAll(f.Name, "-", "_"))
 				}
@@ -82,6 +84,7 @@ func newKBSServeCmd() *cobra.Command {
 	f.Float64Var(&fc.RateLimit, "rate-limit", fc.RateLimit, "/auth and /attest calls per second per client address (0 = off; behind a proxy, limit there)")
 	f.IntVar(&fc.RateBurst, "rate-burst", fc.RateBurst, "burst allowed above --rate-limit")
 	f.IntVar(&fc.MaxChallengesPerAddr, "max-challenges-per-address", fc.MaxChallengesPerAddr, "unattested sessions one client address may hold")
+	f.StringSliceVar(&fc.TrustedProxies, "trusted-proxy", fc.TrustedProxies, "address or CIDR (e.g. the workload service's) whose X-Forwarded-For names the client calls count against (repeatable)")
 	f.DurationVar(&fc.AdminTokenMaxTTL, "admin-token-max-ttl", fc.AdminTokenMaxTTL, "longest admin token lifetime (exp - iat) accepted (kbs-client signs 2h)")
 	f.BoolVar(&fc.AllowSampleTee, "allow-sample-tee", false, "DEVELOPMENT ONLY: accept the sample TEE, which has no hardware root of trust")
 	f.StringVar(&fc.Collateral, "collateral", "", "directory of SNP/TDX collateral: AMD ARK/ASK/VCEK/VLEK certificates and CRLs, Intel TCB info, QE identity, PCK CRLs")

@@ -37,6 +37,7 @@ func newWLSCmd() *cobra.Command {
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
 	f.Float64Var(&c.RateLimit, "rate-limit", 5, "host key requests per second per client address (0 = off; behind a proxy, limit there)")
 	f.IntVar(&c.RateBurst, "rate-burst", 20, "burst allowed above --rate-limit")
+	f.IntVar(&c.MaxPending, "max-pending-per-address", wls.DefaultMaxPendingPerCaller, "unanswered broker challenges one client address may hold (give the broker --trusted-proxy with this service's address too)")
 	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string
@@ -74,6 +75,30 @@ func newWLSCmd() *cobra.Command {
 			return nil
 		},
 	}
+	replaceFlavor := &cobra.Command{
+		Use:   "replace-flavor --url URL --admin-key KEY FLAVOR.json",
+		Short: "Replace a stored flavor with a newly signed one of the same id (audited; add-flavor is create-only)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			doc, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			_, f, err := flavor.Parse(doc)
+			if err != nil {
+				return err
+			}
+			if err := c.ReplaceFlavor(cmd.Context(), f.Meta.ID, doc); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), f.Meta.ID)
+			return nil
+		},
+	}
 	addImage := &cobra.Command{
 		Use:   "add-image --url URL --admin-key KEY --image-id ID --flavor-id FID",
 		Short: "Associate an image with a flavor",
@@ -89,12 +114,12 @@ func newWLSCmd() *cobra.Command {
 			return c.AddImage(cmd.Context(), imageID, flavorID)
 		},
 	}
-	for _, sub := range []*cobra.Command{addFlavor, addImage} {
+	for _, sub := range []*cobra.Command{addFlavor, replaceFlavor, addImage} {
 		sub.Flags().StringVar(&url, "url", "", "workload service URL")
 		sub.Flags().StringVar(&adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key")
 	}
 	addImage.Flags().StringVar(&imageID, "image-id", "", "image id (UUID)")
 	addImage.Flags().StringVar(&flavorID, "flavor-id", "", "flavor id (UUID)")
-	cmd.AddCommand(serve, addFlavor, addImage)
+	cmd.AddCommand(serve, addFlavor, replaceFlavor, addImage)
 	return cmd
 }

@@ -56,6 +56,7 @@ type Config struct {
 	RateLimit             float64       `toml:"rate_limit"`              // /auth + /attest calls per second per client address; 0 = off
 	RateBurst             int           `toml:"rate_burst"`              // burst of the above
 	MaxChallengesPerAddr  int           `toml:"max_challenges_per_address"`
+	TrustedProxies        []string      `toml:"trusted_proxies"`     // addresses/CIDRs whose X-Forwarded-For counts (a WLS)
 	AdminTokenMaxTTL      time.Duration `toml:"admin_token_max_ttl"` // longest admin token lifetime accepted; default token.AdminTTL
 	AllowSampleTee        bool          `toml:"allow_sample_tee"`    // accept the sample TEE (no root of trust): development only
 	Collateral            string        `toml:"collateral"`          // directory of SNP/TDX collateral (certificates, TCB info, QE identity)
@@ -290,6 +291,9 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	opts = append(opts, WithRateLimit(c.RateLimit, c.RateBurst))
 	if c.MaxChallengesPerAddr > 0 {
 		opts = append(opts, WithMaxChallengesPerAddress(c.MaxChallengesPerAddr))
+	}
+	if len(c.TrustedProxies) > 0 {
+		opts = append(opts, WithTrustedProxies(c.TrustedProxies...))
 	}
 	if c.AdminTokenMaxTTL > 0 {
 		opts = append(opts, WithAdminTokenMaxTTL(c.AdminTokenMaxTTL))

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +30,7 @@ var emptyExtraParams = json.RawMessage(`""`)
 
 // limited answers 429 when addr has used up its /auth and /attest budget.
 func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
-	ok, wait := s.limiter.Allow(ratelimit.Key(r.RemoteAddr), s.o.now())
+	ok, wait := s.limiter.Allow(s.clientKey(r), s.o.now())
 	if ok {
 		return false
 	}
@@ -36,6 +38,44 @@ func (s *Server) limited(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 	writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests, "too many /auth and /attest calls from this address: retry later")
 	return true
+}
+
+// clientKey is whom a call counts against: its address (ratelimit.Key),
+// or, from a trusted proxy (WithTrustedProxies), the last address of its
+// X-Forwarded-For.
+func (s *Server) clientKey(r *http.Request) string {
+	key := ratelimit.Key(r.RemoteAddr)
+	if len(s.o.trustedProxies) == 0 {
+		return key
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return key
+	}
+	trusted := false
+	for _, p := range s.o.trustedProxies {
+		if p.Contains(a.Unmap()) {
+			trusted = true
+			break
+		}
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	if !trusted || len(xff) == 0 {
+		return key
+	}
+	last := xff[len(xff)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	c, err := netip.ParseAddr(strings.TrimSpace(last))
+	if err != nil {
+		return key
+	}
+	return "fwd:" + ratelimit.Key(c.String())
 }
 
 func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
@@ -71,11 +111,11 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if s.shared != nil {
 		id = newSessionID()
-		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: ratelimit.Key(r.RemoteAddr), Expires: expires}, s.o.maxPerAddr)
+		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: s.clientKey(r), Expires: expires}, s.o.maxPerAddr)
 	} else {
 		var sess *session
 		var evicted int
-		sess, evicted, err = s.pending.create(req.Tee, nonce, ratelimit.Key(r.RemoteAddr), expires, now)
+		sess, evicted, err = s.pending.create(req.Tee, nonce, s.clientKey(r), expires, now)
 		if sess != nil {
 			id = sess.id
 		}

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,26 +56,27 @@ const (
 )
 
 type options struct {
-	store         store.Store
-	verifiers     attest.Verifiers
-	engine        *policy.Engine
-	signer        *token.Signer
-	issuers       *token.TrustedIssuers
-	adminKeys     []ed25519.PublicKey
-	adminRole     string
-	adminACL      map[string][]string
-	adminMaxTTL   time.Duration
-	insecureAdmin bool
-	sessionTTL    time.Duration
-	maxBody       int64
-	maxResource   int64
-	maxSessions   int
-	maxPerAddr    int
-	rate          float64
-	burst         int
-	logger        *slog.Logger
-	now           func() time.Time
-	stateDir      string
+	store          store.Store
+	verifiers      attest.Verifiers
+	engine         *policy.Engine
+	signer         *token.Signer
+	issuers        *token.TrustedIssuers
+	adminKeys      []ed25519.PublicKey
+	adminRole      string
+	adminACL       map[string][]string
+	adminMaxTTL    time.Duration
+	insecureAdmin  bool
+	sessionTTL     time.Duration
+	maxBody        int64
+	maxResource    int64
+	maxSessions    int
+	maxPerAddr     int
+	trustedProxies []netip.Prefix
+	rate           float64
+	burst          int
+	logger         *slog.Logger
+	now            func() time.Time
+	stateDir       string
 }
 
 // Option configures New.
@@ -243,6 +245,29 @@ func WithRateLimit(perSecond float64, burst int) Option {
 	return func(o *options) error {
 		o.rate, o.burst = perSecond, burst
 		return ratelimit.Validate(perSecond, burst)
+	}
+}
+
+// WithTrustedProxies names the addresses (CIDR prefixes, e.g. the
+// workload service's "10.0.0.5/32") whose X-Forwarded-For the broker
+// believes: calls from them are counted against the client they name (rate
+// limit, outstanding challenges), so one flooding client behind a relay
+// cannot use up every other client's share. Default: none (every caller is
+// its own address).
+func WithTrustedProxies(cidrs ...string) Option {
+	return func(o *options) error {
+		for _, c := range cidrs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				a, aerr := netip.ParseAddr(c)
+				if aerr != nil {
+					return fmt.Errorf("trusted proxy %q: want an address or CIDR prefix", c)
+				}
+				p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+			}
+			o.trustedProxies = append(o.trustedProxies, p.Masked())
+		}
+		return nil
 	}
 }
 

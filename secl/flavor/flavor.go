@@ -227,36 +227,56 @@ func decode(raw []byte) (*Flavor, error) {
 // spec.ErrIntegrity when the document is unsigned, signed by another key,
 // or changed after signing.
 func Verify(doc []byte, signers []*x509.Certificate) (*Flavor, error) {
+	f, _, err := VerifyDoc(doc, signers)
+	return f, err
+}
+
+// VerifyDoc is Verify that also returns the document to keep and serve:
+// rebuilt from the flavor member the signature covers and the signature
+// alone, so nothing else the uploaded bytes held (a second "flavor"
+// member, unknown members) survives to mislead a reader.
+func VerifyDoc(doc []byte, signers []*x509.Certificate) (*Flavor, []byte, error) {
 	if len(signers) == 0 {
-		return nil, errors.New("flavor: no trusted flavor signer configured")
+		return nil, nil, errors.New("flavor: no trusted flavor signer configured")
 	}
 	s, _, err := Parse(doc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.Signature == "" {
-		return nil, fmt.Errorf("flavor: unsigned (coffer refuses unsigned flavors): %w", spec.ErrIntegrity)
+		return nil, nil, fmt.Errorf("flavor: unsigned (coffer refuses unsigned flavors): %w", spec.ErrIntegrity)
 	}
 	if base64.StdEncoding.DecodedLen(len(s.Signature)) > MaxSignature+2 {
-		return nil, fmt.Errorf("flavor: signature longer than %d bytes: %w", MaxSignature, spec.ErrIntegrity)
+		return nil, nil, fmt.Errorf("flavor: signature longer than %d bytes: %w", MaxSignature, spec.ErrIntegrity)
 	}
 	sig, err := base64.StdEncoding.DecodeString(s.Signature)
 	if err != nil {
-		return nil, fmt.Errorf("flavor: signature is not standard base64: %w", spec.ErrIntegrity)
+		return nil, nil, fmt.Errorf("flavor: signature is not standard base64: %w", spec.ErrIntegrity)
 	}
 	canon, err := jcs.Canonicalize(s.Flavor)
 	if err != nil {
-		return nil, fmt.Errorf("flavor: %v: %w", err, spec.ErrIntegrity)
+		return nil, nil, fmt.Errorf("flavor: %v: %w", err, spec.ErrIntegrity)
 	}
 	for _, c := range signers {
+		var member []byte
 		switch {
 		case verifyBytes(c.PublicKey, canon, sig):
-			return decode(canon)
+			member = canon
 		case !bytes.Equal(canon, s.Flavor) && verifyBytes(c.PublicKey, s.Flavor, sig):
-			return decode(s.Flavor) // signed the SecL way, over the bytes as sent
+			member = s.Flavor // signed the SecL way, over the bytes as sent: keep them as sent
+		default:
+			continue
 		}
+		f, err := decode(member)
+		if err != nil {
+			return nil, nil, err
+		}
+		quoted, _ := json.Marshal(s.Signature)
+		kept := make([]byte, 0, len(member)+len(quoted)+32)
+		kept = append(append(append(append(kept, `{"flavor":`...), member...), `,"signature":`...), quoted...)
+		return f, append(kept, '}'), nil
 	}
-	return nil, fmt.Errorf("flavor %s: signature does not verify with any trusted flavor signer (modified, or signed by another key): %w", idOf(s.Flavor), spec.ErrIntegrity)
+	return nil, nil, fmt.Errorf("flavor %s: signature does not verify with any trusted flavor signer (modified, or signed by another key): %w", idOf(s.Flavor), spec.ErrIntegrity)
 }
 
 func idOf(raw []byte) string {

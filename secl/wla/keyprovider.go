@@ -118,7 +118,7 @@ func (k *KeyProvider) UnwrapKey(ctx context.Context, _ map[string][][]byte, anno
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckTransfer(rk.Proof, k.BrokerKeys, kr, keyID, rk.Key); err != nil {
+	if err := CheckTransfer(rk.Proof, k.BrokerKeys, kr, keyID, rk.Key, time.Now()); err != nil {
 		return nil, err
 	}
 	key, err := k.TPM.Unbind(ctx, rk.Key)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-dev/coffer/filecrypt"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -256,11 +257,15 @@ func TestTransferOncePerSession(t *testing.T) {
 	var tr protocol.KeyTransferResponse
 	json.Unmarshal(body, &tr)
 	wrapped, _ := base64.StdEncoding.DecodeString(tr.WrappedKey)
-	if err := wla.CheckTransfer(tr.Proof, w.trust.BrokerKeys, kr, keyID, wrapped); err != nil {
+	if err := wla.CheckTransfer(tr.Proof, w.trust.BrokerKeys, kr, keyID, wrapped, time.Now()); err != nil {
 		t.Fatalf("the first transfer's proof: %v", err)
 	}
-	if err := wla.CheckTransfer(tr.Proof, w.trust.BrokerKeys, kr, "00000000-0000-4000-8000-000000000000", wrapped); !errors.Is(err, spec.ErrIntegrity) {
+	if err := wla.CheckTransfer(tr.Proof, w.trust.BrokerKeys, kr, "00000000-0000-4000-8000-000000000000", wrapped, time.Now()); !errors.Is(err, spec.ErrIntegrity) {
 		t.Errorf("proof for another key id accepted: %v", err)
+	}
+	// the same genuine release replayed later (a relay kept it and hands the host the old nonce)
+	if err := wla.CheckTransfer(tr.Proof, w.trust.BrokerKeys, kr, keyID, wrapped, time.Now().Add(wla.MaxProofAge+time.Minute)); !errors.Is(err, spec.ErrIntegrity) {
+		t.Errorf("a proof older than MaxProofAge accepted: %v", err)
 	}
 	resp, body = post(path, sess, protocol.KeyTransferRequest{BindingKey: kr.BindingKey})
 	t.Logf("second transfer: %d %s", resp.StatusCode, body)

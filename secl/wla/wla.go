@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/coffer-dev/coffer/filecrypt"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -78,13 +79,22 @@ func Prove(ctx context.Context, t *tpm.TPM, ch *wls.Challenge) (*wls.KeyRequest,
 // flavor it expects); it refuses rather than trust the network.
 var ErrNoTrustAnchor = fmt.Errorf("wla: no trust anchor configured: %w", spec.ErrUnsupported)
 
+// MaxProofAge bounds how old a transfer proof may be (by its iat against
+// the host's clock; ProofSkew in the future): a relay that recorded a
+// genuine release cannot replay it to this host much later (after the
+// owner revoked it) by handing it the old nonce again.
+const (
+	MaxProofAge = 10 * time.Minute
+	ProofSkew   = 2 * time.Minute
+)
+
 // CheckTransfer accepts wrapped only with the broker's transfer proof for
 // it: signed by one of brokerKeys (pinned by the host), for the
 // attestation kr carried (its report data binds the broker's nonce and
-// the binding key), for key keyID, over exactly these wrapped bytes. A key
-// wrapped by anyone else (a fake WLS, a relay) to this host's binding key
-// has no such proof.
-func CheckTransfer(proof string, brokerKeys []*ecdsa.PublicKey, kr *wls.KeyRequest, keyID string, wrapped []byte) error {
+// the binding key), for key keyID, over exactly these wrapped bytes,
+// issued within MaxProofAge of now. A key wrapped by anyone else (a fake
+// WLS, a relay) to this host's binding key has no such proof.
+func CheckTransfer(proof string, brokerKeys []*ecdsa.PublicKey, kr *wls.KeyRequest, keyID string, wrapped []byte, now time.Time) error {
 	if len(brokerKeys) == 0 {
 		return fmt.Errorf("%w: no broker transfer key pinned", ErrNoTrustAnchor)
 	}
@@ -112,6 +122,9 @@ func CheckTransfer(proof string, brokerKeys []*ecdsa.PublicKey, kr *wls.KeyReque
 		return fmt.Errorf("wla: the broker released key %q, the flavor names %q: %w", p.KeyID, keyID, spec.ErrIntegrity)
 	case p.WrappedKeySHA256 != base64.StdEncoding.EncodeToString(wd[:]):
 		return fmt.Errorf("wla: the wrapped key is not the one the broker released: %w", spec.ErrIntegrity)
+	case now.Sub(time.Unix(p.IssuedAt, 0)) > MaxProofAge || time.Unix(p.IssuedAt, 0).Sub(now) > ProofSkew:
+		return fmt.Errorf("wla: the broker's transfer proof was issued at %s, not now (a replayed release, or a clock off by more than %v): %w",
+			time.Unix(p.IssuedAt, 0).UTC().Format(time.RFC3339), ProofSkew, spec.ErrIntegrity)
 	}
 	return nil
 }
@@ -181,7 +194,7 @@ func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string, tr Trus
 	if err != nil {
 		return nil, nil, fmt.Errorf("wla: flavor %s: %w", f.Meta.ID, err)
 	}
-	if err := CheckTransfer(fk.Proof, tr.BrokerKeys, kr, keyID, fk.Key); err != nil {
+	if err := CheckTransfer(fk.Proof, tr.BrokerKeys, kr, keyID, fk.Key, time.Now()); err != nil {
 		return nil, nil, err
 	}
 	key, err := t.Unbind(ctx, fk.Key)

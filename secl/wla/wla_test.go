@@ -24,6 +24,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/kbs/server"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wla"
 	"github.com/coffer-dev/coffer/secl/wls"
@@ -73,8 +74,14 @@ func openTPM(t *testing.T) *tpm.TPM {
 // flavor and image, the broker trusts host's AK and pins its PCR11.
 func setup(t *testing.T, host *tpm.TPM, seclFormat ...bool) *world {
 	t.Helper()
+	return setupWith(t, host, nil, nil, len(seclFormat) > 0)
+}
+
+// setupWith is setup with extra broker and WLS options.
+func setupWith(t *testing.T, host *tpm.TPM, bopts []server.Option, wopts []wls.Option, seclFormat bool) *world {
+	t.Helper()
 	ctx := t.Context()
-	b := kbstest.New(t)
+	b := kbstest.New(t, bopts...)
 	w := &world{broker: b, dir: t.TempDir()}
 	key, cert := signer(t)
 	adm, err := adminclient.New(b.URL, b.AdminKey)
@@ -88,7 +95,7 @@ func setup(t *testing.T, host *tpm.TPM, seclFormat ...bool) *world {
 	w.enc = filepath.Join(w.dir, "disk.enc")
 	flavorFile := filepath.Join(w.dir, "flavor.json")
 	f, err := wpm.CreateImageFlavor(ctx, wpm.ImageFlavorRequest{Label: "vm", Input: in, Output: w.enc, FlavorOut: flavorFile,
-		BrokerURL: b.URL, Admin: adm, SigningKey: key, SecLFormat: len(seclFormat) > 0})
+		BrokerURL: b.URL, Admin: adm, SigningKey: key, SecLFormat: seclFormat})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,8 +104,8 @@ func setup(t *testing.T, host *tpm.TPM, seclFormat ...bool) *world {
 		t.Fatal(err)
 	}
 	_, adminKey, _ := ed25519.GenerateKey(rand.Reader)
-	srv, err := wls.New(store, wls.WithFlavorSigners(cert), wls.WithAdminKeys(adminKey.Public().(ed25519.PublicKey)),
-		wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv, err := wls.New(store, append([]wls.Option{wls.WithFlavorSigners(cert), wls.WithAdminKeys(adminKey.Public().(ed25519.PublicKey)),
+		wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, wopts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ const maxBrokerReply = 64 << 10
 // brokerCall posts in (JSON) to base+path with the session cookie and
 // decodes the reply into out (when not nil). It returns the session cookie
 // the broker set, if any.
-func (s *Server) brokerCall(ctx context.Context, base, path, session string, in, out any) (string, error) {
+func (s *Server) brokerCall(ctx context.Context, base, path, session, client string, in, out any) (string, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return "", err
@@ -30,6 +30,12 @@ func (s *Server) brokerCall(ctx context.Context, base, path, session string, in,
 	req.Header.Set("Content-Type", protocol.ContentTypeJSON)
 	if session != "" {
 		req.AddCookie(&http.Cookie{Name: protocol.SessionCookie, Value: session})
+	}
+	if client != "" {
+		// whom the broker should count this call against, if it trusts this
+		// service as a proxy (kbs serve --trusted-proxy): one flooding host
+		// then uses up its own share, not every host's (W20)
+		req.Header.Set("X-Forwarded-For", client)
 	}
 	resp, err := s.o.hc.Do(req)
 	if err != nil {
@@ -62,9 +68,9 @@ func (s *Server) brokerCall(ctx context.Context, base, path, session string, in,
 	return "", nil
 }
 
-func (s *Server) brokerAuth(ctx context.Context, base string) (*Challenge, error) {
+func (s *Server) brokerAuth(ctx context.Context, base, client string) (*Challenge, error) {
 	var ch protocol.Challenge
-	sess, err := s.brokerCall(ctx, base, protocol.PathAuth, "", protocol.Request{Version: protocol.Version, Tee: protocol.TeeTPM, ExtraParams: json.RawMessage(`""`)}, &ch)
+	sess, err := s.brokerCall(ctx, base, protocol.PathAuth, "", client, protocol.Request{Version: protocol.Version, Tee: protocol.TeeTPM, ExtraParams: json.RawMessage(`""`)}, &ch)
 	if err != nil {
 		return nil, err
 	}
@@ -77,13 +83,13 @@ func (s *Server) brokerAuth(ctx context.Context, base string) (*Challenge, error
 // brokerTransfer attests the host in its session and asks for the key
 // wrapped to its binding key; it returns the wrapped key and the broker's
 // transfer proof (relayed untouched: the host checks it).
-func (s *Server) brokerTransfer(ctx context.Context, base, keyID string, kr KeyRequest) ([]byte, string, error) {
+func (s *Server) brokerTransfer(ctx context.Context, base, keyID, client string, kr KeyRequest) ([]byte, string, error) {
 	var ar protocol.AttestResponse
-	if _, err := s.brokerCall(ctx, base, protocol.PathAttest, kr.Session, kr.Attestation, &ar); err != nil {
+	if _, err := s.brokerCall(ctx, base, protocol.PathAttest, kr.Session, client, kr.Attestation, &ar); err != nil {
 		return nil, "", err
 	}
 	var tr protocol.KeyTransferResponse
-	if _, err := s.brokerCall(ctx, base, protocol.PathKeyTransfer+keyID+protocol.PathTransferSuffix, kr.Session,
+	if _, err := s.brokerCall(ctx, base, protocol.PathKeyTransfer+keyID+protocol.PathTransferSuffix, kr.Session, client,
 		protocol.KeyTransferRequest{BindingKey: kr.BindingKey}, &tr); err != nil {
 		return nil, "", err
 	}

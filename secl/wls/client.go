@@ -89,6 +89,15 @@ func (c *Client) AddFlavor(ctx context.Context, doc []byte) (string, error) {
 	return out.ID, nil
 }
 
+// ReplaceFlavor replaces stored flavor id with doc (an explicit, audited
+// admin call: AddFlavor is create-only).
+func (c *Client) ReplaceFlavor(ctx context.Context, id string, doc []byte) error {
+	if !flavor.ValidID(id) {
+		return fmt.Errorf("flavor id %q: %w", id, spec.ErrUnsupported)
+	}
+	return c.do(ctx, http.MethodPut, PathFlavors+"/"+id, true, doc, nil)
+}
+
 // AddImage associates image id with flavors.
 func (c *Client) AddImage(ctx context.Context, id string, flavorIDs ...string) error {
 	return c.do(ctx, http.MethodPost, PathImages, true, Image{ID: id, FlavorIDs: flavorIDs}, nil)

@@ -26,6 +26,7 @@ type Config struct {
 	AllowedBrokers  []string // brokers hosts may ask keys of by URL, besides those flavors name
 	RateLimit       float64  // host key requests per second per client address (0 = off)
 	RateBurst       int
+	MaxPending      int // unanswered broker challenges per client address (0 = DefaultMaxPendingPerCaller)
 }
 
 // Serve runs the workload service described by c until ctx ends. ready,
@@ -64,7 +65,12 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(net.Ad
 		return err
 	}
 	defer store.Close()
-	srv, err := New(store, WithFlavorSigners(signers...), WithAdminKeys(keys...), WithInsecureAdmin(c.InsecureAdmin), WithLogger(logger), WithAllowedBrokers(c.AllowedBrokers...), WithRateLimit(c.RateLimit, c.RateBurst))
+	opts := []Option{WithFlavorSigners(signers...), WithAdminKeys(keys...), WithInsecureAdmin(c.InsecureAdmin), WithLogger(logger),
+		WithAllowedBrokers(c.AllowedBrokers...), WithRateLimit(c.RateLimit, c.RateBurst)}
+	if c.MaxPending > 0 {
+		opts = append(opts, WithMaxPendingPerCaller(c.MaxPending))
+	}
+	srv, err := New(store, opts...)
 	if err != nil {
 		return err
 	}

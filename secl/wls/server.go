@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type options struct {
 	brokers       []string
 	rate          float64
 	burst         int
+	maxPending    int
 }
 
 // Option configures New.
@@ -88,18 +90,195 @@ func WithRateLimit(perSecond float64, burst int) Option {
 	}
 }
 
+// DefaultMaxPendingPerCaller is how many broker challenges one client
+// address may hold unanswered through the service (WithMaxPendingPerCaller).
+const DefaultMaxPendingPerCaller = 8
+
+// WithMaxPendingPerCaller bounds the broker challenges one client address
+// may have opened through the service and not yet answered (each lives
+// until answered or for the broker's 5-minute session lifetime): a caller
+// that asks and never answers cannot fill the broker's per-address quota,
+// which every host behind this service shares unless the broker trusts the
+// service's X-Forwarded-For (kbs serve --trusted-proxy). Default
+// DefaultMaxPendingPerCaller.
+func WithMaxPendingPerCaller(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("wls: max pending challenges per caller must be ≥ 1, got %d", n)
+		}
+		o.maxPending = n
+		return nil
+	}
+}
+
+// pendingTTL is how long a relayed challenge counts (the broker's session lifetime).
+const pendingTTL = 5 * time.Minute
+
+// maxPendingTotal bounds the table (every caller together).
+const maxPendingTotal = 65536
+
+type pendingChallenge struct {
+	caller  string
+	expires time.Time
+}
+
+// pendingChallenges counts, per caller, the broker challenges relayed and
+// not yet answered.
+type pendingChallenges struct {
+	mu        sync.Mutex
+	max       int
+	bySession map[string]pendingChallenge
+	perCaller map[string]int
+	swept     time.Time
+}
+
+func (p *pendingChallenges) dropLocked(sess string) {
+	c, ok := p.bySession[sess]
+	if !ok {
+		return
+	}
+	delete(p.bySession, sess)
+	if p.perCaller[c.caller]--; p.perCaller[c.caller] <= 0 {
+		delete(p.perCaller, c.caller)
+	}
+}
+
+// admit reports whether caller may open another challenge now.
+func (p *pendingChallenges) admit(caller string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now.Sub(p.swept) > time.Second || len(p.bySession) >= maxPendingTotal {
+		for s, c := range p.bySession {
+			if !now.Before(c.expires) {
+				p.dropLocked(s)
+			}
+		}
+		p.swept = now
+	}
+	return p.perCaller[caller] < p.max && len(p.bySession) < maxPendingTotal
+}
+
+func (p *pendingChallenges) add(sess, caller string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bySession[sess] = pendingChallenge{caller: caller, expires: now.Add(pendingTTL)}
+	p.perCaller[caller]++
+}
+
+// done forgets a challenge its host answered.
+func (p *pendingChallenges) done(sess string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropLocked(sess)
+}
+
+// clientIP is the caller's address as the broker is told it.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// relayChallenge opens a broker session for the caller, within its
+// pending-challenge budget, and relays the nonce.
+func (s *Server) relayChallenge(w http.ResponseWriter, r *http.Request, what, base string) {
+	caller := ratelimit.Key(r.RemoteAddr)
+	if !s.pending.admit(caller, s.o.now()) {
+		s.audit(r, what, "refused", "too many unanswered challenges from this address")
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests,
+			fmt.Sprintf("this address holds %d unanswered broker challenges: answer them (POST the attestation) or let them expire", s.o.maxPending))
+		return
+	}
+	c, err := s.brokerAuth(r.Context(), base, clientIP(r))
+	if err != nil {
+		s.brokerError(w, r, what, base, err)
+		return
+	}
+	s.pending.add(c.Session, caller, s.o.now())
+	writeJSON(w, http.StatusOK, c)
+}
+
 // Server is the workload service, an http.Handler.
 type Server struct {
-	o     options
-	store *Store
-	mu    sync.Mutex
-	jti   map[string]int64
-	limit *ratelimit.PerAddr
+	o       options
+	store   *Store
+	limit   *ratelimit.PerAddr
+	idx     index
+	pending pendingChallenges
+}
+
+// index holds the stored flavors, verified once (at start and on upload),
+// and how many name each broker: a host request costs map lookups, not a
+// pass over the store (review 3, W21).
+type index struct {
+	mu      sync.RWMutex
+	flavors map[string]indexed
+	brokers map[string]int // broker base URL → stored flavors naming it
+}
+
+type indexed struct {
+	f   *flavor.Flavor
+	doc []byte // the verified document, as stored
+}
+
+func brokerOf(f *flavor.Flavor) string {
+	if f.Encryption == nil {
+		return ""
+	}
+	b, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	if err != nil {
+		return ""
+	}
+	return b
+}
+
+// put adds or replaces id's entry.
+func (x *index) put(id string, f *flavor.Flavor, doc []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old, ok := x.flavors[id]; ok {
+		if b := brokerOf(old.f); b != "" {
+			if x.brokers[b]--; x.brokers[b] <= 0 {
+				delete(x.brokers, b)
+			}
+		}
+	}
+	x.flavors[id] = indexed{f: f, doc: doc}
+	if b := brokerOf(f); b != "" {
+		x.brokers[b]++
+	}
+}
+
+func (x *index) get(id string) (indexed, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, ok := x.flavors[id]
+	return e, ok
+}
+
+func (x *index) ids() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	ids := make([]string, 0, len(x.flavors))
+	for id := range x.flavors {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func (x *index) names(base string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.brokers[base] > 0
 }
 
 // New returns a workload service over store.
 func New(store *Store, opts ...Option) (*Server, error) {
-	o := options{now: time.Now}
+	o := options{now: time.Now, maxPending: DefaultMaxPendingPerCaller}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -122,7 +301,26 @@ func New(store *Store, opts ...Option) (*Server, error) {
 	if o.insecureAdmin {
 		o.logger.Warn("INSECURE ADMIN API: wls admin calls are NOT authenticated; never use this outside development")
 	}
-	return &Server{o: o, store: store, jti: map[string]int64{}, limit: ratelimit.New(o.rate, o.burst, 65536)}, nil
+	srv := &Server{o: o, store: store, limit: ratelimit.New(o.rate, o.burst, 65536),
+		idx:     index{flavors: map[string]indexed{}, brokers: map[string]int{}},
+		pending: pendingChallenges{max: o.maxPending, bySession: map[string]pendingChallenge{}, perCaller: map[string]int{}}}
+	ids, err := store.FlavorIDs()
+	if err != nil {
+		return nil, fmt.Errorf("wls: listing stored flavors: %w", err)
+	}
+	for _, id := range ids {
+		doc, err := store.Flavor(id)
+		if err != nil {
+			return nil, fmt.Errorf("wls: reading flavor %s: %w", id, err)
+		}
+		f, kept, err := flavor.VerifyDoc(doc, o.signers)
+		if err != nil || f.Meta.ID != id {
+			o.logger.Warn("wls: a stored flavor does not verify with the configured signers: not served", "flavor", id, "err", err)
+			continue
+		}
+		srv.idx.put(id, f, kept)
+	}
+	return srv, nil
 }
 
 func writeError(w http.ResponseWriter, code int, variant, detail string) {
@@ -152,20 +350,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == PathFlavors && r.Method == http.MethodPost:
 		s.admin(w, r, s.addFlavor)
 	case p == PathFlavors && r.Method == http.MethodGet:
-		ids, err := s.store.FlavorIDs()
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, protocol.ErrInternal, "listing flavors failed")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string][]string{"ids": ids})
+		writeJSON(w, http.StatusOK, map[string][]string{"ids": s.idx.ids()}) // the flavors served: those that verify
+	case strings.HasPrefix(p, PathFlavors+"/") && r.Method == http.MethodPut:
+		id := p[len(PathFlavors)+1:]
+		s.admin(w, r, func(w http.ResponseWriter, r *http.Request) { s.replaceFlavor(w, r, id) })
 	case strings.HasPrefix(p, PathFlavors+"/") && r.Method == http.MethodGet:
-		doc, err := s.store.Flavor(p[len(PathFlavors)+1:])
-		if err != nil {
-			s.storeError(w, err)
+		e, ok := s.idx.get(p[len(PathFlavors)+1:])
+		if !ok {
+			writeError(w, http.StatusNotFound, protocol.ErrResourceNotFound, "no such flavor")
 			return
 		}
 		w.Header().Set("Content-Type", protocol.ContentTypeJSON)
-		w.Write(doc)
+		w.Write(e.doc) // the verified document (VerifyDoc), never the bytes as uploaded
 	case p == PathImages && r.Method == http.MethodPost:
 		s.admin(w, r, s.addImage)
 	case (p == PathKeyChallenge || p == PathKeys || strings.HasSuffix(p, FlavorKeySuffix)) && s.limited(w, r):
@@ -247,18 +443,10 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request, next func(http.Re
 	now := s.o.now()
 	c, err := token.VerifyAdmin(strings.TrimSpace(tok), s.o.adminKeys, token.AdminCheck{}, now)
 	if err == nil && c.ID != "" {
-		s.mu.Lock()
-		if _, seen := s.jti[c.ID]; seen {
+		// on disk before the write it authorizes: a restart does not revive it (W3)
+		if err = s.store.SpendAdminID(c.ID, c.Expiry, now); errors.Is(err, spec.ErrExists) {
 			err = errors.New("admin token already used for a write (jti replay): sign a new one")
-		} else {
-			for k, exp := range s.jti {
-				if now.Unix() >= exp {
-					delete(s.jti, k)
-				}
-			}
-			s.jti[c.ID] = c.Expiry
 		}
-		s.mu.Unlock()
 	}
 	if err != nil {
 		s.o.logger.Warn("wls admin refused", "remote", r.RemoteAddr, "reason", err.Error())
@@ -273,18 +461,60 @@ func (s *Server) addFlavor(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f, err := flavor.Verify(doc, s.o.signers)
+	f, kept, err := flavor.VerifyDoc(doc, s.o.signers)
 	if err != nil {
 		s.o.logger.Info("wls audit", "op", "add flavor", "decision", "refused", "reason", err.Error())
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "flavor refused: "+err.Error())
 		return
 	}
-	if err := s.store.PutFlavor(f.Meta.ID, doc); err != nil {
+	if err := s.store.PutFlavor(f.Meta.ID, kept); err != nil {
+		if errors.Is(err, spec.ErrExists) {
+			s.o.logger.Info("wls audit", "op", "add flavor", "decision", "refused", "flavor", f.Meta.ID, "reason", "id already stored")
+			writeError(w, http.StatusConflict, protocol.ErrResourceExists, fmt.Sprintf("flavor %s is already stored: flavors are create-only (replace it explicitly with coffer wls replace-flavor)", f.Meta.ID))
+			return
+		}
 		s.storeError(w, err)
 		return
 	}
+	s.idx.put(f.Meta.ID, f, kept)
 	s.o.logger.Info("wls audit", "op", "add flavor", "decision", "stored", "flavor", f.Meta.ID, "label", f.Meta.Description.Label)
 	writeJSON(w, http.StatusCreated, map[string]string{"id": f.Meta.ID})
+}
+
+// replaceFlavor is the explicit, audited replacement of a stored flavor
+// (PUT /wls/flavors/{id}): the document must verify and carry id.
+func (s *Server) replaceFlavor(w http.ResponseWriter, r *http.Request, id string) {
+	doc, ok := readBody(w, r, flavor.MaxSignedFlavor)
+	if !ok {
+		return
+	}
+	f, kept, err := flavor.VerifyDoc(doc, s.o.signers)
+	if err == nil && f.Meta.ID != id {
+		err = fmt.Errorf("the document is flavor %s, the path names %s", f.Meta.ID, id)
+	}
+	if err != nil {
+		s.o.logger.Info("wls audit", "op", "replace flavor", "flavor", id, "decision", "refused", "reason", err.Error())
+		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "flavor refused: "+err.Error())
+		return
+	}
+	old, had := s.idx.get(id)
+	if err := s.store.ReplaceFlavor(id, kept); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.idx.put(id, f, kept)
+	attrs := []any{"op", "replace flavor", "decision", "replaced", "flavor", id, "label", f.Meta.Description.Label, "remote", r.RemoteAddr}
+	if f.Encryption != nil {
+		attrs = append(attrs, "key_url", f.Encryption.KeyURL)
+	}
+	if had {
+		attrs = append(attrs, "old_label", old.f.Meta.Description.Label)
+		if old.f.Encryption != nil {
+			attrs = append(attrs, "old_key_url", old.f.Encryption.KeyURL)
+		}
+	}
+	s.o.logger.Warn("wls audit", attrs...)
+	writeJSON(w, http.StatusOK, map[string]string{"id": id})
 }
 
 func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
@@ -298,12 +528,8 @@ func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, fid := range img.FlavorIDs {
-		if _, err := s.store.Flavor(fid); err != nil {
-			if errors.Is(err, spec.ErrNotFound) {
-				writeError(w, http.StatusBadRequest, protocol.ErrResourceNotFound, fmt.Sprintf("flavor %s is not in this service: add it first", fid))
-			} else {
-				s.storeError(w, err)
-			}
+		if _, ok := s.idx.get(fid); !ok {
+			writeError(w, http.StatusBadRequest, protocol.ErrResourceNotFound, fmt.Sprintf("flavor %s is not in this service: add it first", fid))
 			return
 		}
 	}
@@ -317,7 +543,8 @@ func (s *Server) addImage(w http.ResponseWriter, r *http.Request) {
 }
 
 // imageFlavor returns the image's first flavor that needs a key, with
-// the flavor document, re-verified (the store is not trusted blindly).
+// the flavor document (from the index: verified when it was stored or
+// loaded).
 func (s *Server) imageFlavor(id string) (*flavor.Flavor, []byte, error) {
 	b, err := s.store.ImageData(id)
 	if err != nil {
@@ -328,17 +555,12 @@ func (s *Server) imageFlavor(id string) (*flavor.Flavor, []byte, error) {
 		return nil, nil, fmt.Errorf("image %s: stored record unreadable: %w", id, err)
 	}
 	for _, fid := range img.FlavorIDs {
-		doc, err := s.store.Flavor(fid)
-		if err != nil {
+		e, ok := s.idx.get(fid)
+		if !ok {
 			continue
 		}
-		f, err := flavor.Verify(doc, s.o.signers)
-		if err != nil {
-			s.o.logger.Warn("wls: a stored flavor no longer verifies", "flavor", fid, "err", err)
-			continue
-		}
-		if f.EncryptionRequired && f.Encryption != nil && f.Encryption.KeyURL != "" {
-			return f, doc, nil
+		if f := e.f; f.EncryptionRequired && f.Encryption != nil && f.Encryption.KeyURL != "" {
+			return f, e.doc, nil
 		}
 	}
 	return nil, nil, fmt.Errorf("image %s has no flavor with an encryption key: %w", id, spec.ErrNotFound)
@@ -362,12 +584,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
 	}
-	c, err := s.brokerAuth(r.Context(), base)
-	if err != nil {
-		s.brokerError(w, r, id, base, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	s.relayChallenge(w, r, id, base)
 }
 
 // flavorKey relays the host's attestation and binding key to the broker
@@ -393,7 +610,8 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
 	}
-	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, kr)
+	s.pending.done(kr.Session)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, clientIP(r), kr)
 	if err != nil {
 		s.brokerError(w, r, id, base, err)
 		return
@@ -425,31 +643,15 @@ func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image, base
 }
 
 // brokerAllowed reports whether base is a broker hosts may reach through
-// this service: allowed by the operator, or named by a stored flavor.
+// this service: allowed by the operator, or named by a stored flavor
+// (the index: O(1) per request, W21).
 func (s *Server) brokerAllowed(base string) bool {
 	for _, b := range s.o.brokers {
 		if b == base {
 			return true
 		}
 	}
-	ids, err := s.store.FlavorIDs()
-	if err != nil {
-		return false
-	}
-	for _, id := range ids {
-		doc, err := s.store.Flavor(id)
-		if err != nil {
-			continue
-		}
-		f, err := flavor.Verify(doc, s.o.signers)
-		if err != nil || f.Encryption == nil {
-			continue
-		}
-		if b, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL); err == nil && b == base {
-			return true
-		}
-	}
-	return false
+	return s.idx.names(base)
 }
 
 // keyURLFrom parses and authorizes a host-supplied key URL.
@@ -481,12 +683,7 @@ func (s *Server) keyChallenge(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := s.brokerAuth(r.Context(), base)
-	if err != nil {
-		s.brokerError(w, r, kr.KeyURL, base, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	s.relayChallenge(w, r, kr.KeyURL, base)
 }
 
 func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
@@ -503,7 +700,8 @@ func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, kr.KeyRequest)
+	s.pending.done(kr.Session)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, clientIP(r), kr.KeyRequest)
 	if err != nil {
 		s.brokerError(w, r, kr.KeyURL, base, err)
 		return

@@ -1,6 +1,7 @@
 package wls
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/secl/flavor"
@@ -61,14 +63,71 @@ func (s *Store) write(name string, data []byte) error {
 	return atomicfile.WriteIn(s.root, name, func(w io.Writer) error { _, err := w.Write(data); return err })
 }
 
-// PutFlavor stores a verified signed flavor document under id.
+// PutFlavor stores a verified signed flavor document under id,
+// create-only: an id already stored fails with spec.ErrExists (replacing
+// is ReplaceFlavor, an explicit admin verb).
 func (s *Store) PutFlavor(id string, doc []byte) error {
 	if !flavor.ValidID(id) {
 		return fmt.Errorf("flavor id %q: %w", id, spec.ErrUnsupported)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	err := atomicfile.WriteIn(s.root, "flavors/"+id+".json", func(w io.Writer) error { _, err := w.Write(doc); return err }, atomicfile.NoReplace())
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("flavor %s is already stored: %w", id, spec.ErrExists)
+	}
+	return err
+}
+
+// ReplaceFlavor replaces the stored flavor id (which must exist) with doc.
+func (s *Store) ReplaceFlavor(id string, doc []byte) error {
+	if !flavor.ValidID(id) {
+		return fmt.Errorf("flavor id %q: %w", id, spec.ErrUnsupported)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.root.Stat("flavors/" + id + ".json"); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("flavor %s: %w", id, spec.ErrNotFound)
+	}
 	return s.write("flavors/"+id+".json", doc)
+}
+
+// adminIDsFile keeps the spent admin-token ids (jti → expiry, Unix s).
+const adminIDsFile = "admin-ids.json"
+
+// maxAdminIDs bounds the spent ids kept (each lives ≤ 2 h).
+const maxAdminIDs = 100_000
+
+// SpendAdminID records admin-token id as used until exp (Unix seconds),
+// on disk before it returns, so a restart does not make the token
+// usable again. It fails with spec.ErrExists when id was already spent.
+func (s *Store) SpendAdminID(id string, exp int64, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := map[string]int64{}
+	b, err := s.read(adminIDsFile, 16<<20)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &ids); err != nil {
+			return fmt.Errorf("%s unreadable: %w", adminIDsFile, err)
+		}
+	case !errors.Is(err, spec.ErrNotFound):
+		return err
+	}
+	for k, e := range ids {
+		if now.Unix() >= e {
+			delete(ids, k)
+		}
+	}
+	if _, seen := ids[id]; seen {
+		return fmt.Errorf("admin token id already used: %w", spec.ErrExists)
+	}
+	if len(ids) >= maxAdminIDs {
+		return fmt.Errorf("%d live admin-token ids recorded: wait for some to expire", len(ids))
+	}
+	ids[id] = exp
+	out, _ := json.Marshal(ids)
+	return s.write(adminIDsFile, out)
 }
 
 // Flavor returns the signed flavor document id, or spec.ErrNotFound.

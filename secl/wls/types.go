@@ -5,7 +5,8 @@
 // API (JSON; admin calls need an Ed25519 admin token as the broker's
 // admin API does: Authorization: Bearer <token>):
 //
-//	POST /wls/flavors                   admin  body: a signed flavor → 201 {"id":…}
+//	POST /wls/flavors                   admin  body: a signed flavor → 201 {"id":…}; create-only (409 if the id is stored)
+//	PUT  /wls/flavors/{id}              admin  body: a signed flavor with that id → 200 (replace, audited)
 //	GET  /wls/flavors/{id}                     → the signed flavor
 //	GET  /wls/flavors                          → {"ids":[…]}
 //	POST /wls/images                    admin  {"id":"<uuid>","flavor_ids":["<uuid>",…]} (SecL's ImageInfo) → 201

@@ -227,3 +227,33 @@ func TestHostRateLimit(t *testing.T) {
 		t.Errorf("status codes %v, want %v", codes, want)
 	}
 }
+
+// Flavors are create-only: a second upload of an id is refused, and
+// ReplaceFlavor (coffer wls replace-flavor) is the explicit, audited way.
+func ExampleClient_ReplaceFlavor() {
+	dir, _ := os.MkdirTemp("", "wls-example")
+	defer os.RemoveAll(dir)
+	f := newFixture(nil, dir)
+	store, _ := wls.OpenStore(f.dir)
+	defer store.Close()
+	srv, _ := wls.New(store, wls.WithFlavorSigners(f.cert), wls.WithAdminKeys(f.admin.Public().(ed25519.PublicKey)),
+		wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	c := wls.NewClient(hs.URL, f.admin, nil)
+	ctx := context.Background()
+
+	fl, _ := flavor.New(flavor.PartImage, "vm", wpm.KeyURL("https://kbs.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	v1, _ := flavor.Sign(fl, f.key)
+	fl.Meta.Description.Label = "vm, release 2"
+	v2, _ := flavor.Sign(fl, f.key)
+	_, err := c.AddFlavor(ctx, v1)
+	fmt.Println(err)
+	_, err = c.AddFlavor(ctx, v2)
+	fmt.Println(errors.Is(err, spec.ErrExists))
+	fmt.Println(c.ReplaceFlavor(ctx, fl.Meta.ID, v2))
+	// Output:
+	// <nil>
+	// true
+	// <nil>
+}
