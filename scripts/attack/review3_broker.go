@@ -124,10 +124,12 @@ func (e *env) adminTokenReplayAfterRestart() result {
 	tok, owner, evil := filepath.Join(e.dir, "w3.tok"), filepath.Join(e.dir, "w3-owner"), filepath.Join(e.dir, "w3-evil")
 	_ = os.WriteFile(owner, []byte("owner-key-owner-key-owner-key-32"), 0o600)
 	_ = os.WriteFile(evil, []byte("attacker-key-attacker-key-key-32"), 0o600)
-	if out, err := e.cmd(10*time.Second, "kbs", "admin-token", "--admin-key", e.adminKey, "--ttl", "10m", "--out", tok); err != nil {
-		r.observed = "setup: admin-token: " + firstLine(out)
+	minted, err := e.cmd(10*time.Second, "kbs", "admin-token", "--admin-key", e.adminKey, "--ttl", "10m")
+	if err != nil {
+		r.observed = "setup: admin-token: " + firstLine(minted)
 		return r
 	}
+	_ = os.WriteFile(tok, []byte(minted), 0o600)
 	set := func(file string) (string, error) {
 		return e.cmd(10*time.Second, "kbs", "set-resource", "--url", "http://"+addr, "--admin-token", tok, "--path", "default/image_key/w3", "--resource-file", file)
 	}
