@@ -61,18 +61,18 @@ func newSigstoreVerifier(keys, rekorKeys [][]byte, f *FulcioRule) (*sigstoreVeri
 	for _, k := range rekorKeys {
 		pub, err := ParsePublicKey(k)
 		if err != nil {
-			return nil, fmt.Errorf("Rekor key: %w", err)
+			return nil, fmt.Errorf("the Rekor key: %w", err)
 		}
 		ec, ok := pub.(*ecdsa.PublicKey)
 		if !ok {
-			return nil, fmt.Errorf("Rekor key: want ECDSA, got %T: %w", pub, spec.ErrUnsupported)
+			return nil, fmt.Errorf("the Rekor key: want ECDSA, got %T: %w", pub, spec.ErrUnsupported)
 		}
 		v.rekor = append(v.rekor, ec)
 	}
 	if f != nil {
 		certs, err := parseCerts([]byte(f.ca), maxCACerts)
 		if err != nil || len(certs) == 0 {
-			return nil, fmt.Errorf("Fulcio CA: no certificate (%v): %w", err, spec.ErrUnsupported)
+			return nil, fmt.Errorf("the Fulcio CA: no certificate (%v): %w", err, spec.ErrUnsupported)
 		}
 		v.roots = x509.NewCertPool()
 		for _, c := range certs {
@@ -141,13 +141,13 @@ func (v *sigstoreVerifier) verifyCertificate(s Signature, at time.Time) (*x509.C
 	}
 	leaf, err := parseCerts([]byte(s.Certificate), 1)
 	if err != nil || len(leaf) != 1 {
-		return nil, fmt.Errorf("Fulcio certificate: %v: %w", err, spec.ErrIntegrity)
+		return nil, fmt.Errorf("the Fulcio certificate: %v: %w", err, spec.ErrIntegrity)
 	}
 	inter := x509.NewCertPool()
 	if s.Chain != "" {
 		chain, err := parseCerts([]byte(s.Chain), maxChainCerts)
 		if err != nil {
-			return nil, fmt.Errorf("Fulcio chain: %v: %w", err, spec.ErrIntegrity)
+			return nil, fmt.Errorf("the Fulcio chain: %v: %w", err, spec.ErrIntegrity)
 		}
 		for _, c := range chain {
 			inter.AddCert(c)
@@ -156,13 +156,13 @@ func (v *sigstoreVerifier) verifyCertificate(s Signature, at time.Time) (*x509.C
 	cert := leaf[0]
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: inter, CurrentTime: at,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}}); err != nil {
-		return nil, fmt.Errorf("Fulcio certificate at %s: %v: %w", at.UTC().Format(time.RFC3339), err, spec.ErrIntegrity)
+		return nil, fmt.Errorf("the Fulcio certificate at %s: %v: %w", at.UTC().Format(time.RFC3339), err, spec.ErrIntegrity)
 	}
 	if !containsString(cert.EmailAddresses, v.fulcio.SubjectEmail) {
-		return nil, fmt.Errorf("Fulcio certificate is for %v, not %s: %w", cert.EmailAddresses, v.fulcio.SubjectEmail, spec.ErrIntegrity)
+		return nil, fmt.Errorf("the Fulcio certificate is for %v, not %s: %w", cert.EmailAddresses, v.fulcio.SubjectEmail, spec.ErrIntegrity)
 	}
 	if iss := certIssuer(cert); iss != v.fulcio.OIDCIssuer {
-		return nil, fmt.Errorf("Fulcio certificate's OIDC issuer is %q, not %q: %w", iss, v.fulcio.OIDCIssuer, spec.ErrIntegrity)
+		return nil, fmt.Errorf("the Fulcio certificate's OIDC issuer is %q, not %q: %w", iss, v.fulcio.OIDCIssuer, spec.ErrIntegrity)
 	}
 	return cert, nil
 }
@@ -304,13 +304,13 @@ func (b *rekorBody) covers(s Signature, signer func(*pem.Block) bool) error {
 	sum := sha256.Sum256(s.Payload)
 	switch {
 	case b.Spec.Data.Hash.Algorithm != "sha256" || b.Spec.Data.Hash.Value != hex.EncodeToString(sum[:]):
-		return fmt.Errorf("Rekor entry logs another payload: %w", spec.ErrIntegrity)
+		return fmt.Errorf("the Rekor entry logs another payload: %w", spec.ErrIntegrity)
 	case !bytes.Equal(b.Spec.Signature.Content, s.Sig):
-		return fmt.Errorf("Rekor entry logs another signature: %w", spec.ErrIntegrity)
+		return fmt.Errorf("the Rekor entry logs another signature: %w", spec.ErrIntegrity)
 	}
 	p, _ := pem.Decode(b.Spec.Signature.PublicKey.Content)
 	if p == nil || !signer(p) {
-		return fmt.Errorf("Rekor entry logs another signer: %w", spec.ErrIntegrity)
+		return fmt.Errorf("the Rekor entry logs another signer: %w", spec.ErrIntegrity)
 	}
 	return nil
 }

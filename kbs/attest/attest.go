@@ -50,6 +50,12 @@ type Config struct {
 	FetchCollateral bool
 	// AllowDebug accepts SNP and TDX guests whose debug policy bit is set.
 	AllowDebug bool
+	// CacheBytes bounds what each verifier remembers of per-platform
+	// checks that passed (SNP certificate chains, parsed certificates, TDX
+	// collateral files): 0 = DefaultCacheBytes, negative = no cache.
+	CacheBytes int64
+
+	cache *checkCache // the verifier's own, set by its constructor (NewSNP, NewTDX)
 }
 
 func (c Config) now() time.Time {

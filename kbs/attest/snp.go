@@ -93,7 +93,10 @@ const (
 // reported_tcb_microcode (numbers), platform_tsme_enabled,
 // platform_smt_enabled (booleans), and in lowercase hex measurement (48
 // bytes), report_data (64), init_data (HOST_DATA, 32) and chip_id (64).
-func NewSNP(cfg Config) Verifier { return snpVerifier{cfg} }
+func NewSNP(cfg Config) Verifier {
+	cfg.cache = newCheckCache(cfg.CacheBytes) // chains verified, certificates parsed (snp_cache.go)
+	return snpVerifier{cfg}
+}
 
 type snpVerifier struct{ cfg Config }
 
@@ -207,7 +210,7 @@ func (v snpVerifier) verifyReport(ctx context.Context, raw []byte, certs snpCert
 			return nil, fmt.Errorf("snp report version 2 from a Turin processor: %w", spec.ErrUnsupported)
 		}
 	}
-	if err := verifySNPChain(vek, certs, signer, gen, v.cfg.now()); err != nil {
+	if err := v.checkSNPChain(vek, certs, signer, gen, v.cfg.now()); err != nil {
 		return nil, err
 	}
 	if err := verify.SnpReportSignature(raw, vek); err != nil {
@@ -348,7 +351,7 @@ func (v snpVerifier) endorsementKey(ctx context.Context, certs snpCerts, signer 
 		}
 		return nil, fmt.Errorf("snp report is signed by a %v but %s: %w", signer, where, spec.ErrIntegrity)
 	}
-	c, err := trust.ParseCert(der)
+	c, err := v.cfg.cache.parseCert(der, trust.ParseCert)
 	if err != nil {
 		return nil, fmt.Errorf("snp %v certificate does not parse: %v: %w", signer, err, spec.ErrIntegrity)
 	}
@@ -373,9 +376,9 @@ func fetchVCEK(ctx context.Context, raw []byte, gen string, tcb snpTCB) ([]byte,
 	return b, nil
 }
 
-// snpRoots returns AMD's ARK and the ASK (VCEK) or ASVK (VLEK) of a
+// parseSNPRoots parses AMD's ARK and the ASK (VCEK) or ASVK (VLEK) of a
 // processor generation, as embedded in go-sev-guest.
-func snpRoots(gen string, signer abi.ReportSigner) (ark, ica *x509.Certificate, err error) {
+func parseSNPRoots(gen string, signer abi.ReportSigner) (ark, ica *x509.Certificate, err error) {
 	bundles := map[string][2][]byte{
 		"Milan": {trust.AskArkMilanVcekBytes, trust.AskArkMilanVlekBytes},
 		"Genoa": {trust.AskArkGenoaVcekBytes, trust.AskArkGenoaVlekBytes},
@@ -403,46 +406,55 @@ func snpRoots(gen string, signer abi.ReportSigner) (ark, ica *x509.Certificate, 
 
 // verifySNPChain checks that vek chains to AMD's ARK of gen at now.
 func verifySNPChain(vek *x509.Certificate, certs snpCerts, signer abi.ReportSigner, gen string, now time.Time) error {
+	_, err := verifySNPChainPath(vek, certs, signer, gen, now)
+	return err
+}
+
+// verifySNPChainPath is verifySNPChain returning the chain that verified
+// (vek first, the ARK last).
+func verifySNPChainPath(vek *x509.Certificate, certs snpCerts, signer abi.ReportSigner, gen string, now time.Time) ([]*x509.Certificate, error) {
+	fail := func(err error) ([]*x509.Certificate, error) { return nil, err }
 	ark, ica, err := snpRoots(gen, signer)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	wantCN, wantIssuer := "SEV-VCEK", "SEV-"+gen
 	if signer == abi.VlekReportSigner {
 		wantCN, wantIssuer = "SEV-VLEK", "SEV-VLEK-"+gen
 	}
 	if vek.Subject.CommonName != wantCN || vek.Issuer.CommonName != wantIssuer {
-		return fmt.Errorf("snp endorsement certificate is %q issued by %q, want %q issued by %q: %w",
-			vek.Subject.CommonName, vek.Issuer.CommonName, wantCN, wantIssuer, spec.ErrIntegrity)
+		return fail(fmt.Errorf("snp endorsement certificate is %q issued by %q, want %q issued by %q: %w",
+			vek.Subject.CommonName, vek.Issuer.CommonName, wantCN, wantIssuer, spec.ErrIntegrity))
 	}
 	if pub, ok := vek.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P384() {
-		return fmt.Errorf("snp %s certificate key is not ECDSA P-384: %w", wantCN, spec.ErrIntegrity)
+		return fail(fmt.Errorf("snp %s certificate key is not ECDSA P-384: %w", wantCN, spec.ErrIntegrity))
 	}
 	intermediates := x509.NewCertPool()
 	intermediates.AddCert(ica)
 	if certs.ark != nil {
 		given, err := x509.ParseCertificate(certs.ark)
 		if err != nil {
-			return fmt.Errorf("snp evidence ARK does not parse: %v: %w", err, spec.ErrIntegrity)
+			return fail(fmt.Errorf("snp evidence ARK does not parse: %v: %w", err, spec.ErrIntegrity))
 		}
 		if !bytes.Equal(given.RawSubjectPublicKeyInfo, ark.RawSubjectPublicKeyInfo) {
-			return fmt.Errorf("snp evidence ARK is not AMD's %s ARK: %w", gen, spec.ErrIntegrity)
+			return fail(fmt.Errorf("snp evidence ARK is not AMD's %s ARK: %w", gen, spec.ErrIntegrity))
 		}
 	}
 	if certs.ask != nil {
 		given, err := x509.ParseCertificate(certs.ask)
 		if err != nil {
-			return fmt.Errorf("snp evidence ASK does not parse: %v: %w", err, spec.ErrIntegrity)
+			return fail(fmt.Errorf("snp evidence ASK does not parse: %v: %w", err, spec.ErrIntegrity))
 		}
 		intermediates.AddCert(given) // used only if the ARK signed it
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ark)
 	opts := x509.VerifyOptions{Roots: roots, Intermediates: intermediates, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
-	if _, err := vek.Verify(opts); err != nil {
-		return fmt.Errorf("snp %s certificate does not chain to AMD's %s ARK at %s: %v: %w", wantCN, gen, now.UTC().Format(time.RFC3339), err, spec.ErrIntegrity)
+	chains, err := vek.Verify(opts)
+	if err != nil {
+		return fail(fmt.Errorf("snp %s certificate does not chain to AMD's %s ARK at %s: %v: %w", wantCN, gen, now.UTC().Format(time.RFC3339), err, spec.ErrIntegrity))
 	}
-	return nil
+	return chains[0], nil
 }
 
 // checkSNPTCB compares the reported TCB with the endorsement key's, and a

@@ -93,7 +93,10 @@ const (
 // "init_data" (hex of REPORTDATA and MRCONFIGID), "platform_instance_id"
 // (hex, when the PCK certificate has one), and from the collateral
 // "tcb_status", "tcb_date" and "advisory_ids" of the matched TDX TCB level.
-func NewTDX(cfg Config) Verifier { return tdxVerifier{cfg} }
+func NewTDX(cfg Config) Verifier {
+	cfg.cache = newCheckCache(cfg.CacheBytes) // collateral files read (tdx_cache.go)
+	return tdxVerifier{cfg}
+}
 
 type tdxVerifier struct{ cfg Config }
 
@@ -301,7 +304,7 @@ AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=
 -----END CERTIFICATE-----
 `
 
-func intelSGXRoots() *x509.CertPool {
+func parseIntelSGXRoots() *x509.CertPool {
 	block, _ := pem.Decode([]byte(intelSGXRootCA))
 	root, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
@@ -321,7 +324,7 @@ const intelRootCRLURL = "https://certificates.trustedservices.intel.com/IntelSGX
 // "processor"). Without TCB info and QE identity
 // for this FMSPC, and no fetching, the quote is refused.
 func (v tdxVerifier) collateral(fmspc, ca string) (trust.HTTPSGetter, bool, error) {
-	g := tdxCollateralGetter{}
+	g := tdxCollateralGetter{cache: v.cfg.cache}
 	if v.cfg.Collateral != "" {
 		g.dir = filepath.Join(v.cfg.Collateral, "tdx")
 	}
@@ -352,8 +355,9 @@ func fileExists(p string) bool {
 // tdxCollateralGetter answers go-tdx-guest's Intel PCS requests from files
 // (see NewTDX), and from the network only when net is set.
 type tdxCollateralGetter struct {
-	dir string
-	net trust.HTTPSGetter
+	dir   string
+	net   trust.HTTPSGetter
+	cache *checkCache // files read, by path, size and modification time
 }
 
 // Get implements trust.HTTPSGetter.
@@ -364,12 +368,12 @@ func (g tdxCollateralGetter) Get(url string) (map[string][]string, []byte, error
 // GetContext implements trust.ContextHTTPSGetter.
 func (g tdxCollateralGetter) GetContext(ctx context.Context, url string) (map[string][]string, []byte, error) {
 	if body, chain, header := tdxCollateralFiles(url); g.dir != "" && body != "" {
-		b, err := ReadBounded(filepath.Join(g.dir, body), maxTDXCollateralBytes)
+		b, err := g.read(filepath.Join(g.dir, body))
 		if err == nil {
 			if chain == "" {
 				return nil, b, nil
 			}
-			c, err := ReadBounded(filepath.Join(g.dir, chain), maxTDXCollateralBytes)
+			c, err := g.read(filepath.Join(g.dir, chain))
 			if err != nil {
 				return nil, nil, err
 			}

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -21,7 +22,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/store"
-	"github.com/coffer-dev/coffer/kbs/store/postgres"
 	"github.com/coffer-dev/coffer/kbs/token"
 )
 
@@ -127,56 +127,40 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 			return nil, closer, fmt.Errorf("reading store URL: %w", err)
 		}
 		storeURL = strings.TrimSpace(string(raw))
-		if !postgres.IsURL(storeURL) {
-			return nil, closer, fmt.Errorf("store URL file %s: want a postgres:// URL", c.StoreURLFile)
+		if !strings.Contains(storeURL, "://") {
+			return nil, closer, fmt.Errorf("store URL file %s: want a store URL such as postgres://…", c.StoreURLFile)
 		}
 	}
-	switch {
-	case postgres.IsURL(storeURL):
-		if c.StoreKEK == "" {
-			return nil, closer, errors.New("kbs config: the postgres store needs store_kek (--store-kek FILE): resources are encrypted in the database under it")
+	// Stores open by URL scheme through the drivers linked into the
+	// program (store.Register); this package links none but fs and memory.
+	d, ok := store.Lookup(storeURL)
+	if !ok {
+		return nil, closer, fmt.Errorf("kbs config: store %q: want one of %s (as a URL where it takes one)", store.Redact(storeURL), strings.Join(store.Schemes(), ", "))
+	}
+	sp := store.Params{Repository: c.Repository, KEKFile: c.StoreKEK,
+		PreviousKEKFile: c.StoreKEKPrevious, MaxConns: c.StoreMaxConns, Logger: logger}
+	if d.Check != nil {
+		if err := d.Check(sp); err != nil {
+			return nil, closer, err
 		}
+	}
+	if d.Shared {
+		name := store.Scheme(storeURL)
 		if c.StateDir != "" {
-			return nil, closer, errors.New("kbs config: state_dir is for the fs and memory stores; the postgres store keeps policies and reference values itself")
+			return nil, closer, fmt.Errorf("kbs config: state_dir is for the fs and memory stores; the %s store keeps policies and reference values itself", name)
 		}
 		if c.TokenKey == "" {
-			return nil, closer, errors.New("kbs config: the postgres store (shared by replicas) needs token_key (--token-key FILE): every replica must sign tokens with the same key, or a token from one fails on another")
+			return nil, closer, fmt.Errorf("kbs config: the %s store (shared by replicas) needs token_key (--token-key FILE): every replica must sign tokens with the same key, or a token from one fails on another", name)
 		}
-		kek, err := postgres.LoadKEK(c.StoreKEK)
-		if err != nil {
-			return nil, closer, err
-		}
-		popts := []postgres.Option{postgres.WithKEK(kek), postgres.WithLogger(logger)}
-		if c.StoreKEKPrevious != "" {
-			prev, err := postgres.LoadKEK(c.StoreKEKPrevious)
-			if err != nil {
-				return nil, closer, err
-			}
-			popts = append(popts, postgres.WithPreviousKEK(prev))
-			clear(prev)
-		}
-		if c.StoreMaxConns > 0 {
-			popts = append(popts, postgres.WithMaxConns(c.StoreMaxConns))
-		}
-		pg, err := postgres.Open(ctx, storeURL, popts...)
-		clear(kek)
-		if err != nil {
-			return nil, closer, err
-		}
-		closer = pg.Close
-		opts = append(opts, WithStore(pg))
-	case storeURL == "" || storeURL == "fs":
-		fs, err := store.NewFS(c.Repository)
-		if err != nil {
-			return nil, closer, err
-		}
-		closer = fs.Close
-		opts = append(opts, WithStore(fs))
-	case storeURL == "memory":
-		opts = append(opts, WithStore(store.NewMemory()))
-	default:
-		return nil, closer, fmt.Errorf("kbs config: store %q: want fs, memory or a postgres:// URL", postgres.Redact(storeURL))
 	}
+	st, err := store.Open(ctx, storeURL, sp)
+	if err != nil {
+		return nil, closer, err
+	}
+	if cl, ok := st.(io.Closer); ok {
+		closer = cl.Close
+	}
+	opts = append(opts, WithStore(st))
 	if len(c.AdminACL) > 0 {
 		acl, err := ParseAdminACL(c.AdminACL)
 		if err != nil {
@@ -306,7 +290,7 @@ func storeName(c Config) string {
 	if c.StoreURLFile != "" {
 		return "postgres URL from " + c.StoreURLFile
 	}
-	return postgres.Redact(c.Store)
+	return store.Redact(c.Store)
 }
 
 // ParseAdminACL parses "role=pattern[,pattern…]" entries (a role may

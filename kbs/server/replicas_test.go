@@ -251,7 +251,6 @@ func TestReplicasPolicyPropagation(t *testing.T) {
 	if err := f.admin(0).SetResourcePolicy(ctx, []byte(policy.ResourceAffirming)); err != nil {
 		t.Fatal(err)
 	}
-	start = time.Now()
 	if err := f.admin(0).SetReferenceValue(ctx, "svn", []string{"2"}); err != nil {
 		t.Fatal(err)
 	}
