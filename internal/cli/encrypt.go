@@ -69,6 +69,7 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 		},
 	}
 	reg.AddFlags(cmd.Flags())
+	reg.AddTransferFlags(cmd.Flags())
 	sel.AddFlags(cmd.Flags())
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "private key opening already-encrypted layers, to add recipients to them (repeatable)")
@@ -112,6 +113,7 @@ func newRekeyCmd() *cobra.Command {
 		},
 	}
 	reg.AddFlags(cmd.Flags())
+	reg.AddTransferFlags(cmd.Flags())
 	sel.AddFlags(cmd.Flags())
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "current private key FILE[:pass=P|:file=F|:fd=N] or provider:NAME (repeatable)")
