@@ -87,7 +87,14 @@ func newRekeyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rekey --key OLD --recipient NEW... SRC DST",
 		Short: "Replace the recipient set of encrypted layers (key rotation); blobs unchanged",
-		Args:  cobra.ExactArgs(2),
+		Long: `Open each encrypted layer's key with --key and wrap it again for exactly the
+--recipient set given: earlier recipients lose access to the image written to
+DST, the layer blobs stay byte for byte the same (only the manifest changes).
+Rekey rewrites the manifest, so its digest changes: an image pinned in a
+broker must be re-pinned (coffer kbs pin DST) or attested pulls refuse it.`,
+		Example: `  coffer rekey --key alice.pem --recipient jwe:new.pub.pem oci:app:enc oci:app:rotated
+  coffer rekey --key alice.pem --recipient jwe:new.pub.pem docker://reg/app:enc docker://reg/app:enc`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := parseRefs(args...); err != nil {
 				return err

@@ -19,7 +19,7 @@ func newKBSClientCmds() []*cobra.Command {
 		return f, nil
 	}
 	attest := &cobra.Command{
-		Use:   "attest --url URL [--tee sample]",
+		Use:   "attest --url URL [--tee TEE]",
 		Short: "Attest to the broker and print the EAR token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,7 +40,7 @@ func newKBSClientCmds() []*cobra.Command {
 		},
 	}
 	get := &cobra.Command{
-		Use:   "get-resource --url URL --path REPO/TYPE/TAG [--tee sample]",
+		Use:   "get-resource --url URL --path REPO/TYPE/TAG [--tee TEE]",
 		Short: "Attest and fetch a resource; its raw bytes go to stdout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,9 +65,7 @@ func newKBSClientCmds() []*cobra.Command {
 		},
 	}
 	for _, c := range []*cobra.Command{attest, get} {
-		c.Flags().StringVar(&tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
-		c.Flags().StringVar(&teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
-		addTPMFlag(c.Flags(), &tpmAddr)
+		addTEEFlags(c.Flags(), &tee, &teeKey, &tpmAddr)
 	}
 	get.Flags().StringVar(&path, "path", "", "resource path repo/type/tag")
 	return []*cobra.Command{attest, get}

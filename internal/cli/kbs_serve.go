@@ -22,7 +22,17 @@ func newKBSServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the key broker until interrupted",
-		Args:  cobra.NoArgs,
+		Long: `Serve the KBS protocol (RCAR attestation, resources, EAR tokens; trustee
+0.4.0 compatible) and its admin API on --listen until interrupted. Settings
+come from flags, or from --config: coffer's own flat TOML or trustee's
+kbs-config.toml layout, unchanged; flags given override the file. Admin
+calls need a token signed by an --admin-public-key; the sample TEE is
+refused unless --allow-sample-tee (development only). /healthz answers
+ready or not ready; /metrics is for admins.`,
+		Example: `  coffer kbs serve --admin-public-key admin.key.pub --repository ./repo
+  coffer kbs serve --config /etc/kbs/kbs-config.toml
+  coffer kbs serve --allow-sample-tee --admin-public-key admin.key.pub   # development only`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := server.DefaultConfig()
 			if configFile != "" {

@@ -62,7 +62,7 @@ IMAGE. Unlike pull, an image nothing vouches for is an error (exit 5).`,
 	}
 	reg.AddFlags(cmd.Flags())
 	kbs.AddFlags(cmd.Flags())
-	integ.AddFlags(cmd.Flags())
+	integ.AddPolicyFlags(cmd.Flags()) // verify always requires a pin, signature or digest
 	cmd.Flags().StringVar(&platform, "platform", "", "platform OS/ARCH[/VARIANT] to check in an index (default linux/GOARCH)")
 	return cmd
 }
