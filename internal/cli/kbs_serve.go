@@ -40,6 +40,9 @@ ready or not ready; /metrics is for admins.`,
 				if cfg, err = server.LoadConfig(configFile); err != nil {
 					return err
 				}
+				for _, n := range cfg.Notes { // trustee keys accepted but not acted on
+					slog.Warn("kbs config: "+n, "file", configFile)
+				}
 			}
 			// Flags given on the command line override the file: flag
 			// "rate-limit" is config key "rate_limit".
@@ -64,7 +67,7 @@ ready or not ready; /metrics is for admins.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "TOML configuration file (flags override it)")
+	f.StringVar(&configFile, "config", "", "TOML configuration file: coffer's keys or trustee's kbs-config.toml layout (flags override it)")
 	f.StringVar(&fc.Listen, "listen", fc.Listen, "address to listen on")
 	f.StringVar(&fc.Repository, "repository", fc.Repository, "resource repository directory (<dir>/<repo>/<type>/<tag>)")
 	f.StringVar(&fc.Store, "store", fc.Store, "store: fs, memory, or a postgres:// URL such as postgres://kbs@db/kbs?sslmode=verify-full (shared by replicas; run coffer kbs migrate first)")
