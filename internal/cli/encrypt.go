@@ -116,7 +116,12 @@ broker must be re-pinned (coffer kbs pin DST) or attested pulls refuse it.`,
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...), true)
+			if err := imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...), true); err != nil {
+				return err
+			}
+			// The manifest changed: a digest pin of DST no longer matches it.
+			fmt.Fprintf(cmd.ErrOrStderr(), "rekey: %s has a new manifest digest: if a broker pins it, re-pin it (coffer kbs pin --url URL --admin-key KEY %s) or attested pulls refuse it\n", args[1], args[1])
+			return nil
 		},
 	}
 	reg.AddFlags(cmd.Flags())
