@@ -44,8 +44,8 @@ func TestMain(m *testing.M) {
 		root := cli.NewRoot()
 		root.SetArgs(os.Args[2:])
 		if err := root.ExecuteContext(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			fmt.Fprintln(os.Stderr, "coffer:", cli.Explain(err))
+			os.Exit(cli.ExitCode(err)) // as cmd/coffer does
 		}
 		os.Exit(0)
 	}

@@ -111,6 +111,7 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err != nil {
 		return d, nil, false, err
 	}
+	rc = s.counted(rc, d)
 	f, err := s.tempFile()
 	if err != nil {
 		rc.Close()
@@ -178,6 +179,7 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if err != nil {
 		return d, nil, false, err
 	}
+	rc = s.counted(rc, d)
 	f, err := s.tempFile()
 	if err != nil {
 		rc.Close()

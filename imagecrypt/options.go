@@ -16,15 +16,16 @@ import (
 type Option func(*options) error
 
 type options struct {
-	layers     []int
-	platforms  []v1.Platform
-	unwrappers []keywrap.Unwrapper
-	tempDir    string
-	jobs       int
-	log        *slog.Logger
-	progress   func(Progress)
-	trustSrc   bool
-	rawBlobs   func(context.Context, v1.Hash) (io.ReadCloser, error)
+	layers       []int
+	platforms    []v1.Platform
+	unwrappers   []keywrap.Unwrapper
+	tempDir      string
+	jobs         int
+	log          *slog.Logger
+	progress     func(Progress)
+	blobProgress func(BlobProgress)
+	trustSrc     bool
+	rawBlobs     func(context.Context, v1.Hash) (io.ReadCloser, error)
 }
 
 // Progress reports one finished layer.

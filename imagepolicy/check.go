@@ -199,7 +199,7 @@ func (c *Checker) checkPins(ctx context.Context, ref transport.Reference, img v1
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("fetching the digest pin of %s (kbs:///%s): %w", id, path, err)
+			return nil, fmt.Errorf("fetching the digest pin of %s: %w", id, err) // err names the pin's path
 		}
 		p, err := ParsePin(raw)
 		if err != nil {
@@ -209,8 +209,9 @@ func (c *Checker) checkPins(ctx context.Context, ref transport.Reference, img v1
 			return nil, fmt.Errorf("digest pin kbs:///%s is for %s, not %s: %w", path, p.Reference, id, spec.ErrIntegrity)
 		}
 		if p.Digest != got {
-			return nil, fmt.Errorf("%s changed since it was pinned: the broker pins manifest %s (kbs:///%s), the image served is %s: refusing it: %w",
-				id, p.Digest, path, got, spec.ErrIntegrity)
+			return nil, fmt.Errorf("%s changed since it was pinned: the broker pins manifest %s (kbs:///%s), the image served is %s: refusing it "+
+				"(if its owner rewrote it, e.g. with coffer rekey, the owner re-pins: coffer kbs pin --digest %s %s): %w",
+				id, p.Digest, path, got, got, id, spec.ErrIntegrity)
 		}
 		vouched = append(vouched, "digest pinned in the broker at kbs:///"+path.String())
 	}

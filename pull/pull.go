@@ -33,6 +33,7 @@ type options struct {
 	jobs      int
 	unpack    []unpack.Option
 	verify    []VerifyFunc
+	progress  func(imagecrypt.BlobProgress)
 }
 
 // VerifyFunc vouches for an image before anything of it is decrypted or
@@ -74,6 +75,12 @@ func WithLogger(l *slog.Logger) Option {
 // WithJobs sets how many layers download and decrypt at once. Default 2.
 func WithJobs(n int) Option {
 	return func(o *options) error { o.jobs = n; return nil }
+}
+
+// WithBlobProgress reports the bytes of each encrypted layer's blob as it
+// is read and decrypted (imagecrypt.WithBlobProgress).
+func WithBlobProgress(f func(imagecrypt.BlobProgress)) Option {
+	return func(o *options) error { o.progress = f; return nil }
 }
 
 // WithUnpack passes options through to unpack.Apply, for example
@@ -132,6 +139,9 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 	}
 	if raw != nil {
 		dopts = append(dopts, imagecrypt.WithUnverifiedBlobs(raw))
+	}
+	if o.progress != nil {
+		dopts = append(dopts, imagecrypt.WithBlobProgress(o.progress))
 	}
 	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img}, dopts...)
 	if err != nil {

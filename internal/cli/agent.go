@@ -4,12 +4,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/agent"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 )
+
+// addrString is a listener's address as --listen takes it (unix:PATH for sockets).
+func addrString(a net.Addr) string {
+	if a.Network() == "unix" {
+		return "unix:" + a.String()
+	}
+	return a.String()
+}
 
 func newAgentCmd() *cobra.Command {
 	var (
@@ -56,7 +65,14 @@ unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.
 				}
 				defer clear(cfg.WrapKEK)
 			}
-			err = agent.Serve(cmd.Context(), cfg, nil)
+			errOut := cmd.ErrOrStderr()
+			err = agent.Serve(cmd.Context(), cfg, func(rest, kp net.Addr) {
+				line := fmt.Sprintf("coffer agent: CDH API on %s", addrString(rest))
+				if kp != nil {
+					line += fmt.Sprintf(", keyprovider gRPC on %s", addrString(kp))
+				}
+				fmt.Fprintf(errOut, "%s (tee %s, broker %s)\n", line, att.Tee(), kbs.url)
+			})
 			if errors.Is(err, agent.ErrConfig) {
 				return fmt.Errorf("%w: %w", err, ErrUsage)
 			}

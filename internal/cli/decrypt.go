@@ -43,6 +43,7 @@ pkcs7 needs the certificate too), provider:NAME (OCICRYPT_KEYPROVIDER_CONFIG).`,
 		},
 	}
 	reg.AddFlags(cmd.Flags())
+	reg.AddTransferFlags(cmd.Flags())
 	sel.AddFlags(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "private key FILE[:pass=P|:file=F|:fd=N], certificate FILE, or provider:NAME (repeatable)")
 	return cmd

@@ -80,7 +80,8 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 		return err
 	}
 	defer func() { stop(); b.Wait() }()
-	fmt.Fprintf(w, "  broker listening at %s (filesystem repository in the work dir)\n", b.URL)
+	fmt.Fprintf(w, "\n$ coffer kbs serve --allow-sample-tee --admin-public-key admin.key.pub --repository repository --listen 127.0.0.1:0 &\n")
+	fmt.Fprintf(w, "  broker listening at %s (run in this process; --allow-sample-tee: the demo has no TEE, development only)\n", b.URL)
 	admin := []string{"--url", b.URL, "--admin-key", p("admin.key")}
 	steps := [][]string{
 		append([]string{"encrypt", "--kbs", b.URL, "--admin-key", p("admin.key"), "--key-id", "default/image_key/demo", "--pin"},
@@ -88,9 +89,13 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 		{"inspect", "oci:" + p("app") + ":kbs"},
 		append([]string{"kbs", "set-reference-value"}, append(admin, "launch_digest", "abcde")...),
 		append([]string{"kbs", "set-reference-value"}, append(admin, "svn", "1")...),
-		append([]string{"kbs", "set-resource-policy", "--affirming"}, admin...),
 	}
-	for _, args := range steps {
+	for i, args := range steps {
+		if i == 2 {
+			fmt.Fprintln(w, "\n  (the broker's default resource policy releases keys to \"affirming\" attestations only; the sample TEE's\n"+
+				"  evidence claims launch_digest abcde and svn 1, so those are the reference values to set, as you\n"+
+				"  would set your hardware's measurements: see the README's hardware attestation section)")
+		}
 		if err := step(ctx, w, dir, args...); err != nil {
 			return err
 		}

@@ -52,7 +52,8 @@ func demoVMImage(ctx context.Context, w io.Writer, dir, kbs string) error {
 		return err
 	}
 	defer func() { stop(); ws.Wait() }()
-	fmt.Fprintf(w, "  workload service listening at %s; the host's TPM is swtpm at %s\n", ws.URL, sw.Addr)
+	fmt.Fprintf(w, "\n$ coffer wls serve --flavor-signer-cert signer.crt --admin-public-key wls-admin.key.pub --db wls --listen 127.0.0.1:0 &\n")
+	fmt.Fprintf(w, "  workload service listening at %s (run in this process); the host's TPM is swtpm at %s\n", ws.URL, sw.Addr)
 	const image = "3f2e1d0c-9b8a-4776-8554-433221100fed"
 	wadm := []string{"--url", ws.URL, "--admin-key", p("wls-admin.key")}
 	if err := step(ctx, w, dir, append([]string{"wls", "add-flavor", p("flavor.json")}, wadm...)...); err != nil {

@@ -69,6 +69,7 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 		},
 	}
 	reg.AddFlags(cmd.Flags())
+	reg.AddTransferFlags(cmd.Flags())
 	sel.AddFlags(cmd.Flags())
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "private key opening already-encrypted layers, to add recipients to them (repeatable)")
@@ -86,7 +87,14 @@ func newRekeyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rekey --key OLD --recipient NEW... SRC DST",
 		Short: "Replace the recipient set of encrypted layers (key rotation); blobs unchanged",
-		Args:  cobra.ExactArgs(2),
+		Long: `Open each encrypted layer's key with --key and wrap it again for exactly the
+--recipient set given: earlier recipients lose access to the image written to
+DST, the layer blobs stay byte for byte the same (only the manifest changes).
+Rekey rewrites the manifest, so its digest changes: an image pinned in a
+broker must be re-pinned (coffer kbs pin DST) or attested pulls refuse it.`,
+		Example: `  coffer rekey --key alice.pem --recipient jwe:new.pub.pem oci:app:enc oci:app:rotated
+  coffer rekey --key alice.pem --recipient jwe:new.pub.pem docker://reg/app:enc docker://reg/app:enc`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := parseRefs(args...); err != nil {
 				return err
@@ -108,10 +116,16 @@ func newRekeyCmd() *cobra.Command {
 				return err
 			}
 			opts = append(opts, imagecrypt.WithKeys(unw...))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...), true)
+			if err := imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.RekeyFor(wrappers...), true); err != nil {
+				return err
+			}
+			// The manifest changed: a digest pin of DST no longer matches it.
+			fmt.Fprintf(cmd.ErrOrStderr(), "rekey: %s has a new manifest digest: if a broker pins it, re-pin it (coffer kbs pin --url URL --admin-key KEY %s) or attested pulls refuse it\n", args[1], args[1])
+			return nil
 		},
 	}
 	reg.AddFlags(cmd.Flags())
+	reg.AddTransferFlags(cmd.Flags())
 	sel.AddFlags(cmd.Flags())
 	keys.addRecipients(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "current private key FILE[:pass=P|:file=F|:fd=N] or provider:NAME (repeatable)")

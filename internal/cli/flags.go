@@ -15,23 +15,36 @@ import (
 	"github.com/coffer-dev/coffer/transport"
 )
 
-// registryFlags are the registry access flags shared by image verbs.
+// registryFlags are the registry access flags shared by image verbs;
+// AddTransferFlags adds those of the verbs that copy layers.
 type registryFlags struct {
 	creds    string
 	insecure bool
 	jobs     int
+	progress progressMode
 }
 
 func (f *registryFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.creds, "creds", "", "registry credentials USER:PASSWORD (default: docker config.json)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow plain HTTP and unverified TLS registries (loopback registries are always allowed over HTTP)")
-	fs.IntVar(&f.jobs, "jobs", 4, "layers transferred in parallel")
 }
+
+// AddTransferFlags adds --jobs and --progress (encrypt, decrypt, rekey, pull).
+func (f *registryFlags) AddTransferFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&f.jobs, "jobs", defaultJobs, "layers transferred in parallel")
+	addProgressFlag(fs, &f.progress)
+}
+
+const defaultJobs = 4
 
 // options are the transport options of the flags and of the command's
 // TLS trust (--cacert; --insecure verifies nothing anyway).
 func (f *registryFlags) options(ctx context.Context) []transport.Option {
-	opts := []transport.Option{transport.WithInsecure(f.insecure), transport.WithJobs(f.jobs)}
+	jobs := f.jobs
+	if jobs <= 0 {
+		jobs = defaultJobs
+	}
+	opts := []transport.Option{transport.WithInsecure(f.insecure), transport.WithJobs(jobs)}
 	if rt := trustOf(ctx).roundTripper(); rt != nil && !f.insecure {
 		opts = append(opts, transport.WithTransport(rt))
 	}
@@ -123,8 +136,14 @@ func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []im
 	if encrypts && !dref.CarriesEncryption() {
 		return transport.ErrSinkCannotCarry(dref)
 	}
-	p := newProgress(cmd.ErrOrStderr())
-	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, reg.options(cmd.Context()), append(opts, imagecrypt.WithProgress(p.layerDone))...)
+	p := newProgress(cmd.ErrOrStderr(), reg.progress)
+	topts := reg.options(cmd.Context())
+	if dref.Transport() == "docker" {
+		if ch := p.pushing(dref.String()); ch != nil {
+			topts = append(topts, transport.WithProgress(ch))
+		}
+	}
+	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, topts, append(opts, imagecrypt.WithBlobProgress(p.blob))...)
 	p.finish()
 	if err != nil {
 		return err

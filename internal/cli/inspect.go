@@ -22,7 +22,13 @@ func newInspectCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect [--json] IMAGE",
 		Short: "Show each layer's digest, size, media type, encryption and recipients",
-		Args:  cobra.ExactArgs(1),
+		Long: `Read IMAGE's manifest (every platform of an index) and print, per layer, its
+digest, size and media type, whether it is encrypted, and who can open it:
+jwe/pkcs7 recipients' key fingerprints, pgp key ids, keyprovider names and
+broker key ids (kbs:///…). Nothing is decrypted and no key is needed.`,
+		Example: `  coffer inspect oci:app:enc
+  coffer inspect --json docker://registry.example/app:enc`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			ref, err := transport.Parse(args[0])

@@ -23,10 +23,16 @@ type integrityFlags struct {
 }
 
 func (f *integrityFlags) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.policy, "policy", "", "containers-policy.json to enforce: a FILE, or kbs:///REPO/TYPE/TAG fetched from the broker after attestation")
-	fs.StringVar(&f.lookaside, "signature-lookaside", "", "where signedBy (GPG simple signing) signatures are: DIR, file:// or http(s):// URL laid out as containers/image's lookaside")
+	f.AddPolicyFlags(fs)
 	fs.BoolVar(&f.require, "require-signature", os.Getenv("COFFER_REQUIRE_SIGNATURE") == "1",
 		"refuse an image no pin, signature or @sha256 digest vouches for (default $COFFER_REQUIRE_SIGNATURE=1)")
+}
+
+// AddPolicyFlags are --policy and --signature-lookaside alone (verify,
+// which always requires something to vouch for the image).
+func (f *integrityFlags) AddPolicyFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.policy, "policy", "", "containers-policy.json to enforce: a FILE, or kbs:///REPO/TYPE/TAG fetched from the broker after attestation")
+	fs.StringVar(&f.lookaside, "signature-lookaside", "", "where signedBy (GPG simple signing) signatures are: DIR, file:// or http(s):// URL laid out as containers/image's lookaside")
 }
 
 // checker builds the image checker; c (the broker client) may be nil.

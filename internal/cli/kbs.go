@@ -11,16 +11,14 @@ import (
 )
 
 // newKBSCmd is `coffer kbs`: the key broker and its admin verbs. The
-// persistent flags --url and --admin-key (env COFFER_KBS_URL,
-// COFFER_KBS_ADMIN_KEY) are shared by every client and admin verb.
+// client flags --url, --admin-key, --admin-token (env COFFER_KBS_URL,
+// COFFER_KBS_ADMIN_KEY, COFFER_KBS_ADMIN_TOKEN) go on the verbs that use
+// them (addKBSClientFlags, kbs_flags.go).
 func newKBSCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kbs",
 		Short: "Run and administer a key broker (Confidential Containers KBS protocol 0.4.0)",
 	}
-	cmd.PersistentFlags().String("url", "", "broker URL (env COFFER_KBS_URL)")
-	cmd.PersistentFlags().String("admin-key", "", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
-	cmd.PersistentFlags().String("admin-token", "", "instead of --admin-key: FILE holding an admin token from `coffer kbs admin-token` (e.g. scoped with --allow-path; env COFFER_KBS_ADMIN_TOKEN)")
 	cmd.AddCommand(
 		newKBSServeCmd(), newKBSMigrateCmd(), newKBSRotateKEKCmd(), newKBSKeygenAdminCmd(), newKBSListResourcesCmd(),
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/base64"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -10,7 +11,7 @@ import (
 
 // newKBSClientCmds are the guest-side verbs of `coffer kbs`.
 func newKBSClientCmds() []*cobra.Command {
-	var tee, teeKey, path, tpmAddr string
+	var tee, teeKey, path, tpmAddr, output string
 	clientFor := func(cmd *cobra.Command) (*kbsClientFlags, error) {
 		f := &kbsClientFlags{url: kbsFlag(cmd, "url", "COFFER_KBS_URL"), tee: tee, teeKey: teeKey, tpm: tpmAddr}
 		if f.url == "" {
@@ -19,7 +20,7 @@ func newKBSClientCmds() []*cobra.Command {
 		return f, nil
 	}
 	attest := &cobra.Command{
-		Use:   "attest --url URL [--tee sample]",
+		Use:   "attest --url URL [--tee TEE]",
 		Short: "Attest to the broker and print the EAR token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,10 +41,13 @@ func newKBSClientCmds() []*cobra.Command {
 		},
 	}
 	get := &cobra.Command{
-		Use:   "get-resource --url URL --path REPO/TYPE/TAG [--tee sample]",
-		Short: "Attest and fetch a resource; its raw bytes go to stdout",
+		Use:   "get-resource --url URL --path REPO/TYPE/TAG [--tee TEE]",
+		Short: "Attest and fetch a resource; its bytes go to stdout (raw, or base64 as kbs-client prints them)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "raw" && output != "base64" {
+				return fmt.Errorf("--output %q: want raw or base64: %w", output, ErrUsage)
+			}
 			p, err := protocol.ParseResourcePath(path)
 			if err != nil {
 				return fmt.Errorf("--path %q: %w: %w", path, err, ErrUsage)
@@ -60,15 +64,18 @@ func newKBSClientCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
+			if output == "base64" {
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(data))
+				return err
+			}
 			_, err = cmd.OutOrStdout().Write(data)
 			return err
 		},
 	}
 	for _, c := range []*cobra.Command{attest, get} {
-		c.Flags().StringVar(&tee, "tee", "", "TEE to attest as (default: detected, sample where none)")
-		c.Flags().StringVar(&teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
-		addTPMFlag(c.Flags(), &tpmAddr)
+		addTEEFlags(c.Flags(), &tee, &teeKey, &tpmAddr)
 	}
 	get.Flags().StringVar(&path, "path", "", "resource path repo/type/tag")
+	get.Flags().StringVar(&output, "output", "raw", "raw: the resource's bytes; base64: standard base64 and a newline, as trustee's kbs-client get-resource prints")
 	return []*cobra.Command{attest, get}
 }

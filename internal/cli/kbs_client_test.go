@@ -19,6 +19,14 @@ func TestKBSClientVerbs(t *testing.T) {
 	if err != nil || out != string(kek) {
 		t.Fatalf("get-resource = %d bytes, %v (stderr %q); want the 32-byte KEK", len(out), err, stderr)
 	}
+	// --output base64: kbs-client's form.
+	out, _, err = runCofferSplit(t, nil, "kbs", "get-resource", "--url", b.URL, "--path", "default/image_key/app", "--tee", "sample", "--output", "base64")
+	if got, derr := base64.StdEncoding.DecodeString(strings.TrimSuffix(out, "\n")); err != nil || derr != nil || string(got) != string(kek) || !strings.HasSuffix(out, "\n") {
+		t.Errorf("get-resource --output base64 = %q, %v", out, err)
+	}
+	if _, _, err := runCofferSplit(t, nil, "kbs", "get-resource", "--url", b.URL, "--path", "default/image_key/app", "--output", "hex"); !errors.Is(err, ErrUsage) {
+		t.Errorf("--output hex: %v, want a usage error", err)
+	}
 	// RSA tee key, URL from the environment.
 	t.Setenv("COFFER_KBS_URL", b.URL)
 	if out, _, err := runCofferSplit(t, nil, "kbs", "get-resource", "--path", "default/image_key/app", "--tee-key", "rsa"); err != nil || out != string(kek) {

@@ -22,13 +22,26 @@ func newKBSServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the key broker until interrupted",
-		Args:  cobra.NoArgs,
+		Long: `Serve the KBS protocol (RCAR attestation, resources, EAR tokens; trustee
+0.4.0 compatible) and its admin API on --listen until interrupted. Settings
+come from flags, or from --config: coffer's own flat TOML or trustee's
+kbs-config.toml layout, unchanged; flags given override the file. Admin
+calls need a token signed by an --admin-public-key; the sample TEE is
+refused unless --allow-sample-tee (development only). /healthz answers
+ready or not ready; /metrics is for admins.`,
+		Example: `  coffer kbs serve --admin-public-key admin.key.pub --repository ./repo
+  coffer kbs serve --config /etc/kbs/kbs-config.toml
+  coffer kbs serve --allow-sample-tee --admin-public-key admin.key.pub   # development only`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := server.DefaultConfig()
 			if configFile != "" {
 				var err error
 				if cfg, err = server.LoadConfig(configFile); err != nil {
 					return err
+				}
+				for _, n := range cfg.Notes { // trustee keys accepted but not acted on
+					slog.Warn("kbs config: "+n, "file", configFile)
 				}
 			}
 			// Flags given on the command line override the file: flag
@@ -56,7 +69,7 @@ func newKBSServeCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "TOML configuration file (flags override it)")
+	f.StringVar(&configFile, "config", "", "TOML configuration file: coffer's keys or trustee's kbs-config.toml layout (flags override it)")
 	f.StringVar(&fc.Listen, "listen", fc.Listen, "address to listen on")
 	f.StringVar(&fc.Repository, "repository", fc.Repository, "resource repository directory (<dir>/<repo>/<type>/<tag>)")
 	f.StringVar(&fc.Store, "store", fc.Store, "store: fs, memory, or a postgres:// URL such as postgres://kbs@db/kbs?sslmode=verify-full (shared by replicas; run coffer kbs migrate first)")

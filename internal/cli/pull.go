@@ -66,7 +66,10 @@ for it pull warns, or refuses under --require-signature.`,
 				}
 				opts = append(opts, pull.WithPlatform(*p))
 			}
-			if err := pull.Pull(ctx, ref, args[1], opts...); err != nil {
+			p := newProgress(cmd.ErrOrStderr(), reg.progress)
+			err = pull.Pull(ctx, ref, args[1], append(opts, pull.WithBlobProgress(p.blob))...)
+			p.finish()
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pulled %s into %s (config: %s.config.json)\n", ref, args[1], args[1])
@@ -74,6 +77,7 @@ for it pull warns, or refuses under --require-signature.`,
 		},
 	}
 	reg.AddFlags(cmd.Flags())
+	reg.AddTransferFlags(cmd.Flags())
 	keys.addKeys(cmd.Flags(), "local private key FILE[:pass=…] tried before the broker (repeatable)")
 	kbs.AddFlags(cmd.Flags())
 	integ.AddFlags(cmd.Flags())

@@ -34,6 +34,7 @@ func NewRoot() *cobra.Command {
 	kbsCmd := newKBSCmd()
 	kbsCmd.AddCommand(newKBSClientCmds()...)
 	kbsCmd.AddCommand(newKBSAdminTokenCmd())
+	addKBSClientFlags(kbsCmd) // after every kbs verb
 	root.AddCommand(
 		// registered verbs (one line each; keep this list, add yours):
 		newVersionCmd(),

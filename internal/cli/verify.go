@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
 
@@ -50,6 +52,9 @@ IMAGE. Unlike pull, an image nothing vouches for is an error (exit 5).`,
 				p = *pp
 			}
 			res, err := chk.Check(ctx, ref, p)
+			if err != nil && c == nil && errors.Is(err, spec.ErrPolicyDenied) {
+				return fmt.Errorf("%w (without --kbs the broker's digest pin is not checked: give --kbs URL to check it)", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -62,7 +67,7 @@ IMAGE. Unlike pull, an image nothing vouches for is an error (exit 5).`,
 	}
 	reg.AddFlags(cmd.Flags())
 	kbs.AddFlags(cmd.Flags())
-	integ.AddFlags(cmd.Flags())
+	integ.AddPolicyFlags(cmd.Flags()) // verify always requires a pin, signature or digest
 	cmd.Flags().StringVar(&platform, "platform", "", "platform OS/ARCH[/VARIANT] to check in an index (default linux/GOARCH)")
 	return cmd
 }

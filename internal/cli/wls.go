@@ -28,7 +28,7 @@ func newWLSCmd() *cobra.Command {
 		},
 	}
 	f := serve.Flags()
-	f.StringVar(&c.Listen, "listen", "127.0.0.1:5000", "address to listen on")
+	f.StringVar(&c.Listen, "listen", "127.0.0.1:5080", "address to listen on (5080: the README's registry has 5000)")
 	f.StringVar(&c.DB, "db", "", "store directory (flavors/, images/)")
 	f.StringSliceVar(&c.SignerCerts, "flavor-signer-cert", nil, "PEM certificate of a trusted flavor signer (repeatable; required)")
 	f.StringSliceVar(&c.AdminPublicKeys, "admin-public-key", nil, "Ed25519 PKIX PEM admin public key (repeatable)")

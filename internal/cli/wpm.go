@@ -43,7 +43,9 @@ Both files are committed atomically; the flavor id is printed.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), f.Meta.ID)
+			fmt.Fprintf(cmd.ErrOrStderr(), "created flavor %s (label %s): encrypted image %s, signed flavor %s; its key is in the broker (%s)\n",
+				f.Meta.ID, f.Meta.Description.Label, r.Output, r.FlavorOut, r.BrokerURL)
+			fmt.Fprintln(cmd.OutOrStdout(), f.Meta.ID) // the id alone on stdout (and last), for scripts
 			return nil
 		},
 	}

@@ -62,6 +62,10 @@ type Config struct {
 	Collateral            string        `toml:"collateral"`          // directory of SNP/TDX collateral (certificates, TCB info, QE identity)
 	FetchCollateral       bool          `toml:"fetch_collateral"`    // allow fetching missing collateral from AMD KDS / Intel PCS
 	AllowDebugTee         bool          `toml:"allow_debug_tee"`     // accept SNP/TDX guests with the debug policy bit set
+
+	// Notes are what loading a trustee kbs-config.toml accepted but does
+	// not act on (for the operator's log); not a file key.
+	Notes []string `toml:"-"`
 }
 
 // Defaults of `coffer kbs serve` beyond the library's: a per-address rate
@@ -103,10 +107,24 @@ func (c *Config) Override(o Config, keys ...string) error {
 	return nil
 }
 
-// LoadConfig reads a TOML file over DefaultConfig; unknown keys are an error.
+// LoadConfig reads a TOML file over DefaultConfig; unknown keys are an
+// error. The file is coffer's flat layout or trustee's kbs-config.toml
+// (trusteeconfig.go), told apart by trustee's tables.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
-	md, err := toml.DecodeFile(path, &c)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("reading kbs config: %w", err)
+	}
+	var probe map[string]any
+	md, err := toml.Decode(string(raw), &probe)
+	if err != nil {
+		return c, fmt.Errorf("reading kbs config %s: %w", path, err)
+	}
+	if isTrusteeLayout(md) {
+		return loadTrusteeConfig(path, raw)
+	}
+	md, err = toml.Decode(string(raw), &c)
 	if err != nil {
 		return c, fmt.Errorf("reading kbs config %s: %w", path, err)
 	}

@@ -111,7 +111,7 @@ func TestFaultDatabaseRestart(t *testing.T) {
 	_, r := c.auth(protocol.TeeSample)
 	wantError(t, r, http.StatusServiceUnavailable, protocol.ErrUnavailable, "store is unavailable")
 	for i, u := range f.urls {
-		if code, body := healthz(u); code != http.StatusServiceUnavailable || !strings.Contains(body, "store unavailable") {
+		if code, body := healthz(u); code != http.StatusServiceUnavailable || body != "not ready\n" {
 			t.Errorf("replica %d /healthz with the database down: %d %q, want 503", i, code, body)
 		}
 		if resp, err := http.Get(u + "/healthz?probe=live"); err != nil || resp.StatusCode != http.StatusOK {

@@ -230,7 +230,7 @@ func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
 		s.o.logger.Error("kbs store unavailable", "step", what, "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, protocol.ErrUnavailable,
-			fmt.Sprintf("%s failed: the broker's store is unavailable (%v): retry, this or another replica", what, err))
+			what+" failed: the broker's store is unavailable: retry, this or another replica") // the cause (addresses, names) is logged only
 		return
 	}
 	s.o.logger.Error("kbs store", "step", what, "err", err)
@@ -240,14 +240,18 @@ func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
 // healthz answers readiness: 503 when the store does not answer. With
 // ?probe=live it answers liveness, which does not depend on the store (a
 // database outage should take replicas out of the service, not restart them).
+// It is unauthenticated, so it says only "ok" or "not ready": why (the
+// store's error, which may name its host, user and database) goes to the
+// log, and the store_unavailable count to the metrics.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if p, ok := s.o.store.(store.Pinger); ok && r.URL.Query().Get("probe") != "live" {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := p.Ping(ctx); err != nil {
+			s.o.logger.Warn("healthz: not ready: store unavailable", "err", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: store unavailable: %v\n", err)
+			_, _ = w.Write([]byte("not ready\n"))
 			return
 		}
 	}

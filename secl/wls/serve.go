@@ -17,7 +17,7 @@ import (
 
 // Config is what `coffer wls serve` runs.
 type Config struct {
-	Listen          string   // address, default 127.0.0.1:5000
+	Listen          string   // address, default 127.0.0.1:5080 (a local registry usually has 5000)
 	DB              string   // store directory
 	SignerCerts     []string // PEM files of the trusted flavor signers
 	AdminPublicKeys []string // PEM files of Ed25519 admin public keys
@@ -76,7 +76,7 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(net.Ad
 	}
 	addr := c.Listen
 	if addr == "" {
-		addr = "127.0.0.1:5000"
+		addr = "127.0.0.1:5080"
 	}
 	// Key requests wait on the owner's broker: a longer write bound than the broker's own.
 	hc := httpserve.Config{Name: "wls", Addr: addr, TLSCert: c.TLSCert, TLSKey: c.TLSKey, WriteTimeout: 2 * time.Minute}
