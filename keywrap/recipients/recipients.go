@@ -137,7 +137,7 @@ func Unwrappers(ms []*keys.Material, providers ...keywrap.Unwrapper) ([]keywrap.
 			}
 		}
 		if !used {
-			return nil, fmt.Errorf("key %s: %T keys open no coffer scheme (jwe and pkcs7 need RSA or EC P-256/384/521 keys): %w",
+			return nil, fmt.Errorf("key %s: %T keys open no coffer scheme (jwe and pkcs7 need RSA or EC P-256/384/521 keys, mlkem an ML-KEM-768 JWK): %w",
 				m.Name, m.Private, spec.ErrUnsupported)
 		}
 	}

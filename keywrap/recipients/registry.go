@@ -45,6 +45,7 @@ var schemes = []*Scheme{
 	&jweScheme,
 	&pkcs7Scheme,
 	&pgpScheme,
+	&mlkemScheme,
 	&providerScheme,
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/keywrap/keygen"
 	"github.com/coffer-dev/coffer/runtime/ctddecoder"
 	"github.com/coffer-dev/coffer/runtime/nodecfg"
 )
@@ -124,6 +125,16 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	push(t, appTwo, host+"/team-b/stolen:1")
 	push(t, appTwo, host+"/team-a/app2:1")
 	push(t, secretImage("shared secret", pubShared), host+"/team-b/shared:1")
+	// A post-quantum node key (ML-KEM-768) in the shared key directory.
+	pq, err := keygen.Generate(ctx, keygen.MLKEM768)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pqPub := filepath.Join(t.TempDir(), "pq.jwk.pub")
+	if err := pq.Write(filepath.Join(keys, "pq.jwk"), pqPub); err != nil {
+		t.Fatal(err)
+	}
+	push(t, secretImage("post-quantum secret", "mlkem:"+pqPub), host+"/team-b/pq:1")
 
 	// team-a's image, pulled and run as kubelet would.
 	n.must(t, ctx, "pull", host+"/team-a/app:1")
@@ -177,6 +188,7 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	n.must(t, ctx, "pull", host+"/team-a/app2:1")
 	// Files directly in the keys path serve every reference.
 	n.must(t, ctx, "pull", host+"/team-b/shared:1")
+	n.must(t, ctx, "pull", host+"/team-b/pq:1")
 }
 
 func writeJSON(t *testing.T, path string, v any) {
