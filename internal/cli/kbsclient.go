@@ -25,7 +25,7 @@ type kbsClientFlags struct {
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys; URL,URL,… for replicas tried in turn when one fails (default $COFFER_KBS_URL)")
 	fs.StringVar(&f.tee, "tee", "", "TEE to attest as: tpm, snp, tdx, or sample for development (default: $COFFER_TEE, else detected; none found is an error)")
-	fs.StringVar(&f.teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
+	fs.StringVar(&f.teeKey, "tee-key", "ec", "tee key type: ec (P-256), rsa or mlkem768 (post-quantum: the broker seals with ML-KEM-768+A192KW)")
 	addTPMFlag(fs, &f.tpm)
 }
 

@@ -17,6 +17,11 @@
 // Keys are JWKs of key type "AKP" (the draft's algorithm key pair):
 // {"kty":"AKP","alg":"ML-KEM-768+A192KW","pub":"<b64url 1184 B>"} and, for
 // the private key, "priv": the 64-byte FIPS 203 seed (d‖z).
+//
+// Wrapper and Unwrapper are keywrap.Wrapper and keywrap.Unwrapper; the
+// package imports only the standard library, go-jose's key wrap and spec,
+// because the broker's wire package (kbs/protocol, linked into guests)
+// seals resources with it too.
 package mlkem
 
 import (
@@ -34,7 +39,6 @@ import (
 
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
-	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -58,11 +62,6 @@ const (
 	maxProtected = 8 << 10
 	// MaxKeyFile bounds a key file ParseKey reads.
 	MaxKeyFile = 64 << 10
-)
-
-var (
-	_ keywrap.Wrapper   = (*Wrapper)(nil)
-	_ keywrap.Unwrapper = (*Unwrapper)(nil)
 )
 
 // Wrapper wraps for one ML-KEM-768 recipient (one entry per recipient: a

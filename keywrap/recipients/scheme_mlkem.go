@@ -65,6 +65,11 @@ var mlkemScheme = Scheme{
 	},
 }
 
+var (
+	_ keywrap.Wrapper   = (*mlkem.Wrapper)(nil)
+	_ keywrap.Unwrapper = (*mlkem.Unwrapper)(nil)
+)
+
 func containsBytes(list [][]byte, b []byte) bool {
 	for _, x := range list {
 		if string(x) == string(b) {
