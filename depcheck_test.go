@@ -30,6 +30,7 @@ func TestStdlibOnlyPackages(t *testing.T) {
 func TestLeafDependencies(t *testing.T) {
 	forbidden := map[string][]string{
 		"./keywrap/aa":      {"google.golang.org/grpc", "github.com/open-policy-agent/opa"},
+		"./keywrap/mlkem":   {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/ProtonMail/go-crypto"},
 		"./kbs/adminclient": {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/jackc/pgx"},
 		"./cmd/coffer":      {"k8s.io/", "sigs.k8s.io/"}, // the manifest test's dependencies are test-only
 		"./kbs/protocol":    {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/google/go-sev-guest"},

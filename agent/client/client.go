@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -65,11 +66,13 @@ func WithAttester(a evidence.Attester) Option {
 	return func(o *options) error { o.attester = a; return nil }
 }
 
-// WithTeeKeyType chooses the tee key: "ec" (P-256, default) or "rsa" (2048).
+// WithTeeKeyType chooses the tee key: "ec" (P-256, default), "rsa" (2048)
+// or "mlkem768" (ML-KEM-768, post-quantum: the broker seals resources with
+// ML-KEM-768+A192KW as trustee's prototype does).
 func WithTeeKeyType(t string) Option {
 	return func(o *options) error {
-		if t != "ec" && t != "rsa" {
-			return fmt.Errorf("tee key type %q: want ec or rsa", t)
+		if t != "ec" && t != "rsa" && t != "mlkem768" {
+			return fmt.Errorf("tee key type %q: want ec, rsa or mlkem768", t)
 		}
 		o.keyType = t
 		return nil
@@ -134,6 +137,13 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		}
 		c.priv = k
 		c.pub, err = protocol.PublicTeeKey(&k.PublicKey)
+	case "mlkem768":
+		k, gerr := mlkem.GenerateKey768()
+		if gerr != nil {
+			return nil, gerr
+		}
+		c.priv = k
+		c.pub, err = protocol.PublicTeeKey(k.EncapsulationKey())
 	default:
 		c.priv, c.pub, err = protocol.GenerateTeeKey()
 	}

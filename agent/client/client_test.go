@@ -29,7 +29,7 @@ func TestGetResourceAttestsOnce(t *testing.T) {
 	b.SetResource(t, "default/image_key/app", []byte("0123456789abcdef0123456789abcdef"))
 	b.SetResource(t, "default/image_key/other", []byte("second"))
 	b.AllowAll(t)
-	for _, kt := range []string{"ec", "rsa"} {
+	for _, kt := range []string{"ec", "rsa", "mlkem768"} {
 		c := newClient(t, b.URL, WithTeeKeyType(kt))
 		got, err := c.GetResource(context.Background(), "default", "image_key", "app")
 		if err != nil || string(got) != "0123456789abcdef0123456789abcdef" {

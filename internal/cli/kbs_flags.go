@@ -51,6 +51,6 @@ func addKBSClientFlags(kbs *cobra.Command) {
 // machine; none found is an error (the sample TEE only when asked for).
 func addTEEFlags(fs *pflag.FlagSet, tee, teeKey, tpmAddr *string) {
 	fs.StringVar(tee, "tee", "", "TEE to attest as: tpm, snp, tdx, or sample for development (default: $COFFER_TEE, else detected; none found is an error)")
-	fs.StringVar(teeKey, "tee-key", "ec", "tee key type: ec (P-256) or rsa")
+	fs.StringVar(teeKey, "tee-key", "ec", "tee key type: ec (P-256), rsa or mlkem768 (post-quantum: the broker seals with ML-KEM-768+A192KW)")
 	addTPMFlag(fs, tpmAddr)
 }

@@ -55,6 +55,7 @@ func NewRoot() *cobra.Command {
 		newWLACmd(),
 		newCtdDecoderCmd(),
 		newRuntimeCmd(),
+		newKeygenCmd(),
 	)
 	root.Long = root.Short + "\n\n" + exitCodesHelp()
 	root.Version = versionString() // --version

@@ -80,7 +80,7 @@ func newWLSCmd() *cobra.Command {
 		Short: "Replace a stored flavor with a newly signed one of the same id (audited; add-flavor is create-only)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
+			c, err := client(cmd)
 			if err != nil {
 				return err
 			}

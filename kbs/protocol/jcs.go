@@ -54,6 +54,7 @@ func reportDataJSON(nonce string, pub TeePubKey, additional string) []byte {
 	member("e", pub.E, false)
 	member("kty", pub.Kty, true)
 	member("n", pub.N, false)
+	member("pub", pub.Pub, false)
 	member("x", pub.X, false)
 	member("y", pub.Y, false)
 	b.WriteString("}}")

@@ -8,6 +8,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	gomlkem "crypto/mlkem"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -22,6 +23,7 @@ import (
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
 	"github.com/coffer-dev/coffer/jcs"
+	"github.com/coffer-dev/coffer/keywrap/mlkem"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -109,8 +111,30 @@ func (k TeePubKey) PublicKey() (crypto.PublicKey, error) {
 		return &ecdsa.PublicKey{Curve: ell, X: new(big.Int).SetBytes(raw[1 : 1+n]), Y: new(big.Int).SetBytes(raw[1+n:])}, nil
 	case "RSA":
 		return rsaPublic(k)
+	case mlkem.KeyType:
+		return akpPublic(k)
 	}
 	return nil, fmt.Errorf("tee key type %q: %w", k.Kty, spec.ErrUnsupported)
+}
+
+// akpPublic decodes an AKP tee key: only ML-KEM-768+A192KW (trustee's
+// prototype, draft-ietf-jose-pqc-kem-05).
+func akpPublic(k TeePubKey) (*gomlkem.EncapsulationKey768, error) {
+	if k.Alg != mlkem.Algorithm {
+		return nil, fmt.Errorf("AKP tee key alg %q (only %s): %w", k.Alg, mlkem.Algorithm, spec.ErrUnsupported)
+	}
+	if b64.DecodedLen(len(k.Pub)) != gomlkem.EncapsulationKeySize768 {
+		return nil, fmt.Errorf("ML-KEM-768 tee key is not %d bytes: %w", gomlkem.EncapsulationKeySize768, spec.ErrUnsupported)
+	}
+	raw, err := b64.DecodeString(k.Pub)
+	if err != nil {
+		return nil, fmt.Errorf("ML-KEM-768 tee key encoding: %w", spec.ErrUnsupported)
+	}
+	ek, err := gomlkem.NewEncapsulationKey768(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ML-KEM-768 tee key: %v: %w", err, spec.ErrUnsupported)
+	}
+	return ek, nil
 }
 
 func rsaPublic(k TeePubKey) (*rsa.PublicKey, error) {
@@ -130,8 +154,9 @@ func rsaPublic(k TeePubKey) (*rsa.PublicKey, error) {
 	return pub, nil
 }
 
-// PublicTeeKey returns the JWK for an *ecdsa.PublicKey (alg ECDH-ES+A256KW)
-// or *rsa.PublicKey (alg RSA-OAEP-256).
+// PublicTeeKey returns the JWK for an *ecdsa.PublicKey (alg ECDH-ES+A256KW),
+// *rsa.PublicKey (alg RSA-OAEP-256) or *mlkem.EncapsulationKey768 (kty AKP,
+// alg ML-KEM-768+A192KW).
 func PublicTeeKey(pub crypto.PublicKey) (TeePubKey, error) {
 	switch p := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -150,6 +175,8 @@ func PublicTeeKey(pub crypto.PublicKey) (TeePubKey, error) {
 		e := binary.BigEndian.AppendUint32(nil, uint32(p.E))
 		e = bytes.TrimLeft(e, "\x00")
 		return TeePubKey{Kty: "RSA", Alg: KeyAlgRSAOAEP256, N: b64.EncodeToString(p.N.Bytes()), E: b64.EncodeToString(e)}, nil
+	case *gomlkem.EncapsulationKey768:
+		return TeePubKey{Kty: mlkem.KeyType, Alg: mlkem.Algorithm, Pub: b64.EncodeToString(p.Bytes())}, nil
 	}
 	return TeePubKey{}, fmt.Errorf("tee key %T: %w", pub, spec.ErrUnsupported)
 }
@@ -199,8 +226,9 @@ func Seal(pub TeePubKey, plaintext []byte) (*Response, error) {
 type Sealer struct {
 	alg       string
 	protected string
-	kek       cipher.Block   // ECDH-ES+A256KW
-	rsa       *rsa.PublicKey // RSA-OAEP-256, RSA1_5
+	kek       cipher.Block                 // ECDH-ES+A256KW
+	rsa       *rsa.PublicKey               // RSA-OAEP-256, RSA1_5
+	mlkem     *gomlkem.EncapsulationKey768 // ML-KEM-768+A192KW: one encapsulation per response
 }
 
 // NewSealer prepares sealing to pub (see Seal for the algorithms).
@@ -245,6 +273,13 @@ func NewSealer(pub TeePubKey) (*Sealer, error) {
 		default:
 			return nil, fmt.Errorf("rsa tee key alg %q: %w", pub.Alg, spec.ErrUnsupported)
 		}
+	case mlkem.KeyType:
+		ek, err := akpPublic(pub)
+		if err != nil {
+			return nil, err
+		}
+		s.alg, s.mlkem = mlkem.Algorithm, ek
+		return s, nil
 	default:
 		return nil, fmt.Errorf("tee key type %q: %w", pub.Kty, spec.ErrUnsupported)
 	}
@@ -257,6 +292,9 @@ func NewSealer(pub TeePubKey) (*Sealer, error) {
 
 // Seal encrypts plaintext under a fresh content key.
 func (s *Sealer) Seal(plaintext []byte) (*Response, error) {
+	if s.mlkem != nil {
+		return sealMLKEM(s.mlkem, plaintext)
+	}
 	cek := make([]byte, 32)
 	if _, err := rand.Read(cek); err != nil {
 		return nil, err
@@ -292,6 +330,22 @@ func (s *Sealer) Seal(plaintext []byte) (*Response, error) {
 	}, nil
 }
 
+// sealMLKEM seals to an ML-KEM-768 tee key as trustee's prototype does
+// (kbs/src/jwe/akp.rs at 03cd7bff88ad177fcb4f6537bc964f3365d7b199): the
+// JWE of package keywrap/mlkem, whose flattened JSON members are those of
+// Response; protected header {"alg","enc","ek"}.
+func sealMLKEM(ek *gomlkem.EncapsulationKey768, plaintext []byte) (*Response, error) {
+	b, err := mlkem.Seal(ek, "", plaintext)
+	if err != nil {
+		return nil, err
+	}
+	var r Response
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Open decrypts a Response with the tee private key: *ecdsa.PrivateKey or
 // *ecdh.PrivateKey for ECDH-ES+A256KW, or an RSA crypto.Decrypter (such as
 // *rsa.PrivateKey) for RSA-OAEP-256 / RSA1_5. The AAD is the received
@@ -310,8 +364,9 @@ func Open(priv crypto.PrivateKey, r *Response) ([]byte, error) {
 // ("epk") it has seen (a few, most recent), so the responses of one broker
 // Sealer cost one ECDH in total rather than one each.
 type Opener struct {
-	ec  *ecdh.PrivateKey // ECDH-ES+A256KW
-	dec crypto.Decrypter // RSA
+	ec  *ecdh.PrivateKey             // ECDH-ES+A256KW
+	dec crypto.Decrypter             // RSA
+	pq  *gomlkem.DecapsulationKey768 // ML-KEM-768+A192KW
 
 	mu   sync.Mutex
 	keks map[string]cipher.Block // by protected header
@@ -332,6 +387,8 @@ func NewOpener(priv crypto.PrivateKey) (*Opener, error) {
 		o.ec = ek
 	case *ecdh.PrivateKey:
 		o.ec = k
+	case *gomlkem.DecapsulationKey768:
+		o.pq = k
 	case crypto.Decrypter:
 		if _, isRSA := k.Public().(*rsa.PublicKey); !isRSA {
 			return nil, fmt.Errorf("tee key %T: %w", priv, spec.ErrUnsupported)
@@ -379,6 +436,24 @@ func (o *Opener) kek(protected string, epk *jweEPK) (cipher.Block, error) {
 	return kek, nil
 }
 
+// openMLKEM opens a response sealed to the ML-KEM tee key; anything that
+// does not open (wrong key, tampering) is an integrity failure.
+func (o *Opener) openMLKEM(r *Response) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	p, err := mlkem.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("jwe for the ML-KEM tee key: %v: %w", err, spec.ErrIntegrity)
+	}
+	pt, err := p.Open(o.pq)
+	if err != nil {
+		return nil, fmt.Errorf("jwe for the ML-KEM tee key: %v: %w", err, spec.ErrIntegrity)
+	}
+	return pt, nil
+}
+
 type jweEPK struct {
 	Kty string `json:"kty"`
 	Crv string `json:"crv"`
@@ -388,6 +463,9 @@ type jweEPK struct {
 
 // Open decrypts r.
 func (o *Opener) Open(r *Response) ([]byte, error) {
+	if o.pq != nil {
+		return o.openMLKEM(r)
+	}
 	hdrJSON, err := b64.DecodeString(r.Protected)
 	if err != nil {
 		return nil, fmt.Errorf("jwe protected header: %w", spec.ErrIntegrity)

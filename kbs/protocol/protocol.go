@@ -117,13 +117,17 @@ type AttestResponse struct {
 // reference keeps are modelled, so that re-serializing it (for the
 // report-data digest) gives the same bytes on both sides.
 type TeePubKey struct {
-	Kty string `json:"kty"`           // "EC" or "RSA"
+	Kty string `json:"kty"`           // "EC", "RSA" or "AKP"
 	Alg string `json:"alg,omitempty"` // key management algorithm the client expects
 	Crv string `json:"crv,omitempty"` // EC: "P-256", "P-384", "P-521"
 	X   string `json:"x,omitempty"`   // EC, base64url without padding
 	Y   string `json:"y,omitempty"`
 	N   string `json:"n,omitempty"` // RSA modulus, base64url without padding
 	E   string `json:"e,omitempty"` // RSA exponent
+	// Pub is an AKP key's public key (kty "AKP", alg ML-KEM-768+A192KW:
+	// the 1184-byte ML-KEM-768 encapsulation key), as trustee's prototype
+	// models it (kbs_types TeePubKey::AKP).
+	Pub string `json:"pub,omitempty"`
 }
 
 // Response is a resource sealed to the tee key: a flattened JWE JSON

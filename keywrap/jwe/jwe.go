@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
@@ -186,6 +187,11 @@ func (u *Unwrapper) Unwrap(ctx context.Context, entry []byte) ([]byte, error) {
 	}
 	obj, err := Parse(entry)
 	if err != nil {
+		if alg, ok := foreignAlg(entry); ok {
+			// Another scheme's JWE (an ML-KEM recipient): skipped, as
+			// ocicrypt skips entries it cannot open.
+			return nil, fmt.Errorf("jwe: entry for alg %q, which these keys do not use: %w", alg, spec.ErrNoKey)
+		}
 		return nil, err
 	}
 	for _, k := range u.keys {
@@ -207,6 +213,37 @@ func Parse(entry []byte) (*jose.JSONWebEncryption, error) {
 		return nil, fmt.Errorf("parsing jwe entry: %v: %w", err, spec.ErrUnsupported)
 	}
 	return obj, nil
+}
+
+// refusedAlgorithms are RFC 7518 key algorithms refused on purpose (RSA1_5's
+// padding oracle; symmetric and password algorithms have no place in a
+// public-key recipient): an entry using one is an error, not someone
+// else's entry.
+var refusedAlgorithms = []jose.KeyAlgorithm{
+	jose.RSA1_5, jose.DIRECT, jose.ECDH_ES, jose.A128KW, jose.A192KW, jose.A256KW,
+	jose.A128GCMKW, jose.A192GCMKW, jose.A256GCMKW, jose.PBES2_HS256_A128KW, jose.PBES2_HS384_A192KW, jose.PBES2_HS512_A256KW,
+}
+
+// foreignAlg reports the alg of a flattened-JSON entry when it is a JWE
+// alg of another scheme (say ML-KEM-768+A192KW): neither accepted nor
+// refused here.
+func foreignAlg(entry []byte) (string, bool) {
+	if len(entry) > maxEntry {
+		return "", false
+	}
+	var raw struct {
+		Protected string `json:"protected"`
+	}
+	if json.Unmarshal(entry, &raw) != nil {
+		return "", false
+	}
+	alg, _ := decodeProtected(raw.Protected)["alg"].(string)
+	for _, a := range slices.Concat(keyAlgorithms, refusedAlgorithms) {
+		if string(a) == alg {
+			return "", false
+		}
+	}
+	return str(alg), alg != ""
 }
 
 // opaqueRSA does RSA-OAEP key unwrapping through a crypto.Decrypter.

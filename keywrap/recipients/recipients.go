@@ -11,20 +11,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-
 	"github.com/coffer-dev/coffer/keywrap"
-	"github.com/coffer-dev/coffer/keywrap/jwe"
 	"github.com/coffer-dev/coffer/keywrap/keys"
-	"github.com/coffer-dev/coffer/keywrap/pgp"
-	"github.com/coffer-dev/coffer/keywrap/pkcs7"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -42,19 +36,14 @@ type Env struct {
 // maxPassword bounds a password read from a file or descriptor.
 const maxPassword = 64 << 10
 
-// ParseRecipients parses --recipient strings ("jwe:FILE", "pkcs7:FILE",
-// "pgp:FILE", "provider:NAME[:PARAMS]") and returns one Wrapper per scheme in
-// the order jwe, pkcs7, pgp, then one per provider recipient in the order
-// given. An unknown scheme is an error wrapping spec.ErrUnsupported naming
-// the accepted ones. Duplicate keys are wrapped for once.
+// ParseRecipients parses --recipient strings ("SCHEME:VALUE", see
+// ParseRecipient) and returns the wrappers of every scheme of the table
+// that has recipients, in table order (jwe, pkcs7, pgp, mlkem, then one per
+// provider recipient in the order given). An unknown scheme is an error
+// wrapping spec.ErrUnsupported naming the accepted ones. Duplicate keys are
+// wrapped for once.
 func ParseRecipients(ctx context.Context, specs []string, env Env) ([]keywrap.Wrapper, error) {
-	var (
-		jweRecips []jwe.Recipient
-		certs     []*x509.Certificate
-		pgpTo     openpgp.EntityList
-		providers []keywrap.Wrapper
-		prov      providerEnv
-	)
+	values := map[*Scheme][]string{}
 	for _, s := range specs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -63,103 +52,26 @@ func ParseRecipients(ctx context.Context, specs []string, env Env) ([]keywrap.Wr
 		if err != nil {
 			return nil, err
 		}
-		switch r.Scheme {
-		case SchemeJWE:
-			pk, err := keys.LoadPublicKey(r.File)
-			if err != nil {
-				return nil, fmt.Errorf("recipient jwe:%s: %w", r.File, err)
-			}
-			rec := jwe.Recipient{Key: pk.Key, Algorithm: pk.Algorithm, KeyID: pk.KeyID}
-			if !containsJWE(jweRecips, rec) {
-				jweRecips = append(jweRecips, rec)
-			}
-		case SchemePKCS7:
-			cs, err := keys.LoadCertificates(r.File)
-			if err != nil {
-				return nil, fmt.Errorf("recipient pkcs7:%s: %w", r.File, err)
-			}
-			for _, c := range cs {
-				if !containsCert(certs, c) {
-					certs = append(certs, c)
-				}
-			}
-		case SchemePGP:
-			el, err := keys.LoadOpenPGP(r.File)
-			if err != nil {
-				if errors.Is(err, spec.ErrNotFound) {
-					return nil, fmt.Errorf("recipient pgp:%s: coffer takes an OpenPGP public key file (gpg --export --armor ID > key.asc), not a keyring name: %w",
-						r.File, spec.ErrNotFound)
-				}
-				return nil, fmt.Errorf("recipient pgp:%s: %w", r.File, err)
-			}
-			for _, e := range el {
-				if !containsEntity(pgpTo, e) {
-					pgpTo = append(pgpTo, e)
-				}
-			}
-		case SchemeProvider:
-			w, err := prov.wrapper(r.Provider, r.Params, env)
-			if err != nil {
-				return nil, fmt.Errorf("recipient provider:%s: %w", r.Provider, err)
-			}
-			providers = append(providers, w)
+		v := r.File
+		if r.Scheme == SchemeProvider {
+			v = r.Provider + ":" + r.Params
 		}
+		sc := lookup(r.Scheme)
+		values[sc] = append(values[sc], v)
 	}
+	sess := &session{env: env}
 	var out []keywrap.Wrapper
-	if len(jweRecips) > 0 {
-		w, err := jwe.NewWrapper(jweRecips)
+	for _, sc := range schemes {
+		if len(values[sc]) == 0 {
+			continue
+		}
+		ws, err := sc.Wrappers(ctx, values[sc], sess)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, w)
+		out = append(out, ws...)
 	}
-	if len(certs) > 0 {
-		w, err := pkcs7.NewWrapper(certs)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	if len(pgpTo) > 0 {
-		w, err := pgp.NewWrapper(pgpTo)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return append(out, providers...), nil
-}
-
-func containsJWE(rs []jwe.Recipient, r jwe.Recipient) bool {
-	for _, x := range rs {
-		if x.Algorithm == r.Algorithm && x.KeyID == r.KeyID && publicEqual(x.Key, r.Key) {
-			return true
-		}
-	}
-	return false
-}
-
-func publicEqual(a, b crypto.PublicKey) bool {
-	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && e.Equal(b)
-}
-
-func containsCert(cs []*x509.Certificate, c *x509.Certificate) bool {
-	for _, x := range cs {
-		if x.Equal(c) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsEntity(el openpgp.EntityList, e *openpgp.Entity) bool {
-	for _, x := range el {
-		if x.PrimaryKey.Fingerprint != nil && bytes.Equal(x.PrimaryKey.Fingerprint, e.PrimaryKey.Fingerprint) {
-			return true
-		}
-	}
-	return false
+	return out, nil
 }
 
 // ParseKeys parses --key strings ("FILE", "FILE:pass=PASSWORD",
@@ -207,58 +119,62 @@ func ParseKeys(ctx context.Context, specs []string, env Env) ([]keywrap.Unwrappe
 	return out, nil
 }
 
-// Unwrappers turns parsed key material into unwrappers in the order jwe,
-// pkcs7, pgp, then the given providers. One key may serve several schemes
-// (an RSA key opens jwe and pkcs7 entries); certificates supply what pkcs7
-// needs. A private key that opens no scheme is an error.
+// Unwrappers turns parsed key material into unwrappers in table order
+// (jwe, pkcs7, pgp, mlkem), then the given providers. One key may serve
+// several schemes (an RSA key opens jwe and pkcs7 entries); certificates
+// supply what pkcs7 needs. A private key that opens no scheme is an error.
 func Unwrappers(ms []*keys.Material, providers ...keywrap.Unwrapper) ([]keywrap.Unwrapper, error) {
-	var (
-		jweKeys, pkcs7Keys []crypto.PrivateKey
-		certs              []*x509.Certificate
-		pgpKeys            openpgp.EntityList
-	)
+	privs := map[*Scheme][]crypto.PrivateKey{}
 	for _, m := range ms {
-		if m.Private != nil {
-			used := false
-			if jwe.CanUse(m.Private) {
-				jweKeys = append(jweKeys, m.Private)
+		if m.Private == nil {
+			continue
+		}
+		used := false
+		for _, sc := range schemes {
+			if sc.Uses != nil && sc.Uses(m.Private) {
+				privs[sc] = append(privs[sc], m.Private)
 				used = true
-			}
-			if pkcs7.CanUse(m.Private) {
-				pkcs7Keys = append(pkcs7Keys, m.Private)
-				used = true
-			}
-			if !used {
-				return nil, fmt.Errorf("key %s: %T keys open no coffer scheme (jwe and pkcs7 need RSA or EC P-256/384/521 keys): %w",
-					m.Name, m.Private, spec.ErrUnsupported)
 			}
 		}
-		certs = append(certs, m.Certs...)
-		pgpKeys = append(pgpKeys, m.OpenPGP...)
+		if !used {
+			return nil, fmt.Errorf("key %s: %T keys open no coffer scheme (jwe and pkcs7 need RSA or EC P-256/384/521 keys, mlkem an ML-KEM-768 JWK): %w",
+				m.Name, m.Private, spec.ErrUnsupported)
+		}
 	}
 	var out []keywrap.Unwrapper
-	if len(jweKeys) > 0 {
-		u, err := jwe.NewUnwrapper(jweKeys...)
+	for _, sc := range schemes {
+		if sc.Unwrapper == nil || (sc.Uses != nil && len(privs[sc]) == 0) {
+			continue
+		}
+		u, err := sc.Unwrapper(privs[sc], ms)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, u)
-	}
-	if len(pkcs7Keys) > 0 {
-		u, err := pkcs7.NewUnwrapper(pkcs7Keys, certs)
-		if err != nil {
-			return nil, err
+		if u != nil {
+			out = append(out, u)
 		}
-		out = append(out, u)
-	}
-	if len(pgpKeys) > 0 {
-		u, err := pgp.NewUnwrapper(pgpKeys)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
 	}
 	return append(out, providers...), nil
+}
+
+// ParseMaterial parses a key file as keys.ParseMaterial does, and also the
+// key files of schemes keys does not know (an ML-KEM JWK): the one key
+// parser for key files and directories.
+func ParseMaterial(name string, data, password []byte) (*keys.Material, error) {
+	for _, sc := range schemes {
+		if sc.ParseKey == nil {
+			continue
+		}
+		k, kid, ok, err := sc.ParseKey(data)
+		if !ok {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return &keys.Material{Name: name, Private: k, KeyID: kid}, nil
+	}
+	return keys.ParseMaterial(name, data, password)
 }
 
 // loadKey reads the key file and its password as the spec says. Compatible
@@ -287,7 +203,7 @@ func loadKey(ks KeySpec, env Env) (*keys.Material, error) {
 		return nil, err
 	}
 	defer clear(data)
-	m, err := keys.ParseMaterial(ks.File, data, pw)
+	m, err := ParseMaterial(ks.File, data, pw)
 	if errors.Is(err, keys.ErrWrongPassword) && (ks.Source == PasswordFile || ks.Source == PasswordFD) {
 		if trimmed := bytes.TrimRight(pw, "\r\n"); len(trimmed) < len(pw) {
 			if m2, err2 := keys.ParseMaterial(ks.File, data, trimmed); err2 == nil {
@@ -337,20 +253,27 @@ func readLimited(r io.Reader, ks KeySpec) ([]byte, error) {
 
 // Describe returns human lines describing the recipients of one annotation
 // entry of scheme (the suffix of org.opencontainers.image.enc.keys.): JWE
-// algorithms and key ids, pkcs7 issuer and serial, pgp key ids, the kid of an
-// attestation-agent entry, or the provider name for other providers. An
-// unknown scheme is an error wrapping spec.ErrUnsupported.
+// algorithms and key ids (ML-KEM entries too), pkcs7 issuer and serial, pgp
+// key ids, the kid of an attestation-agent entry, or the provider name for
+// other providers. Schemes sharing an annotation are tried in table order;
+// the first that reads the entry answers. An unknown scheme is an error
+// wrapping spec.ErrUnsupported.
 func Describe(scheme string, entry []byte) ([]string, error) {
-	switch scheme {
-	case jwe.Scheme:
-		return jwe.Describe(entry)
-	case pkcs7.Scheme:
-		return pkcs7.Describe(entry)
-	case pgp.Scheme:
-		return pgp.Describe(entry)
+	var first error
+	for _, sc := range schemes {
+		if !sc.owns(scheme) || sc.Describe == nil {
+			continue
+		}
+		lines, err := sc.Describe(scheme, entry)
+		if err == nil {
+			return lines, nil
+		}
+		if first == nil {
+			first = err
+		}
 	}
-	if name, ok := strings.CutPrefix(scheme, SchemeProvider+"."); ok && name != "" {
-		return describeProvider(name, entry)
+	if first != nil {
+		return nil, first
 	}
 	return nil, fmt.Errorf("unknown key scheme %q: %w", scheme, spec.ErrUnsupported)
 }

@@ -8,8 +8,9 @@ import (
 	"github.com/coffer-dev/coffer/spec"
 )
 
-// Recipient schemes accepted by ParseRecipients, in the order their wrappers
-// are returned (providers last, in the order given).
+// Names of the built-in recipient schemes (the schemes table has them all,
+// in the order their wrappers are returned; providers last, in the order
+// given).
 const (
 	SchemeJWE      = "jwe"
 	SchemePKCS7    = "pkcs7"
@@ -17,41 +18,46 @@ const (
 	SchemeProvider = "provider"
 )
 
-const acceptedRecipients = "jwe:FILE, pkcs7:FILE, pgp:FILE or provider:NAME[:PARAMS]"
-
 // Recipient is one parsed --recipient argument.
 type Recipient struct {
-	// Scheme is jwe, pkcs7, pgp or provider.
+	// Scheme is the name of a scheme of the table (jwe, pkcs7, pgp, mlkem,
+	// provider).
 	Scheme string
-	// File is the key or certificate file (jwe, pkcs7, pgp).
+	// File is the key or certificate file (every scheme but provider).
 	File string
 	// Provider and Params are set for provider:NAME[:PARAMS].
 	Provider, Params string
 }
 
-// ParseRecipient parses "jwe:FILE", "pkcs7:FILE", "pgp:FILE" or
-// "provider:NAME[:PARAMS]". An unknown scheme is an error wrapping
+// ParseRecipient parses "SCHEME:VALUE" for a scheme of the table
+// ("jwe:FILE", "pkcs7:FILE", "pgp:FILE", "mlkem:FILE",
+// "provider:NAME[:PARAMS]"). An unknown scheme is an error wrapping
 // spec.ErrUnsupported that names the accepted ones.
 func ParseRecipient(s string) (Recipient, error) {
 	scheme, value, ok := strings.Cut(s, ":")
 	if !ok {
-		return Recipient{}, fmt.Errorf("recipient %q has no scheme: want %s: %w", s, acceptedRecipients, spec.ErrUnsupported)
+		return Recipient{}, fmt.Errorf("recipient %q has no scheme: want %s: %w", s, accepted(), spec.ErrUnsupported)
 	}
-	switch scheme {
-	case SchemeJWE, SchemePKCS7, SchemePGP:
-		if value == "" {
-			return Recipient{}, fmt.Errorf("recipient %q: missing file name after %s:", s, scheme)
-		}
-		return Recipient{Scheme: scheme, File: value}, nil
-	case SchemeProvider:
-		name, params, _ := strings.Cut(value, ":")
-		if err := validProviderName(name); err != nil {
+	if scheme == SchemeProvider {
+		name, params, err := cutProvider(value)
+		if err != nil {
 			return Recipient{}, fmt.Errorf("recipient %q: %w", s, err)
 		}
 		return Recipient{Scheme: scheme, Provider: name, Params: params}, nil
-	default:
-		return Recipient{}, fmt.Errorf("unknown recipient scheme %q in %q: want %s: %w", scheme, s, acceptedRecipients, spec.ErrUnsupported)
 	}
+	if lookup(scheme) == nil {
+		return Recipient{}, fmt.Errorf("unknown recipient scheme %q in %q: want %s: %w", scheme, s, accepted(), spec.ErrUnsupported)
+	}
+	if value == "" {
+		return Recipient{}, fmt.Errorf("recipient %q: missing file name after %s:", s, scheme)
+	}
+	return Recipient{Scheme: scheme, File: value}, nil
+}
+
+// cutProvider splits a provider recipient's NAME[:PARAMS].
+func cutProvider(value string) (name, params string, err error) {
+	name, params, _ = strings.Cut(value, ":")
+	return name, params, validProviderName(name)
 }
 
 func validProviderName(name string) error {

@@ -3,6 +3,7 @@ package ctddecoder_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/keywrap/keygen"
 	"github.com/coffer-dev/coffer/runtime/ctddecoder"
 	"github.com/coffer-dev/coffer/runtime/nodecfg"
 )
@@ -96,6 +98,7 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	stranger := ecKey(t, "", "stranger.pem")
 
 	c := testutil.StartContainerdCRI(t, func(c *testutil.Containerd) {
+		cniConfig(t, filepath.Join(c.Dir, "cni"), fmt.Sprintf("coffer%d", os.Getpid()%100000))
 		in := nodecfg.Install{Coffer: coffer, KeysPath: keys, ContainerdRoot: c.Root, Socket: c.Address,
 			CRI: true, PerImage: true, SandboxImage: host + "/pause:1", Mirrors: []string{host}}
 		if _, err := nodecfg.InstallContainerd(c.Config, in); err != nil {
@@ -124,43 +127,30 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	push(t, appTwo, host+"/team-b/stolen:1")
 	push(t, appTwo, host+"/team-a/app2:1")
 	push(t, secretImage("shared secret", pubShared), host+"/team-b/shared:1")
+	// A post-quantum node key (ML-KEM-768) in the shared key directory.
+	pq, err := keygen.Generate(ctx, keygen.MLKEM768)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pqPub := filepath.Join(t.TempDir(), "pq.jwk.pub")
+	if err := pq.Write(filepath.Join(keys, "pq.jwk"), pqPub); err != nil {
+		t.Fatal(err)
+	}
+	push(t, secretImage("post-quantum secret", "mlkem:"+pqPub), host+"/team-b/pq:1")
 
 	// team-a's image, pulled and run as kubelet would.
 	n.must(t, ctx, "pull", host+"/team-a/app:1")
-	logs := t.TempDir()
-	podCfg := filepath.Join(logs, "pod.json")
-	writeJSON(t, podCfg, map[string]any{
-		"metadata":      map[string]any{"name": "secret-pod", "namespace": "team-a", "uid": "uid-secret-pod", "attempt": 0},
-		"log_directory": logs,
-		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
-	})
-	ctrCfg := filepath.Join(logs, "ctr.json")
-	writeJSON(t, ctrCfg, map[string]any{
-		"metadata": map[string]any{"name": "app"},
-		"image":    map[string]any{"image": host + "/team-a/app:1"},
-		"command":  []string{"/bin/busybox", "cat", "/secret.txt"},
-		"log_path": "app.log",
-	})
-	pod := n.must(t, ctx, "runp", "--runtime", "runc", podCfg)
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		n.run(cctx, "stopp", pod)
-		n.run(cctx, "rmp", "-f", pod)
-	})
-	ctr := n.must(t, ctx, "create", pod, ctrCfg, podCfg)
-	n.must(t, ctx, "start", ctr)
-	var st string
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if st = n.must(t, ctx, "inspect", "-o", "go-template", "--template", "{{.status.state}} {{.status.exitCode}}", ctr); strings.HasPrefix(st, "CONTAINER_EXITED") {
-			break
-		}
+	// A host-network pod, and one in its own network namespace wired by
+	// Debian's CNI bridge and host-local plugins.
+	if out, _ := n.runPod(t, ctx, "host-pod", true, host+"/team-a/app:1", "/secret.txt"); out != "team-a secret" {
+		t.Errorf("host-network pod printed %q, want the encrypted layer's secret", out)
 	}
-	if st != "CONTAINER_EXITED 0" {
-		t.Errorf("container state %q, want CONTAINER_EXITED 0", st)
+	out, ip := n.runPod(t, ctx, "cni-pod", false, host+"/team-a/app:1", "/secret.txt")
+	if out != "team-a secret" {
+		t.Errorf("CNI pod printed %q, want the encrypted layer's secret", out)
 	}
-	if out := n.must(t, ctx, "logs", ctr); out != "team-a secret" {
-		t.Errorf("the container printed %q, want the encrypted layer's secret", out)
+	if !strings.HasPrefix(ip, criSubnetPrefix) {
+		t.Errorf("CNI pod IP %q, want one of the bridge's %s0/24", ip, criSubnetPrefix)
 	}
 
 	// No key on the node: the pull fails with coffer's message.
@@ -177,6 +167,68 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	n.must(t, ctx, "pull", host+"/team-a/app2:1")
 	// Files directly in the keys path serve every reference.
 	n.must(t, ctx, "pull", host+"/team-b/shared:1")
+	n.must(t, ctx, "pull", host+"/team-b/pq:1")
+}
+
+// criSubnetPrefix is the CNI test network (bridge + host-local).
+const criSubnetPrefix = "10.88.77."
+
+// cniConfig writes a bridge network for CRI into dir (its conf_dir): a
+// bridge of its own name, host-local addresses kept under dir.
+func cniConfig(t *testing.T, dir, bridge string) {
+	t.Helper()
+	writeJSON(t, filepath.Join(dir, "10-coffer-test.conflist"), map[string]any{
+		"cniVersion": "1.0.0", "name": "coffer-test",
+		"plugins": []any{map[string]any{
+			"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+			"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(dir, "ipam"),
+				"ranges": []any{[]any{map[string]any{"subnet": criSubnetPrefix + "0/24"}}}},
+		}},
+	})
+	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+}
+
+// runPod runs a pod (runc, host network or CNI) whose one container cats
+// file from image, and returns what it printed and the pod's IP.
+func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet bool, image, file string) (out, ip string) {
+	t.Helper()
+	logs := t.TempDir()
+	pod := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "team-a", "uid": "uid-" + name, "attempt": 0},
+		"log_directory": logs,
+	}
+	if hostNet {
+		pod["linux"] = map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}}
+	}
+	podCfg := filepath.Join(logs, "pod.json")
+	writeJSON(t, podCfg, pod)
+	ctrCfg := filepath.Join(logs, "ctr.json")
+	writeJSON(t, ctrCfg, map[string]any{
+		"metadata": map[string]any{"name": "app"},
+		"image":    map[string]any{"image": image},
+		"command":  []string{"/bin/busybox", "cat", file},
+		"log_path": "app.log",
+	})
+	id := n.must(t, ctx, "runp", "--runtime", "runc", podCfg)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n.run(cctx, "stopp", id)
+		n.run(cctx, "rmp", "-f", id)
+	})
+	ip = n.must(t, ctx, "inspectp", "-o", "go-template", "--template", "{{.status.network.ip}}", id)
+	ctr := n.must(t, ctx, "create", id, ctrCfg, podCfg)
+	n.must(t, ctx, "start", ctr)
+	var st string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if st = n.must(t, ctx, "inspect", "-o", "go-template", "--template", "{{.status.state}} {{.status.exitCode}}", ctr); strings.HasPrefix(st, "CONTAINER_EXITED") {
+			break
+		}
+	}
+	if st != "CONTAINER_EXITED 0" {
+		t.Errorf("%s: container state %q, want CONTAINER_EXITED 0", name, st)
+	}
+	return n.must(t, ctx, "logs", ctr), ip
 }
 
 func writeJSON(t *testing.T, path string, v any) {

@@ -35,7 +35,7 @@ func payloadMaterial(p *Payload) ([]*keys.Material, []string, error) {
 			if i < len(passwords) {
 				pw = passwords[i]
 			}
-			m, err := keys.ParseMaterial(fmt.Sprintf("payload %s[%d]", kind, i), d, pw)
+			m, err := recipients.ParseMaterial(fmt.Sprintf("payload %s[%d]", kind, i), d, pw)
 			if err != nil {
 				skipped = append(skipped, err.Error())
 				continue
@@ -75,7 +75,7 @@ func dirMaterial(dir string) ([]*keys.Material, []string, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		m, err := keys.ParseMaterial(p, data, nil)
+		m, err := recipients.ParseMaterial(p, data, nil)
 		clear(data)
 		if err != nil {
 			skipped = append(skipped, err.Error())

@@ -16,7 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
-	"github.com/coffer-dev/coffer/keywrap/keys"
+	"github.com/coffer-dev/coffer/keywrap/recipients"
 )
 
 // CheckOption configures Check.
@@ -235,7 +235,7 @@ func (c *checker) keyDir(where, dir string, perNS, needKey bool) {
 			c.add("%s: key file %s is not readable: %v", where, p, unwrapPath(err))
 			continue
 		}
-		m, err := keys.ParseMaterial(p, data, nil)
+		m, err := recipients.ParseMaterial(p, data, nil)
 		clear(data)
 		if err != nil {
 			c.add("%s: %v (the decoder skips it)", where, err)
