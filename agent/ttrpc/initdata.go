@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 )
@@ -124,6 +125,8 @@ type AgentConfig struct {
 	// Options configure the CDH and AA services: image security policy,
 	// registry credentials and configuration, event log, coco_as.
 	Options []Option
+	// InitData is the document (set by ReadInitData).
+	InitData *InitData
 	// AgentPolicy is policy.rego, kata-agent's own API policy, which kata-agent
 	// (not coffer) enforces; kept for the caller.
 	AgentPolicy string
@@ -232,4 +235,40 @@ func attestShape(text string) error {
 	}
 	_, err := initDataDigest([]byte(text))
 	return err
+}
+
+// ReadInitData reads init-data from a file holding either the annotation
+// value (base64 of gzip, as Kata carries it) or the TOML itself, and
+// returns the configuration it carries (with the document in InitData).
+func ReadInitData(path string) (*AgentConfig, error) {
+	data, err := readBounded(path, MaxInitDataAnnotation)
+	if err != nil {
+		return nil, err
+	}
+	var d *InitData
+	// "H4sI" is base64 of gzip's magic and method bytes.
+	if t := bytes.TrimSpace(data); bytes.HasPrefix(t, []byte("H4sI")) {
+		d, err = DecodeAnnotation(string(t))
+	} else {
+		d, err = ParseInitData(data)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := d.Config()
+	if err != nil {
+		return nil, err
+	}
+	c.InitData = d
+	return c, nil
+}
+
+// ClientOptions are the broker client's options init-data implies: trust
+// only kbs_cert, when given.
+func (c *AgentConfig) ClientOptions() ([]client.Option, error) {
+	hc, err := c.HTTPClient()
+	if err != nil || hc == nil {
+		return nil, err
+	}
+	return []client.Option{client.WithHTTPClient(hc)}, nil
 }

@@ -19,7 +19,8 @@ import (
 // kbsClientFlags make a broker-backed attestation-agent unwrapper.
 type kbsClientFlags struct {
 	url, tee, teeKey string
-	tpm              string // the TPM of --tee tpm
+	tpm              string          // the TPM of --tee tpm
+	opts             []client.Option // extra client options (e.g. init-data's broker certificate)
 }
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
@@ -51,7 +52,7 @@ func (f *kbsClientFlags) client() (*client.Client, error) {
 	}
 	// --url A,B,…: replicas of one broker; a failed step moves to the next.
 	urls := strings.Split(f.url, ",")
-	return client.New(urls[0], client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...))
+	return client.New(urls[0], append([]client.Option{client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...)}, f.opts...)...)
 }
 
 // attesterFunc returns the attester the flags select.
