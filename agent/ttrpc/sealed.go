@@ -156,7 +156,23 @@ func ParseSealed(ctx context.Context, sealed []byte, verify func(ctx context.Con
 // UnsealSecret verifies a sealed secret and returns its plaintext: for a
 // vault secret of provider kbs, the broker's resource it names.
 func (s *Server) UnsealSecret(ctx context.Context, sealed []byte) ([]byte, error) {
-	sec, err := ParseSealed(ctx, sealed, s.verificationKey)
+	return Unsealer{Resource: s.GetResource, KeysDir: s.o.secretKeys}.Unseal(ctx, sealed)
+}
+
+// Unsealer unseals sealed secrets.
+type Unsealer struct {
+	// Resource returns the broker's resource named by a kbs:/// URI: the
+	// verification keys and vault secrets (Server.GetResource, or an RCAR
+	// client's).
+	Resource func(ctx context.Context, uri string) ([]byte, error)
+	// KeysDir holds local verification keys (JWK files named by kid);
+	// "" accepts only kbs:/// kids.
+	KeysDir string
+}
+
+// Unseal verifies sealed and returns its plaintext.
+func (u Unsealer) Unseal(ctx context.Context, sealed []byte) ([]byte, error) {
+	sec, err := ParseSealed(ctx, sealed, u.verificationKey)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +181,10 @@ func (s *Server) UnsealSecret(ctx context.Context, sealed []byte) ([]byte, error
 		if !strings.EqualFold(sec.Provider, "kbs") {
 			return nil, fmt.Errorf("vault secret provider %q: coffer unseals only provider kbs: %w", sec.Provider, errUnimplemented)
 		}
-		return s.GetResource(ctx, sec.Name)
+		if len(sec.Name) > maxURI {
+			return nil, badInput("vault secret name of %d bytes", len(sec.Name))
+		}
+		return u.Resource(ctx, sec.Name)
 	case "envelope":
 		return nil, fmt.Errorf("envelope secret of provider %q: coffer has no KMS providers to unwrap its key: %w", sec.Provider, errUnimplemented)
 	}
@@ -174,19 +193,19 @@ func (s *Server) UnsealSecret(ctx context.Context, sealed []byte) ([]byte, error
 
 // verificationKey returns the P-256 key named by kid: a kbs:/// resource,
 // or a file in the local key directory (confined to it).
-func (s *Server) verificationKey(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
+func (u Unsealer) verificationKey(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
 	var data []byte
 	if strings.HasPrefix(kid, "kbs:") || strings.HasPrefix(kid, "kbs+") {
-		d, err := s.GetResource(ctx, kid)
+		d, err := u.Resource(ctx, kid)
 		if err != nil {
 			return nil, err
 		}
 		data = d
 	} else {
-		if s.o.secretKeys == "" {
+		if u.KeysDir == "" {
 			return nil, badInput("kid %q is not a kbs:/// URI and no local key directory is configured", kid)
 		}
-		root, err := os.OpenRoot(s.o.secretKeys)
+		root, err := os.OpenRoot(u.KeysDir)
 		if err != nil {
 			return nil, err
 		}
@@ -201,6 +220,22 @@ func (s *Server) verificationKey(ctx context.Context, kid string) (*ecdsa.Public
 		}
 	}
 	return ParseVerificationKey(data)
+}
+
+// GenerateSigningKey returns a fresh P-256 key pair as JWKs: the private
+// one for Seal, the public one to store in the broker under the kid.
+func GenerateSigningKey() (priv, pub []byte, err error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if priv, err = json.Marshal(jose.JSONWebKey{Key: k, Algorithm: "ES256"}); err != nil {
+		return nil, nil, err
+	}
+	if pub, err = json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, Algorithm: "ES256"}); err != nil {
+		return nil, nil, err
+	}
+	return priv, pub, nil
 }
 
 // ParseVerificationKey parses a P-256 public (or private: its public half
