@@ -272,3 +272,21 @@ func (c *AgentConfig) ClientOptions() ([]client.Option, error) {
 	}
 	return []client.Option{client.WithHTTPClient(hc)}, nil
 }
+
+// ReadConfigFiles reads an aa.toml and a cdh.toml as kata-agent writes them
+// from init-data (/run/aa.toml, /run/cdh.toml; either path may be "") and
+// returns the configuration they carry, as ReadInitData would.
+func ReadConfigFiles(aaPath, cdhPath string) (*AgentConfig, error) {
+	d := &InitData{Data: map[string]string{}}
+	for _, f := range []struct{ name, path string }{{"aa.toml", aaPath}, {"cdh.toml", cdhPath}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := readBounded(f.path, maxInitDataFile)
+		if err != nil {
+			return nil, err
+		}
+		d.Data[f.name] = string(b)
+	}
+	return d.Config()
+}

@@ -20,6 +20,7 @@ func newAgentCmd() *cobra.Command {
 		allowedHosts     []string
 		cdhSock, aaSock  string
 		initData         string
+		aaConf, cdhConf  string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]… [--cdh-socket PATH] [--aa-socket PATH] [--initdata FILE]",
@@ -49,16 +50,23 @@ configuration, event log. See docs/kata.md.`,
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
 			}
 			var topts []agentttrpc.Option
-			if initData != "" {
-				id, err := agentttrpc.ReadInitData(initData)
+			if initData != "" && aaConf+cdhConf != "" {
+				return fmt.Errorf("--initdata and --aa-config/--cdh-config exclude each other: %w", ErrUsage)
+			}
+			if initData != "" || aaConf+cdhConf != "" {
+				what, read := "--initdata "+initData, func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadInitData(initData) }
+				if initData == "" {
+					what, read = "--aa-config/--cdh-config", func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadConfigFiles(aaConf, cdhConf) }
+				}
+				id, err := read()
 				if err != nil {
-					return fmt.Errorf("--initdata %s: %w: %w", initData, err, ErrUsage)
+					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
 				}
 				if kbs.url == "" {
 					kbs.url = id.KBSURL
 				}
 				if kbs.opts, err = id.ClientOptions(); err != nil {
-					return fmt.Errorf("--initdata %s: %w: %w", initData, err, ErrUsage)
+					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
 				}
 				topts = id.Options
 			}
@@ -97,6 +105,8 @@ configuration, event log. See docs/kata.md.`,
 	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
 	cmd.Flags().StringVar(&cdhSock, "cdh-socket", agentttrpc.DefaultCDHSocket, "unix socket of the ttrpc CDH API kata-agent calls (\"\" serves none)")
 	cmd.Flags().StringVar(&aaSock, "aa-socket", agentttrpc.DefaultAASocket, "unix socket of the ttrpc attestation-agent API (\"\" serves none)")
+	cmd.Flags().StringVar(&aaConf, "aa-config", "", "aa.toml as kata-agent writes it from init-data (/run/aa.toml); instead of --initdata")
+	cmd.Flags().StringVar(&cdhConf, "cdh-config", "", "cdh.toml as kata-agent writes it from init-data (/run/cdh.toml); instead of --initdata")
 	cmd.Flags().StringVar(&initData, "initdata", "", "init-data FILE: the cc_init_data annotation value (base64 gzip) or the TOML; configures the ttrpc APIs")
 	return cmd
 }

@@ -89,3 +89,22 @@ func TestAgentBadInitData(t *testing.T) {
 		t.Errorf("bad init-data: %v, want a usage error naming --initdata", err)
 	}
 }
+
+// kata-agent writes init-data's cdh.toml to /run/cdh.toml and starts CDH
+// with -c; --cdh-config reads the same file.
+func TestAgentCDHConfigFile(t *testing.T) {
+	b, _ := brokerWithKEK(t, "default/image_key/app")
+	b.SetResource(t, "default/config/db", []byte("from cdh.toml's broker"))
+	dir := shortDir(t)
+	conf := filepath.Join(dir, "cdh.toml")
+	os.WriteFile(conf, []byte("socket = 'unix:///run/confidential-containers/cdh.sock'\n[kbc]\nname = \"cc_kbc\"\nurl = \""+b.URL+"\"\n"), 0o600)
+	sock := filepath.Join(dir, "cdh.sock")
+	startAgent(t, "--tee", "sample", "--cdh-config", conf, "--cdh-socket", sock)
+	res, err := cdh.NewGetResourceServiceClient(dialTTRPC(t, sock)).GetResource(context.Background(), &cdh.GetResourceRequest{ResourcePath: "kbs:///default/config/db"})
+	if err != nil || string(res.GetResource()) != "from cdh.toml's broker" {
+		t.Errorf("GetResource = %q, %v", res.GetResource(), err)
+	}
+	if _, _, err := runCofferSplit(t, nil, "agent", "--tee", "sample", "--initdata", conf, "--cdh-config", conf); !errors.Is(err, ErrUsage) {
+		t.Errorf("--initdata with --cdh-config: %v, want a usage error", err)
+	}
+}
