@@ -157,10 +157,11 @@ func (d *InitData) Config() (*AgentConfig, error) {
 			KBSCert string `toml:"kbs_cert"`
 		} `toml:"kbc"`
 		Image struct {
-			PolicyURI      string `toml:"image_security_policy_uri"`
-			Policy         string `toml:"image_security_policy"`
-			CredentialsURI string `toml:"authenticated_registry_credentials_uri"`
-			RegistryURI    string `toml:"registry_configuration_uri"`
+			PolicyURI      string          `toml:"image_security_policy_uri"`
+			Policy         string          `toml:"image_security_policy"`
+			CredentialsURI string          `toml:"authenticated_registry_credentials_uri"`
+			RegistryURI    string          `toml:"registry_configuration_uri"`
+			Registry       *RegistryConfig `toml:"registry_config"`
 		} `toml:"image"`
 	}
 	var aaDoc struct {
@@ -211,6 +212,11 @@ func (d *InitData) Config() (*AgentConfig, error) {
 	}
 	if img.RegistryURI != "" {
 		c.Options = append(c.Options, WithRegistryConfig(img.RegistryURI))
+	} else if img.Registry != nil {
+		if len(img.Registry.Registries) > maxRegistries {
+			return nil, badInput("init-data registry_config has %d registries (at most %d)", len(img.Registry.Registries), maxRegistries)
+		}
+		c.Options = append(c.Options, WithRegistryConfigDocument(img.Registry))
 	}
 	if aaDoc.TokenConfigs.CoCoAS.URL != "" {
 		c.Options = append(c.Options, WithTokenConfig(TokenConfig{CoCoASURL: aaDoc.TokenConfigs.CoCoAS.URL}))

@@ -189,3 +189,25 @@ func FuzzDecodeAnnotation(f *testing.F) {
 		}
 	})
 }
+
+// cdh.toml's inline [image.registry_config] (the form CDH's example
+// config shows) blocks a prefix.
+func TestInitDataInlineRegistryConfig(t *testing.T) {
+	b := kbstest.New(t)
+	b.AffirmSample(t)
+	b.AllowAll(t)
+	img := encryptedRegistryImage(t, b, "", "")
+	host, _, _ := strings.Cut(img, "/")
+	doc := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"cdh.toml\" = '''\n[image.registry_config]\nunqualified-search-registries = [\"docker.io\"]\n[[image.registry_config.registry]]\nprefix = \"" + host + "/app\"\nblocked = true\n'''\n"
+	d, err := cofferttrpc.ParseInitData([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := d.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := start(t, b, nil, cfg.Options...)
+	_, err = u.pullc.PullImage(context.Background(), &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
+	wantCode(t, "inline blocked", err, codes.PermissionDenied, "blocked by the registry configuration")
+}

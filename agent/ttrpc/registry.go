@@ -185,6 +185,9 @@ func prefixMatch(repo, p string) bool {
 // pull and resolves ref through it.
 func (s *Server) applyRegistryConfig(ctx context.Context, ref transport.Reference) (transport.Reference, error) {
 	if s.o.regConfigURI == "" {
+		if s.o.regConfig != nil {
+			return s.o.regConfig.Resolve(ref)
+		}
 		return ref, nil
 	}
 	data, err := s.fetch(ctx, s.o.regConfigURI, maxRegistryConfig)

@@ -92,6 +92,7 @@ type options struct {
 	regs         Registers
 	credsURI     string
 	regConfigURI string
+	regConfig    *RegistryConfig
 	secretKeys   string
 	tokenCfg     TokenConfig
 }
@@ -171,6 +172,13 @@ func WithRegistryCredentials(uri string) Option {
 // refused and "location" remaps are followed. Default: none.
 func WithRegistryConfig(uri string) Option {
 	return func(o *options) error { o.regConfigURI = uri; return nil }
+}
+
+// WithRegistryConfigDocument applies an inline registry configuration
+// (cdh.toml's [image.registry_config]); WithRegistryConfig wins when both
+// are set.
+func WithRegistryConfigDocument(rc *RegistryConfig) Option {
+	return func(o *options) error { o.regConfig = rc; return nil }
 }
 
 // WithSealedSecretKeys names the directory holding local verification keys

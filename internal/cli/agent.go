@@ -21,6 +21,7 @@ func newAgentCmd() *cobra.Command {
 		cdhSock, aaSock  string
 		initData         string
 		aaConf, cdhConf  string
+		secretKeys       string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]… [--cdh-socket PATH] [--aa-socket PATH] [--initdata FILE]",
@@ -70,6 +71,9 @@ configuration, event log. See docs/kata.md.`,
 				}
 				topts = id.Options
 			}
+			if secretKeys != "" {
+				topts = append(topts, agentttrpc.WithSealedSecretKeys(secretKeys))
+			}
 			c, err := kbs.client()
 			if err != nil {
 				return err
@@ -105,6 +109,7 @@ configuration, event log. See docs/kata.md.`,
 	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
 	cmd.Flags().StringVar(&cdhSock, "cdh-socket", agentttrpc.DefaultCDHSocket, "unix socket of the ttrpc CDH API kata-agent calls (\"\" serves none)")
 	cmd.Flags().StringVar(&aaSock, "aa-socket", agentttrpc.DefaultAASocket, "unix socket of the ttrpc attestation-agent API (\"\" serves none)")
+	cmd.Flags().StringVar(&secretKeys, "sealed-secret-keys", "", "directory of local sealed-secret verification keys (JWK files named by kid; CDH's /run/confidential-containers/cdh/sealed-secret)")
 	cmd.Flags().StringVar(&aaConf, "aa-config", "", "aa.toml as kata-agent writes it from init-data (/run/aa.toml); instead of --initdata")
 	cmd.Flags().StringVar(&cdhConf, "cdh-config", "", "cdh.toml as kata-agent writes it from init-data (/run/cdh.toml); instead of --initdata")
 	cmd.Flags().StringVar(&initData, "initdata", "", "init-data FILE: the cc_init_data annotation value (base64 gzip) or the TOML; configures the ttrpc APIs")
