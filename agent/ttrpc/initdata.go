@@ -269,14 +269,22 @@ func ReadInitData(path string) (*AgentConfig, error) {
 	return c, nil
 }
 
-// ClientOptions are the broker client's options init-data implies: trust
-// only kbs_cert, when given.
+// ClientOptions are the broker client's options init-data implies: send
+// the init-data document with each attestation (when read by ReadInitData),
+// and trust only kbs_cert, when given.
 func (c *AgentConfig) ClientOptions() ([]client.Option, error) {
+	var opts []client.Option
+	if c.InitData != nil {
+		opts = append(opts, client.WithInitData(c.InitData.TOML))
+	}
 	hc, err := c.HTTPClient()
-	if err != nil || hc == nil {
+	if err != nil {
 		return nil, err
 	}
-	return []client.Option{client.WithHTTPClient(hc)}, nil
+	if hc != nil {
+		opts = append(opts, client.WithHTTPClient(hc))
+	}
+	return opts, nil
 }
 
 // ReadConfigFiles reads an aa.toml and a cdh.toml as kata-agent writes them

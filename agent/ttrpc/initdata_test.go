@@ -211,3 +211,40 @@ func TestInitDataInlineRegistryConfig(t *testing.T) {
 	_, err = u.pullc.PullImage(context.Background(), &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
 	wantCode(t, "inline blocked", err, codes.PermissionDenied, "blocked by the registry configuration")
 }
+
+// The agent sends the init-data with its attestation: the broker's token
+// carries its digest (the init_data claim), what the broker's policy checks.
+func TestInitDataReachesTheBroker(t *testing.T) {
+	b := kbstest.New(t)
+	b.AffirmSample(t)
+	b.AllowAll(t)
+	doc := sampleInitData(b.URL)
+	ann, _ := cofferttrpc.EncodeAnnotation([]byte(doc))
+	f := filepath.Join(t.TempDir(), "initdata")
+	os.WriteFile(f, []byte(ann), 0o600)
+	cfg, err := cofferttrpc.ReadInitData(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copts, err := cfg.ClientOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg.KBSURL, append(copts, client.WithAttester(evidence.Sample{}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(tok, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte(doc))
+	if want := base64.StdEncoding.EncodeToString(d[:]); !strings.Contains(string(payload), want) {
+		t.Errorf("token claims %s lack the init-data digest %s", payload, want)
+	}
+}
