@@ -5,12 +5,17 @@ package main
 // e.start made, which holds default/key/secret = "the-secret".
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"log"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,20 +24,35 @@ import (
 	"time"
 
 	cttrpc "github.com/containerd/ttrpc"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
+	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/transport"
 )
 
 func init() {
-	register(e22ttrpcSockets, e22ttrpcURIs, e22ttrpcSealed, e22ttrpcInitDataBomb, e22ttrpcHugeMessage)
+	register(e22ttrpcSockets, e22ttrpcURIs, e22ttrpcSealed, e22ttrpcInitDataBomb, e22ttrpcHugeMessage, e22ttrpcBigPull)
 }
 
 // ttrpcAgent starts `coffer agent` serving ttrpc on sockets in a fresh
 // directory; it returns the CDH socket, the AA socket and a stop function.
 func (e *env) ttrpcAgent(extra ...string) (string, string, func(), error) {
+	cdhSock, aaSock, _, stop, err := e.ttrpcAgentProc(extra...)
+	return cdhSock, aaSock, stop, err
+}
+
+// ttrpcAgentProc is ttrpcAgent that also returns the agent's process.
+func (e *env) ttrpcAgentProc(extra ...string) (string, string, *os.Process, func(), error) {
 	dir, err := os.MkdirTemp(e.dir, "tt-")
 	if err != nil {
-		return "", "", func() {}, err
+		return "", "", nil, func() {}, err
 	}
 	cdhSock, aaSock := filepath.Join(dir, "cc", "cdh.sock"), filepath.Join(dir, "cc", "aa", "aa.sock")
 	args := append([]string{"agent", "--kbs", e.kbs, "--tee", "sample", "--listen", "unix:" + filepath.Join(dir, "rest.sock"),
@@ -41,18 +61,18 @@ func (e *env) ttrpcAgent(extra ...string) (string, string, func(), error) {
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {
-		return "", "", func() {}, err
+		return "", "", nil, func() {}, err
 	}
 	stop := func() { _ = c.Process.Signal(syscall.SIGTERM); _ = c.Wait() }
 	for range 400 {
 		if conn, err := net.Dial("unix", aaSock); err == nil {
 			conn.Close()
-			return cdhSock, aaSock, stop, nil
+			return cdhSock, aaSock, c.Process, stop, nil
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 	stop()
-	return "", "", func() {}, fmt.Errorf("agent did not serve ttrpc: %s", out.String())
+	return "", "", nil, func() {}, fmt.Errorf("agent did not serve ttrpc: %s", out.String())
 }
 
 func ttrpcDial(path string) (*cttrpc.Client, error) {
@@ -253,4 +273,111 @@ func oneLineErr(err error) string {
 		s = s[:90] + "…"
 	}
 	return s
+}
+
+// 22f: a 512 MiB encrypted layer pulled through PullImage must not need
+// guest memory of its size: the agent streams download, decryption and
+// unpacking (the issue's bound: peak RSS ≤ 64 MiB).
+func e22ttrpcBigPull(e *env) result {
+	r := result{id: "22f", name: "PullImage of a 512 MiB layer (RSS)"}
+	const size = 512 << 20
+	ctx := context.Background()
+	dir, err := os.MkdirTemp(e.dir, "big-")
+	if err != nil {
+		r.observed = err.Error()
+		return r
+	}
+	defer os.RemoveAll(dir)
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	kekFile := filepath.Join(dir, "kek")
+	os.WriteFile(kekFile, kek, 0o600)
+	if out, err := e.cmd(10*time.Second, "kbs", "set-resource", "--path", "default/image_key/big", "--resource-file", kekFile, "--url", e.kbs, "--admin-key", e.adminKey); err != nil {
+		r.observed = fmt.Sprintf("set-resource: %v: %s", err, out)
+		return r
+	}
+	// One uncompressible 512 MiB file in one uncompressed layer.
+	raw, err := randomTar("model.bin", size)
+	if err != nil {
+		r.observed = err.Error()
+		return r
+	}
+	layer := static.NewLayer(raw, types.OCIUncompressedLayer)
+	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), layer)
+	if err != nil {
+		r.observed = err.Error()
+		return r
+	}
+	w, err := aa.NewWrapper(kek, "kbs:///default/image_key/big")
+	if err != nil {
+		r.observed = err.Error()
+		return r
+	}
+	res, err := imagecrypt.Encrypt(ctx, imagecrypt.Artifact{Image: img}, []keywrap.Wrapper{w}, imagecrypt.WithTempDir(dir))
+	if err != nil {
+		r.observed = "encrypt: " + err.Error()
+		return r
+	}
+	defer res.Close()
+	blobs := filepath.Join(dir, "registry")
+	os.Mkdir(blobs, 0o700)
+	rs := httptest.NewServer(registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)), registry.Logger(log.New(io.Discard, "", 0))))
+	defer rs.Close()
+	host := strings.TrimPrefix(rs.URL, "http://")
+	dst, _ := transport.Parse("docker://" + host + "/big:enc")
+	if err := transport.Write(ctx, dst, transport.Artifact(res.Artifact)); err != nil {
+		r.observed = "push: " + err.Error()
+		return r
+	}
+	raw, layer, img = nil, nil, nil
+	cdhSock, _, proc, stop, err := e.ttrpcAgentProc()
+	if err != nil {
+		r.observed = err.Error()
+		return r
+	}
+	defer stop()
+	base := peakRSS(proc)
+	c, err := ttrpcDial(cdhSock)
+	if err != nil {
+		r.observed = err.Error()
+		return r
+	}
+	defer c.Close()
+	bundle := filepath.Join(dir, "bundle")
+	os.Mkdir(bundle, 0o700)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = cdh.NewImagePullServiceClient(c).PullImage(pctx, &cdh.ImagePullRequest{ImageUrl: host + "/big:enc", BundlePath: bundle})
+	took := time.Since(start)
+	rss := peakRSS(proc)
+	fi, ferr := os.Stat(filepath.Join(bundle, "rootfs", "model.bin"))
+	r.ok = err == nil && ferr == nil && fi.Size() == size && rss > 0 && rss <= 64
+	r.observed = fmt.Sprintf("pull: %v, %v (%.0f MiB/s), rootfs/model.bin %v bytes; agent peak RSS %d MiB (%d MiB before the pull)",
+		oneLineErr(err), took.Round(time.Millisecond), float64(size>>20)/took.Seconds(), sizeOf(fi), rss, base)
+	return r
+}
+
+func sizeOf(fi os.FileInfo) int64 {
+	if fi == nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+// randomTar returns a tar holding one file of n random bytes.
+func randomTar(name string, n int64) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(int(n) + 4096)
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: n, Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(tw, rand.Reader, n); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
