@@ -18,6 +18,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/api"
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
+	agentttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/spec"
@@ -41,6 +42,12 @@ type Config struct {
 	// never names host files).
 	WrapKEK []byte
 	WrapKID string
+	// CDHSocket and AASocket are the unix sockets of guest-components'
+	// ttrpc CDH and AA APIs (package agent/ttrpc; CoCo's paths are
+	// agentttrpc.DefaultCDHSocket and DefaultAASocket); "" serves neither.
+	CDHSocket, AASocket string
+	// TTRPC configures those services (image policy, event log, …).
+	TTRPC []agentttrpc.Option
 	// ShutdownTimeout bounds the graceful stop. Default 10 s.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -74,7 +81,7 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 		return fmt.Errorf("agent: %w", err)
 	}
 	srv := &http.Server{Handler: ah, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("agent REST API listening", "addr", ln.Addr().String(), "tee", cfg.Attester.Tee())
 	WarnIfExposed(log, ln.Addr(), "--listen")
@@ -92,6 +99,30 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 		gaddr = gl.Addr()
 		log.Info("agent keyprovider gRPC listening", "addr", gaddr.String())
 		WarnIfExposed(log, gaddr, "--keyprovider-grpc")
+	}
+	if cfg.CDHSocket != "" || cfg.AASocket != "" {
+		ts, err := agentttrpc.New(ctx, cfg.Client, cfg.Attester, append([]agentttrpc.Option{agentttrpc.WithLogger(log)}, cfg.TTRPC...)...)
+		if err != nil {
+			srv.Close()
+			if gs != nil {
+				gs.Stop()
+			}
+			return err
+		}
+		defer ts.Close()
+		tready := make(chan error, 1)
+		go func() {
+			errc <- ts.ListenAndServe(ctx, cfg.CDHSocket, cfg.AASocket, func(_, _ net.Addr) { tready <- nil })
+		}()
+		select {
+		case <-tready:
+		case err := <-errc:
+			srv.Close()
+			if gs != nil {
+				gs.Stop()
+			}
+			return err
+		}
 	}
 	if ready != nil {
 		ready(ln.Addr(), gaddr)

@@ -90,7 +90,7 @@ func TestAgentServesCDHAndKeyprovider(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		root := cli.NewRoot()
-		root.SetArgs([]string{"agent", "--kbs", b.URL, "--tee", "sample", "--listen", rest, "--keyprovider-grpc", grpcAddr})
+		root.SetArgs([]string{"agent", "--kbs", b.URL, "--tee", "sample", "--listen", rest, "--keyprovider-grpc", grpcAddr, "--cdh-socket=", "--aa-socket="})
 		done <- root.ExecuteContext(ctx)
 	}()
 	defer func() {

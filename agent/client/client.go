@@ -40,6 +40,19 @@ type options struct {
 	hc         *http.Client
 	log        *slog.Logger
 	alternates []string
+	initData   *protocol.InitData
+}
+
+// WithInitData sends the guest's init-data document (TOML, byte for byte
+// as delivered) with every attestation, as guest-components' KBS client
+// does: the broker checks it against the digest the evidence binds (TDX
+// mr_config_id, SNP host_data, TPM PCR 8) and its policy sees the digest
+// as the init_data claim. Default: none.
+func WithInitData(toml []byte) Option {
+	return func(o *options) error {
+		o.initData = &protocol.InitData{Format: "toml", Body: string(toml)}
+		return nil
+	}
 }
 
 // WithAlternateURLs names other replicas of the same broker (sharing its
@@ -103,6 +116,7 @@ type Client struct {
 	token    string
 	tokenExp time.Time
 	attested int
+	initData *protocol.InitData
 }
 
 // New returns a client for the broker at baseURL (http://host:port).
@@ -127,7 +141,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	jar, _ := cookiejar.New(nil)
 	hc.Jar = jar
-	c := &Client{bases: append([]string{strings.TrimRight(baseURL, "/")}, o.alternates...), att: o.attester, hc: hc, log: o.log}
+	c := &Client{bases: append([]string{strings.TrimRight(baseURL, "/")}, o.alternates...), att: o.attester, hc: hc, log: o.log, initData: o.initData}
 	var err error
 	switch o.keyType {
 	case "rsa":
@@ -262,6 +276,7 @@ func (c *Client) handshake(ctx context.Context, base string) (string, error) {
 		return "", err
 	}
 	att := protocol.Attestation{
+		InitData:    c.initData,
 		RuntimeData: protocol.RuntimeData{Nonce: ch.Nonce, TeePubKey: c.pub},
 		TeeEvidence: protocol.CompositeEvidence{PrimaryEvidence: ev},
 	}

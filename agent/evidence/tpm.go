@@ -29,6 +29,9 @@ func NewTPM(addr string) (Attester, error) {
 // Tee implements Attester.
 func (*TPM) Tee() string { return "tpm" }
 
+// Addr is the TPM's address as given to NewTPM ("" is tpm.DefaultAddr).
+func (a *TPM) Addr() string { return a.addr }
+
 // Evidence implements Attester.
 func (a *TPM) Evidence(ctx context.Context, reportData []byte) (json.RawMessage, error) {
 	t, err := tpm.Open(ctx, a.addr)

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/agent"
+	agentttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 )
 
@@ -26,9 +27,13 @@ func newAgentCmd() *cobra.Command {
 		listen, kpGRPC   string
 		wrapKEK, wrapKID string
 		allowedHosts     []string
+		cdhSock, aaSock  string
+		initData         string
+		aaConf, cdhConf  string
+		secretKeys       string
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]…",
+		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]… [--cdh-socket PATH] [--aa-socket PATH] [--initdata FILE]",
 		Short: "Guest agent: CDH/AA REST API and the ocicrypt keyprovider gRPC service, backed by the broker",
 		Long: `Serve, until interrupted, the Confidential Containers guest APIs backed by coffer's
 RCAR client: GET /cdh/resource/<repo>/<type>/<tag>, /aa/token?token_type=kbs and
@@ -40,11 +45,43 @@ works with a configured --wrap-kek/--wrap-kid: a remote caller never names host 
 The REST API answers only requests whose Host is loopback (localhost, 127.0.0.0/8,
 [::1]) or named by --allowed-host, and refuses cross-origin browser requests, so a
 web page cannot reach it through DNS rebinding. Either listener may be a unix socket,
-unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.`,
+unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.
+
+Besides, guest-components' ttrpc APIs, as kata-agent calls them, are served on
+--cdh-socket (CDH: GetResource, PullImage, UnsealSecret, SecureMount) and
+--aa-socket (AA: GetEvidence, GetToken, ExtendRuntimeMeasurement, …); an empty
+value serves neither. --initdata FILE (the cc_init_data annotation's value, or
+the init-data TOML) configures them from its cdh.toml and aa.toml: the broker
+(when --kbs is not given), image security policy, registry credentials and
+configuration, event log. See docs/kata.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (wrapKEK == "") != (wrapKID == "") {
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
+			}
+			var topts []agentttrpc.Option
+			if initData != "" && aaConf+cdhConf != "" {
+				return fmt.Errorf("--initdata and --aa-config/--cdh-config exclude each other: %w", ErrUsage)
+			}
+			if initData != "" || aaConf+cdhConf != "" {
+				what, read := "--initdata "+initData, func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadInitData(initData) }
+				if initData == "" {
+					what, read = "--aa-config/--cdh-config", func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadConfigFiles(aaConf, cdhConf) }
+				}
+				id, err := read()
+				if err != nil {
+					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
+				}
+				if kbs.url == "" {
+					kbs.url = id.KBSURL
+				}
+				if kbs.opts, err = id.ClientOptions(); err != nil {
+					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
+				}
+				topts = id.Options
+			}
+			if secretKeys != "" {
+				topts = append(topts, agentttrpc.WithSealedSecretKeys(secretKeys))
 			}
 			c, err := kbs.client(cmd.Context())
 			if err != nil {
@@ -58,7 +95,8 @@ unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.
 				return err
 			}
 			cfg := agent.Config{Client: c, Attester: att, Listen: listen, Keyprovider: kpGRPC,
-				AllowedHosts: allowedHosts, WrapKID: wrapKID, Logger: slog.Default()}
+				AllowedHosts: allowedHosts, WrapKID: wrapKID, Logger: slog.Default(),
+				CDHSocket: cdhSock, AASocket: aaSock, TTRPC: topts}
 			if wrapKEK != "" {
 				if cfg.WrapKEK, err = aa.ReadKEK(wrapKEK); err != nil {
 					return err
@@ -85,5 +123,11 @@ unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.
 	cmd.Flags().StringArrayVar(&allowedHosts, "allowed-host", nil, "host name or address (no port) the REST API accepts in Host/Origin besides loopback; repeatable")
 	cmd.Flags().StringVar(&wrapKEK, "wrap-kek", "", "32-byte KEK file WrapKey uses (with --wrap-kid)")
 	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
+	cmd.Flags().StringVar(&cdhSock, "cdh-socket", agentttrpc.DefaultCDHSocket, "unix socket of the ttrpc CDH API kata-agent calls (\"\" serves none)")
+	cmd.Flags().StringVar(&aaSock, "aa-socket", agentttrpc.DefaultAASocket, "unix socket of the ttrpc attestation-agent API (\"\" serves none)")
+	cmd.Flags().StringVar(&secretKeys, "sealed-secret-keys", "", "directory of local sealed-secret verification keys (JWK files named by kid; CDH's /run/confidential-containers/cdh/sealed-secret)")
+	cmd.Flags().StringVar(&aaConf, "aa-config", "", "aa.toml as kata-agent writes it from init-data (/run/aa.toml); instead of --initdata")
+	cmd.Flags().StringVar(&cdhConf, "cdh-config", "", "cdh.toml as kata-agent writes it from init-data (/run/cdh.toml); instead of --initdata")
+	cmd.Flags().StringVar(&initData, "initdata", "", "init-data FILE: the cc_init_data annotation value (base64 gzip) or the TOML; configures the ttrpc APIs")
 	return cmd
 }

@@ -43,7 +43,7 @@ func startAgent(t *testing.T, args ...string) (rest, grpcAddr string, stop func(
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(append([]string{"agent", "--listen", rest, "--keyprovider-grpc", grpcAddr}, args...))
+	root.SetArgs(append([]string{"agent", "--listen", rest, "--keyprovider-grpc", grpcAddr, "--cdh-socket=", "--aa-socket="}, args...))
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 	var result error
@@ -263,7 +263,7 @@ func TestAgentUnixSockets(t *testing.T) {
 	root := NewRoot()
 	root.SetOut(io.Discard)
 	root.SetErr(io.Discard)
-	root.SetArgs([]string{"agent", "--kbs", b.URL, "--tee", "sample", "--listen", "unix:" + restSock, "--keyprovider-grpc", "unix://" + kpSock})
+	root.SetArgs([]string{"agent", "--kbs", b.URL, "--tee", "sample", "--listen", "unix:" + restSock, "--keyprovider-grpc", "unix://" + kpSock, "--cdh-socket=", "--aa-socket="})
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)

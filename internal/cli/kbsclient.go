@@ -20,7 +20,8 @@ import (
 // kbsClientFlags make a broker-backed attestation-agent unwrapper.
 type kbsClientFlags struct {
 	url, tee, teeKey string
-	tpm              string // the TPM of --tee tpm
+	tpm              string          // the TPM of --tee tpm
+	opts             []client.Option // extra client options (e.g. init-data's broker certificate)
 }
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
@@ -51,6 +52,7 @@ func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
 	// --url A,B,…: replicas of one broker; a failed step moves to the next.
 	urls := strings.Split(f.url, ",")
 	opts := []client.Option{client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...)}
+	opts = append(opts, f.opts...)
 	if hc := trustOf(ctx).httpClient(30 * time.Second); hc != nil {
 		opts = append(opts, client.WithHTTPClient(hc))
 	}

@@ -56,6 +56,7 @@ func NewRoot() *cobra.Command {
 		newCtdDecoderCmd(),
 		newRuntimeCmd(),
 		newKeygenCmd(),
+		newSecretCmd(),
 	)
 	root.Long = root.Short + "\n\n" + exitCodesHelp()
 	root.Version = versionString() // --version

@@ -184,7 +184,7 @@ func (e *env) start() (func(), error) {
 	}
 	for _, args := range [][]string{
 		{"kbs", "serve", "--listen", kbsAddr, "--repository", filepath.Join(e.dir, "repo"), "--admin-public-key", e.adminKey + ".pub", "--allow-sample-tee"},
-		{"agent", "--kbs", "http://" + kbsAddr, "--listen", agentAddr, "--tee", "sample"},
+		{"agent", "--kbs", "http://" + kbsAddr, "--listen", agentAddr, "--tee", "sample", "--cdh-socket=", "--aa-socket="},
 	} {
 		c := exec.Command(e.coffer, args...)
 		c.Stdout, c.Stderr = log, log

@@ -1,0 +1,255 @@
+package ttrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
+	"github.com/coffer-dev/coffer/imagepolicy"
+	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/pull"
+	"github.com/coffer-dev/coffer/transport"
+)
+
+// Bounds on CDH request fields, checked before anything is parsed (ttrpc
+// itself bounds a whole message to 4 MiB).
+const (
+	maxURI        = 4096 // a resource URI or image reference
+	maxBundlePath = 4096
+)
+
+type cdhService struct{ s *Server }
+
+// GetResource implements api.GetResourceService: ResourcePath is a
+// kbs:///repo/type/tag URI (a host part is ignored, as in guest-components).
+func (c *cdhService) GetResource(ctx context.Context, req *cdh.GetResourceRequest) (*cdh.GetResourceResponse, error) {
+	data, err := c.s.GetResource(ctx, req.GetResourcePath())
+	if err != nil {
+		return nil, rpcError(c.s.o.log, "CDH", "get resource", err)
+	}
+	return &cdh.GetResourceResponse{Resource: data}, nil
+}
+
+// GetResource returns the broker's resource named by the kbs:/// URI uri,
+// attesting first when the client holds no valid token.
+func (s *Server) GetResource(ctx context.Context, uri string) ([]byte, error) {
+	if len(uri) > maxURI {
+		return nil, badInput("resource URI of %d bytes (at most %d)", len(uri), maxURI)
+	}
+	p, err := protocol.ParseKID(uri)
+	if err != nil {
+		return nil, badInput("%v", err)
+	}
+	data, err := s.c.GetResource(ctx, p.Repo, p.Type, p.Tag)
+	if err != nil {
+		return nil, err
+	}
+	s.o.log.Info("cdh: resource released", "resource", p.String(), "bytes", len(data))
+	return data, nil
+}
+
+// fetch reads a configuration source: kbs:///… from the broker, file:///…
+// or an absolute path from the guest's file system. Sizes are bounded.
+func (s *Server) fetch(ctx context.Context, src string, max int64) ([]byte, error) {
+	if strings.HasPrefix(src, "kbs:") || strings.HasPrefix(src, "kbs+") {
+		data, err := s.GetResource(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(data)) > max {
+			return nil, fmt.Errorf("%s: %d bytes, more than %d", src, len(data), max)
+		}
+		return data, nil
+	}
+	path := strings.TrimPrefix(src, "file://")
+	if !filepath.IsAbs(path) {
+		return nil, badInput("%q: want kbs:///repo/type/tag, file:///path or an absolute path", src)
+	}
+	return readBounded(path, max)
+}
+
+// readBounded reads at most max bytes of a regular file.
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > max {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", path, max)
+	}
+	buf := make([]byte, fi.Size())
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && n != len(buf) {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// PullImage implements api.ImagePullService.
+func (c *cdhService) PullImage(ctx context.Context, req *cdh.ImagePullRequest) (*cdh.ImagePullResponse, error) {
+	d, err := c.s.PullImage(ctx, req.GetImageUrl(), req.GetBundlePath())
+	if err != nil {
+		return nil, rpcError(c.s.o.log, "CDH", "pull image", err)
+	}
+	return &cdh.ImagePullResponse{ManifestDigest: d}, nil
+}
+
+// PullImage pulls imageURL (a registry reference such as
+// registry.example/app:v1, as kata-agent passes it; docker:// is
+// optional), decrypts its layers with keys from the broker, verifies it
+// against the image security policy and the broker's digest pins, and
+// unpacks it into bundlePath/rootfs (its config beside it, as
+// rootfs.config.json), as image-rs does for kata-agent. bundlePath must be
+// an absolute path to an existing directory; rootfs must be absent or an
+// empty directory. It returns the manifest digest and records the pull as
+// a runtime measurement when the event log is enabled.
+func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (string, error) {
+	if imageURL == "" || len(imageURL) > maxURI {
+		return "", badInput("image_url must be 1 to %d bytes", maxURI)
+	}
+	if len(bundlePath) > maxBundlePath || !filepath.IsAbs(bundlePath) || filepath.Clean(bundlePath) != bundlePath {
+		return "", badInput("bundle_path %q must be a clean absolute path of at most %d bytes", bundlePath, maxBundlePath)
+	}
+	if fi, err := os.Stat(bundlePath); err != nil || !fi.IsDir() {
+		return "", badInput("bundle_path %s is not a directory", bundlePath)
+	}
+	for _, local := range []string{"oci:", "oci-archive:", "docker-archive:", "dir:", "containers-storage:"} {
+		if strings.HasPrefix(imageURL, local) {
+			return "", badInput("image_url %q: only registry references are pulled", imageURL)
+		}
+	}
+	refStr := imageURL
+	if !strings.HasPrefix(refStr, "docker://") {
+		refStr = "docker://" + refStr
+	}
+	ref, err := transport.Parse(refStr)
+	if err != nil {
+		return "", badInput("image_url %q: %v", imageURL, err)
+	}
+	if ref.Transport() != "docker" {
+		return "", badInput("image_url %q: only registry references are pulled", imageURL)
+	}
+	s.pullMu.Lock()
+	defer s.pullMu.Unlock()
+
+	ref, err = s.applyRegistryConfig(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	topts := append([]transport.Option(nil), s.o.transport...)
+	auth, err := s.registryAuth(ctx)
+	if err != nil {
+		return "", err
+	}
+	if auth != nil {
+		topts = append(topts, transport.WithKeychain(auth))
+	}
+	chk, err := s.imageChecker(ctx, topts)
+	if err != nil {
+		return "", err
+	}
+	rootfs := filepath.Join(bundlePath, "rootfs")
+	if err := os.Remove(rootfs); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", badInput("%s exists and is not an empty directory", rootfs)
+	}
+	var digest v1.Hash
+	capture := func(ctx context.Context, r transport.Reference, a transport.Artifact, img v1.Image) error {
+		d, err := img.Digest()
+		digest = d
+		return err
+	}
+	opts := []pull.Option{pull.WithKeys(aa.NewUnwrapper(s.c.KeyResolver())), pull.WithTransport(topts...),
+		pull.WithVerify(chk.Verify), pull.WithVerify(capture), pull.WithLogger(s.o.log)}
+	opts = append(opts, s.o.pull...)
+	if err := pull.Pull(ctx, ref, rootfs, opts...); err != nil {
+		return "", err
+	}
+	s.o.log.Info("cdh: image pulled", "image", imageURL, "digest", digest.String(), "rootfs", rootfs)
+	// Byte for byte guest-components' event (hub.rs), space included: a
+	// broker's policy matches it. imageURL parsed as a reference, so it
+	// holds no quote or backslash.
+	content := fmt.Sprintf(`{"image":"%s", "digest":"%s"}`, imageURL, digest)
+	if _, err := s.ExtendRuntimeMeasurement(ctx, EventDomain, "PullImage", content, nil); err != nil {
+		// The image is in place but unrecorded: a broker that requires the
+		// record would be misled, so the pull fails and the rootfs goes.
+		os.RemoveAll(rootfs)
+		os.Remove(rootfs + ".config.json")
+		return "", fmt.Errorf("recording the pull in the runtime measurement: %w", err)
+	}
+	return digest.String(), nil
+}
+
+// maxPolicy bounds an image security policy document.
+const maxPolicy = 1 << 20
+
+// imageChecker builds the image checker once: the policy (from the broker
+// on first use, or inline) and the broker's digest pins.
+func (s *Server) imageChecker(ctx context.Context, topts []transport.Option) (*imagepolicy.Checker, error) {
+	fetch := func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
+		return s.c.GetResource(ctx, p.Repo, p.Type, p.Tag)
+	}
+	var pol *imagepolicy.Policy
+	var err error
+	switch {
+	case s.o.policySrc != "":
+		pol, err = imagepolicy.LoadPolicy(ctx, s.o.policySrc, fetch)
+	case s.o.policyDoc != nil:
+		if pol, err = imagepolicy.ParsePolicy(s.o.policyDoc); err == nil {
+			err = pol.LoadKeys(ctx, fetch)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image security policy: %w", err)
+	}
+	opts := []imagepolicy.Option{imagepolicy.WithLogger(s.o.log), imagepolicy.WithTransport(topts...),
+		imagepolicy.WithRequireSignature(s.o.requireSig), imagepolicy.WithPins(fetch)}
+	if pol != nil {
+		opts = append(opts, imagepolicy.WithPolicy(pol))
+	}
+	return imagepolicy.New(opts...)
+}
+
+// UnsealSecret implements api.SealedSecretService.
+func (c *cdhService) UnsealSecret(ctx context.Context, req *cdh.UnsealSecretInput) (*cdh.UnsealSecretOutput, error) {
+	pt, err := c.s.UnsealSecret(ctx, req.GetSecret())
+	if err != nil {
+		return nil, rpcError(c.s.o.log, "CDH", "unseal secret", err)
+	}
+	return &cdh.UnsealSecretOutput{Plaintext: pt}, nil
+}
+
+// SecureMount implements api.SecureMountService: coffer mounts nothing
+// yet, so every request is refused with Unimplemented after its shape is
+// checked.
+func (c *cdhService) SecureMount(ctx context.Context, req *cdh.SecureMountRequest) (*cdh.SecureMountResponse, error) {
+	err := secureMount(req)
+	return nil, rpcError(c.s.o.log, "CDH", "secure mount", err)
+}
+
+func secureMount(req *cdh.SecureMountRequest) error {
+	switch vt := req.GetVolumeType(); vt {
+	case "":
+		return badInput("volume_type is empty")
+	case "block-device":
+		return fmt.Errorf("volume type %q (LUKS2 block device) is not supported by coffer yet: %w", vt, errUnimplemented)
+	case "alibaba-cloud-oss":
+		return fmt.Errorf("volume type %q (Alibaba Cloud OSS) is not supported by coffer: %w", vt, errUnimplemented)
+	default:
+		if len(vt) > 64 {
+			vt = vt[:64] + "…"
+		}
+		return badInput("unknown volume type %q", vt)
+	}
+}

@@ -1,0 +1,8 @@
+// Package gen holds Go code generated from guest-components' ttrpc protos
+// (copied unchanged into protos/; README.md names the commit): package cdh
+// (Confidential Data Hub, proto package "api") and package aa (Attestation
+// Agent, proto package "attestation_agent"). Do not edit cdh/ or aa/ by
+// hand; run go generate here (needs protoc from Debian protobuf-compiler).
+package gen
+
+//go:generate ./generate.sh
