@@ -99,3 +99,12 @@ func ParseKID(kid string) (Path, error) {
 	}
 	return p, nil
 }
+
+// ParseKeyID reads a key id as a person writes it on the command line or in
+// a configuration: "repo/type/tag", "/repo/type/tag" or
+// "kbs:///repo/type/tag" (exactly three segments; a host part is not
+// accepted here). It is the one normaliser of owner-given key ids: the
+// result's KID() is the form written into images.
+func ParseKeyID(id string) (Path, error) {
+	return ParseKID("kbs:///" + strings.TrimPrefix(strings.TrimPrefix(id, "kbs://"), "/"))
+}

@@ -108,3 +108,17 @@ func TestParseKIDGrammar(t *testing.T) {
 }
 
 var errAnyKID = errors.New("any error")
+
+func TestParseKeyID(t *testing.T) {
+	for _, in := range []string{"default/image_key/app", "/default/image_key/app", "kbs:///default/image_key/app"} {
+		p, err := ParseKeyID(in)
+		if err != nil || p.KID() != "kbs:///default/image_key/app" {
+			t.Errorf("ParseKeyID(%q) = %v, %v; want kbs:///default/image_key/app", in, p.KID(), err)
+		}
+	}
+	for _, in := range []string{"image_key/app", "kbs://host/default/image_key/app", "a/b/c/d", "a/../c", ""} {
+		if p, err := ParseKeyID(in); err == nil {
+			t.Errorf("ParseKeyID(%q) = %v, want an error", in, p)
+		}
+	}
+}

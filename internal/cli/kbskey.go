@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -14,9 +13,9 @@ import (
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/adminclient"
-	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -60,7 +59,7 @@ func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst st
 	if !(f.pin || (!explicit && imagepolicy.IsRegistry(dref))) {
 		return t, nil
 	}
-	kp, err := protocol.ParseKID("kbs:///" + strings.TrimPrefix(strings.TrimPrefix(f.keyID, "kbs://"), "/"))
+	kp, err := resource.ParseKeyID(f.keyID)
 	if err != nil {
 		return nil, fmt.Errorf("--key-id: %w", err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -224,7 +225,7 @@ const KEKSize = 32
 // broker. Unless replace, the write is create-only (CreateResource): an
 // existing key, which earlier images need, fails with spec.ErrExists.
 func (c *Client) RegisterKEK(ctx context.Context, keyID string, replace bool) (kek []byte, kid string, err error) {
-	p, err := protocol.ParseKID("kbs:///" + strings.TrimPrefix(strings.TrimPrefix(keyID, "kbs://"), "/"))
+	p, err := resource.ParseKeyID(keyID)
 	if err != nil {
 		return nil, "", err
 	}

@@ -5,9 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -31,7 +31,7 @@ type PendingKEK struct {
 // A broker that cannot list resources (trustee) skips that check; Commit
 // is create-only either way.
 func (c *Client) PrepareKEK(ctx context.Context, keyID string, replace bool) (*PendingKEK, error) {
-	p, err := protocol.ParseKID("kbs:///" + strings.TrimPrefix(strings.TrimPrefix(keyID, "kbs://"), "/"))
+	p, err := resource.ParseKeyID(keyID)
 	if err != nil {
 		return nil, err
 	}
