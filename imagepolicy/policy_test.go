@@ -148,6 +148,11 @@ func TestIdentityRules(t *testing.T) {
 		{IdentityRule{Type: IdentityRemapIdentity, Prefix: "mirror.example/lib", SignedPrefix: "docker.io/library"}, "docker://mirror.example/lib/busybox:1", "docker.io/library/busybox:1", true},
 		{IdentityRule{Type: IdentityRemapIdentity, Prefix: "mirror.example/lib", SignedPrefix: "docker.io/library"}, "docker://mirror.example/libx/busybox:1", "docker.io/library/busybox:1", false},
 		{IdentityRule{Type: IdentityRemapIdentity, Prefix: "mirror.example/lib", SignedPrefix: "docker.io/library"}, "docker://mirror.example/lib/busybox:1", "docker.io/library/busybox:2", false},
+		// The prefix is matched as containers/image names the image:
+		// Docker Hub is docker.io, never index.docker.io.
+		{IdentityRule{Type: IdentityRemapIdentity, Prefix: "docker.io/myorg", SignedPrefix: "reg.example/myorg"}, "docker://myorg/app:1", "reg.example/myorg/app:1", true},
+		{IdentityRule{Type: IdentityRemapIdentity, Prefix: "docker.io", SignedPrefix: "mirror.example"}, "docker://busybox:1", "mirror.example/library/busybox:1", true},
+		{IdentityRule{Type: IdentityRemapIdentity, Prefix: "index.docker.io/myorg", SignedPrefix: "reg.example/myorg"}, "docker://myorg/app:1", "reg.example/myorg/app:1", false},
 		{IdentityRule{Type: IdentityMatchRepoDigestOrExact}, "oci:/x:v1", "reg.example/app:v1", false},
 		{IdentityRule{Type: IdentityMatchRepository}, "docker://reg.example/app:v1", "NOT A REF", false},
 	} {

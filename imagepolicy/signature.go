@@ -384,23 +384,22 @@ func hasTagOrDigest(s string) bool {
 }
 
 // remap rewrites img's name when it starts with prefix (a whole path
-// component match, as containers/image's remapIdentity), else nil.
+// component match, as containers/image's remapIdentity), else nil. The
+// prefix is matched against the name as containers/image spells it
+// ("docker.io/library/busybox:1", see dockerPolicyName), literally.
 func remap(img name.Reference, prefix, signedPrefix string) name.Reference {
-	full := img.Name()
-	// Only the registry needs normalizing (docker.io is index.docker.io in
-	// go-containerregistry's names); a namespace prefix is not a repository.
-	norm := func(s string) string {
-		if s == "docker.io" || strings.HasPrefix(s, "docker.io/") {
-			return "index." + s
-		}
-		return s
+	full := dockerPolicyName(img)
+	switch r := img.(type) {
+	case name.Tag:
+		full += ":" + r.TagStr()
+	case name.Digest:
+		full += "@" + r.DigestStr()
 	}
-	p := norm(prefix)
-	rest, ok := strings.CutPrefix(full, p)
+	rest, ok := strings.CutPrefix(full, prefix)
 	if !ok || (rest != "" && !strings.ContainsAny(rest[:1], "/:@")) {
 		return nil
 	}
-	r, err := name.ParseReference(norm(signedPrefix) + rest)
+	r, err := name.ParseReference(signedPrefix + rest)
 	if err != nil {
 		return nil
 	}

@@ -30,7 +30,7 @@ import (
 type Config struct {
 	Listen                string        `toml:"listen"`                  // default 127.0.0.1:8080
 	Repository            string        `toml:"repository"`              // fs store directory; default store.DefaultRepositoryDir
-	Store                 string        `toml:"store"`                   // "fs" (default), "memory" or a postgres:// URL
+	Store                 string        `toml:"store"`                   // "fs" (default; fs:///DIR names the directory), "memory" or a postgres:// URL: any scheme registered with store.Register
 	StoreURLFile          string        `toml:"store_url_file"`          // file holding the postgres:// URL (a mounted secret), instead of store
 	StoreKEK              string        `toml:"store_kek"`               // postgres: key-encryption key file (32 bytes raw, hex or base64)
 	StoreKEKPrevious      string        `toml:"store_kek_previous"`      // postgres: the earlier KEK, still opened during a rotation

@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,5 +36,42 @@ func TestParseAdminACL(t *testing.T) {
 		if _, err := ParseAdminACL([]string{bad}); err == nil {
 			t.Errorf("ParseAdminACL(%q) accepted", bad)
 		}
+	}
+}
+
+// The store is opened by its URL's scheme through store.Open: fs (with the
+// repository directory, or fs:///DIR), memory, or whatever is registered;
+// an unknown scheme names the ones there are.
+func TestConfigOpensStoreByScheme(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ url, wantType string }{
+		{"memory", "*store.Memory"},
+		{"fs", "*store.FS " + dir + "/repo"},
+		{"fs://" + dir + "/other", "*store.FS " + dir + "/other"},
+	} {
+		c := DefaultConfig()
+		c.Store, c.Repository = tc.url, dir+"/repo"
+		opts, closer, err := c.Options(t.Context(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		s, err := New(t.Context(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := fmt.Sprintf("%T", s.Store())
+		if fs, ok := s.Store().(interface{ Dir() string }); ok {
+			got += " " + fs.Dir()
+		}
+		if got != tc.wantType {
+			t.Errorf("%s: store %s, want %s", tc.url, got, tc.wantType)
+		}
+		s.Close()
+		closer()
+	}
+	c := DefaultConfig()
+	c.Store = "nosuch://x"
+	if _, _, err := c.Options(t.Context(), slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "fs, memory") {
+		t.Errorf("unknown scheme: %v, want an error naming the registered ones", err)
 	}
 }

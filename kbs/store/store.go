@@ -6,7 +6,9 @@
 // Memory is for tests and ephemeral brokers. The postgres subpackage is the
 // store several broker replicas share; it also implements the interfaces of
 // shared.go (sessions, policies), which the fs and memory stores leave to
-// the broker's memory. storetest is the conformance suite all of them pass.
+// the broker's memory (all three keep spent admin token ids). Each kind
+// registers a Driver for its URL scheme; Open opens the one a URL names
+// (open.go). storetest is the conformance suite all of them pass.
 package store
 
 import (

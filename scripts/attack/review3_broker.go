@@ -43,8 +43,8 @@ func init() {
 	register((*env).policyScopeDockerHub, (*env).adminTokenReplayAfterRestart, (*env).adminTokenFileMode)
 }
 
-// cmdEnv is cmd with extra environment variables.
-func (e *env) cmdEnv(timeout time.Duration, extra []string, args ...string) (string, error) {
+// r3bCmdEnv is cmd with extra environment variables.
+func (e *env) r3bCmdEnv(timeout time.Duration, extra []string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c := exec.CommandContext(ctx, e.coffer, args...)
@@ -91,15 +91,15 @@ func (e *env) policyScopeDockerHub() result {
 	envs := []string{"HTTPS_PROXY=" + hub.proxyURL, "https_proxy=" + hub.proxyURL, "NO_PROXY=", "no_proxy=", "SSL_CERT_FILE=" + hub.caFile}
 	// The control: outside the scope, the permissive default admits the
 	// unsigned image (pull warns), so the fake Docker Hub is reachable.
-	if out, err := e.cmdEnv(30*time.Second, envs, "pull", "--policy", pol, "docker://docker.io/other/app:1", filepath.Join(e.dir, "p9-control")); err != nil {
-		r.observed = "setup: the control image outside the scope was refused: " + firstLine(out)
+	if out, err := e.r3bCmdEnv(30*time.Second, envs, "pull", "--policy", pol, "docker://docker.io/other/app:1", filepath.Join(e.dir, "p9-control")); err != nil {
+		r.observed = "setup: the control image outside the scope was refused: " + r3bFirstLine(out)
 		return r
 	}
-	vout, verr := e.cmdEnv(30*time.Second, envs, "verify", "--policy", pol, "docker://docker.io/myorg/app:1")
-	pout, perr := e.cmdEnv(30*time.Second, envs, "pull", "--policy", pol, "docker://myorg/app:1", filepath.Join(e.dir, "p9-rootfs"))
+	vout, verr := e.r3bCmdEnv(30*time.Second, envs, "verify", "--policy", pol, "docker://docker.io/myorg/app:1")
+	pout, perr := e.r3bCmdEnv(30*time.Second, envs, "pull", "--policy", pol, "docker://myorg/app:1", filepath.Join(e.dir, "p9-rootfs"))
 	_, statErr := os.Stat(filepath.Join(e.dir, "p9-rootfs"))
 	r.ok = verr != nil && perr != nil && strings.Contains(vout, "sigstoreSigned") && strings.Contains(pout, "sigstoreSigned") && os.IsNotExist(statErr)
-	r.observed = fmt.Sprintf("verify docker.io/myorg/app:1: %s; pull myorg/app:1: %s", outcome(vout, verr), outcome(pout, perr))
+	r.observed = fmt.Sprintf("verify docker.io/myorg/app:1: %s; pull myorg/app:1: %s", r3bOutcome(vout, verr), r3bOutcome(pout, perr))
 	return r
 }
 
@@ -126,7 +126,7 @@ func (e *env) adminTokenReplayAfterRestart() result {
 	_ = os.WriteFile(evil, []byte("attacker-key-attacker-key-key-32"), 0o600)
 	minted, err := e.cmd(10*time.Second, "kbs", "admin-token", "--admin-key", e.adminKey, "--ttl", "10m")
 	if err != nil {
-		r.observed = "setup: admin-token: " + firstLine(minted)
+		r.observed = "setup: admin-token: " + r3bFirstLine(minted)
 		return r
 	}
 	_ = os.WriteFile(tok, []byte(minted), 0o600)
@@ -140,7 +140,7 @@ func (e *env) adminTokenReplayAfterRestart() result {
 	}
 	if out, err := set(owner); err != nil {
 		stop(c)
-		r.observed = "setup: first write: " + firstLine(out)
+		r.observed = "setup: first write: " + r3bFirstLine(out)
 		return r
 	}
 	stop(c)
@@ -152,7 +152,7 @@ func (e *env) adminTokenReplayAfterRestart() result {
 	stop(c)
 	stored, _ := os.ReadFile(filepath.Join(repo, "default", "image_key", "w3"))
 	r.ok = err != nil && strings.Contains(out, "jti replay") && string(stored) == "owner-key-owner-key-owner-key-32"
-	r.observed = fmt.Sprintf("replay after restart: %s; resource holds the owner's key: %v", outcome(out, err), string(stored) == "owner-key-owner-key-owner-key-32")
+	r.observed = fmt.Sprintf("replay after restart: %s; resource holds the owner's key: %v", r3bOutcome(out, err), string(stored) == "owner-key-owner-key-owner-key-32")
 	return r
 }
 
@@ -165,7 +165,7 @@ func (e *env) adminTokenFileMode() result {
 	old := syscall.Umask(0o022)
 	defer syscall.Umask(old)
 	if out, err := e.cmd(10*time.Second, "kbs", "admin-token", "--admin-key", e.adminKey, "--out", tok); err != nil {
-		r.observed = "admin-token --out: " + firstLine(out)
+		r.observed = "admin-token --out: " + r3bFirstLine(out)
 		return r
 	}
 	st, err := os.Stat(tok)
@@ -177,18 +177,18 @@ func (e *env) adminTokenFileMode() result {
 	out, clobErr := e.cmd(10*time.Second, "kbs", "admin-token", "--admin-key", e.adminKey, "--out", e.adminKey)
 	after, _ := os.ReadFile(e.adminKey)
 	r.ok = st.Mode().Perm() == 0o600 && clobErr != nil && bytes.Equal(before, after)
-	r.observed = fmt.Sprintf("--out file mode %v; --out onto the admin key: %s, key unchanged: %v", st.Mode().Perm(), outcome(out, clobErr), bytes.Equal(before, after))
+	r.observed = fmt.Sprintf("--out file mode %v; --out onto the admin key: %s, key unchanged: %v", st.Mode().Perm(), r3bOutcome(out, clobErr), bytes.Equal(before, after))
 	return r
 }
 
-func outcome(out string, err error) string {
+func r3bOutcome(out string, err error) string {
 	if err == nil {
 		return "accepted"
 	}
-	return "refused (" + firstLine(out) + ")"
+	return "refused (" + r3bFirstLine(out) + ")"
 }
 
-func firstLine(s string) string {
+func r3bFirstLine(s string) string {
 	s = strings.TrimSpace(s)
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
@@ -265,7 +265,7 @@ func startFakeHub(dir string) (*fakeHub, error) {
 	h.plain = plainLn.Addr().String()
 	h.closers = append(h.closers, func() { plain.Close() })
 
-	conns := &chanListener{c: make(chan net.Conn), done: make(chan struct{})}
+	conns := &hubConnListener{c: make(chan net.Conn), done: make(chan struct{})}
 	tlsSrv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second, TLSConfig: &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}, MinVersion: tls.VersionTLS12}}
 	go func() { _ = tlsSrv.ServeTLS(conns, "", "") }()
@@ -302,14 +302,14 @@ func startFakeHub(dir string) (*fakeHub, error) {
 	return h, nil
 }
 
-// chanListener is a net.Listener fed with the connections a proxy hijacked.
-type chanListener struct {
+// hubConnListener is a net.Listener fed with the connections a proxy hijacked.
+type hubConnListener struct {
 	c    chan net.Conn
 	done chan struct{}
 	once sync.Once
 }
 
-func (l *chanListener) push(c net.Conn) {
+func (l *hubConnListener) push(c net.Conn) {
 	select {
 	case l.c <- c:
 	case <-l.done:
@@ -317,7 +317,7 @@ func (l *chanListener) push(c net.Conn) {
 	}
 }
 
-func (l *chanListener) Accept() (net.Conn, error) {
+func (l *hubConnListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.c:
 		return c, nil
@@ -326,5 +326,5 @@ func (l *chanListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *chanListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+func (l *hubConnListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *hubConnListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
