@@ -155,7 +155,15 @@ func (p *pendingChallenges) admit(caller string, now time.Time) bool {
 		}
 		p.swept = now
 	}
-	return p.perCaller[caller] < p.max && len(p.bySession) < maxPendingTotal
+	// Full of live entries (callers from very many addresses): forget
+	// arbitrary ones rather than refuse everyone; the table only counts.
+	for s := range p.bySession {
+		if len(p.bySession) < maxPendingTotal {
+			break
+		}
+		p.dropLocked(s)
+	}
+	return p.perCaller[caller] < p.max
 }
 
 func (p *pendingChallenges) add(sess, caller string, now time.Time) {
