@@ -82,13 +82,15 @@ func TestW20FloodDoesNotDenyHosts(t *testing.T) {
 	}{
 		// the broker limits each host itself: the WLS's gate is off, as documented
 		{"broker trusts the WLS", []server.Option{server.WithTrustedProxies("127.0.0.1/32")}, []wls.Option{wls.WithBrokerRate(0, 0)}, 3},
-		{"default: broker does not trust the WLS", nil, nil, 1},
+		// the WLS's defaults, with a per-broker cap the flood reaches (so its challenges are spent to make room)
+		// and a broker quota it would exceed if those were not spent
+		{"default: broker does not trust the WLS", []server.Option{server.WithMaxChallengesPerAddress(96)}, []wls.Option{wls.WithMaxPendingPerBroker(64)}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			a := openTPM(t)
 			w := setupWith(t, a,
-				append([]server.Option{server.WithRateLimit(50, 200), server.WithMaxChallengesPerAddress(1024)}, tc.bopts...),
+				append([]server.Option{server.WithRateLimit(50, 200), server.WithMaxChallengesPerAddress(1024)}, tc.bopts...), // later options win
 				append([]wls.Option{wls.WithRateLimit(5, 20)}, tc.wopts...), false)
 			ctx, stop := context.WithCancel(t.Context())
 			got, sent, wait := flood(ctx, 60, w.wlsURL, w.imageID)

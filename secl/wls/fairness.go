@@ -26,8 +26,8 @@ import (
 //     unanswered challenges;
 //   - all callers together hold at most DefaultMaxPendingPerBroker per
 //     broker; when full, the oldest challenge of the caller holding most is
-//     spent at the broker (an empty attestation: the broker frees it) to
-//     make room;
+//     spent at the broker (an empty attestation: the broker frees it)
+//     before a new one is opened, so the broker never counts more;
 //   - calls to a broker pass a gate of DefaultBrokerRate per second that
 //     serves waiting callers in turn, one waiting call per caller: a flood
 //     from many addresses slows a host by one turn per flooding address,
@@ -312,7 +312,12 @@ func (s *Server) relayChallenge(w http.ResponseWriter, r *http.Request, what, ba
 		return
 	}
 	if evict != "" {
-		go s.spendAtBroker(base, evict)
+		// first make room at the broker, on this caller's turn: the broker
+		// never holds more than the cap for this service
+		if err := s.spendAtBroker(r.Context(), base, evict, caller); errors.Is(err, errBusy) {
+			s.brokerError(w, r, what, base, err)
+			return
+		}
 	}
 	c, err := s.brokerAuth(r.Context(), base, clientIP(r), caller)
 	if err != nil {
@@ -324,14 +329,14 @@ func (s *Server) relayChallenge(w http.ResponseWriter, r *http.Request, what, ba
 }
 
 // spendAtBroker uses up an unanswered challenge with an empty attestation,
-// so the broker stops counting it against this service.
-func (s *Server) spendAtBroker(base, session string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.gate(base).acquire(ctx, "wls:evict"); err != nil {
-		return // the broker lets it expire
+// so the broker stops counting it against this service (the broker frees
+// a challenge when its one attempt is spent, whatever the outcome).
+func (s *Server) spendAtBroker(ctx context.Context, base, session, caller string) error {
+	if err := s.gate(base).acquire(ctx, caller); err != nil {
+		return err
 	}
-	_, _ = s.brokerCall(ctx, base, protocol.PathAttest, session, "", map[string]any{}, nil)
+	_, err := s.brokerCall(ctx, base, protocol.PathAttest, session, "", map[string]any{}, nil)
+	return err
 }
 
 // retryAfter answers a gate refusal.
