@@ -37,7 +37,10 @@ func newWLSCmd() *cobra.Command {
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
 	f.Float64Var(&c.RateLimit, "rate-limit", 5, "host key requests per second per client address (0 = off; behind a proxy, limit there)")
 	f.IntVar(&c.RateBurst, "rate-burst", 20, "burst allowed above --rate-limit")
-	f.IntVar(&c.MaxPending, "max-pending-per-address", wls.DefaultMaxPendingPerCaller, "unanswered broker challenges one client address may hold (give the broker --trusted-proxy with this service's address too)")
+	f.IntVar(&c.MaxPending, "max-pending-per-address", wls.DefaultMaxPendingPerCaller, "unanswered broker challenges one client address may hold")
+	f.IntVar(&c.MaxPerBroker, "max-pending-per-broker", wls.DefaultMaxPendingPerBroker, "unanswered broker challenges all clients together may hold at one broker (keep it under the broker's --max-challenges-per-address)")
+	f.Float64Var(&c.BrokerRate, "broker-rate", wls.DefaultBrokerRate, "calls per second to each broker, shared fairly among clients (keep it under the broker's --rate-limit; -1 = off, when the broker runs with --trusted-proxy for this service)")
+	f.IntVar(&c.BrokerBurst, "broker-burst", wls.DefaultBrokerBurst, "burst allowed above --broker-rate")
 	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string

@@ -68,7 +68,10 @@ func (s *Server) brokerCall(ctx context.Context, base, path, session, client str
 	return "", nil
 }
 
-func (s *Server) brokerAuth(ctx context.Context, base, client string) (*Challenge, error) {
+func (s *Server) brokerAuth(ctx context.Context, base, client, caller string) (*Challenge, error) {
+	if err := s.gate(base).acquire(ctx, caller); err != nil {
+		return nil, err
+	}
 	var ch protocol.Challenge
 	sess, err := s.brokerCall(ctx, base, protocol.PathAuth, "", client, protocol.Request{Version: protocol.Version, Tee: protocol.TeeTPM, ExtraParams: json.RawMessage(`""`)}, &ch)
 	if err != nil {
@@ -83,7 +86,10 @@ func (s *Server) brokerAuth(ctx context.Context, base, client string) (*Challeng
 // brokerTransfer attests the host in its session and asks for the key
 // wrapped to its binding key; it returns the wrapped key and the broker's
 // transfer proof (relayed untouched: the host checks it).
-func (s *Server) brokerTransfer(ctx context.Context, base, keyID, client string, kr KeyRequest) ([]byte, string, error) {
+func (s *Server) brokerTransfer(ctx context.Context, base, keyID, client, caller string, kr KeyRequest) ([]byte, string, error) {
+	if err := s.gate(base).acquire(ctx, caller); err != nil {
+		return nil, "", err
+	}
 	var ar protocol.AttestResponse
 	if _, err := s.brokerCall(ctx, base, protocol.PathAttest, kr.Session, client, kr.Attestation, &ar); err != nil {
 		return nil, "", err

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,5 +251,87 @@ func BenchmarkW21RefusedKeyByURL(b *testing.B) {
 		if rec.Code != http.StatusForbidden {
 			b.Fatalf("HTTP %d, want 403", rec.Code)
 		}
+	}
+}
+
+// W20 at the WLS: each caller holds at most its cap of unanswered
+// challenges; when all callers together hold the per-broker cap, the
+// oldest challenge of the caller holding most is spent at the broker (an
+// empty attestation with its cookie) to make room for another caller.
+func TestW20PendingCaps(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sessions, spent []string
+	broker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch r.URL.Path {
+		case "/kbs/v0/auth":
+			id := fmt.Sprintf("s%02d", len(sessions))
+			sessions = append(sessions, id)
+			http.SetCookie(w, &http.Cookie{Name: "kbs-session-id", Value: id})
+			io.WriteString(w, `{"nonce":"bm9uY2U=","extra-params":""}`)
+		case "/kbs/v0/attest":
+			c, _ := r.Cookie("kbs-session-id")
+			spent = append(spent, c.Value)
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	t.Cleanup(broker.Close)
+	f := newFixture(t, t.TempDir())
+	store, err := wls.OpenStore(f.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	srv, err := wls.New(store, wls.WithFlavorSigners(f.cert), wls.WithAdminKeys(f.admin.Public().(ed25519.PublicKey)),
+		wls.WithMaxPendingPerCaller(3), wls.WithMaxPendingPerBroker(4), wls.WithBrokerRate(0, 0),
+		wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	c := wls.NewClient(hs.URL, f.admin, nil)
+	id, doc := f.flavor(t, broker.URL)
+	if _, err := c.AddFlavor(t.Context(), doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddImage(t.Context(), imageID, id); err != nil {
+		t.Fatal(err)
+	}
+	from := func(last byte) int {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, last)}}
+		hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		resp, err := hc.Get(hs.URL + "/wls/images/" + imageID + "/flavor-key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var codes []int
+	for _, caller := range []byte{2, 2, 2, 2, 3, 4} { // A×4 (the 4th over its cap), B, C (the broker cap is full)
+		codes = append(codes, from(caller))
+	}
+	if want := []int{200, 200, 200, 429, 200, 200}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Errorf("codes %v, want %v", codes, want)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := fmt.Sprint(spent)
+		mu.Unlock()
+		if got == "[s00]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spent at the broker: %s, want [s00] (caller A's oldest)", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A now holds 2: it may open one more
+	if got := from(2); got != 200 {
+		t.Errorf("caller A after its oldest was spent: HTTP %d, want 200", got)
 	}
 }

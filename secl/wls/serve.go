@@ -27,6 +27,11 @@ type Config struct {
 	RateLimit       float64  // host key requests per second per client address (0 = off)
 	RateBurst       int
 	MaxPending      int // unanswered broker challenges per client address (0 = DefaultMaxPendingPerCaller)
+	MaxPerBroker    int // unanswered broker challenges of all callers per broker (0 = DefaultMaxPendingPerBroker)
+	// BrokerRate and BrokerBurst set the fair gate for calls to each
+	// broker (WithBrokerRate); BrokerRate < 0 turns it off.
+	BrokerRate  float64
+	BrokerBurst int
 }
 
 // Serve runs the workload service described by c until ctx ends. ready,
@@ -69,6 +74,15 @@ func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(net.Ad
 		WithAllowedBrokers(c.AllowedBrokers...), WithRateLimit(c.RateLimit, c.RateBurst)}
 	if c.MaxPending > 0 {
 		opts = append(opts, WithMaxPendingPerCaller(c.MaxPending))
+	}
+	if c.MaxPerBroker > 0 {
+		opts = append(opts, WithMaxPendingPerBroker(c.MaxPerBroker))
+	}
+	switch {
+	case c.BrokerRate < 0:
+		opts = append(opts, WithBrokerRate(0, 0))
+	case c.BrokerRate > 0:
+		opts = append(opts, WithBrokerRate(c.BrokerRate, c.BrokerBurst))
 	}
 	srv, err := New(store, opts...)
 	if err != nil {

@@ -35,6 +35,9 @@ type options struct {
 	rate          float64
 	burst         int
 	maxPending    int
+	maxPerBroker  int
+	brokerRate    float64
+	brokerBurst   int
 }
 
 // Option configures New.
@@ -111,103 +114,15 @@ func WithMaxPendingPerCaller(n int) Option {
 	}
 }
 
-// pendingTTL is how long a relayed challenge counts (the broker's session lifetime).
-const pendingTTL = 5 * time.Minute
-
-// maxPendingTotal bounds the table (every caller together).
-const maxPendingTotal = 65536
-
-type pendingChallenge struct {
-	caller  string
-	expires time.Time
-}
-
-// pendingChallenges counts, per caller, the broker challenges relayed and
-// not yet answered.
-type pendingChallenges struct {
-	mu        sync.Mutex
-	max       int
-	bySession map[string]pendingChallenge
-	perCaller map[string]int
-	swept     time.Time
-}
-
-func (p *pendingChallenges) dropLocked(sess string) {
-	c, ok := p.bySession[sess]
-	if !ok {
-		return
-	}
-	delete(p.bySession, sess)
-	if p.perCaller[c.caller]--; p.perCaller[c.caller] <= 0 {
-		delete(p.perCaller, c.caller)
-	}
-}
-
-// admit reports whether caller may open another challenge now.
-func (p *pendingChallenges) admit(caller string, now time.Time) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if now.Sub(p.swept) > time.Second || len(p.bySession) >= maxPendingTotal {
-		for s, c := range p.bySession {
-			if !now.Before(c.expires) {
-				p.dropLocked(s)
-			}
-		}
-		p.swept = now
-	}
-	return p.perCaller[caller] < p.max && len(p.bySession) < maxPendingTotal
-}
-
-func (p *pendingChallenges) add(sess, caller string, now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.bySession[sess] = pendingChallenge{caller: caller, expires: now.Add(pendingTTL)}
-	p.perCaller[caller]++
-}
-
-// done forgets a challenge its host answered.
-func (p *pendingChallenges) done(sess string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dropLocked(sess)
-}
-
-// clientIP is the caller's address as the broker is told it.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// relayChallenge opens a broker session for the caller, within its
-// pending-challenge budget, and relays the nonce.
-func (s *Server) relayChallenge(w http.ResponseWriter, r *http.Request, what, base string) {
-	caller := ratelimit.Key(r.RemoteAddr)
-	if !s.pending.admit(caller, s.o.now()) {
-		s.audit(r, what, "refused", "too many unanswered challenges from this address")
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusTooManyRequests, protocol.ErrTooManyRequests,
-			fmt.Sprintf("this address holds %d unanswered broker challenges: answer them (POST the attestation) or let them expire", s.o.maxPending))
-		return
-	}
-	c, err := s.brokerAuth(r.Context(), base, clientIP(r))
-	if err != nil {
-		s.brokerError(w, r, what, base, err)
-		return
-	}
-	s.pending.add(c.Session, caller, s.o.now())
-	writeJSON(w, http.StatusOK, c)
-}
-
 // Server is the workload service, an http.Handler.
 type Server struct {
 	o       options
 	store   *Store
 	limit   *ratelimit.PerAddr
 	idx     index
-	pending pendingChallenges
+	pending *pendingChallenges
+	gatesMu sync.Mutex
+	gates   map[string]*brokerGate // per broker base (fairness.go)
 }
 
 // index holds the stored flavors, verified once (at start and on upload),
@@ -278,7 +193,8 @@ func (x *index) names(base string) bool {
 
 // New returns a workload service over store.
 func New(store *Store, opts ...Option) (*Server, error) {
-	o := options{now: time.Now, maxPending: DefaultMaxPendingPerCaller}
+	o := options{now: time.Now, maxPending: DefaultMaxPendingPerCaller, maxPerBroker: DefaultMaxPendingPerBroker,
+		brokerRate: DefaultBrokerRate, brokerBurst: DefaultBrokerBurst}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -303,7 +219,8 @@ func New(store *Store, opts ...Option) (*Server, error) {
 	}
 	srv := &Server{o: o, store: store, limit: ratelimit.New(o.rate, o.burst, 65536),
 		idx:     index{flavors: map[string]indexed{}, brokers: map[string]int{}},
-		pending: pendingChallenges{max: o.maxPending, bySession: map[string]pendingChallenge{}, perCaller: map[string]int{}}}
+		pending: newPendingChallenges(o.maxPending, o.maxPerBroker),
+		gates:   map[string]*brokerGate{}}
 	ids, err := store.FlavorIDs()
 	if err != nil {
 		return nil, fmt.Errorf("wls: listing stored flavors: %w", err)
@@ -611,7 +528,7 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	s.pending.done(kr.Session)
-	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, clientIP(r), kr)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, keyID, clientIP(r), ratelimit.Key(r.RemoteAddr), kr)
 	if err != nil {
 		s.brokerError(w, r, id, base, err)
 		return
@@ -630,6 +547,9 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image, base string, err error) {
 	var be *protocol.BrokerError
 	switch {
+	case errors.Is(err, errBusy):
+		s.audit(r, image, "refused", "broker gate: no turn in time")
+		retryAfter(w)
 	case errors.As(err, &be) && (be.Status == http.StatusUnauthorized || be.Status == http.StatusForbidden):
 		s.audit(r, image, "refused", "host not trusted: "+err.Error())
 		writeError(w, http.StatusForbidden, protocol.ErrPolicyDeny, fmt.Sprintf("host not trusted by the image owner's broker %s (HTTP %d; its reason is in the workload service's audit log)", base, be.Status))
@@ -701,7 +621,7 @@ func (s *Server) keyByURL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.pending.done(kr.Session)
-	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, clientIP(r), kr.KeyRequest)
+	wrapped, proof, err := s.brokerTransfer(r.Context(), base, id, clientIP(r), ratelimit.Key(r.RemoteAddr), kr.KeyRequest)
 	if err != nil {
 		s.brokerError(w, r, kr.KeyURL, base, err)
 		return
