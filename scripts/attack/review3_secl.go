@@ -202,7 +202,7 @@ func (e *env) newSecL() (*seclWorld, error) {
 	if err != nil {
 		return w, err
 	}
-	if _, w.keyID, err = wpm.ParseKeyURL(f.Encryption.KeyURL); err != nil {
+	if _, w.keyID, err = flavor.ParseKeyURL(f.Encryption.KeyURL); err != nil {
 		return w, err
 	}
 	w.wlsAddr, w.wlsDB = freeAddr(), w.p("wls-db")
@@ -474,7 +474,7 @@ func attackW18(w *seclWorld) result {
 		http.Redirect(rw, req, internal+"/admin", http.StatusTemporaryRedirect)
 	}))
 	defer stop2()
-	f, _ := flavor.New(flavor.PartImage, "redirect", wpm.KeyURL(broker, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	f, _ := flavor.New(flavor.PartImage, "redirect", flavor.KeyURL(broker, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	doc, err := w.signFlavor(f)
 	if err != nil {
 		r.observed = err.Error()
@@ -504,7 +504,7 @@ func attackW18(w *seclWorld) result {
 func attackW21(w *seclWorld) result {
 	r := result{id: "W21", name: "refused key-by-URL, 1,000 flavors"}
 	for i := range 999 {
-		f, _ := flavor.New(flavor.PartImage, fmt.Sprintf("vm%d", i), wpm.KeyURL(fmt.Sprintf("https://kbs%d.example", i), "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+		f, _ := flavor.New(flavor.PartImage, fmt.Sprintf("vm%d", i), flavor.KeyURL(fmt.Sprintf("https://kbs%d.example", i), "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 		doc, err := w.signFlavor(f)
 		if err != nil {
 			r.observed = err.Error()
@@ -515,7 +515,7 @@ func attackW21(w *seclWorld) result {
 			return r
 		}
 	}
-	body := []byte(`{"key_url":"` + wpm.KeyURL("https://not-stored.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c") + `"}`)
+	body := []byte(`{"key_url":"` + flavor.KeyURL("https://not-stored.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c") + `"}`)
 	var times []time.Duration
 	codes := map[int]int{}
 	for range 40 {
@@ -583,7 +583,7 @@ func attackW24(w *seclWorld) result {
 func attackW12(w *seclWorld) result {
 	r := result{id: "W12", name: "flavor id reuse replaces a flavor"}
 	_, f, _ := flavor.Parse(w.flavorDoc)
-	f.Encryption.KeyURL = wpm.KeyURL("https://other-kbs.example", "3b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c")
+	f.Encryption.KeyURL = flavor.KeyURL("https://other-kbs.example", "3b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c")
 	doc, err := w.signFlavor(f)
 	if err != nil {
 		r.observed = err.Error()
@@ -684,7 +684,7 @@ func attackW3WLS(w *seclWorld) result {
 // Also fixed: an upload with a duplicate top-level "flavor" (forged first).
 func attackDupFlavor(w *seclWorld) result {
 	r := result{id: "W-dup", name: "duplicate \"flavor\" member stored"}
-	f, _ := flavor.New(flavor.PartImage, "dup", wpm.KeyURL(w.kbs, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	f, _ := flavor.New(flavor.PartImage, "dup", flavor.KeyURL(w.kbs, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	doc, err := w.signFlavor(f)
 	if err != nil {
 		r.observed = err.Error()

@@ -20,8 +20,8 @@ import (
 	"github.com/coffer-dev/coffer/agent/api"
 
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
+	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
-	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -94,7 +94,7 @@ func (k *KeyProvider) UnwrapKey(ctx context.Context, _ map[string][][]byte, anno
 	if len(k.BrokerKeys) == 0 {
 		return nil, fmt.Errorf("%w: no broker transfer key pinned", ErrNoTrustAnchor)
 	}
-	p, err := wpm.ParseAnnotation(annotation)
+	p, err := flavor.ParseAnnotation(annotation)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (k *KeyProvider) UnwrapKey(ctx context.Context, _ map[string][][]byte, anno
 	if err != nil {
 		return nil, err
 	}
-	_, keyID, err := wpm.ParseKeyURL(p.KeyURL)
+	_, keyID, err := flavor.ParseKeyURL(p.KeyURL)
 	if err != nil {
 		return nil, err
 	}

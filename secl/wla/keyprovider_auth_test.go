@@ -26,7 +26,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wla"
-	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
@@ -84,10 +83,10 @@ func TestW25KeyproviderAuth(t *testing.T) {
 	host.Close() // the keyprovider opens the TPM itself
 	doc, _ := os.ReadFile(filepath.Join(w.dir, "flavor.json"))
 	_, f, _ := flavor.Parse(doc)
-	_, id, _ := wpm.ParseKeyURL(f.Encryption.KeyURL)
-	p, _ := protocol.ParseResourcePath(wpm.KeyResource(id))
+	_, id, _ := flavor.ParseKeyURL(f.Encryption.KeyURL)
+	p, _ := protocol.ParseResourcePath(flavor.KeyResource(id))
 	key, _ := w.broker.Store.Get(ctx, p)
-	ann, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
+	ann, _ := flavor.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	serve := func(c wla.KeyproviderConfig) (net.Addr, func()) {
 		c.WLS, c.TPMAddr, c.BrokerKeys, c.LoopbackHTTP = w.wlsURL, sw.Addr, w.trust.BrokerKeys, true

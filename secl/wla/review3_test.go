@@ -216,7 +216,7 @@ func TestTransferOncePerSession(t *testing.T) {
 	w := setup(t, a)
 	doc, _ := os.ReadFile(filepath.Join(w.dir, "flavor.json"))
 	_, f, _ := flavor.Parse(doc)
-	_, keyID, _ := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	_, keyID, _ := flavor.ParseKeyURL(f.Encryption.KeyURL)
 	post := func(path, cookie string, v any) (*http.Response, []byte) {
 		body, _ := json.Marshal(v)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, w.broker.URL+path, bytes.NewReader(body))

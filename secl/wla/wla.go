@@ -26,7 +26,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
-	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -190,7 +189,7 @@ func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string, tr Trus
 	if f.Encryption == nil {
 		return nil, nil, fmt.Errorf("wla: flavor %s names no key: %w", f.Meta.ID, spec.ErrUnsupported)
 	}
-	_, keyID, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	_, keyID, err := flavor.ParseKeyURL(f.Encryption.KeyURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wla: flavor %s: %w", f.Meta.ID, err)
 	}

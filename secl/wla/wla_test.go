@@ -265,7 +265,7 @@ func TestWLSRefusesFlavors(t *testing.T) {
 	a := openTPM(t)
 	w := setup(t, a)
 	foreignKey, _ := signer(t)
-	f, _ := flavor.New(flavor.PartImage, "x", wpm.KeyURL(w.broker.URL, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	f, _ := flavor.New(flavor.PartImage, "x", flavor.KeyURL(w.broker.URL, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	foreign, _ := flavor.Sign(f, foreignKey)
 	good, _ := os.ReadFile(filepath.Join(w.dir, "flavor.json"))
 	modified := bytes.Replace(good, []byte(`"vm"`), []byte(`"vn"`), 1)
@@ -313,14 +313,14 @@ func TestKeyProviderCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, id, _ := wpm.ParseKeyURL(f.Encryption.KeyURL)
-	p, _ := protocol.ParseResourcePath(wpm.KeyResource(id))
+	_, id, _ := flavor.ParseKeyURL(f.Encryption.KeyURL)
+	p, _ := protocol.ParseResourcePath(flavor.KeyResource(id))
 	key, err := w.broker.Store.Get(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer1, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
-	layer2, _ := wpm.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":2}`))
+	layer1, _ := flavor.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
+	layer2, _ := flavor.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":2}`))
 	kp := &wla.KeyProvider{WLS: wls.NewClient(w.wlsURL, nil, nil), TPM: a, BrokerKeys: w.trust.BrokerKeys, CacheTTL: time.Minute}
 	if got, err := kp.UnwrapKey(ctx, nil, layer1); err != nil || string(got) != `{"layer":1}` {
 		t.Fatalf("layer 1: %q, %v", got, err)

@@ -23,7 +23,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
-	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -108,9 +107,9 @@ func TestW12CreateOnlyFlavors(t *testing.T) {
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
 	c := wls.NewClient(hs.URL, f.admin, nil)
-	fl, _ := flavor.New(flavor.PartImage, "vm", wpm.KeyURL("https://kbs-a.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	fl, _ := flavor.New(flavor.PartImage, "vm", flavor.KeyURL("https://kbs-a.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	doc1, _ := flavor.Sign(fl, f.key)
-	fl.Encryption.KeyURL = wpm.KeyURL("https://kbs-b.example", "3b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c")
+	fl.Encryption.KeyURL = flavor.KeyURL("https://kbs-b.example", "3b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c")
 	doc2, _ := flavor.Sign(fl, f.key)
 	if _, err := c.AddFlavor(ctx, doc1); err != nil {
 		t.Fatal(err)
@@ -231,7 +230,7 @@ func BenchmarkW21RefusedKeyByURL(b *testing.B) {
 	}
 	store.Close()
 	for i := range 1000 { // written straight into the store: New verifies and indexes them
-		fl, _ := flavor.New(flavor.PartImage, fmt.Sprintf("vm%d", i), wpm.KeyURL(fmt.Sprintf("https://kbs%d.example", i), "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+		fl, _ := flavor.New(flavor.PartImage, fmt.Sprintf("vm%d", i), flavor.KeyURL(fmt.Sprintf("https://kbs%d.example", i), "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 		doc, _ := flavor.Sign(fl, f.key)
 		if err := os.WriteFile(filepath.Join(f.dir, "flavors", fl.Meta.ID+".json"), doc, 0o600); err != nil {
 			b.Fatal(err)
@@ -242,7 +241,7 @@ func BenchmarkW21RefusedKeyByURL(b *testing.B) {
 	if ids, _ := store.FlavorIDs(); len(ids) != 1000 {
 		b.Fatalf("%d flavors stored", len(ids))
 	}
-	body := []byte(`{"key_url":"` + wpm.KeyURL("https://not-a-stored-broker.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c") + `"}`)
+	body := []byte(`{"key_url":"` + flavor.KeyURL("https://not-a-stored-broker.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c") + `"}`)
 	b.ResetTimer()
 	for range b.N {
 		req := httptest.NewRequest(http.MethodPost, wls.PathKeyChallenge, bytes.NewReader(body))

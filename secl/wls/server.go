@@ -20,7 +20,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
-	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -143,7 +142,7 @@ func brokerOf(f *flavor.Flavor) string {
 	if f.Encryption == nil {
 		return ""
 	}
-	b, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	b, _, err := flavor.ParseKeyURL(f.Encryption.KeyURL)
 	if err != nil {
 		return ""
 	}
@@ -496,7 +495,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request, id string) {
 		s.storeError(w, err)
 		return
 	}
-	base, _, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	base, _, err := flavor.ParseKeyURL(f.Encryption.KeyURL)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
@@ -522,7 +521,7 @@ func (s *Server) flavorKey(w http.ResponseWriter, r *http.Request, id string) {
 		s.storeError(w, err)
 		return
 	}
-	base, keyID, err := wpm.ParseKeyURL(f.Encryption.KeyURL)
+	base, keyID, err := flavor.ParseKeyURL(f.Encryption.KeyURL)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, fmt.Sprintf("flavor %s: %v", f.Meta.ID, err))
 		return
@@ -576,7 +575,7 @@ func (s *Server) brokerAllowed(base string) bool {
 
 // keyURLFrom parses and authorizes a host-supplied key URL.
 func (s *Server) keyURLFrom(w http.ResponseWriter, r *http.Request, keyURL string) (base, id string, ok bool) {
-	base, id, err := wpm.ParseKeyURL(keyURL)
+	base, id, err := flavor.ParseKeyURL(keyURL)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, err.Error())
 		return "", "", false

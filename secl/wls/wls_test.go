@@ -24,7 +24,6 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
-	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -63,7 +62,7 @@ func (f *fixture) start(t testing.TB) string {
 }
 
 func (f *fixture) flavor(t testing.TB, brokerURL string) (string, []byte) {
-	fl, err := flavor.New(flavor.PartImage, "vm", wpm.KeyURL(brokerURL, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	fl, err := flavor.New(flavor.PartImage, "vm", flavor.KeyURL(brokerURL, "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,8 +187,8 @@ func TestKeyURLAllowlist(t *testing.T) {
 		name, keyURL string
 		wantDenied   bool
 	}{
-		{"broker of a stored flavor", wpm.KeyURL(known, "00000000-0000-4000-8000-000000000002"), false},
-		{"another broker", wpm.KeyURL("http://169.254.169.254", "00000000-0000-4000-8000-000000000002"), true},
+		{"broker of a stored flavor", flavor.KeyURL(known, "00000000-0000-4000-8000-000000000002"), false},
+		{"another broker", flavor.KeyURL("http://169.254.169.254", "00000000-0000-4000-8000-000000000002"), true},
 	} {
 		_, err := c.KeyChallenge(ctx, tc.keyURL)
 		if denied := errors.Is(err, spec.ErrPolicyDenied); denied != tc.wantDenied {
@@ -243,7 +242,7 @@ func ExampleClient_ReplaceFlavor() {
 	c := wls.NewClient(hs.URL, f.admin, nil)
 	ctx := context.Background()
 
-	fl, _ := flavor.New(flavor.PartImage, "vm", wpm.KeyURL("https://kbs.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	fl, _ := flavor.New(flavor.PartImage, "vm", flavor.KeyURL("https://kbs.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	v1, _ := flavor.Sign(fl, f.key)
 	fl.Meta.Description.Label = "vm, release 2"
 	v2, _ := flavor.Sign(fl, f.key)

@@ -43,8 +43,8 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	_, id, _ := wpm.ParseKeyURL(f.Encryption.KeyURL)
-	key, _ := broker.Store().Get(ctx, mustPath(wpm.KeyResource(id)))
+	_, id, _ := flavor.ParseKeyURL(f.Encryption.KeyURL)
+	key, _ := broker.Store().Get(ctx, mustPath(flavor.KeyResource(id)))
 	fmt.Println(f.Meta.Description.FlavorPart, f.EncryptionRequired, strings.HasPrefix(f.Encryption.KeyURL, hs.URL+"/kbs/v1/keys/"))
 	fmt.Println(len(key), flavor.ValidID(f.Meta.ID))
 	// Output:

@@ -2,10 +2,7 @@ package wpm
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -21,103 +18,16 @@ import (
 	"github.com/coffer-dev/coffer/transport"
 )
 
-// ProviderName is SecL's ocicrypt keyprovider name: skopeo's
-// --encryption-key provider:isecl:any, annotation
-// org.opencontainers.image.enc.keys.provider.isecl.
-const ProviderName = "isecl"
-
-// MaxAnnotation bounds an annotation entry before it is parsed.
-const MaxAnnotation = 16 << 10
-
-// AnnotationPacket is SecL's provider.isecl annotation entry
-// (pkg/model/ocicrypt): the key URL and the layer's private options
-// sealed with the key behind it.
-type AnnotationPacket struct {
-	KeyURL     string `json:"key_url"`
-	WrappedKey []byte `json:"wrapped_key"` // JSON of aesPacket
-	WrapType   string `json:"wrap_type"`   // "AES"
-}
-
-// aesPacket is SecL's AES-256-GCM packet (no associated data).
-type aesPacket struct {
-	Ciphertext []byte `json:"cipher_text"`
-	Nonce      []byte `json:"nonce"`
-}
-
-// SealAnnotation seals privopts with the 32-byte key kek (AES-256-GCM,
-// random 12-byte nonce) into SecL's annotation entry naming keyURL.
-func SealAnnotation(kek []byte, keyURL string, privopts []byte) ([]byte, error) {
-	gcm, err := newGCM(kek)
-	if err != nil {
-		return nil, err
-	}
-	nonce := make([]byte, gcm.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, err
-	}
-	inner, err := json.Marshal(aesPacket{Ciphertext: gcm.Seal(nil, nonce, privopts, nil), Nonce: nonce})
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(AnnotationPacket{KeyURL: keyURL, WrappedKey: inner, WrapType: "AES"})
-}
-
-// ParseAnnotation decodes an annotation entry (bounded) and checks its key URL.
-func ParseAnnotation(entry []byte) (*AnnotationPacket, error) {
-	if len(entry) > MaxAnnotation {
-		return nil, fmt.Errorf("isecl annotation of %d bytes, at most %d: %w", len(entry), MaxAnnotation, spec.ErrUnsupported)
-	}
-	var p AnnotationPacket
-	if err := json.Unmarshal(entry, &p); err != nil {
-		return nil, fmt.Errorf("isecl annotation: %v: %w", err, spec.ErrUnsupported)
-	}
-	if p.WrapType != "AES" {
-		return nil, fmt.Errorf("isecl annotation: wrap_type %q, want AES: %w", p.WrapType, spec.ErrUnsupported)
-	}
-	if _, _, err := ParseKeyURL(p.KeyURL); err != nil {
-		return nil, fmt.Errorf("isecl annotation: %v: %w", err, spec.ErrUnsupported)
-	}
-	return &p, nil
-}
-
-// Open recovers the private options with kek.
-func (p *AnnotationPacket) Open(kek []byte) ([]byte, error) {
-	gcm, err := newGCM(kek)
-	if err != nil {
-		return nil, err
-	}
-	var a aesPacket
-	if err := json.Unmarshal(p.WrappedKey, &a); err != nil || len(a.Nonce) != gcm.NonceSize() {
-		return nil, fmt.Errorf("isecl annotation: malformed wrapped_key: %w", spec.ErrUnsupported)
-	}
-	pt, err := gcm.Open(nil, a.Nonce, a.Ciphertext, nil)
-	if err != nil {
-		return nil, fmt.Errorf("isecl annotation: the key of %s does not open it: %w", p.KeyURL, spec.ErrIntegrity)
-	}
-	return pt, nil
-}
-
-func newGCM(kek []byte) (cipher.AEAD, error) {
-	if len(kek) != 32 {
-		return nil, fmt.Errorf("isecl key of %d bytes, want 32: %w", len(kek), spec.ErrNoKey)
-	}
-	b, err := aes.NewCipher(kek)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(b)
-}
-
 // wrapper is a keywrap.Wrapper for one broker key.
 type wrapper struct {
 	kek    []byte
 	keyURL string
 }
 
-func (w *wrapper) Scheme() string { return "provider." + ProviderName }
+func (w *wrapper) Scheme() string { return "provider." + flavor.ProviderName }
 
 func (w *wrapper) Wrap(_ context.Context, privopts []byte) ([]byte, error) {
-	return SealAnnotation(w.kek, w.keyURL, privopts)
+	return flavor.SealAnnotation(w.kek, w.keyURL, privopts)
 }
 
 // newBrokerKey creates a fresh key in the broker and returns it with its id.
@@ -127,7 +37,7 @@ func newBrokerKey(ctx context.Context, admin *adminclient.Client) (key []byte, i
 	if _, err := rand.Read(key); err != nil {
 		return nil, "", err
 	}
-	if err := admin.CreateResource(ctx, KeyResource(id), key); err != nil {
+	if err := admin.CreateResource(ctx, flavor.KeyResource(id), key); err != nil {
 		clear(key)
 		return nil, "", fmt.Errorf("wpm: creating the image key in the broker: %w", err)
 	}
@@ -148,9 +58,9 @@ type KeyProvider struct {
 
 // WrapKey implements keyprovider.Handler.
 func (k *KeyProvider) WrapKey(ctx context.Context, params map[string][][]byte, optsData []byte) ([]byte, error) {
-	ps, ok := params[ProviderName]
+	ps, ok := params[flavor.ProviderName]
 	if !ok {
-		return nil, fmt.Errorf("no %q parameters in the request: %w", ProviderName, spec.ErrUnsupported)
+		return nil, fmt.Errorf("no %q parameters in the request: %w", flavor.ProviderName, spec.ErrUnsupported)
 	}
 	for _, p := range ps {
 		if s := strings.TrimSpace(string(p)); s != "" && s != "any" {
@@ -162,7 +72,7 @@ func (k *KeyProvider) WrapKey(ctx context.Context, params map[string][][]byte, o
 		return nil, err
 	}
 	defer clear(key)
-	return SealAnnotation(key, KeyURL(k.BrokerURL, id), optsData)
+	return flavor.SealAnnotation(key, flavor.KeyURL(k.BrokerURL, id), optsData)
 }
 
 // UnwrapKey implements keyprovider.Handler: the owner does not unwrap.
@@ -213,7 +123,7 @@ func CreateContainerImageFlavor(ctx context.Context, r ContainerFlavorRequest) (
 		return nil, err
 	}
 	defer clear(key)
-	keyURL := KeyURL(r.BrokerURL, id)
+	keyURL := flavor.KeyURL(r.BrokerURL, id)
 	var w keywrap.Wrapper = &wrapper{kek: key, keyURL: keyURL}
 	if _, err := imagecrypt.Copy(ctx, src, dst, imagecrypt.EncryptFor(w), r.TransportOptions); err != nil {
 		return nil, fmt.Errorf("wpm: %w", err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
-	"github.com/coffer-dev/coffer/secl/wpm"
+	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -21,7 +21,7 @@ func TestAnnotation(t *testing.T) {
 	rand.Read(kek)
 	rand.Read(other)
 	opts := []byte(`{"symkey":"x","digest":"sha256:00","cipheroptions":{"nonce":"y"}}`)
-	entry, err := wpm.SealAnnotation(kek, testKeyURL, opts)
+	entry, err := flavor.SealAnnotation(kek, testKeyURL, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestAnnotation(t *testing.T) {
 			t.Errorf("annotation %s lacks %s", entry, field)
 		}
 	}
-	p, err := wpm.ParseAnnotation(entry)
+	p, err := flavor.ParseAnnotation(entry)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,9 +44,9 @@ func TestAnnotation(t *testing.T) {
 		strings.Replace(string(entry), `"AES"`, `"RSA"`, 1),
 		strings.Replace(string(entry), "/transfer", "/x", 1),
 		`{`,
-		strings.Repeat(" ", wpm.MaxAnnotation+1),
+		strings.Repeat(" ", flavor.MaxAnnotation+1),
 	} {
-		if _, err := wpm.ParseAnnotation([]byte(bad)); !errors.Is(err, spec.ErrUnsupported) {
+		if _, err := flavor.ParseAnnotation([]byte(bad)); !errors.Is(err, spec.ErrUnsupported) {
 			t.Errorf("ParseAnnotation(%.40q) = %v, want ErrUnsupported", bad, err)
 		}
 	}
@@ -58,16 +58,16 @@ func FuzzAnnotation(f *testing.F) {
 	kek := make([]byte, 32)
 	rand.Read(kek)
 	opts := []byte(`{"symkey":"fuzz"}`)
-	entry, _ := wpm.SealAnnotation(kek, testKeyURL, opts)
+	entry, _ := flavor.SealAnnotation(kek, testKeyURL, opts)
 	f.Add(entry)
 	f.Add([]byte(`{"key_url":"` + testKeyURL + `","wrapped_key":"e30=","wrap_type":"AES"}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		fuzzbound.Limit(t, fuzzbound.Default)
-		p, err := wpm.ParseAnnotation(in)
+		p, err := flavor.ParseAnnotation(in)
 		if err != nil {
 			return
 		}
-		if _, _, err := wpm.ParseKeyURL(p.KeyURL); err != nil {
+		if _, _, err := flavor.ParseKeyURL(p.KeyURL); err != nil {
 			t.Fatalf("accepted a bad key URL %q", p.KeyURL)
 		}
 		if got, err := p.Open(kek); err == nil && !bytes.Equal(got, opts) {

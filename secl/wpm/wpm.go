@@ -11,8 +11,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 
 	"github.com/google/uuid"
 
@@ -22,37 +20,6 @@ import (
 	"github.com/coffer-dev/coffer/keywrap/keys"
 	"github.com/coffer-dev/coffer/secl/flavor"
 )
-
-// KeyRepo and KeyType are where the broker keeps SecL image keys: the key
-// with id UUID is the resource KeyRepo/KeyType/UUID, transferred at
-// <broker>/kbs/v1/keys/UUID/transfer (SecL's KBS path).
-const (
-	KeyRepo = "secl"
-	KeyType = "keys"
-)
-
-// KeyURL is the transfer URL of key id on the broker at base.
-func KeyURL(base, id string) string {
-	return strings.TrimRight(base, "/") + "/kbs/v1/keys/" + id + "/transfer"
-}
-
-// KeyResource is the broker resource path ("repo/type/tag") of key id.
-func KeyResource(id string) string { return KeyRepo + "/" + KeyType + "/" + id }
-
-// ParseKeyURL returns the broker base URL and key id of a transfer URL
-// KeyURL made.
-func ParseKeyURL(keyURL string) (base, id string, err error) {
-	u, err := url.Parse(keyURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", "", fmt.Errorf("key_url %q: want http(s)://HOST/kbs/v1/keys/<uuid>/transfer", keyURL)
-	}
-	rest, ok := strings.CutPrefix(u.Path, "/kbs/v1/keys/")
-	id, ok2 := strings.CutSuffix(rest, "/transfer")
-	if !ok || !ok2 || !flavor.ValidID(id) || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", "", fmt.Errorf("key_url %q: want http(s)://HOST/kbs/v1/keys/<uuid>/transfer", keyURL)
-	}
-	return u.Scheme + "://" + u.Host, id, nil
-}
 
 // LoadSigningKey reads the flavor signing key (PKCS#8, PKCS#1 or SEC1 PEM;
 // RSA, ECDSA or Ed25519).
@@ -117,7 +84,7 @@ func CreateImageFlavor(ctx context.Context, r ImageFlavorRequest) (*flavor.Flavo
 		return nil, err
 	}
 	defer clear(key)
-	if err := r.Admin.CreateResource(ctx, KeyResource(id), key); err != nil {
+	if err := r.Admin.CreateResource(ctx, flavor.KeyResource(id), key); err != nil {
 		return nil, fmt.Errorf("wpm: creating the image key in the broker: %w", err)
 	}
 	fopts := []filecrypt.Option{filecrypt.WithMode(0o644)}
@@ -128,7 +95,7 @@ func CreateImageFlavor(ctx context.Context, r ImageFlavorRequest) (*flavor.Flavo
 	if err != nil {
 		return nil, fmt.Errorf("wpm: %w", err)
 	}
-	f, err := flavor.New(flavor.PartImage, r.Label, KeyURL(r.BrokerURL, id), base64.StdEncoding.EncodeToString(res.Digest))
+	f, err := flavor.New(flavor.PartImage, r.Label, flavor.KeyURL(r.BrokerURL, id), base64.StdEncoding.EncodeToString(res.Digest))
 	if err != nil {
 		return nil, err
 	}

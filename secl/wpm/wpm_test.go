@@ -30,7 +30,7 @@ func TestOpenSSLSigningKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := flavor.New(flavor.PartImage, "x", wpm.KeyURL("http://127.0.0.1:8080", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
+	f, _ := flavor.New(flavor.PartImage, "x", flavor.KeyURL("http://127.0.0.1:8080", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	doc, err := flavor.Sign(f, s)
 	if err != nil {
 		t.Fatal(err)
@@ -46,14 +46,14 @@ func TestParseKeyURL(t *testing.T) {
 	for _, tc := range []struct {
 		url, base, id string
 	}{
-		{wpm.KeyURL("https://kbs.example:8443/", id), "https://kbs.example:8443", id},
+		{flavor.KeyURL("https://kbs.example:8443/", id), "https://kbs.example:8443", id},
 		{"http://kbs/kbs/v1/keys/" + id + "/transfer", "http://kbs", id},
 		{"http://kbs/kbs/v1/keys/../x/transfer", "", ""},
 		{"http://kbs/kbs/v1/keys/" + id + "/transfer?x=1", "", ""},
 		{"ftp://kbs/kbs/v1/keys/" + id + "/transfer", "", ""},
 		{"http://user@kbs/kbs/v1/keys/" + id + "/transfer", "", ""},
 	} {
-		base, gotID, err := wpm.ParseKeyURL(tc.url)
+		base, gotID, err := flavor.ParseKeyURL(tc.url)
 		if base != tc.base || gotID != tc.id || (err == nil) != (tc.base != "") {
 			t.Errorf("ParseKeyURL(%q) = %q, %q, %v; want %q, %q", tc.url, base, gotID, err, tc.base, tc.id)
 		}
