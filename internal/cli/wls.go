@@ -11,6 +11,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 )
 
 func newWLSCmd() *cobra.Command {
@@ -44,7 +45,7 @@ func newWLSCmd() *cobra.Command {
 	f.StringSliceVar(&c.AllowedBrokers, "allowed-broker", nil, "broker URL hosts may ask keys of by key URL, besides those stored flavors name (repeatable)")
 
 	var url, adminKey, imageID, flavorID string
-	client := func(cmd *cobra.Command) (*wls.Client, error) {
+	client := func(cmd *cobra.Command) (*wlsclient.Client, error) {
 		if url == "" || adminKey == "" {
 			return nil, fmt.Errorf("--url and --admin-key are required: %w", ErrUsage)
 		}
@@ -52,7 +53,7 @@ func newWLSCmd() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		return wls.NewClient(url, k, trustOf(cmd.Context()).httpClient(2*time.Minute)), nil
+		return wlsclient.NewClient(url, k, trustOf(cmd.Context()).httpClient(2*time.Minute)), nil
 	}
 	addFlavor := &cobra.Command{
 		Use:   "add-flavor --url URL --admin-key KEY FLAVOR.json",

@@ -38,7 +38,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wla"
-	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -309,10 +309,10 @@ func attackW22(w *seclWorld) result {
 		if req.Method == http.MethodGet {
 			n := make([]byte, 32)
 			rand.Read(n)
-			json.NewEncoder(rw).Encode(wls.Challenge{Tee: protocol.TeeTPM, Nonce: base64.StdEncoding.EncodeToString(n), Session: "x"})
+			json.NewEncoder(rw).Encode(wlsclient.Challenge{Tee: protocol.TeeTPM, Nonce: base64.StdEncoding.EncodeToString(n), Session: "x"})
 			return
 		}
-		json.NewEncoder(rw).Encode(wls.FlavorKey{Flavor: fj, Key: wrapped})
+		json.NewEncoder(rw).Encode(wlsclient.FlavorKey{Flavor: fj, Key: wrapped})
 	}))
 	defer stop()
 	out := w.p("w22.img")
@@ -481,9 +481,9 @@ func attackW18(w *seclWorld) result {
 		return r
 	}
 	const img = "5a1e2d3c-4b5a-4968-8776-655443322155"
-	c1, b1 := w.adminPost(http.MethodPost, wls.PathFlavors, doc, "")
-	img1, _ := json.Marshal(wls.Image{ID: img, FlavorIDs: []string{f.Meta.ID}})
-	c2, b2 := w.adminPost(http.MethodPost, wls.PathImages, img1, "")
+	c1, b1 := w.adminPost(http.MethodPost, wlsclient.PathFlavors, doc, "")
+	img1, _ := json.Marshal(wlsclient.Image{ID: img, FlavorIDs: []string{f.Meta.ID}})
+	c2, b2 := w.adminPost(http.MethodPost, wlsclient.PathImages, img1, "")
 	if c1 != 201 || c2 != 201 {
 		r.observed = fmt.Sprintf("setup: %d %s / %d %s", c1, b1, c2, b2)
 		return r
@@ -510,7 +510,7 @@ func attackW21(w *seclWorld) result {
 			r.observed = err.Error()
 			return r
 		}
-		if code, b := w.adminPost(http.MethodPost, wls.PathFlavors, doc, ""); code != 201 {
+		if code, b := w.adminPost(http.MethodPost, wlsclient.PathFlavors, doc, ""); code != 201 {
 			r.observed = fmt.Sprintf("upload %d: HTTP %d %s", i, code, b)
 			return r
 		}
@@ -520,7 +520,7 @@ func attackW21(w *seclWorld) result {
 	codes := map[int]int{}
 	for range 40 {
 		t0 := time.Now()
-		resp, err := http.Post(w.wls+wls.PathKeyChallenge, "application/json", bytes.NewReader(body))
+		resp, err := http.Post(w.wls+wlsclient.PathKeyChallenge, "application/json", bytes.NewReader(body))
 		if err != nil {
 			r.observed = err.Error()
 			return r
@@ -666,16 +666,16 @@ func attackW3WLS(w *seclWorld) result {
 	key, _ := parseEd25519(k)
 	tok := token.SignAdmin(key, "", time.Now(), token.AdminClientTTL)
 	img := func(id string) []byte {
-		b, _ := json.Marshal(wls.Image{ID: id, FlavorIDs: []string{w.flavorID}})
+		b, _ := json.Marshal(wlsclient.Image{ID: id, FlavorIDs: []string{w.flavorID}})
 		return b
 	}
-	c1, _ := w.adminPost(http.MethodPost, wls.PathImages, img("1a1e2d3c-4b5a-4968-8776-655443322101"), tok)
+	c1, _ := w.adminPost(http.MethodPost, wlsclient.PathImages, img("1a1e2d3c-4b5a-4968-8776-655443322101"), tok)
 	w.stopWLS()
 	if err := w.startWLS(); err != nil {
 		r.observed = "restart: " + err.Error()
 		return r
 	}
-	c2, b2 := w.adminPost(http.MethodPost, wls.PathImages, img("1a1e2d3c-4b5a-4968-8776-655443322102"), tok)
+	c2, b2 := w.adminPost(http.MethodPost, wlsclient.PathImages, img("1a1e2d3c-4b5a-4968-8776-655443322102"), tok)
 	r.ok = c1 == 201 && c2 == http.StatusUnauthorized
 	r.observed = fmt.Sprintf("first use HTTP %d; after a restart the same token: HTTP %d %s", c1, c2, clip(detail([]byte(b2)), 80))
 	return r
@@ -694,7 +694,7 @@ func attackDupFlavor(w *seclWorld) result {
 	json.Unmarshal(doc, &sd)
 	forged := strings.Replace(string(sd.Flavor), `"dup"`, `"FORGED"`, 1)
 	dup := `{"flavor":` + forged + `,"flavor":` + string(sd.Flavor) + `,"signature":"` + sd.Signature + `"}`
-	code, body := w.adminPost(http.MethodPost, wls.PathFlavors, []byte(dup), "")
+	code, body := w.adminPost(http.MethodPost, wlsclient.PathFlavors, []byte(dup), "")
 	resp, err := http.Get(w.wls + "/wls/flavors/" + f.Meta.ID)
 	if err != nil {
 		r.observed = err.Error()
@@ -710,7 +710,7 @@ func attackDupFlavor(w *seclWorld) result {
 // Also fixed: a key transfer repeated within its session.
 func attackTransferTwice(w *seclWorld) result {
 	r := result{id: "W-tx2", name: "key transfer twice in one session"}
-	ch, err := wls.NewClient(w.wls, nil, nil).Challenge(context.Background(), w.image)
+	ch, err := wlsclient.NewClient(w.wls, nil, nil).Challenge(context.Background(), w.image)
 	if err != nil {
 		r.observed = err.Error()
 		return r

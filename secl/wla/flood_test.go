@@ -17,6 +17,7 @@ import (
 
 	"github.com/coffer-dev/coffer/kbs/server"
 	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 )
 
 // flood runs n unauthenticated callers, each from its own loopback
@@ -46,10 +47,10 @@ func flood(ctx context.Context, n int, wlsURL, image string) (got, sent *atomic.
 					continue
 				}
 				got.Add(1)
-				var ch wls.Challenge
+				var ch wlsclient.Challenge
 				json.Unmarshal(b, &ch)
 				if i%2 == 0 { // half of them answer with garbage (a broker /attest each), half never answer
-					body, _ := json.Marshal(wls.KeyRequest{Session: ch.Session})
+					body, _ := json.Marshal(wlsclient.KeyRequest{Session: ch.Session})
 					sent.Add(1)
 					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, wlsURL+"/wls/images/"+image+"/flavor-key", bytes.NewReader(body))
 					if resp, err := hc.Do(req); err == nil {

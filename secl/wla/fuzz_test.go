@@ -16,7 +16,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/wla"
-	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -29,7 +29,7 @@ func FuzzCheckTransfer(f *testing.F) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	signer, _ := token.NewSigner(k, "", 0)
 	_, tk, _ := protocol.GenerateTeeKey()
-	kr := &wls.KeyRequest{Attestation: protocol.Attestation{RuntimeData: protocol.RuntimeData{Nonce: "bm9uY2U=", TeePubKey: tk}}}
+	kr := &wlsclient.KeyRequest{Attestation: protocol.Attestation{RuntimeData: protocol.RuntimeData{Nonce: "bm9uY2U=", TeePubKey: tk}}}
 	digest, _ := protocol.ReportDataDigest(kr.Attestation.RuntimeData.Nonce, tk, "")
 	rd := hex.EncodeToString(protocol.ReportData(digest, tpm.ReportDataSize))
 	wrapped := []byte("wrapped key bytes")

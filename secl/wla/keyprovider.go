@@ -21,7 +21,7 @@ import (
 
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/secl/flavor"
-	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -34,7 +34,7 @@ import (
 // call, or for CacheTTL when set (the layers of one image share a key, so
 // one attestation serves the whole pull); a restart forgets them all.
 type KeyProvider struct {
-	WLS        *wls.Client
+	WLS        *wlsclient.Client
 	TPM        *tpm.TPM
 	BrokerKeys []*ecdsa.PublicKey // the brokers' transfer keys (required: CheckTransfer)
 	CacheTTL   time.Duration      // 0: no cache
@@ -200,7 +200,7 @@ func ServeKeyprovider(ctx context.Context, c KeyproviderConfig, logger *slog.Log
 	if c.WLS == "" {
 		return fmt.Errorf("wla keyprovider: a workload service URL is required")
 	}
-	if err := wls.CheckURL(c.WLS, c.LoopbackHTTP); err != nil {
+	if err := wlsclient.CheckURL(c.WLS, c.LoopbackHTTP); err != nil {
 		return fmt.Errorf("wla keyprovider: %w", err)
 	}
 	if len(c.BrokerKeys) == 0 {
@@ -231,7 +231,7 @@ func ServeKeyprovider(ctx context.Context, c KeyproviderConfig, logger *slog.Log
 		return fmt.Errorf("wla keyprovider: %w", err)
 	}
 	s := grpc.NewServer(opts...)
-	keyprovider.RegisterGRPC(s, &KeyProvider{WLS: wls.NewClient(c.WLS, nil, nil), TPM: t, BrokerKeys: c.BrokerKeys, CacheTTL: c.CacheTTL})
+	keyprovider.RegisterGRPC(s, &KeyProvider{WLS: wlsclient.NewClient(c.WLS, nil, nil), TPM: t, BrokerKeys: c.BrokerKeys, CacheTTL: c.CacheTTL})
 	logger.Info("wla keyprovider listening", "addr", ln.Addr().String(), "wls", c.WLS, "tcp_auth", len(opts) > 0)
 	if ready != nil {
 		ready(ln.Addr())

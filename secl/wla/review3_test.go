@@ -21,7 +21,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wla"
-	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
@@ -44,10 +44,10 @@ func fakeWLS(t *testing.T, host *tpm.TPM, fl json.RawMessage, sig string, key []
 		if r.Method == http.MethodGet {
 			n := make([]byte, 32)
 			rand.Read(n)
-			json.NewEncoder(w).Encode(wls.Challenge{Tee: protocol.TeeTPM, Nonce: base64.StdEncoding.EncodeToString(n), Session: "s"})
+			json.NewEncoder(w).Encode(wlsclient.Challenge{Tee: protocol.TeeTPM, Nonce: base64.StdEncoding.EncodeToString(n), Session: "s"})
 			return
 		}
-		json.NewEncoder(w).Encode(wls.FlavorKey{Flavor: fl, Signature: sig, Key: wrapped, Proof: proof})
+		json.NewEncoder(w).Encode(wlsclient.FlavorKey{Flavor: fl, Signature: sig, Key: wrapped, Proof: proof})
 	}))
 	t.Cleanup(hs.Close)
 	return hs.URL
@@ -242,7 +242,7 @@ func TestTransferOncePerSession(t *testing.T) {
 			sess = c.Value
 		}
 	}
-	kr, err := wla.Prove(ctx, a, &wls.Challenge{Tee: protocol.TeeTPM, Nonce: ch.Nonce, Session: sess})
+	kr, err := wla.Prove(ctx, a, &wlsclient.Challenge{Tee: protocol.TeeTPM, Nonce: ch.Nonce, Session: sess})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
-	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -34,7 +34,7 @@ import (
 // of the attestation (so the quote's report data binds it), the quote
 // covers the nonce and that key, and the binding key's certification
 // carries the same report data, so the broker can tie all three together.
-func Prove(ctx context.Context, t *tpm.TPM, ch *wls.Challenge) (*wls.KeyRequest, error) {
+func Prove(ctx context.Context, t *tpm.TPM, ch *wlsclient.Challenge) (*wlsclient.KeyRequest, error) {
 	if ch.Tee != protocol.TeeTPM {
 		return nil, fmt.Errorf("wla: challenge for tee %q, this host attests with a TPM: %w", ch.Tee, spec.ErrUnsupported)
 	}
@@ -63,7 +63,7 @@ func Prove(ctx context.Context, t *tpm.TPM, ch *wls.Challenge) (*wls.KeyRequest,
 		return nil, err
 	}
 	b64 := base64.StdEncoding.EncodeToString
-	return &wls.KeyRequest{
+	return &wlsclient.KeyRequest{
 		Session: ch.Session,
 		Attestation: protocol.Attestation{
 			RuntimeData: protocol.RuntimeData{Nonce: ch.Nonce, TeePubKey: jwk},
@@ -93,7 +93,7 @@ const (
 // the binding key), for key keyID, over exactly these wrapped bytes,
 // issued within MaxProofAge of now. A key wrapped by anyone else (a fake
 // WLS, a relay) to this host's binding key has no such proof.
-func CheckTransfer(proof string, brokerKeys []*ecdsa.PublicKey, kr *wls.KeyRequest, keyID string, wrapped []byte, now time.Time) error {
+func CheckTransfer(proof string, brokerKeys []*ecdsa.PublicKey, kr *wlsclient.KeyRequest, keyID string, wrapped []byte, now time.Time) error {
 	if len(brokerKeys) == 0 {
 		return fmt.Errorf("%w: no broker transfer key pinned", ErrNoTrustAnchor)
 	}
@@ -153,7 +153,7 @@ func (tr Trust) checkFlavor(f *flavor.Flavor) error {
 // FetchKey gets image id's flavor and key through the workload service,
 // verifies the flavor (signers, expected id/label), the broker's transfer
 // proof, and unbinds the key in t. The caller must clear the key.
-func FetchKey(ctx context.Context, c *wls.Client, t *tpm.TPM, id string, tr Trust) (*flavor.Flavor, []byte, error) {
+func FetchKey(ctx context.Context, c *wlsclient.Client, t *tpm.TPM, id string, tr Trust) (*flavor.Flavor, []byte, error) {
 	if len(tr.Signers) == 0 {
 		return nil, nil, fmt.Errorf("%w: no flavor signer certificate", ErrNoTrustAnchor)
 	}
@@ -225,7 +225,7 @@ func DecryptImage(ctx context.Context, r DecryptRequest) (*flavor.Flavor, error)
 	if r.WLS == "" || r.ImageID == "" || r.Input == "" || r.Output == "" {
 		return nil, errors.New("wla: WLS, image id, input and output are required")
 	}
-	if err := wls.CheckURL(r.WLS, r.LoopbackHTTP); err != nil {
+	if err := wlsclient.CheckURL(r.WLS, r.LoopbackHTTP); err != nil {
 		return nil, fmt.Errorf("wla: %w", err)
 	}
 	if r.TPM == nil {
@@ -236,7 +236,7 @@ func DecryptImage(ctx context.Context, r DecryptRequest) (*flavor.Flavor, error)
 		defer t.Close()
 		r.TPM = t
 	}
-	c := wls.NewClient(r.WLS, nil, r.HTTP)
+	c := wlsclient.NewClient(r.WLS, nil, r.HTTP)
 	f, key, err := FetchKey(ctx, c, r.TPM, r.ImageID, r.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("wla: image %s: %w", r.ImageID, err)

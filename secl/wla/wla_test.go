@@ -28,6 +28,7 @@ import (
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wla"
 	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/secl/wpm"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
@@ -52,7 +53,7 @@ type world struct {
 	key     crypto.Signer // the flavor signer's key
 	broker  *kbstest.Broker
 	wlsURL  string
-	admin   *wls.Client
+	admin   *wlsclient.Client
 	plain   []byte
 	enc     string
 	imageID string
@@ -112,7 +113,7 @@ func setupWith(t *testing.T, host *tpm.TPM, bopts []server.Option, wopts []wls.O
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	w.wlsURL = hs.URL
-	w.admin = wls.NewClient(hs.URL, adminKey, nil)
+	w.admin = wlsclient.NewClient(hs.URL, adminKey, nil)
 	doc, _ := os.ReadFile(flavorFile)
 	fid, err := w.admin.AddFlavor(ctx, doc)
 	if err != nil || fid != f.Meta.ID {
@@ -198,7 +199,7 @@ func TestKeyTransferAttacks(t *testing.T) {
 	ctx := t.Context()
 	a, b := openTPM(t), openTPM(t)
 	w := setup(t, a)
-	c := wls.NewClient(w.wlsURL, nil, nil)
+	c := wlsclient.NewClient(w.wlsURL, nil, nil)
 
 	// B's binding key (certified by B's AK over A's report data) in A's attestation.
 	ch, err := c.Challenge(ctx, w.imageID)
@@ -278,7 +279,7 @@ func TestWLSRefusesFlavors(t *testing.T) {
 			t.Errorf("%s: AddFlavor err = %v, want a refusal", tc.name, err)
 		}
 	}
-	noAdmin := wls.NewClient(w.wlsURL, nil, nil)
+	noAdmin := wlsclient.NewClient(w.wlsURL, nil, nil)
 	if _, err := noAdmin.AddFlavor(ctx, good); err == nil {
 		t.Error("AddFlavor without admin key accepted")
 	}
@@ -321,11 +322,11 @@ func TestKeyProviderCache(t *testing.T) {
 	}
 	layer1, _ := flavor.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":1}`))
 	layer2, _ := flavor.SealAnnotation(key, f.Encryption.KeyURL, []byte(`{"layer":2}`))
-	kp := &wla.KeyProvider{WLS: wls.NewClient(w.wlsURL, nil, nil), TPM: a, BrokerKeys: w.trust.BrokerKeys, CacheTTL: time.Minute}
+	kp := &wla.KeyProvider{WLS: wlsclient.NewClient(w.wlsURL, nil, nil), TPM: a, BrokerKeys: w.trust.BrokerKeys, CacheTTL: time.Minute}
 	if got, err := kp.UnwrapKey(ctx, nil, layer1); err != nil || string(got) != `{"layer":1}` {
 		t.Fatalf("layer 1: %q, %v", got, err)
 	}
-	dead := wls.NewClient("http://127.0.0.1:1", nil, nil)
+	dead := wlsclient.NewClient("http://127.0.0.1:1", nil, nil)
 	kp.WLS = dead // the second layer must come from the cache
 	if got, err := kp.UnwrapKey(ctx, nil, layer2); err != nil || string(got) != `{"layer":2}` {
 		t.Fatalf("layer 2 from the cache: %q, %v", got, err)

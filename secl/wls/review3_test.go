@@ -23,6 +23,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -50,7 +51,7 @@ func TestW18NoRedirectNoEcho(t *testing.T) {
 		f := newFixture(t, t.TempDir())
 		id, doc := f.flavor(t, broker)
 		url := f.start(t)
-		c := wls.NewClient(url, f.admin, nil)
+		c := wlsclient.NewClient(url, f.admin, nil)
 		if _, err := c.AddFlavor(t.Context(), doc); err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +107,7 @@ func TestW12CreateOnlyFlavors(t *testing.T) {
 	defer store.Close()
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	c := wls.NewClient(hs.URL, f.admin, nil)
+	c := wlsclient.NewClient(hs.URL, f.admin, nil)
 	fl, _ := flavor.New(flavor.PartImage, "vm", flavor.KeyURL("https://kbs-a.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")
 	doc1, _ := flavor.Sign(fl, f.key)
 	fl.Encryption.KeyURL = flavor.KeyURL("https://kbs-b.example", "3b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c")
@@ -153,7 +154,7 @@ func TestStoresVerifiedBytes(t *testing.T) {
 	ctx := t.Context()
 	f := newFixture(t, t.TempDir())
 	url := f.start(t)
-	c := wls.NewClient(url, f.admin, nil)
+	c := wlsclient.NewClient(url, f.admin, nil)
 	id, doc := f.flavor(t, "https://kbs.example")
 	var sd flavor.Signed
 	json.Unmarshal(doc, &sd)
@@ -291,7 +292,7 @@ func TestW20PendingCaps(t *testing.T) {
 	}
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	c := wls.NewClient(hs.URL, f.admin, nil)
+	c := wlsclient.NewClient(hs.URL, f.admin, nil)
 	id, doc := f.flavor(t, broker.URL)
 	if _, err := c.AddFlavor(t.Context(), doc); err != nil {
 		t.Fatal(err)

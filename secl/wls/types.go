@@ -28,69 +28,26 @@
 // verifies a fresh TPM quote.
 package wls
 
-import (
-	"encoding/json"
+import "github.com/coffer-dev/coffer/secl/wlsclient"
 
-	"github.com/coffer-dev/coffer/kbs/protocol"
+// The wire vocabulary is package wlsclient's, shared with hosts.
+type (
+	Image         = wlsclient.Image
+	Challenge     = wlsclient.Challenge
+	KeyRequest    = wlsclient.KeyRequest
+	FlavorKey     = wlsclient.FlavorKey
+	KeyURLRequest = wlsclient.KeyURLRequest
+	ReturnKey     = wlsclient.ReturnKey
 )
 
-// Paths.
+// Paths (see wlsclient).
 const (
-	PathFlavors = "/wls/flavors"
-	PathImages  = "/wls/images"
-	// FlavorKeySuffix follows /wls/images/{id}.
-	FlavorKeySuffix  = "/flavor-key"
-	PathKeys         = "/wls/keys"
-	PathKeyChallenge = "/wls/keys/challenge"
+	PathFlavors      = wlsclient.PathFlavors
+	PathImages       = wlsclient.PathImages
+	FlavorKeySuffix  = wlsclient.FlavorKeySuffix
+	PathKeys         = wlsclient.PathKeys
+	PathKeyChallenge = wlsclient.PathKeyChallenge
 )
 
 // maxBody bounds request bodies and stored image records.
-const maxBody = 256 << 10
-
-// Image is SecL's ImageInfo: an image and its flavors.
-type Image struct {
-	ID        string   `json:"id"`
-	FlavorIDs []string `json:"flavor_ids"`
-}
-
-// Challenge is the broker's nonce, relayed to a host, and the broker
-// session the host's KeyRequest continues.
-type Challenge struct {
-	Tee     protocol.Tee `json:"tee"`
-	Nonce   string       `json:"nonce"`
-	Session string       `json:"session"`
-}
-
-// KeyRequest is a host's answer to a Challenge: its attestation (RCAR)
-// and its binding key certified by the attested AK.
-type KeyRequest struct {
-	Session     string                 `json:"session"`
-	Attestation protocol.Attestation   `json:"attestation"`
-	BindingKey  protocol.TPMBindingKey `json:"binding_key"`
-}
-
-// FlavorKey is SecL's flavor-key reply: the signed flavor and the key
-// wrapped to the host's binding key.
-type FlavorKey struct {
-	Flavor    json.RawMessage `json:"flavor"`
-	Signature string          `json:"signature"`
-	Key       []byte          `json:"key,omitempty"`
-	// Proof is the broker's signed KeyTransferProof for Key (coffer's
-	// addition): the host accepts Key only with a proof its pinned broker
-	// key verifies, for the attestation it made.
-	Proof string `json:"transfer_proof,omitempty"`
-}
-
-// KeyURLRequest is a host's key request by key URL (a container layer's
-// annotation names the key, not the image).
-type KeyURLRequest struct {
-	KeyURL string `json:"key_url"`
-	KeyRequest
-}
-
-// ReturnKey is SecL's /wls/keys reply: the key wrapped to the host's
-// binding key.
-type ReturnKey struct {
-	Key   []byte `json:"key"`
-	Proof string `json:"transfer_proof,omitempty"` // as FlavorKey.Proof
-}
+const maxBody = wlsclient.MaxBody

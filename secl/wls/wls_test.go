@@ -24,6 +24,7 @@ import (
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/secl/wls"
+	"github.com/coffer-dev/coffer/secl/wlsclient"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -86,7 +87,7 @@ func TestStoreAndErrors(t *testing.T) {
 	dead := "http://" + l.Addr().String()
 	l.Close()
 	id, doc := f.flavor(t, dead)
-	c := wls.NewClient(f.start(t), f.admin, nil)
+	c := wlsclient.NewClient(f.start(t), f.admin, nil)
 	if got, err := c.AddFlavor(ctx, doc); err != nil || got != id {
 		t.Fatalf("AddFlavor = %q, %v", got, err)
 	}
@@ -97,7 +98,7 @@ func TestStoreAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	url2 := f.start(t) // a second service on the same directory
-	c2 := wls.NewClient(url2, f.admin, nil)
+	c2 := wlsclient.NewClient(url2, f.admin, nil)
 	resp, err := http.Get(url2 + "/wls/flavors/" + id)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("stored flavor after restart: %v %v", resp, err)
@@ -157,7 +158,7 @@ func Example() {
 		wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	c := wls.NewClient(hs.URL, f.admin, nil)
+	c := wlsclient.NewClient(hs.URL, f.admin, nil)
 
 	id, doc := f.flavor(nil, "https://kbs.example")
 	got, err := c.AddFlavor(context.Background(), doc)
@@ -179,7 +180,7 @@ func TestKeyURLAllowlist(t *testing.T) {
 	known := "http://" + l.Addr().String()
 	l.Close()
 	_, doc := f.flavor(t, known)
-	c := wls.NewClient(f.start(t), f.admin, nil)
+	c := wlsclient.NewClient(f.start(t), f.admin, nil)
 	if _, err := c.AddFlavor(ctx, doc); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func ExampleClient_ReplaceFlavor() {
 		wls.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	c := wls.NewClient(hs.URL, f.admin, nil)
+	c := wlsclient.NewClient(hs.URL, f.admin, nil)
 	ctx := context.Background()
 
 	fl, _ := flavor.New(flavor.PartImage, "vm", flavor.KeyURL("https://kbs.example", "2b7a3e1c-6a2e-4b8e-9c1f-0d4f5e6a7b8c"), "")

@@ -1,4 +1,4 @@
-package wls
+package wlsclient
 
 import (
 	"bytes"
@@ -63,7 +63,7 @@ func (c *Client) do(ctx context.Context, method, path string, admin bool, in, ou
 		return fmt.Errorf("wls unreachable: %w", err)
 	}
 	defer resp.Body.Close()
-	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+flavor.MaxSignedFlavor))
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+flavor.MaxSignedFlavor))
 	if err != nil {
 		return err
 	}
