@@ -64,7 +64,7 @@ func startNodeWith(t *testing.T, in nodecfg.Install) node {
 	return node{c, keys}
 }
 
-func ecKey(t *testing.T, dir, name string) (pubPath string) {
+func ecKey(t testing.TB, dir, name string) (pubPath string) {
 	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
@@ -114,7 +114,7 @@ func ociArchive(t *testing.T, manifest []byte, blobs ...[]byte) string {
 
 // encrypted encrypts the selected layers of img for pub (a public key file,
 // or a full recipient such as provider:…).
-func encrypted(t *testing.T, img v1.Image, pub string, layers ...int) v1.Image {
+func encrypted(t testing.TB, img v1.Image, pub string, layers ...int) v1.Image {
 	t.Helper()
 	ctx := context.Background()
 	if !strings.Contains(pub, ":") {

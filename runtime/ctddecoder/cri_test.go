@@ -46,7 +46,7 @@ func (n criNode) run(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (n criNode) must(t *testing.T, ctx context.Context, args ...string) string {
+func (n criNode) must(t testing.TB, ctx context.Context, args ...string) string {
 	t.Helper()
 	out, err := n.run(ctx, args...)
 	if err != nil {
@@ -62,7 +62,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func push(t *testing.T, img v1.Image, ref string) {
+func push(t testing.TB, img v1.Image, ref string) {
 	t.Helper()
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -142,10 +142,10 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	n.must(t, ctx, "pull", host+"/team-a/app:1")
 	// A host-network pod, and one in its own network namespace wired by
 	// Debian's CNI bridge and host-local plugins.
-	if out, _ := n.runPod(t, ctx, "host-pod", true, host+"/team-a/app:1", "/secret.txt"); out != "team-a secret" {
+	if out, _, _ := n.runPod(t, ctx, "host-pod", true, host+"/team-a/app:1", "/bin/busybox", "cat", "/secret.txt"); out != "team-a secret" {
 		t.Errorf("host-network pod printed %q, want the encrypted layer's secret", out)
 	}
-	out, ip := n.runPod(t, ctx, "cni-pod", false, host+"/team-a/app:1", "/secret.txt")
+	out, ip, _ := n.runPod(t, ctx, "cni-pod", false, host+"/team-a/app:1", "/bin/busybox", "cat", "/secret.txt")
 	if out != "team-a secret" {
 		t.Errorf("CNI pod printed %q, want the encrypted layer's secret", out)
 	}
@@ -175,7 +175,7 @@ const criSubnetPrefix = "10.88.77."
 
 // cniConfig writes a bridge network for CRI into dir (its conf_dir): a
 // bridge of its own name, host-local addresses kept under dir.
-func cniConfig(t *testing.T, dir, bridge string) {
+func cniConfig(t testing.TB, dir, bridge string) {
 	t.Helper()
 	writeJSON(t, filepath.Join(dir, "10-coffer-test.conflist"), map[string]any{
 		"cniVersion": "1.0.0", "name": "coffer-test",
@@ -188,9 +188,9 @@ func cniConfig(t *testing.T, dir, bridge string) {
 	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
 }
 
-// runPod runs a pod (runc, host network or CNI) whose one container cats
-// file from image, and returns what it printed and the pod's IP.
-func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet bool, image, file string) (out, ip string) {
+// runPod runs a pod (runc, host network or CNI) whose one container runs
+// cmd in image, and returns what it printed, the pod's IP and its ID.
+func (n criNode) runPod(t testing.TB, ctx context.Context, name string, hostNet bool, image string, cmd ...string) (out, ip, id string) {
 	t.Helper()
 	logs := t.TempDir()
 	pod := map[string]any{
@@ -206,10 +206,10 @@ func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet 
 	writeJSON(t, ctrCfg, map[string]any{
 		"metadata": map[string]any{"name": "app"},
 		"image":    map[string]any{"image": image},
-		"command":  []string{"/bin/busybox", "cat", file},
+		"command":  cmd,
 		"log_path": "app.log",
 	})
-	id := n.must(t, ctx, "runp", "--runtime", "runc", podCfg)
+	id = n.must(t, ctx, "runp", "--runtime", "runc", podCfg)
 	t.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -228,10 +228,10 @@ func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet 
 	if st != "CONTAINER_EXITED 0" {
 		t.Errorf("%s: container state %q, want CONTAINER_EXITED 0", name, st)
 	}
-	return n.must(t, ctx, "logs", ctr), ip
+	return n.must(t, ctx, "logs", ctr), ip, id
 }
 
-func writeJSON(t *testing.T, path string, v any) {
+func writeJSON(t testing.TB, path string, v any) {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
