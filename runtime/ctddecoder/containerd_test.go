@@ -378,3 +378,19 @@ func TestContainerdPullsFromRegistry(t *testing.T) {
 		t.Errorf("ctr run: %v, %q", err, out)
 	}
 }
+
+// Per-image keys serve only pulls that name their image reference (CRI's
+// snapshot label): a plain ctr import, which names none, is refused with
+// the reason, even though the node holds the key under that image's prefix.
+func TestContainerdPerImageKeysRefuseUnlabelledUnpacks(t *testing.T) {
+	n := startNodeWith(t, nodecfg.Install{PerImage: true})
+	dir := filepath.Join(n.keys, "by-image", "coffer.test")
+	os.MkdirAll(dir, 0o700)
+	pub := ecKey(t, dir, "k.pem")
+	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte("per-image secret\n")}, Compression: "gzip"})
+	arch := archive(t, encrypted(t, img, pub, -1), false)
+	out, err := n.Ctr(ctx(t), "default", "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/a", arch)
+	if err == nil || !strings.Contains(out, "per-image keys: the extraction of layer") || !strings.Contains(out, "names no image reference") {
+		t.Errorf("import under per-image keys: %v, want the no-reference refusal:\n%s", err, out)
+	}
+}
