@@ -63,6 +63,18 @@ func BenchmarkCRIPullAndStart(b *testing.B) {
 	push(b, img, host+"/bench/plain:1")
 	push(b, encrypted(b, img, pub, -1), host+"/bench/enc:1")
 	n.must(b, ctx, "pull", host+"/pause:1")
+	// snapshots counts k8s.io's snapshots: after rmi the image's layer
+	// snapshot must be gone, or the next pull would reuse the plaintext
+	// (the plain and the encrypted layer share a chain ID) and skip the
+	// decoder.
+	snapshots := func() int {
+		out, err := c.Ctr(ctx, "k8s.io", "snapshots", "--snapshotter", "overlayfs", "ls")
+		if err != nil {
+			b.Fatalf("ctr snapshots ls: %v\n%s", err, out)
+		}
+		return strings.Count(out, "\n")
+	}
+	base := snapshots()
 	once := func(ref string) time.Duration {
 		start := time.Now()
 		n.must(b, ctx, "pull", ref)
@@ -73,6 +85,11 @@ func BenchmarkCRIPullAndStart(b *testing.B) {
 		}
 		n.must(b, ctx, "rmp", "-f", pod)
 		n.must(b, ctx, "rmi", ref)
+		for deadline := time.Now().Add(30 * time.Second); snapshots() != base; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: its snapshots are still there after rmi", ref)
+			}
+		}
 		return d
 	}
 	// One op = the plain image then the encrypted one (A/B alternating, as
