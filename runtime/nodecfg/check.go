@@ -185,6 +185,9 @@ func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProc
 		}
 	}
 	isCoffer := slices.Contains(sp.Args, "ctd-decoder")
+	if isCoffer && err == nil {
+		c.probeDecoder(ctx, where, bin, sp)
+	}
 	if isCoffer && ctdRoot != "" && filepath.Clean(ctdRoot) != filepath.Clean(root) {
 		c.add("%s: --containerd-root %s is not containerd's root %s: layers pulled without a payload (plain ctr, CRI) will not be found", where, ctdRoot, root)
 	}
@@ -196,6 +199,44 @@ func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProc
 	}
 	for _, d := range keyDirs {
 		c.keyDir(where, d, perNS, !hasProvider && !perNS && !perImage)
+	}
+}
+
+// usageErrors are what coffer (cobra) says when its arguments do not parse.
+var usageErrors = []string{"unknown flag", "unknown shorthand flag", "unknown command", "flag needs an argument", "invalid argument", "accepts no arguments", ": usage"}
+
+// probeDecoder runs coffer's decoder as containerd would (the stanza's
+// argv, containerd's environment plus the stanza's env and
+// STREAM_PROCESSOR_MEDIATYPE), with an empty layer on stdin and no
+// payload: it cannot decode nothing, but a binary that does not take the
+// stanza's arguments (say an older coffer than the one that wrote them)
+// fails here as it would on every pull.
+func (c *checker) probeDecoder(ctx context.Context, where, bin string, sp streamProcessor) {
+	if len(sp.Accepts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.o.probeTimeout)
+	defer cancel()
+	x := exec.CommandContext(ctx, bin, sp.Args...)
+	x.Env = append(append(os.Environ(), sp.Env...), "STREAM_PROCESSOR_MEDIATYPE="+sp.Accepts[0])
+	var stderr strings.Builder
+	x.Stderr = &limitWriter{w: &stderr, n: 4 << 10}
+	x.WaitDelay = time.Second
+	err := x.Run()
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	var exit *exec.ExitError
+	usage := errors.As(err, &exit) && exit.ExitCode() == 2
+	for _, u := range usageErrors {
+		usage = usage || strings.Contains(msg, u)
+	}
+	if usage {
+		c.add("%s: %s does not accept its configured arguments (%s): is it the coffer that wrote them? re-run `coffer runtime install containerd` with it", where, bin, msg)
 	}
 }
 
