@@ -79,7 +79,8 @@ func push(t testing.TB, img v1.Image, ref string) {
 // runs a host-network pod (runc) whose container prints the encrypted
 // layer's secret; a node without the key fails the pull with coffer's
 // message; per-image keys (every CRI pull is in namespace k8s.io) serve
-// only references under their prefix.
+// only references under their prefix; per-namespace keys (k8s.io) still
+// apply beside them.
 func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	crictl := testutil.Crictl(t)
 	coffer := testutil.BuildCoffer(t)
@@ -96,11 +97,15 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	pubA := ecKey(t, teamA, "team-a.pem")
 	pubShared := ecKey(t, keys, "node.pem")
 	stranger := ecKey(t, "", "stranger.pem")
+	// Per-namespace keys keep working under CRI: its namespace is k8s.io.
+	k8sDir := filepath.Join(keys, "k8s.io")
+	os.Mkdir(k8sDir, 0o700)
+	pubK8s := ecKey(t, k8sDir, "k8s.pem")
 
 	c := testutil.StartContainerdCRI(t, func(c *testutil.Containerd) {
 		cniConfig(t, filepath.Join(c.Dir, "cni"), fmt.Sprintf("coffer%d", os.Getpid()%100000))
 		in := nodecfg.Install{Coffer: coffer, KeysPath: keys, ContainerdRoot: c.Root, Socket: c.Address,
-			CRI: true, PerImage: true, SandboxImage: host + "/pause:1", Mirrors: []string{host}}
+			CRI: true, PerImage: true, PerNamespace: true, SandboxImage: host + "/pause:1", Mirrors: []string{host}}
 		if _, err := nodecfg.InstallContainerd(c.Config, in); err != nil {
 			t.Fatal(err)
 		}
@@ -127,6 +132,7 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	push(t, appTwo, host+"/team-b/stolen:1")
 	push(t, appTwo, host+"/team-a/app2:1")
 	push(t, secretImage("shared secret", pubShared), host+"/team-b/shared:1")
+	push(t, secretImage("k8s.io namespace secret", pubK8s), host+"/team-b/ns:1")
 	// A post-quantum node key (ML-KEM-768) in the shared key directory.
 	pq, err := keygen.Generate(ctx, keygen.MLKEM768)
 	if err != nil {
@@ -168,6 +174,7 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	// Files directly in the keys path serve every reference.
 	n.must(t, ctx, "pull", host+"/team-b/shared:1")
 	n.must(t, ctx, "pull", host+"/team-b/pq:1")
+	n.must(t, ctx, "pull", host+"/team-b/ns:1")
 }
 
 // criSubnetPrefix is the CNI test network (bridge + host-local).
