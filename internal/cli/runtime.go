@@ -87,6 +87,11 @@ docs/kubernetes.md). Restart containerd afterwards.`,
 					return err
 				}
 			}
+			for _, m := range in.Mirrors {
+				if err := nodecfg.LocalRegistry(m); err != nil {
+					return fmt.Errorf("--local-registry: %w: %w", err, ErrUsage)
+				}
+			}
 			// Merge: flags given now replace the installed settings; the
 			// others stay as the last install wrote them.
 			set := cmd.Flags().Changed
@@ -129,7 +134,7 @@ docs/kubernetes.md). Restart containerd afterwards.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s already has these settings: nothing to do\n", config)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote coffer's stream processors to %s; restart containerd (systemctl restart containerd)\n", config)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote coffer's settings to %s; restart containerd (systemctl restart containerd)\n", config)
 			return nil
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-dev/coffer/internal/fuzzbound"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -90,4 +91,32 @@ func TestSealOpenMLKEM(t *testing.T) {
 			t.Errorf("%s/%d: %v", bad.Alg, len(bad.Pub), err)
 		}
 	}
+}
+
+// FuzzAKPTeeKey: a guest's AKP tee key either seals (and then opens with
+// nothing but the right key: not tested here) or is refused with
+// ErrUnsupported, never a panic.
+func FuzzAKPTeeKey(f *testing.F) {
+	dk, _ := mlkem.NewDecapsulationKey768(make([]byte, mlkem.SeedSize))
+	good, _ := PublicTeeKey(dk.EncapsulationKey())
+	f.Add(good.Alg, good.Pub)
+	f.Add("ML-KEM-768+A192KW", "")
+	f.Add("ML-KEM-768+A192KW", strings.Repeat("A", 1579))
+	f.Fuzz(func(t *testing.T, alg, pub string) {
+		fuzzbound.Limit(t, fuzzbound.Default)
+		k := TeePubKey{Kty: "AKP", Alg: alg, Pub: pub}
+		s, err := NewSealer(k)
+		if err != nil {
+			if !errors.Is(err, spec.ErrUnsupported) {
+				t.Fatalf("refusal without ErrUnsupported: %v", err)
+			}
+			if _, err := k.PublicKey(); err == nil {
+				t.Fatal("PublicKey accepts what NewSealer refuses")
+			}
+			return
+		}
+		if _, err := s.Seal([]byte("x")); err != nil {
+			t.Fatalf("accepted key does not seal: %v", err)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -101,22 +102,30 @@ func pemPair(priv, pub any) (Pair, error) {
 }
 
 // Write commits the pair: the private key at privPath (0600) and the
-// public key at pubPath (0644). Neither may exist (fs.ErrExist, nothing
+// public key at pubPath (0644). Neither may exist (spec.ErrExists, nothing
 // written); a failure after the private key is written removes it.
 func (p Pair) Write(privPath, pubPath string) error {
 	for _, path := range []string{privPath, pubPath} {
 		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s exists: keys are never overwritten (choose another --out): %w: %w", path, spec.ErrExists, fs.ErrExist)
+			return fmt.Errorf("%s exists: keys are never overwritten (choose another --out): %w", path, spec.ErrExists)
 		}
 	}
 	if err := atomicfile.Write(privPath, p.Private, atomicfile.Mode(0o600), atomicfile.NoReplace()); err != nil {
-		return err
+		return exists(privPath, err)
 	}
 	if err := atomicfile.Write(pubPath, p.Public, atomicfile.Mode(0o644), atomicfile.NoReplace()); err != nil {
 		os.Remove(privPath)
-		return err
+		return exists(pubPath, err)
 	}
 	return nil
+}
+
+// exists maps a create-only write that lost a race to spec.ErrExists.
+func exists(path string, err error) error {
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists: keys are never overwritten (choose another --out): %w", path, spec.ErrExists)
+	}
+	return err
 }
 
 // Clear wipes the private key's bytes.

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/coffer-dev/coffer/keywrap/recipients"
+	"github.com/coffer-dev/coffer/spec"
 )
 
 func TestGenerateWriteAndUse(t *testing.T) {
@@ -41,7 +41,7 @@ func TestGenerateWriteAndUse(t *testing.T) {
 		}
 		// Never overwritten: the old key stays.
 		again, _ := Generate(ctx, typ)
-		if err := again.Write(priv, filepath.Join(dir, "other.pub")); !errors.Is(err, fs.ErrExist) {
+		if err := again.Write(priv, filepath.Join(dir, "other.pub")); !errors.Is(err, spec.ErrExists) {
 			t.Errorf("%s: overwrite: %v", typ, err)
 		}
 		if got, _ := os.ReadFile(priv); !bytes.Equal(got, p.Private) {

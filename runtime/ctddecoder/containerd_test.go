@@ -64,7 +64,7 @@ func startNodeWith(t *testing.T, in nodecfg.Install) node {
 	return node{c, keys}
 }
 
-func ecKey(t *testing.T, dir, name string) (pubPath string) {
+func ecKey(t testing.TB, dir, name string) (pubPath string) {
 	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
@@ -114,7 +114,7 @@ func ociArchive(t *testing.T, manifest []byte, blobs ...[]byte) string {
 
 // encrypted encrypts the selected layers of img for pub (a public key file,
 // or a full recipient such as provider:…).
-func encrypted(t *testing.T, img v1.Image, pub string, layers ...int) v1.Image {
+func encrypted(t testing.TB, img v1.Image, pub string, layers ...int) v1.Image {
 	t.Helper()
 	ctx := context.Background()
 	if !strings.Contains(pub, ":") {
@@ -376,5 +376,21 @@ func TestContainerdPullsFromRegistry(t *testing.T) {
 	out, err := n.Ctr(ctx(t), "default", "run", "--rm", "--snapshotter", "native", host+"/app:enc", "c1", "/bin/busybox", "cat", "/secret.txt")
 	if err != nil || out != "pulled and decrypted\n" {
 		t.Errorf("ctr run: %v, %q", err, out)
+	}
+}
+
+// Per-image keys serve only pulls that name their image reference (CRI's
+// snapshot label): a plain ctr import, which names none, is refused with
+// the reason, even though the node holds the key under that image's prefix.
+func TestContainerdPerImageKeysRefuseUnlabelledUnpacks(t *testing.T) {
+	n := startNodeWith(t, nodecfg.Install{PerImage: true})
+	dir := filepath.Join(n.keys, "by-image", "coffer.test")
+	os.MkdirAll(dir, 0o700)
+	pub := ecKey(t, dir, "k.pem")
+	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret.txt": []byte("per-image secret\n")}, Compression: "gzip"})
+	arch := archive(t, encrypted(t, img, pub, -1), false)
+	out, err := n.Ctr(ctx(t), "default", "images", "import", "--snapshotter", "native", "--base-name", "coffer.test/a", arch)
+	if err == nil || !strings.Contains(out, "per-image keys: the extraction of layer") || !strings.Contains(out, "names no image reference") {
+		t.Errorf("import under per-image keys: %v, want the no-reference refusal:\n%s", err, out)
 	}
 }

@@ -46,7 +46,7 @@ func (n criNode) run(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (n criNode) must(t *testing.T, ctx context.Context, args ...string) string {
+func (n criNode) must(t testing.TB, ctx context.Context, args ...string) string {
 	t.Helper()
 	out, err := n.run(ctx, args...)
 	if err != nil {
@@ -62,7 +62,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func push(t *testing.T, img v1.Image, ref string) {
+func push(t testing.TB, img v1.Image, ref string) {
 	t.Helper()
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -79,7 +79,8 @@ func push(t *testing.T, img v1.Image, ref string) {
 // runs a host-network pod (runc) whose container prints the encrypted
 // layer's secret; a node without the key fails the pull with coffer's
 // message; per-image keys (every CRI pull is in namespace k8s.io) serve
-// only references under their prefix.
+// only references under their prefix; per-namespace keys (k8s.io) still
+// apply beside them.
 func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	crictl := testutil.Crictl(t)
 	coffer := testutil.BuildCoffer(t)
@@ -96,11 +97,15 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	pubA := ecKey(t, teamA, "team-a.pem")
 	pubShared := ecKey(t, keys, "node.pem")
 	stranger := ecKey(t, "", "stranger.pem")
+	// Per-namespace keys keep working under CRI: its namespace is k8s.io.
+	k8sDir := filepath.Join(keys, "k8s.io")
+	os.Mkdir(k8sDir, 0o700)
+	pubK8s := ecKey(t, k8sDir, "k8s.pem")
 
 	c := testutil.StartContainerdCRI(t, func(c *testutil.Containerd) {
 		cniConfig(t, filepath.Join(c.Dir, "cni"), fmt.Sprintf("coffer%d", os.Getpid()%100000))
 		in := nodecfg.Install{Coffer: coffer, KeysPath: keys, ContainerdRoot: c.Root, Socket: c.Address,
-			CRI: true, PerImage: true, SandboxImage: host + "/pause:1", Mirrors: []string{host}}
+			CRI: true, PerImage: true, PerNamespace: true, SandboxImage: host + "/pause:1", Mirrors: []string{host}}
 		if _, err := nodecfg.InstallContainerd(c.Config, in); err != nil {
 			t.Fatal(err)
 		}
@@ -127,6 +132,7 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	push(t, appTwo, host+"/team-b/stolen:1")
 	push(t, appTwo, host+"/team-a/app2:1")
 	push(t, secretImage("shared secret", pubShared), host+"/team-b/shared:1")
+	push(t, secretImage("k8s.io namespace secret", pubK8s), host+"/team-b/ns:1")
 	// A post-quantum node key (ML-KEM-768) in the shared key directory.
 	pq, err := keygen.Generate(ctx, keygen.MLKEM768)
 	if err != nil {
@@ -142,10 +148,10 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	n.must(t, ctx, "pull", host+"/team-a/app:1")
 	// A host-network pod, and one in its own network namespace wired by
 	// Debian's CNI bridge and host-local plugins.
-	if out, _ := n.runPod(t, ctx, "host-pod", true, host+"/team-a/app:1", "/secret.txt"); out != "team-a secret" {
+	if out, _, _ := n.runPod(t, ctx, "host-pod", true, host+"/team-a/app:1", "/bin/busybox", "cat", "/secret.txt"); out != "team-a secret" {
 		t.Errorf("host-network pod printed %q, want the encrypted layer's secret", out)
 	}
-	out, ip := n.runPod(t, ctx, "cni-pod", false, host+"/team-a/app:1", "/secret.txt")
+	out, ip, _ := n.runPod(t, ctx, "cni-pod", false, host+"/team-a/app:1", "/bin/busybox", "cat", "/secret.txt")
 	if out != "team-a secret" {
 		t.Errorf("CNI pod printed %q, want the encrypted layer's secret", out)
 	}
@@ -168,6 +174,7 @@ func TestCRIPullsAndRunsCofferEncrypted(t *testing.T) {
 	// Files directly in the keys path serve every reference.
 	n.must(t, ctx, "pull", host+"/team-b/shared:1")
 	n.must(t, ctx, "pull", host+"/team-b/pq:1")
+	n.must(t, ctx, "pull", host+"/team-b/ns:1")
 }
 
 // criSubnetPrefix is the CNI test network (bridge + host-local).
@@ -175,7 +182,7 @@ const criSubnetPrefix = "10.88.77."
 
 // cniConfig writes a bridge network for CRI into dir (its conf_dir): a
 // bridge of its own name, host-local addresses kept under dir.
-func cniConfig(t *testing.T, dir, bridge string) {
+func cniConfig(t testing.TB, dir, bridge string) {
 	t.Helper()
 	writeJSON(t, filepath.Join(dir, "10-coffer-test.conflist"), map[string]any{
 		"cniVersion": "1.0.0", "name": "coffer-test",
@@ -188,9 +195,9 @@ func cniConfig(t *testing.T, dir, bridge string) {
 	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
 }
 
-// runPod runs a pod (runc, host network or CNI) whose one container cats
-// file from image, and returns what it printed and the pod's IP.
-func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet bool, image, file string) (out, ip string) {
+// runPod runs a pod (runc, host network or CNI) whose one container runs
+// cmd in image, and returns what it printed, the pod's IP and its ID.
+func (n criNode) runPod(t testing.TB, ctx context.Context, name string, hostNet bool, image string, cmd ...string) (out, ip, id string) {
 	t.Helper()
 	logs := t.TempDir()
 	pod := map[string]any{
@@ -206,10 +213,10 @@ func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet 
 	writeJSON(t, ctrCfg, map[string]any{
 		"metadata": map[string]any{"name": "app"},
 		"image":    map[string]any{"image": image},
-		"command":  []string{"/bin/busybox", "cat", file},
+		"command":  cmd,
 		"log_path": "app.log",
 	})
-	id := n.must(t, ctx, "runp", "--runtime", "runc", podCfg)
+	id = n.must(t, ctx, "runp", "--runtime", "runc", podCfg)
 	t.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -228,10 +235,10 @@ func (n criNode) runPod(t *testing.T, ctx context.Context, name string, hostNet 
 	if st != "CONTAINER_EXITED 0" {
 		t.Errorf("%s: container state %q, want CONTAINER_EXITED 0", name, st)
 	}
-	return n.must(t, ctx, "logs", ctr), ip
+	return n.must(t, ctx, "logs", ctr), ip, id
 }
 
-func writeJSON(t *testing.T, path string, v any) {
+func writeJSON(t testing.TB, path string, v any) {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

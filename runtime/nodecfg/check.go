@@ -151,6 +151,7 @@ func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProc
 		keyDirs     []string
 		ctdRoot     string
 		perNS       bool
+		perImage    bool
 		hasProvider bool
 	)
 	for i := 0; i < len(sp.Args); i++ {
@@ -173,6 +174,8 @@ func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProc
 			ctdRoot = next()
 		case "--per-namespace-keys":
 			perNS = true
+		case "--per-image-keys":
+			perImage = true
 		}
 	}
 	for _, e := range sp.Env {
@@ -182,14 +185,87 @@ func (c *checker) decoder(ctx context.Context, cfgPath, id string, sp streamProc
 		}
 	}
 	isCoffer := slices.Contains(sp.Args, "ctd-decoder")
+	if isCoffer && err == nil {
+		c.probeDecoder(ctx, where, bin, sp)
+	}
 	if isCoffer && ctdRoot != "" && filepath.Clean(ctdRoot) != filepath.Clean(root) {
 		c.add("%s: --containerd-root %s is not containerd's root %s: layers pulled without a payload (plain ctr, CRI) will not be found", where, ctdRoot, root)
+	}
+	if perImage {
+		c.criImageRefs(cfgPath)
 	}
 	if len(keyDirs) == 0 && !hasProvider {
 		c.add("%s: no --decryption-keys-path and no OCICRYPT_KEYPROVIDER_CONFIG: only clients sending keys in the payload (ctr-enc) can decrypt", where)
 	}
 	for _, d := range keyDirs {
-		c.keyDir(where, d, perNS, !hasProvider && !perNS)
+		c.keyDir(where, d, perNS, !hasProvider && !perNS && !perImage)
+	}
+}
+
+// usageErrors are what coffer (cobra) says when its arguments do not parse.
+var usageErrors = []string{"unknown flag", "unknown shorthand flag", "unknown command", "flag needs an argument", "invalid argument", "accepts no arguments", ": usage"}
+
+// probeDecoder runs coffer's decoder as containerd would (the stanza's
+// argv, containerd's environment plus the stanza's env and
+// STREAM_PROCESSOR_MEDIATYPE), with an empty layer on stdin and no
+// payload: it cannot decode nothing, but a binary that does not take the
+// stanza's arguments (say an older coffer than the one that wrote them)
+// fails here as it would on every pull.
+func (c *checker) probeDecoder(ctx context.Context, where, bin string, sp streamProcessor) {
+	if len(sp.Accepts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.o.probeTimeout)
+	defer cancel()
+	x := exec.CommandContext(ctx, bin, sp.Args...)
+	x.Env = append(append(os.Environ(), sp.Env...), "STREAM_PROCESSOR_MEDIATYPE="+sp.Accepts[0])
+	var stderr strings.Builder
+	x.Stderr = &limitWriter{w: &stderr, n: 4 << 10}
+	x.WaitDelay = time.Second
+	err := x.Run()
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	var exit *exec.ExitError
+	usage := errors.As(err, &exit) && exit.ExitCode() == 2
+	for _, u := range usageErrors {
+		usage = usage || strings.Contains(msg, u)
+	}
+	if usage {
+		c.add("%s: %s does not accept its configured arguments (%s): is it the coffer that wrote them? re-run `coffer runtime install containerd` with it", where, bin, msg)
+	}
+}
+
+// criImageRefs checks what per-image keys need from containerd's CRI
+// plugin: that it runs, and that it labels snapshots with the image
+// reference (disable_snapshot_annotations = false; containerd 1.6's default
+// is true).
+func (c *checker) criImageRefs(cfgPath string) {
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return
+	}
+	var cfg struct {
+		Disabled []string `toml:"disabled_plugins"`
+		Plugins  map[string]struct {
+			Containerd struct {
+				DisableSnapshotAnnotations *bool `toml:"disable_snapshot_annotations"`
+			} `toml:"containerd"`
+		} `toml:"plugins"`
+	}
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		return
+	}
+	if slices.Contains(cfg.Disabled, CRIPlugin) || slices.Contains(cfg.Disabled, "cri") {
+		c.add("%s: --per-image-keys, but the CRI plugin is disabled: only CRI pulls name their image reference, every other unpack is refused", cfgPath)
+		return
+	}
+	if d := cfg.Plugins[CRIPlugin].Containerd.DisableSnapshotAnnotations; d == nil || *d {
+		c.add("%s: --per-image-keys needs [plugins.%q] containerd.disable_snapshot_annotations = false (CRI then labels snapshots with the image reference; `coffer runtime install containerd --cri --per-image-keys` writes it)", cfgPath, CRIPlugin)
 	}
 }
 

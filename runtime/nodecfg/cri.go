@@ -54,7 +54,7 @@ func (in Install) CRIStanza(withHeader bool) (string, error) {
 		b.WriteString("  containerd.disable_snapshot_annotations = false\n")
 	}
 	for _, m := range in.Mirrors {
-		if err := loopbackRegistry(m); err != nil {
+		if err := LocalRegistry(m); err != nil {
 			return "", err
 		}
 		fmt.Fprintf(&b, "  registry.mirrors.%q.endpoint = [%q]\n", m, "http://"+m)
@@ -63,9 +63,9 @@ func (in Install) CRIStanza(withHeader bool) (string, error) {
 	return b.String(), nil
 }
 
-// loopbackRegistry accepts HOST:PORT with a loopback HOST (127.0.0.0/8,
-// ::1, localhost): the only registries a plain-http mirror may name.
-func loopbackRegistry(hp string) error {
+// LocalRegistry accepts HOST:PORT with a loopback HOST (127.0.0.0/8, ::1,
+// localhost): the only registries a plain-http mirror may name.
+func LocalRegistry(hp string) error {
 	host, port, err := net.SplitHostPort(hp)
 	if err != nil || port == "" || strings.ContainsAny(hp, "/\"\\ ") {
 		return fmt.Errorf("registry %q: want HOST:PORT", hp)

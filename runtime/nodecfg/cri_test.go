@@ -2,6 +2,7 @@ package nodecfg
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -58,6 +59,16 @@ func TestInstallCRIOnDebianConfig(t *testing.T) {
 		c.Containerd.DisableSnapshotAnnotations == nil || *c.Containerd.DisableSnapshotAnnotations ||
 		!reflect.DeepEqual(c.Registry.Mirrors["127.0.0.1:5000"].Endpoint, []string{"http://127.0.0.1:5000"}) || c.CNI.BinDir != "/usr/lib/cni" {
 		t.Errorf("CRI settings as containerd reads them: %+v", c)
+	}
+	if problems, err := Check(context.Background(), WithContainerdConfig(cfg)); err != nil || len(problems) != 0 {
+		t.Errorf("check after install --cri --per-image-keys: %v %q", err, problems)
+	}
+	// Per-image keys without CRI's snapshot labels: check says so.
+	noCRI := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(noCRI, stock, 0o644)
+	InstallContainerd(noCRI, Install{Coffer: coffer, KeysPath: keys, PerImage: true})
+	if problems, _ := Check(context.Background(), WithContainerdConfig(noCRI)); len(problems) != 1 || !strings.Contains(problems[0], "disable_snapshot_annotations = false") {
+		t.Errorf("per-image keys without CRI labels: %q", problems)
 	}
 	// Read back, merged, idempotent; --cri=false removes the block.
 	back, found, err := Installed(cfg)

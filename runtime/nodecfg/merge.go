@@ -25,8 +25,15 @@ func Installed(path string) (in Install, found bool, err error) {
 }
 
 func installedIn(data []byte) (in Install, found bool, err error) {
-	if !strings.Contains(string(data), beginMarker) {
+	hasStream, hasCRI := strings.Contains(string(data), beginMarker), strings.Contains(string(data), criBegin)
+	if !hasStream && !hasCRI {
 		return Install{}, false, nil
+	}
+	if err := criInstalled(data, &in); err != nil {
+		return Install{}, false, err
+	}
+	if !hasStream {
+		return in, true, nil
 	}
 	var cfg containerdConfig
 	if _, err := toml.Decode(string(data), &cfg); err != nil {
@@ -62,9 +69,6 @@ func installedIn(data []byte) (in Install, found bool, err error) {
 		if v, ok := strings.CutPrefix(e, "OCICRYPT_KEYPROVIDER_CONFIG="); ok {
 			in.KeyProviderConfig = v
 		}
-	}
-	if err := criInstalled(data, &in); err != nil {
-		return Install{}, false, err
 	}
 	return in, true, nil
 }

@@ -108,6 +108,11 @@ func TestCheckRunsTheProviderAsTheDecoderWill(t *testing.T) {
 	if got := check(stanza("COFFER_TEE=sample")); len(got) != 0 {
 		t.Errorf("sample TEE in the stanza's env: got %q, want no problem", got)
 	}
+	// A decoder whose binary does not take the stanza's arguments.
+	bad := strings.ReplaceAll(stanza("COFFER_TEE=sample"), `"ctd-decoder", `, `"ctd-decoder", "--no-such-decoder-flag", `)
+	if got := check(bad); len(got) != 1 || !strings.Contains(got[0], "does not accept its configured arguments") || !strings.Contains(got[0], "no-such-decoder-flag") {
+		t.Errorf("decoder with a flag it does not know: got %q", got)
+	}
 	// A provider that cannot start (unknown flag) fails with its reason.
 	os.WriteFile(kp, []byte(`{"key-providers":{"attestation-agent":{"cmd":{"path":"`+bin+`","args":["keyprovider","--no-such-flag"]}}}}`), 0o644)
 	if got := check(stanza("COFFER_TEE=sample")); len(got) != 1 || !strings.Contains(got[0], "no-such-flag") {

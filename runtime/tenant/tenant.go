@@ -214,37 +214,7 @@ func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([
 			if num != 1 {
 				return nil
 			}
-			var (
-				a    active
-				kind uint64
-			)
-			err := fields(info, func(num protowire.Number, v []byte) error {
-				switch num {
-				case 1:
-					a.name = string(v)
-				case 6:
-					var k, val []byte
-					if err := fields(v, func(num protowire.Number, b []byte) error {
-						switch num {
-						case 1:
-							k = b
-						case 2:
-							val = b
-						}
-						return nil
-					}); err != nil {
-						return err
-					}
-					if string(k) == CRIImageRefLabel && len(val) <= maxRefLen {
-						a.imageRef = string(val)
-					}
-				}
-				return nil
-			}, func(num protowire.Number, v uint64) {
-				if num == 3 {
-					kind = v
-				}
-			})
+			a, kind, err := parseInfo(info)
 			if err == nil && kind == kindActive {
 				keys = append(keys, a)
 			}
@@ -254,6 +224,43 @@ func activeKeys(ctx context.Context, cc *grpc.ClientConn, snapshotter string) ([
 			return nil, err
 		}
 	}
+}
+
+// parseInfo decodes a snapshots.v1.Info: its name, kind and CRI image-ref
+// label (other labels are skipped; an over-long reference is dropped).
+func parseInfo(info []byte) (active, uint64, error) {
+	var (
+		a    active
+		kind uint64
+	)
+	err := fields(info, func(num protowire.Number, v []byte) error {
+		switch num {
+		case 1:
+			a.name = string(v)
+		case 6:
+			var k, val []byte
+			if err := fields(v, func(num protowire.Number, b []byte) error {
+				switch num {
+				case 1:
+					k = b
+				case 2:
+					val = b
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if string(k) == CRIImageRefLabel && len(val) <= maxRefLen {
+				a.imageRef = string(val)
+			}
+		}
+		return nil
+	}, func(num protowire.Number, v uint64) {
+		if num == 3 {
+			kind = v
+		}
+	})
+	return a, kind, err
 }
 
 // fields walks a protobuf message: bytes fields go to onBytes, varints to
