@@ -18,7 +18,7 @@ func TestProtocolDependencies(t *testing.T) {
 		switch {
 		case dep == "github.com/coffer-dev/coffer/kbs/protocol", dep == "github.com/coffer-dev/coffer/spec",
 			dep == "github.com/coffer-dev/coffer/jcs", dep == "github.com/coffer-dev/coffer/resource",
-			dep == "github.com/coffer-dev/coffer/keywrap/mlkem",
+			dep == "github.com/coffer-dev/coffer/keywrap/mlkem", dep == "github.com/coffer-dev/coffer/internal/bounded",
 			strings.HasPrefix(dep, "github.com/go-jose/go-jose/v4"):
 		default:
 			t.Errorf("kbs/protocol depends on %s", dep)

@@ -35,10 +35,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -325,11 +325,4 @@ func Describe(data []byte) (lines []string, ok bool, err error) {
 	return []string{line}, true, nil
 }
 
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
+func printable(s string) string { return bounded.Printable(s, 0) }

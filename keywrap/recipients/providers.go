@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/keywrap/keyprovider"
@@ -132,11 +133,4 @@ func describeProvider(name string, entry []byte) ([]string, error) {
 	return []string{"provider " + name}, nil
 }
 
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
+func printable(s string) string { return bounded.Printable(s, 0) }
