@@ -152,6 +152,9 @@ func (c *AgentConfig) HTTPClient() (*http.Client, error) {
 // Unknown keys are ignored, as guest-components' serde does.
 func (d *InitData) Config() (*AgentConfig, error) {
 	var cdhDoc struct {
+		AA struct {
+			Socket string `toml:"aa_socket"`
+		} `toml:"aa"`
 		KBC struct {
 			URL     string `toml:"url"`
 			KBSCert string `toml:"kbs_cert"`
@@ -200,6 +203,9 @@ func (d *InitData) Config() (*AgentConfig, error) {
 	}
 	if c.KBSURL != "" && !strings.HasPrefix(c.KBSURL, "http://") && !strings.HasPrefix(c.KBSURL, "https://") {
 		return nil, badInput("init-data broker url %q: want http(s)://host[:port]", c.KBSURL)
+	}
+	if cdhDoc.AA.Socket != "" {
+		c.Options = append(c.Options, WithAASocket(cdhDoc.AA.Socket))
 	}
 	img := cdhDoc.Image
 	if img.PolicyURI != "" {

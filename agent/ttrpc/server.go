@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,6 +96,7 @@ type options struct {
 	regConfig    *RegistryConfig
 	secretKeys   string
 	tokenCfg     TokenConfig
+	aaSocket     string
 }
 
 // Option configures New.
@@ -194,6 +196,13 @@ func WithSealedSecretKeys(dir string) Option {
 // refused.
 func WithTokenConfig(tc TokenConfig) Option {
 	return func(o *options) error { o.tokenCfg = tc; return nil }
+}
+
+// WithAASocket makes PullImage record its event through the attestation
+// agent at path (cdh.toml's [aa] aa_socket) when this server keeps no
+// event log itself, as guest-components' CDH does. Default: none.
+func WithAASocket(path string) Option {
+	return func(o *options) error { o.aaSocket = strings.TrimPrefix(path, "unix://"); return nil }
 }
 
 // New returns the services backed by broker client c and attester att.

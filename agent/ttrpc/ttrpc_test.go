@@ -545,3 +545,29 @@ func TestPullImageIsMeasured(t *testing.T) {
 		t.Errorf("event log after pull %q, %v; want %q", got, err, want)
 	}
 }
+
+// Two processes' worth (kata-agent's shim layout): the CDH keeps no event
+// log and records its pulls through the AA's socket, as guest-components'
+// CDH does.
+func TestPullImageRecordedThroughAASocket(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	att, err := evidence.NewTPM(sw.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := kbstest.New(t)
+	b.AffirmSample(t)
+	b.AllowAll(t)
+	img := encryptedRegistryImage(t, b, "", "")
+	logPath := filepath.Join(shortTempDir(t), "eventlog")
+	aaSide := start(t, b, att, cofferttrpc.WithEventLog(logPath, 23, nil))
+	cdhSide := start(t, b, nil, cofferttrpc.WithAASocket("unix://"+aaSide.aaSock))
+	resp, err := cdhSide.pullc.PullImage(context.Background(), &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"`+img+`", "digest":"`+resp.GetManifestDigest()+`"}`)
+	if got, err := os.ReadFile(logPath); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("AA's event log after the CDH's pull %q, %v; want %q", got, err, want)
+	}
+}
