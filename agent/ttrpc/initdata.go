@@ -310,3 +310,27 @@ func ReadConfigFiles(aaPath, cdhPath string) (*AgentConfig, error) {
 	}
 	return d.Config()
 }
+
+// LoadConfig reads the agent's configuration from init-data (initData: the
+// annotation value or the TOML, see ReadInitData) or from kata-agent's
+// aa.toml and cdh.toml (ReadConfigFiles); the two sources exclude each
+// other, and with neither it returns nil.
+func LoadConfig(initData, aaPath, cdhPath string) (*AgentConfig, error) {
+	switch {
+	case initData != "" && aaPath+cdhPath != "":
+		return nil, badInput("init-data and aa.toml/cdh.toml files exclude each other")
+	case initData != "":
+		c, err := ReadInitData(initData)
+		if err != nil {
+			return nil, fmt.Errorf("init-data %s: %w", initData, err)
+		}
+		return c, nil
+	case aaPath+cdhPath != "":
+		c, err := ReadConfigFiles(aaPath, cdhPath)
+		if err != nil {
+			return nil, fmt.Errorf("aa.toml/cdh.toml: %w", err)
+		}
+		return c, nil
+	}
+	return nil, nil
+}

@@ -48,7 +48,6 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
-	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/pull"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
@@ -75,10 +74,6 @@ type Server struct {
 	pullMu  sync.Mutex // one pull at a time, as image-rs's client lock
 	evlogMu sync.Mutex // one extension at a time
 	evlog   *eventLog  // nil: runtime measurement not enabled
-
-	polOnce sync.Once
-	checker *imagepolicy.Checker
-	polErr  error
 }
 
 type options struct {
@@ -115,7 +110,8 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithImagePolicy enforces the containers-policy.json at src on every
 // PullImage: a file path, file:///path, or kbs:///repo/type/tag fetched
-// from the broker at the first pull (CDH's image_security_policy_uri).
+// from the broker for each pull, so a changed policy applies to the next
+// one (CDH's image_security_policy_uri).
 // Default: no policy (the broker's digest pins still apply).
 func WithImagePolicy(src string) Option {
 	return func(o *options) error { o.policySrc = src; return nil }

@@ -51,23 +51,16 @@ configuration, event log. See docs/kata.md.`,
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
 			}
 			var topts []agentttrpc.Option
-			if initData != "" && aaConf+cdhConf != "" {
-				return fmt.Errorf("--initdata and --aa-config/--cdh-config exclude each other: %w", ErrUsage)
+			id, err := agentttrpc.LoadConfig(initData, aaConf, cdhConf)
+			if err != nil {
+				return fmt.Errorf("--initdata/--aa-config/--cdh-config: %w: %w", err, ErrUsage)
 			}
-			if initData != "" || aaConf+cdhConf != "" {
-				what, read := "--initdata "+initData, func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadInitData(initData) }
-				if initData == "" {
-					what, read = "--aa-config/--cdh-config", func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadConfigFiles(aaConf, cdhConf) }
-				}
-				id, err := read()
-				if err != nil {
-					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
-				}
+			if id != nil {
 				if kbs.url == "" {
 					kbs.url = id.KBSURL
 				}
 				if kbs.opts, err = id.ClientOptions(); err != nil {
-					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
+					return fmt.Errorf("--initdata/--aa-config/--cdh-config: %w: %w", err, ErrUsage)
 				}
 				topts = id.Options
 			}
