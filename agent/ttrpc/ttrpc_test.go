@@ -281,6 +281,11 @@ func TestRuntimeMeasurementOnTPM(t *testing.T) {
 	if tee, _ := u.aac.GetTeeType(ctx, &aa.GetTeeTypeRequest{}); tee.GetTee() != "tpm" {
 		t.Errorf("tee %q", tee.GetTee())
 	}
+	ev, err := u.aac.GetEvidence(ctx, &aa.GetEvidenceRequest{RuntimeData: []byte("nonce")})
+	var quote tpm.Evidence
+	if err != nil || json.Unmarshal(ev.GetEvidence(), &quote) != nil || quote.AKPublic == "" || len(quote.Quote.PCRs) != tpm.NumPCRs {
+		t.Errorf("TPM evidence %.200s, %v", ev.GetEvidence(), err)
+	}
 	// Replay: the log's events reproduce PCR 23 and 16; PCR 8 holds init-data.
 	e1, d1 := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"a","digest":"sha256:00"}`)
 	e2, d2 := cofferttrpc.AAELEntry(16, "d o c")
