@@ -92,6 +92,7 @@ type options struct {
 	secretKeys   string
 	tokenCfg     TokenConfig
 	aaSocket     string
+	additional   []evidence.Attester
 }
 
 // Option configures New.
@@ -199,6 +200,27 @@ func WithTokenConfig(tc TokenConfig) Option {
 // event log itself, as guest-components' CDH does. Default: none.
 func WithAASocket(path string) Option {
 	return func(o *options) error { o.aaSocket = strings.TrimPrefix(path, "unix://"); return nil }
+}
+
+// WithAdditionalAttesters adds attesters besides the primary one (for
+// example a vTPM beside SNP or TDX): GetAdditionalTees names them and
+// GetAdditionalEvidence returns {"<tee>": evidence, …} from each, as
+// guest-components' additional attesters do. Default: none.
+func WithAdditionalAttesters(atts ...evidence.Attester) Option {
+	return func(o *options) error {
+		seen := map[string]bool{}
+		for _, a := range o.additional {
+			seen[a.Tee()] = true
+		}
+		for _, a := range atts {
+			if a == nil || seen[a.Tee()] {
+				return fmt.Errorf("additional attester %v: nil or given twice", a)
+			}
+			seen[a.Tee()] = true
+			o.additional = append(o.additional, a)
+		}
+		return nil
+	}
 }
 
 // New returns the services backed by broker client c and attester att.

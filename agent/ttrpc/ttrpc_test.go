@@ -281,6 +281,16 @@ func TestRuntimeMeasurementOnTPM(t *testing.T) {
 	if tee, _ := u.aac.GetTeeType(ctx, &aa.GetTeeTypeRequest{}); tee.GetTee() != "tpm" {
 		t.Errorf("tee %q", tee.GetTee())
 	}
+	// The TPM as an additional attester beside the (sample) primary one.
+	both := start(t, nil, nil, cofferttrpc.WithAdditionalAttesters(att))
+	if at, err := both.aac.GetAdditionalTees(ctx, &aa.GetAdditionalTeesRequest{}); err != nil || strings.Join(at.GetAdditionalTees(), ",") != "tpm" {
+		t.Errorf("additional tees %v, %v", at.GetAdditionalTees(), err)
+	}
+	add, err := both.aac.GetAdditionalEvidence(ctx, &aa.GetAdditionalEvidenceRequest{RuntimeData: []byte("nonce")})
+	var addEv map[string]tpm.Evidence
+	if err != nil || json.Unmarshal(add.GetEvidence(), &addEv) != nil || addEv["tpm"].AKPublic == "" || len(addEv) != 1 {
+		t.Errorf("additional evidence %.200s, %v", add.GetEvidence(), err)
+	}
 	ev, err := u.aac.GetEvidence(ctx, &aa.GetEvidenceRequest{RuntimeData: []byte("nonce")})
 	var quote tpm.Evidence
 	if err != nil || json.Unmarshal(ev.GetEvidence(), &quote) != nil || quote.AKPublic == "" || len(quote.Quote.PCRs) != tpm.NumPCRs {
