@@ -122,7 +122,13 @@ func WithImagePolicy(src string) Option {
 // image_security_policy, as init-data carries it). WithImagePolicy wins
 // when both are set, as in CDH.
 func WithImagePolicyDocument(doc []byte) Option {
-	return func(o *options) error { o.policyDoc = append([]byte(nil), doc...); return nil }
+	return func(o *options) error {
+		if len(doc) > maxPolicy {
+			return badInput("image security policy of %d bytes (at most %d)", len(doc), maxPolicy)
+		}
+		o.policyDoc = append([]byte(nil), doc...)
+		return nil
+	}
 }
 
 // WithRequireSignature refuses images nothing vouches for (no pin, no
