@@ -102,7 +102,7 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 	}
 	var tdone chan error // the ttrpc services' end; nil when not served
 	if cfg.CDHSocket != "" || cfg.AASocket != "" {
-		ts, err := agentttrpc.New(ctx, cfg.Client, cfg.Attester, append([]agentttrpc.Option{agentttrpc.WithLogger(log)}, cfg.TTRPC...)...)
+		ts, err := agentttrpc.New(ctx, cfg.Client, cfg.Attester, append([]agentttrpc.Option{agentttrpc.WithLogger(log), agentttrpc.WithKeyProvider(kh)}, cfg.TTRPC...)...)
 		if err != nil {
 			srv.Close()
 			if gs != nil {

@@ -48,6 +48,8 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
+	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/pull"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
@@ -93,6 +95,7 @@ type options struct {
 	tokenCfg     TokenConfig
 	aaSocket     string
 	additional   []evidence.Attester
+	keyprovider  keyprovider.Handler
 }
 
 // Option configures New.
@@ -229,6 +232,14 @@ func WithAdditionalAttesters(atts ...evidence.Attester) Option {
 	}
 }
 
+// WithKeyProvider sets the handler of the keyprovider.KeyProviderService
+// served on the CDH socket (ocicrypt's keyprovider protocol over ttrpc, as
+// CDH serves it). Default: UnWrapKey through the broker
+// (attestation-agent scheme), WrapKey refused.
+func WithKeyProvider(h keyprovider.Handler) Option {
+	return func(o *options) error { o.keyprovider = h; return nil }
+}
+
 // New returns the services backed by broker client c and attester att.
 func New(ctx context.Context, c *client.Client, att evidence.Attester, opts ...Option) (*Server, error) {
 	if c == nil || att == nil {
@@ -239,6 +250,9 @@ func New(ctx context.Context, c *client.Client, att evidence.Attester, opts ...O
 		if err := f(&o); err != nil {
 			return nil, fmt.Errorf("agent ttrpc: %w", err)
 		}
+	}
+	if o.keyprovider == nil {
+		o.keyprovider = kwaa.NewHandler(c.KeyResolver())
 	}
 	s := &Server{c: c, att: att, o: o}
 	if o.evlogPath != "" {
@@ -267,7 +281,7 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Register adds the four CDH services to cdhSrv and the AA service to
+// Register adds the four CDH services (and CDH's keyprovider service) to cdhSrv and the AA service to
 // aaSrv (either may be nil; they may be the same server).
 func (s *Server) Register(cdhSrv, aaSrv *cttrpc.Server) {
 	if cdhSrv != nil {
@@ -276,6 +290,7 @@ func (s *Server) Register(cdhSrv, aaSrv *cttrpc.Server) {
 		cdh.RegisterImagePullServiceService(cdhSrv, c)
 		cdh.RegisterSealedSecretServiceService(cdhSrv, c)
 		cdh.RegisterSecureMountServiceService(cdhSrv, c)
+		keyprovider.RegisterTTRPC(cdhSrv, s.o.keyprovider)
 	}
 	if aaSrv != nil {
 		aa.RegisterAttestationAgentServiceService(aaSrv, &aaService{s})

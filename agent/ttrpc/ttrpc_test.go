@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
@@ -584,5 +585,42 @@ func TestPullImageRecordedThroughAASocket(t *testing.T) {
 	want, _ := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"`+img+`", "digest":"`+resp.GetManifestDigest()+`"}`)
 	if got, err := os.ReadFile(logPath); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("AA's event log after the CDH's pull %q, %v; want %q", got, err, want)
+	}
+}
+
+// CDH's keyprovider.KeyProviderService on the CDH socket, as ocicrypt-rs's
+// "ttrpc" keyprovider calls it: UnWrapKey of an attestation-agent
+// annotation returns the private options through the broker's KEK.
+func TestKeyProviderOverTTRPC(t *testing.T) {
+	u := start(t, nil, nil)
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	u.b.SetResource(t, "default/image_key/kp", kek)
+	w, err := kwaa.NewWrapper(kek, "kbs:///default/image_key/kp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	privopts := []byte(`{"symkey":"c2VjcmV0","cipheroptions":{}}`)
+	ann, err := w.Wrap(context.Background(), privopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": ann}})
+	var out wrapperspb.BytesValue
+	if err := dial(t, u.cdhSock).Call(context.Background(), "keyprovider.KeyProviderService", "UnWrapKey", wrapperspb.Bytes(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		KeyUnwrapResults struct {
+			OptsData []byte `json:"optsdata"`
+		} `json:"keyunwrapresults"`
+	}
+	if err := json.Unmarshal(out.GetValue(), &res); err != nil || !bytes.Equal(res.KeyUnwrapResults.OptsData, privopts) {
+		t.Errorf("UnWrapKey = %s, %v", out.GetValue(), err)
+	}
+	u.b.DenyAll(t)
+	err = dial(t, u.cdhSock).Call(context.Background(), "keyprovider.KeyProviderService", "UnWrapKey", wrapperspb.Bytes(in), &out)
+	if st, _ := status.FromError(err); err == nil || st.Code() != codes.PermissionDenied {
+		t.Errorf("UnWrapKey with the broker denying: %v", err)
 	}
 }
