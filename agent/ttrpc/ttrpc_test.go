@@ -624,3 +624,43 @@ func TestKeyProviderOverTTRPC(t *testing.T) {
 		t.Errorf("UnWrapKey with the broker denying: %v", err)
 	}
 }
+
+func TestRegistryConfigResolve(t *testing.T) {
+	rc, err := cofferttrpc.ParseRegistryConfig([]byte(`
+[[registry]]
+prefix = "docker.io/library/nginx"
+blocked = true
+[[registry]]
+prefix = "example.com/foo"
+location = "internal.example/bar"
+[[registry]]
+prefix = "example.com"
+blocked = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ in, want, errMsg string }{
+		{"docker://nginx:latest", "", "blocked"},
+		{"docker://index.docker.io/library/nginx:1", "", "blocked"},
+		{"docker://docker.io/library/nginxfoo:1", "docker://docker.io/library/nginxfoo:1", ""},
+		{"docker://example.com/foo/app:v1", "docker://internal.example/bar/app:v1", ""},
+		{"docker://example.com/foo/app@sha256:" + strings.Repeat("a", 64), "docker://internal.example/bar/app@sha256:" + strings.Repeat("a", 64), ""},
+		{"docker://example.com/other:v1", "", "blocked"},
+		{"docker://quay.io/x:v1", "docker://quay.io/x:v1", ""},
+	} {
+		ref, err := transport.Parse(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := rc.Resolve(ref)
+		switch {
+		case tc.errMsg != "":
+			if err == nil || !strings.Contains(err.Error(), tc.errMsg) {
+				t.Errorf("%s: %v, %v; want an error containing %q", tc.in, got, err, tc.errMsg)
+			}
+		case err != nil || got.String() != tc.want:
+			t.Errorf("%s → %v, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+}
