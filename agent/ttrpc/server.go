@@ -297,7 +297,8 @@ func (s *Server) Register(cdhSrv, aaSrv *cttrpc.Server) {
 	}
 }
 
-// ListenAndServe listens on the unix sockets cdhPath and aaPath (created
+// ListenAndServe listens on the unix sockets cdhPath and aaPath (paths,
+// or unix:///paths as guest-components' configs write them; created
 // 0600 in directories created if missing, removed on exit; "" serves
 // neither service there) and serves until ctx ends. ready, if not nil,
 // gets both addresses (nil for one not served) once they accept.
@@ -309,6 +310,7 @@ func (s *Server) ListenAndServe(ctx context.Context, cdhPath, aaPath string, rea
 		}
 	}
 	var addrs [2]net.Addr
+	cdhPath, aaPath = strings.TrimPrefix(cdhPath, "unix://"), strings.TrimPrefix(aaPath, "unix://")
 	for i, p := range []string{cdhPath, aaPath} {
 		if p == "" {
 			continue
