@@ -295,7 +295,9 @@ func (c *AgentConfig) ClientOptions() ([]client.Option, error) {
 
 // ReadConfigFiles reads an aa.toml and a cdh.toml as kata-agent writes them
 // from init-data (/run/aa.toml, /run/cdh.toml; either path may be "") and
-// returns the configuration they carry, as ReadInitData would.
+// returns the configuration they carry, as ReadInitData would; with a
+// cdh.toml, pulls are recorded through the AA at DefaultAASocket unless
+// its [aa] aa_socket names another (guest-components' default).
 func ReadConfigFiles(aaPath, cdhPath string) (*AgentConfig, error) {
 	d := &InitData{Data: map[string]string{}}
 	for _, f := range []struct{ name, path string }{{"aa.toml", aaPath}, {"cdh.toml", cdhPath}} {
@@ -308,7 +310,17 @@ func ReadConfigFiles(aaPath, cdhPath string) (*AgentConfig, error) {
 		}
 		d.Data[f.name] = string(b)
 	}
-	return d.Config()
+	c, err := d.Config()
+	if err != nil {
+		return nil, err
+	}
+	if cdhPath != "" {
+		// A standalone CDH records its pulls through the AA at
+		// guest-components' default socket unless cdh.toml names another
+		// (the later option wins).
+		c.Options = append([]Option{WithAASocket(DefaultAASocket)}, c.Options...)
+	}
+	return c, nil
 }
 
 // LoadConfig reads the agent's configuration from init-data (initData: the
@@ -320,17 +332,9 @@ func LoadConfig(initData, aaPath, cdhPath string) (*AgentConfig, error) {
 	case initData != "" && aaPath+cdhPath != "":
 		return nil, badInput("init-data and aa.toml/cdh.toml files exclude each other")
 	case initData != "":
-		c, err := ReadInitData(initData)
-		if err != nil {
-			return nil, fmt.Errorf("init-data %s: %w", initData, err)
-		}
-		return c, nil
+		return ReadInitData(initData)
 	case aaPath+cdhPath != "":
-		c, err := ReadConfigFiles(aaPath, cdhPath)
-		if err != nil {
-			return nil, fmt.Errorf("aa.toml/cdh.toml: %w", err)
-		}
-		return c, nil
+		return ReadConfigFiles(aaPath, cdhPath)
 	}
 	return nil, nil
 }

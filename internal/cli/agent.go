@@ -53,16 +53,20 @@ configuration, event log. See docs/kata.md.`,
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
 			}
 			var topts []agentttrpc.Option
+			what := "--initdata " + initData
+			if initData == "" {
+				what = "--aa-config/--cdh-config"
+			}
 			id, err := agentttrpc.LoadConfig(initData, aaConf, cdhConf)
 			if err != nil {
-				return fmt.Errorf("--initdata/--aa-config/--cdh-config: %w: %w", err, ErrUsage)
+				return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
 			}
 			if id != nil {
 				if kbs.url == "" {
 					kbs.url = id.KBSURL
 				}
 				if kbs.opts, err = id.ClientOptions(); err != nil {
-					return fmt.Errorf("--initdata/--aa-config/--cdh-config: %w: %w", err, ErrUsage)
+					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
 				}
 				topts = id.Options
 			}
