@@ -81,7 +81,7 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 		return fmt.Errorf("agent: %w", err)
 	}
 	srv := &http.Server{Handler: ah, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 3)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("agent REST API listening", "addr", ln.Addr().String(), "tee", cfg.Attester.Tee())
 	WarnIfExposed(log, ln.Addr(), "--listen")
@@ -100,8 +100,9 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 		log.Info("agent keyprovider gRPC listening", "addr", gaddr.String())
 		WarnIfExposed(log, gaddr, "--keyprovider-grpc")
 	}
+	var tdone chan error // the ttrpc services' end; nil when not served
 	if cfg.CDHSocket != "" || cfg.AASocket != "" {
-		ts, err := agentttrpc.New(ctx, cfg.Client, cfg.Attester, append([]agentttrpc.Option{agentttrpc.WithLogger(log)}, cfg.TTRPC...)...)
+		ts, err := agentttrpc.New(ctx, cfg.Client, cfg.Attester, append([]agentttrpc.Option{agentttrpc.WithLogger(log), agentttrpc.WithKeyProvider(kh)}, cfg.TTRPC...)...)
 		if err != nil {
 			srv.Close()
 			if gs != nil {
@@ -110,13 +111,14 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 			return err
 		}
 		defer ts.Close()
-		tready := make(chan error, 1)
+		tready := make(chan struct{})
+		tdone = make(chan error, 1)
 		go func() {
-			errc <- ts.ListenAndServe(ctx, cfg.CDHSocket, cfg.AASocket, func(_, _ net.Addr) { tready <- nil })
+			tdone <- ts.ListenAndServe(ctx, cfg.CDHSocket, cfg.AASocket, func(_, _ net.Addr) { close(tready) })
 		}()
 		select {
 		case <-tready:
-		case err := <-errc:
+		case err := <-tdone:
 			srv.Close()
 			if gs != nil {
 				gs.Stop()
@@ -129,6 +131,15 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 	}
 	select {
 	case <-ctx.Done():
+	case err := <-tdone: // ttrpc stopped on its own (its ctx is ours: only on failure)
+		tdone = nil
+		if ctx.Err() == nil {
+			srv.Close()
+			if gs != nil {
+				gs.Stop()
+			}
+			return err
+		}
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
 			srv.Close()
@@ -155,7 +166,16 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 			gs.Stop()
 		}
 	}
-	return srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
+	if tdone != nil {
+		// The ttrpc services stop with ctx; wait so that their sockets are
+		// gone when Serve returns.
+		select {
+		case <-tdone:
+		case <-sctx.Done():
+		}
+	}
+	return err
 }
 
 // KeyHandler is the agent's keyprovider: UnwrapKey through the broker

@@ -51,14 +51,31 @@ func (a *aaService) GetEvidence(ctx context.Context, req *aa.GetEvidenceRequest)
 	return &aa.GetEvidenceResponse{Evidence: ev}, nil
 }
 
-// GetAdditionalEvidence implements AttestationAgentService: coffer drives
-// no additional attesters (GetAdditionalTees is empty), so the evidence is
-// empty, as guest-components answers then.
+// GetAdditionalEvidence implements AttestationAgentService: the evidence
+// of each additional attester over RuntimeData, as a JSON object keyed by
+// TEE; empty (no bytes) without additional attesters, as guest-components
+// answers then.
 func (a *aaService) GetAdditionalEvidence(ctx context.Context, req *aa.GetAdditionalEvidenceRequest) (*aa.GetEvidenceResponse, error) {
-	if len(req.GetRuntimeData()) > maxRuntimeData {
-		return nil, a.fail("get additional evidence", badInput("RuntimeData of %d bytes (at most %d)", len(req.GetRuntimeData()), maxRuntimeData))
+	rd := req.GetRuntimeData()
+	if len(rd) > maxRuntimeData {
+		return nil, a.fail("get additional evidence", badInput("RuntimeData of %d bytes (at most %d)", len(rd), maxRuntimeData))
 	}
-	return &aa.GetEvidenceResponse{Evidence: []byte{}}, nil
+	if len(a.s.o.additional) == 0 {
+		return &aa.GetEvidenceResponse{Evidence: []byte{}}, nil
+	}
+	all := map[string]json.RawMessage{}
+	for _, att := range a.s.o.additional {
+		ev, err := att.Evidence(ctx, rd)
+		if err != nil {
+			return nil, a.fail("get additional evidence", fmt.Errorf("%s: %w", att.Tee(), err))
+		}
+		all[att.Tee()] = ev
+	}
+	out, err := json.Marshal(all)
+	if err != nil {
+		return nil, a.fail("get additional evidence", err)
+	}
+	return &aa.GetEvidenceResponse{Evidence: out}, nil
 }
 
 // GetToken implements AttestationAgentService. TokenType kbs: the broker's
@@ -213,8 +230,12 @@ func (a *aaService) GetTeeType(context.Context, *aa.GetTeeTypeRequest) (*aa.GetT
 	return &aa.GetTeeTypeResponse{Tee: a.s.att.Tee()}, nil
 }
 
-// GetAdditionalTees implements AttestationAgentService: none (coffer
-// attests with one attester).
+// GetAdditionalTees implements AttestationAgentService: the additional
+// attesters' TEEs (WithAdditionalAttesters), in the order given.
 func (a *aaService) GetAdditionalTees(context.Context, *aa.GetAdditionalTeesRequest) (*aa.GetAdditionalTeesResponse, error) {
-	return &aa.GetAdditionalTeesResponse{AdditionalTees: []string{}}, nil
+	tees := []string{}
+	for _, att := range a.s.o.additional {
+		tees = append(tees, att.Tee())
+	}
+	return &aa.GetAdditionalTeesResponse{AdditionalTees: tees}, nil
 }

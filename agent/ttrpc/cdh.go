@@ -4,16 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	cttrpc "github.com/containerd/ttrpc"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
-	"github.com/coffer-dev/coffer/keywrap/aa"
+	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/pull"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -170,7 +174,7 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 		digest = d
 		return err
 	}
-	opts := []pull.Option{pull.WithKeys(aa.NewUnwrapper(s.c.KeyResolver())), pull.WithTransport(topts...),
+	opts := []pull.Option{pull.WithKeys(kwaa.NewUnwrapper(s.c.KeyResolver())), pull.WithTransport(topts...),
 		pull.WithVerify(chk.Verify), pull.WithVerify(capture), pull.WithLogger(s.o.log)}
 	opts = append(opts, s.o.pull...)
 	if err := pull.Pull(ctx, ref, rootfs, opts...); err != nil {
@@ -181,7 +185,7 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 	// broker's policy matches it. imageURL parsed as a reference, so it
 	// holds no quote or backslash.
 	content := fmt.Sprintf(`{"image":"%s", "digest":"%s"}`, imageURL, digest)
-	if _, err := s.ExtendRuntimeMeasurement(ctx, EventDomain, "PullImage", content, nil); err != nil {
+	if err := s.recordPull(ctx, content); err != nil {
 		// The image is in place but unrecorded: a broker that requires the
 		// record would be misled, so the pull fails and the rootfs goes.
 		os.RemoveAll(rootfs)
@@ -189,6 +193,46 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 		return "", fmt.Errorf("recording the pull in the runtime measurement: %w", err)
 	}
 	return digest.String(), nil
+}
+
+// recordPull extends the runtime measurement with a PullImage event: in
+// this process's event log when it keeps one, else through the AA at the
+// configured socket (as guest-components' CDH does; skipped when that
+// socket does not exist). NOT_SUPPORTED and NOT_ENABLED are not errors.
+func (s *Server) recordPull(ctx context.Context, content string) error {
+	var res aa.RuntimeMeasurementResult
+	switch {
+	case s.evlog != nil || s.o.aaSocket == "":
+		r, err := s.ExtendRuntimeMeasurement(ctx, EventDomain, "PullImage", content, nil)
+		if err != nil {
+			return err
+		}
+		res = r
+	default:
+		if _, err := os.Stat(s.o.aaSocket); err != nil {
+			s.o.log.Warn("cdh: attestation agent socket not found; the pull is not recorded as a runtime measurement", "socket", s.o.aaSocket)
+			return nil
+		}
+		var d net.Dialer
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		conn, err := d.DialContext(actx, "unix", s.o.aaSocket)
+		if err != nil {
+			return err
+		}
+		c := cttrpc.NewClient(conn)
+		defer c.Close()
+		r, err := aa.NewAttestationAgentServiceClient(c).ExtendRuntimeMeasurement(actx, &aa.ExtendRuntimeMeasurementRequest{
+			Domain: EventDomain, Operation: "PullImage", Content: content})
+		if err != nil {
+			return err
+		}
+		res = r.GetResult()
+	}
+	if res != aa.RuntimeMeasurementResult_OK {
+		s.o.log.Info("cdh: pull not recorded as a runtime measurement", "result", res.String())
+	}
+	return nil
 }
 
 // maxPolicy bounds an image security policy document.

@@ -152,6 +152,9 @@ func (c *AgentConfig) HTTPClient() (*http.Client, error) {
 // Unknown keys are ignored, as guest-components' serde does.
 func (d *InitData) Config() (*AgentConfig, error) {
 	var cdhDoc struct {
+		AA struct {
+			Socket string `toml:"aa_socket"`
+		} `toml:"aa"`
 		KBC struct {
 			URL     string `toml:"url"`
 			KBSCert string `toml:"kbs_cert"`
@@ -200,6 +203,9 @@ func (d *InitData) Config() (*AgentConfig, error) {
 	}
 	if c.KBSURL != "" && !strings.HasPrefix(c.KBSURL, "http://") && !strings.HasPrefix(c.KBSURL, "https://") {
 		return nil, badInput("init-data broker url %q: want http(s)://host[:port]", c.KBSURL)
+	}
+	if cdhDoc.AA.Socket != "" {
+		c.Options = append(c.Options, WithAASocket(cdhDoc.AA.Socket))
 	}
 	img := cdhDoc.Image
 	if img.PolicyURI != "" {
@@ -289,7 +295,9 @@ func (c *AgentConfig) ClientOptions() ([]client.Option, error) {
 
 // ReadConfigFiles reads an aa.toml and a cdh.toml as kata-agent writes them
 // from init-data (/run/aa.toml, /run/cdh.toml; either path may be "") and
-// returns the configuration they carry, as ReadInitData would.
+// returns the configuration they carry, as ReadInitData would; with a
+// cdh.toml, pulls are recorded through the AA at DefaultAASocket unless
+// its [aa] aa_socket names another (guest-components' default).
 func ReadConfigFiles(aaPath, cdhPath string) (*AgentConfig, error) {
 	d := &InitData{Data: map[string]string{}}
 	for _, f := range []struct{ name, path string }{{"aa.toml", aaPath}, {"cdh.toml", cdhPath}} {
@@ -302,5 +310,31 @@ func ReadConfigFiles(aaPath, cdhPath string) (*AgentConfig, error) {
 		}
 		d.Data[f.name] = string(b)
 	}
-	return d.Config()
+	c, err := d.Config()
+	if err != nil {
+		return nil, err
+	}
+	if cdhPath != "" {
+		// A standalone CDH records its pulls through the AA at
+		// guest-components' default socket unless cdh.toml names another
+		// (the later option wins).
+		c.Options = append([]Option{WithAASocket(DefaultAASocket)}, c.Options...)
+	}
+	return c, nil
+}
+
+// LoadConfig reads the agent's configuration from init-data (initData: the
+// annotation value or the TOML, see ReadInitData) or from kata-agent's
+// aa.toml and cdh.toml (ReadConfigFiles); the two sources exclude each
+// other, and with neither it returns nil.
+func LoadConfig(initData, aaPath, cdhPath string) (*AgentConfig, error) {
+	switch {
+	case initData != "" && aaPath+cdhPath != "":
+		return nil, badInput("init-data and aa.toml/cdh.toml files exclude each other")
+	case initData != "":
+		return ReadInitData(initData)
+	case aaPath+cdhPath != "":
+		return ReadConfigFiles(aaPath, cdhPath)
+	}
+	return nil, nil
 }

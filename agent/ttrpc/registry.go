@@ -141,7 +141,7 @@ func (rc *RegistryConfig) Resolve(ref transport.Reference) (transport.Reference,
 	if !ok {
 		return ref, nil
 	}
-	repo := n.Context().Name()
+	repo := imageName(n)
 	var best *Registry
 	bestLen := -1
 	for i := range rc.Registries {
@@ -164,7 +164,7 @@ func (rc *RegistryConfig) Resolve(ref transport.Reference) (transport.Reference,
 	if best.Prefix == "" || best.Location == "" || best.Location == best.Prefix {
 		return ref, nil
 	}
-	newRepo := best.Location + strings.TrimPrefix(repo, best.Prefix)
+	newRepo := strings.TrimSuffix(best.Location, "/") + strings.TrimPrefix(repo, normalizePrefix(best.Prefix))
 	sep := ":"
 	if _, isDigest := n.(name.Digest); isDigest {
 		sep = "@"
@@ -172,13 +172,36 @@ func (rc *RegistryConfig) Resolve(ref transport.Reference) (transport.Reference,
 	return transport.Parse("docker://" + newRepo + sep + n.Identifier())
 }
 
-// prefixMatch reports whether repo is p or lies below it.
-func prefixMatch(repo, p string) bool {
-	p = strings.TrimSuffix(p, "/")
-	if dn := normalizeRegistryHost(p); dn != p && !strings.Contains(p, "/") {
-		p = dn
+// imageName spells a reference's repository as containers/image does
+// (docker.io/library/nginx, not index.docker.io/…), the form registry
+// configurations are written in.
+func imageName(n name.Reference) string {
+	host := n.Context().RegistryStr()
+	if host == name.DefaultRegistry {
+		host = "docker.io"
 	}
+	return host + "/" + n.Context().RepositoryStr()
+}
+
+// prefixMatch reports whether repo is p or lies below it; p's registry is
+// spelled as imageName spells it.
+func prefixMatch(repo, p string) bool {
+	p = normalizePrefix(p)
 	return repo == p || strings.HasPrefix(repo, p+"/")
+}
+
+// normalizePrefix spells Docker Hub's aliases as docker.io.
+func normalizePrefix(p string) string {
+	p = strings.TrimSuffix(p, "/")
+	host, rest, _ := strings.Cut(p, "/")
+	switch host {
+	case "index.docker.io", "registry-1.docker.io":
+		host = "docker.io"
+	}
+	if rest == "" {
+		return host
+	}
+	return host + "/" + rest
 }
 
 // applyRegistryConfig fetches the registry configuration (if any) for this

@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +48,8 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
-	"github.com/coffer-dev/coffer/imagepolicy"
+	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/keywrap/keyprovider"
 	"github.com/coffer-dev/coffer/pull"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
@@ -74,10 +76,6 @@ type Server struct {
 	pullMu  sync.Mutex // one pull at a time, as image-rs's client lock
 	evlogMu sync.Mutex // one extension at a time
 	evlog   *eventLog  // nil: runtime measurement not enabled
-
-	polOnce sync.Once
-	checker *imagepolicy.Checker
-	polErr  error
 }
 
 type options struct {
@@ -95,6 +93,9 @@ type options struct {
 	regConfig    *RegistryConfig
 	secretKeys   string
 	tokenCfg     TokenConfig
+	aaSocket     string
+	additional   []evidence.Attester
+	keyprovider  keyprovider.Handler
 }
 
 // Option configures New.
@@ -113,7 +114,8 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithImagePolicy enforces the containers-policy.json at src on every
 // PullImage: a file path, file:///path, or kbs:///repo/type/tag fetched
-// from the broker at the first pull (CDH's image_security_policy_uri).
+// from the broker for each pull, so a changed policy applies to the next
+// one (CDH's image_security_policy_uri).
 // Default: no policy (the broker's digest pins still apply).
 func WithImagePolicy(src string) Option {
 	return func(o *options) error { o.policySrc = src; return nil }
@@ -123,7 +125,13 @@ func WithImagePolicy(src string) Option {
 // image_security_policy, as init-data carries it). WithImagePolicy wins
 // when both are set, as in CDH.
 func WithImagePolicyDocument(doc []byte) Option {
-	return func(o *options) error { o.policyDoc = append([]byte(nil), doc...); return nil }
+	return func(o *options) error {
+		if len(doc) > maxPolicy {
+			return badInput("image security policy of %d bytes (at most %d)", len(doc), maxPolicy)
+		}
+		o.policyDoc = append([]byte(nil), doc...)
+		return nil
+	}
 }
 
 // WithRequireSignature refuses images nothing vouches for (no pin, no
@@ -196,6 +204,42 @@ func WithTokenConfig(tc TokenConfig) Option {
 	return func(o *options) error { o.tokenCfg = tc; return nil }
 }
 
+// WithAASocket makes PullImage record its event through the attestation
+// agent at path (cdh.toml's [aa] aa_socket) when this server keeps no
+// event log itself, as guest-components' CDH does. Default: none.
+func WithAASocket(path string) Option {
+	return func(o *options) error { o.aaSocket = strings.TrimPrefix(path, "unix://"); return nil }
+}
+
+// WithAdditionalAttesters adds attesters besides the primary one (for
+// example a vTPM beside SNP or TDX): GetAdditionalTees names them and
+// GetAdditionalEvidence returns {"<tee>": evidence, …} from each, as
+// guest-components' additional attesters do. Default: none.
+func WithAdditionalAttesters(atts ...evidence.Attester) Option {
+	return func(o *options) error {
+		seen := map[string]bool{}
+		for _, a := range o.additional {
+			seen[a.Tee()] = true
+		}
+		for _, a := range atts {
+			if a == nil || seen[a.Tee()] {
+				return fmt.Errorf("additional attester %v: nil or given twice", a)
+			}
+			seen[a.Tee()] = true
+			o.additional = append(o.additional, a)
+		}
+		return nil
+	}
+}
+
+// WithKeyProvider sets the handler of the keyprovider.KeyProviderService
+// served on the CDH socket (ocicrypt's keyprovider protocol over ttrpc, as
+// CDH serves it). Default: UnWrapKey through the broker
+// (attestation-agent scheme), WrapKey refused.
+func WithKeyProvider(h keyprovider.Handler) Option {
+	return func(o *options) error { o.keyprovider = h; return nil }
+}
+
 // New returns the services backed by broker client c and attester att.
 func New(ctx context.Context, c *client.Client, att evidence.Attester, opts ...Option) (*Server, error) {
 	if c == nil || att == nil {
@@ -206,6 +250,9 @@ func New(ctx context.Context, c *client.Client, att evidence.Attester, opts ...O
 		if err := f(&o); err != nil {
 			return nil, fmt.Errorf("agent ttrpc: %w", err)
 		}
+	}
+	if o.keyprovider == nil {
+		o.keyprovider = kwaa.NewHandler(c.KeyResolver())
 	}
 	s := &Server{c: c, att: att, o: o}
 	if o.evlogPath != "" {
@@ -234,7 +281,7 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Register adds the four CDH services to cdhSrv and the AA service to
+// Register adds the four CDH services (and CDH's keyprovider service) to cdhSrv and the AA service to
 // aaSrv (either may be nil; they may be the same server).
 func (s *Server) Register(cdhSrv, aaSrv *cttrpc.Server) {
 	if cdhSrv != nil {
@@ -243,13 +290,15 @@ func (s *Server) Register(cdhSrv, aaSrv *cttrpc.Server) {
 		cdh.RegisterImagePullServiceService(cdhSrv, c)
 		cdh.RegisterSealedSecretServiceService(cdhSrv, c)
 		cdh.RegisterSecureMountServiceService(cdhSrv, c)
+		keyprovider.RegisterTTRPC(cdhSrv, s.o.keyprovider)
 	}
 	if aaSrv != nil {
 		aa.RegisterAttestationAgentServiceService(aaSrv, &aaService{s})
 	}
 }
 
-// ListenAndServe listens on the unix sockets cdhPath and aaPath (created
+// ListenAndServe listens on the unix sockets cdhPath and aaPath (paths,
+// or unix:///paths as guest-components' configs write them; created
 // 0600 in directories created if missing, removed on exit; "" serves
 // neither service there) and serves until ctx ends. ready, if not nil,
 // gets both addresses (nil for one not served) once they accept.
@@ -261,6 +310,7 @@ func (s *Server) ListenAndServe(ctx context.Context, cdhPath, aaPath string, rea
 		}
 	}
 	var addrs [2]net.Addr
+	cdhPath, aaPath = strings.TrimPrefix(cdhPath, "unix://"), strings.TrimPrefix(aaPath, "unix://")
 	for i, p := range []string{cdhPath, aaPath} {
 		if p == "" {
 			continue

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
@@ -280,6 +281,21 @@ func TestRuntimeMeasurementOnTPM(t *testing.T) {
 	}
 	if tee, _ := u.aac.GetTeeType(ctx, &aa.GetTeeTypeRequest{}); tee.GetTee() != "tpm" {
 		t.Errorf("tee %q", tee.GetTee())
+	}
+	// The TPM as an additional attester beside the (sample) primary one.
+	both := start(t, nil, nil, cofferttrpc.WithAdditionalAttesters(att))
+	if at, err := both.aac.GetAdditionalTees(ctx, &aa.GetAdditionalTeesRequest{}); err != nil || strings.Join(at.GetAdditionalTees(), ",") != "tpm" {
+		t.Errorf("additional tees %v, %v", at.GetAdditionalTees(), err)
+	}
+	add, err := both.aac.GetAdditionalEvidence(ctx, &aa.GetAdditionalEvidenceRequest{RuntimeData: []byte("nonce")})
+	var addEv map[string]tpm.Evidence
+	if err != nil || json.Unmarshal(add.GetEvidence(), &addEv) != nil || addEv["tpm"].AKPublic == "" || len(addEv) != 1 {
+		t.Errorf("additional evidence %.200s, %v", add.GetEvidence(), err)
+	}
+	ev, err := u.aac.GetEvidence(ctx, &aa.GetEvidenceRequest{RuntimeData: []byte("nonce")})
+	var quote tpm.Evidence
+	if err != nil || json.Unmarshal(ev.GetEvidence(), &quote) != nil || quote.AKPublic == "" || len(quote.Quote.PCRs) != tpm.NumPCRs {
+		t.Errorf("TPM evidence %.200s, %v", ev.GetEvidence(), err)
 	}
 	// Replay: the log's events reproduce PCR 23 and 16; PCR 8 holds init-data.
 	e1, d1 := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"a","digest":"sha256:00"}`)
@@ -543,5 +559,108 @@ func TestPullImageIsMeasured(t *testing.T) {
 	want, _ := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"`+img+`", "digest":"`+resp.GetManifestDigest()+`"}`)
 	if got, err := os.ReadFile(logPath); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("event log after pull %q, %v; want %q", got, err, want)
+	}
+}
+
+// Two processes' worth (kata-agent's shim layout): the CDH keeps no event
+// log and records its pulls through the AA's socket, as guest-components'
+// CDH does.
+func TestPullImageRecordedThroughAASocket(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	att, err := evidence.NewTPM(sw.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := kbstest.New(t)
+	b.AffirmSample(t)
+	b.AllowAll(t)
+	img := encryptedRegistryImage(t, b, "", "")
+	logPath := filepath.Join(shortTempDir(t), "eventlog")
+	aaSide := start(t, b, att, cofferttrpc.WithEventLog(logPath, 23, nil))
+	cdhSide := start(t, b, nil, cofferttrpc.WithAASocket("unix://"+aaSide.aaSock))
+	resp, err := cdhSide.pullc.PullImage(context.Background(), &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"`+img+`", "digest":"`+resp.GetManifestDigest()+`"}`)
+	if got, err := os.ReadFile(logPath); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("AA's event log after the CDH's pull %q, %v; want %q", got, err, want)
+	}
+}
+
+// CDH's keyprovider.KeyProviderService on the CDH socket, as ocicrypt-rs's
+// "ttrpc" keyprovider calls it: UnWrapKey of an attestation-agent
+// annotation returns the private options through the broker's KEK.
+func TestKeyProviderOverTTRPC(t *testing.T) {
+	u := start(t, nil, nil)
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	u.b.SetResource(t, "default/image_key/kp", kek)
+	w, err := kwaa.NewWrapper(kek, "kbs:///default/image_key/kp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	privopts := []byte(`{"symkey":"c2VjcmV0","cipheroptions":{}}`)
+	ann, err := w.Wrap(context.Background(), privopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": ann}})
+	var out wrapperspb.BytesValue
+	if err := dial(t, u.cdhSock).Call(context.Background(), "keyprovider.KeyProviderService", "UnWrapKey", wrapperspb.Bytes(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		KeyUnwrapResults struct {
+			OptsData []byte `json:"optsdata"`
+		} `json:"keyunwrapresults"`
+	}
+	if err := json.Unmarshal(out.GetValue(), &res); err != nil || !bytes.Equal(res.KeyUnwrapResults.OptsData, privopts) {
+		t.Errorf("UnWrapKey = %s, %v", out.GetValue(), err)
+	}
+	u.b.DenyAll(t)
+	err = dial(t, u.cdhSock).Call(context.Background(), "keyprovider.KeyProviderService", "UnWrapKey", wrapperspb.Bytes(in), &out)
+	if st, _ := status.FromError(err); err == nil || st.Code() != codes.PermissionDenied {
+		t.Errorf("UnWrapKey with the broker denying: %v", err)
+	}
+}
+
+func TestRegistryConfigResolve(t *testing.T) {
+	rc, err := cofferttrpc.ParseRegistryConfig([]byte(`
+[[registry]]
+prefix = "docker.io/library/nginx"
+blocked = true
+[[registry]]
+prefix = "example.com/foo"
+location = "internal.example/bar"
+[[registry]]
+prefix = "example.com"
+blocked = true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ in, want, errMsg string }{
+		{"docker://nginx:latest", "", "blocked"},
+		{"docker://index.docker.io/library/nginx:1", "", "blocked"},
+		{"docker://docker.io/library/nginxfoo:1", "docker://docker.io/library/nginxfoo:1", ""},
+		{"docker://example.com/foo/app:v1", "docker://internal.example/bar/app:v1", ""},
+		{"docker://example.com/foo/app@sha256:" + strings.Repeat("a", 64), "docker://internal.example/bar/app@sha256:" + strings.Repeat("a", 64), ""},
+		{"docker://example.com/other:v1", "", "blocked"},
+		{"docker://quay.io/x:v1", "docker://quay.io/x:v1", ""},
+	} {
+		ref, err := transport.Parse(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := rc.Resolve(ref)
+		switch {
+		case tc.errMsg != "":
+			if err == nil || !strings.Contains(err.Error(), tc.errMsg) {
+				t.Errorf("%s: %v, %v; want an error containing %q", tc.in, got, err, tc.errMsg)
+			}
+		case err != nil || got.String() != tc.want:
+			t.Errorf("%s → %v, %v; want %s", tc.in, got, err, tc.want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/agent"
+	"github.com/coffer-dev/coffer/agent/evidence"
 	agentttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 )
@@ -31,6 +32,7 @@ func newAgentCmd() *cobra.Command {
 		initData         string
 		aaConf, cdhConf  string
 		secretKeys       string
+		additionalTees   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]… [--cdh-socket PATH] [--aa-socket PATH] [--initdata FILE]",
@@ -60,18 +62,15 @@ configuration, event log. See docs/kata.md.`,
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
 			}
 			var topts []agentttrpc.Option
-			if initData != "" && aaConf+cdhConf != "" {
-				return fmt.Errorf("--initdata and --aa-config/--cdh-config exclude each other: %w", ErrUsage)
+			what := "--initdata " + initData
+			if initData == "" {
+				what = "--aa-config/--cdh-config"
 			}
-			if initData != "" || aaConf+cdhConf != "" {
-				what, read := "--initdata "+initData, func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadInitData(initData) }
-				if initData == "" {
-					what, read = "--aa-config/--cdh-config", func() (*agentttrpc.AgentConfig, error) { return agentttrpc.ReadConfigFiles(aaConf, cdhConf) }
-				}
-				id, err := read()
-				if err != nil {
-					return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
-				}
+			id, err := agentttrpc.LoadConfig(initData, aaConf, cdhConf)
+			if err != nil {
+				return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
+			}
+			if id != nil {
 				if kbs.url == "" {
 					kbs.url = id.KBSURL
 				}
@@ -82,6 +81,13 @@ configuration, event log. See docs/kata.md.`,
 			}
 			if secretKeys != "" {
 				topts = append(topts, agentttrpc.WithSealedSecretKeys(secretKeys))
+			}
+			for _, tee := range additionalTees {
+				a, err := evidence.ForTee(tee, evidence.WithTPM(kbs.tpm))
+				if err != nil {
+					return fmt.Errorf("--additional-tee %s: %w", tee, err)
+				}
+				topts = append(topts, agentttrpc.WithAdditionalAttesters(a))
 			}
 			c, err := kbs.client(cmd.Context())
 			if err != nil {
@@ -125,6 +131,7 @@ configuration, event log. See docs/kata.md.`,
 	cmd.Flags().StringVar(&wrapKID, "wrap-kid", "", "kbs:///repo/type/tag naming --wrap-kek in the broker")
 	cmd.Flags().StringVar(&cdhSock, "cdh-socket", agentttrpc.DefaultCDHSocket, "unix socket of the ttrpc CDH API kata-agent calls (\"\" serves none)")
 	cmd.Flags().StringVar(&aaSock, "aa-socket", agentttrpc.DefaultAASocket, "unix socket of the ttrpc attestation-agent API (\"\" serves none)")
+	cmd.Flags().StringArrayVar(&additionalTees, "additional-tee", nil, "an attester besides --tee for the AA's GetAdditionalEvidence (e.g. tpm, using --tpm); repeatable")
 	cmd.Flags().StringVar(&secretKeys, "sealed-secret-keys", "", "directory of local sealed-secret verification keys (JWK files named by kid; CDH's /run/confidential-containers/cdh/sealed-secret)")
 	cmd.Flags().StringVar(&aaConf, "aa-config", "", "aa.toml as kata-agent writes it from init-data (/run/aa.toml); instead of --initdata")
 	cmd.Flags().StringVar(&cdhConf, "cdh-config", "", "cdh.toml as kata-agent writes it from init-data (/run/cdh.toml); instead of --initdata")

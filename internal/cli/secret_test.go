@@ -49,7 +49,7 @@ func TestSecretSealUnseal(t *testing.T) {
 	}
 
 	sock := filepath.Join(shortDir(t), "cdh.sock")
-	startAgent(t, "--kbs", b.URL, "--tee", "sample", "--cdh-socket", sock)
+	startAgent(t, "--kbs", b.URL, "--tee", "sample", "--cdh-socket", "unix://"+sock)
 	sc := cdh.NewSealedSecretServiceClient(dialTTRPC(t, sock))
 	res, err := sc.UnsealSecret(context.Background(), &cdh.UnsealSecretInput{Secret: []byte(sealed)})
 	if err != nil || string(res.GetPlaintext()) != "hunter2" {
