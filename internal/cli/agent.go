@@ -35,7 +35,7 @@ func newAgentCmd() *cobra.Command {
 		additionalTees   []string
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --kbs URL [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]… [--cdh-socket PATH] [--aa-socket PATH] [--initdata FILE]",
+		Use:   "agent [--kbs URL] [--listen 127.0.0.1:8006|unix:PATH] [--keyprovider-grpc 127.0.0.1:50000|unix:PATH] [--allowed-host NAME]… [--cdh-socket PATH] [--aa-socket PATH] [--initdata FILE | --aa-config FILE --cdh-config FILE]",
 		Short: "Guest agent: CDH/AA REST API and the ocicrypt keyprovider gRPC service, backed by the broker",
 		Long: `Serve, until interrupted, the Confidential Containers guest APIs backed by coffer's
 RCAR client: GET /cdh/resource/<repo>/<type>/<tag>, /aa/token?token_type=kbs and
@@ -50,10 +50,11 @@ web page cannot reach it through DNS rebinding. Either listener may be a unix so
 unix:/run/coffer/agent.sock (created 0600, removed on exit), as CoCo's CDH uses.
 
 Besides, guest-components' ttrpc APIs, as kata-agent calls them, are served on
---cdh-socket (CDH: GetResource, PullImage, UnsealSecret, SecureMount) and
---aa-socket (AA: GetEvidence, GetToken, ExtendRuntimeMeasurement, …); an empty
-value serves neither. --initdata FILE (the cc_init_data annotation's value, or
-the init-data TOML) configures them from its cdh.toml and aa.toml: the broker
+--cdh-socket (CDH: GetResource, PullImage, UnsealSecret, SecureMount, and the
+keyprovider over ttrpc) and --aa-socket (AA: GetEvidence, GetToken,
+ExtendRuntimeMeasurement, …); an empty value serves neither. --initdata FILE (the
+cc_init_data annotation's value, or the init-data TOML), or --aa-config and
+--cdh-config (the files kata-agent writes from it), configure them: the broker
 (when --kbs is not given), image security policy, registry credentials and
 configuration, event log. See docs/kata.md.`,
 		Args: cobra.NoArgs,
