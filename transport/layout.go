@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
+	"github.com/coffer-dev/coffer/internal/staging"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -82,7 +83,7 @@ func writeLayout(ctx context.Context, dir, tag string, a Artifact) error {
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return fmt.Errorf("writing oci:%s: %w", dir, err)
 		}
-		tmp, err := os.MkdirTemp(parent, ".coffer-layout-")
+		tmp, err := staging.MkdirTemp(parent, ".coffer-layout-") // sweeps what a killed run left
 		if err != nil {
 			return fmt.Errorf("writing oci:%s: %w", dir, err)
 		}

@@ -1,0 +1,376 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/coffer-dev/coffer/secl/flavor"
+	"github.com/coffer-dev/coffer/tpm/tpmtest"
+	"github.com/coffer-dev/coffer/transport"
+)
+
+// crashCase is one command of the crash matrix: run, SIGKILLed at ten
+// points spread over its run time, then checked.
+type crashCase struct {
+	name  string
+	args  []string
+	dest  string       // the destination path (file or directory)
+	extra []string     // other paths the command writes (removed with dest)
+	valid func() error // dest is complete and valid (called when it exists)
+	// plain: the command stages plaintext (decrypt, pull, wla), so any
+	// leftover in the watched directories is plaintext.
+	plain bool
+	// unnamed: the command is meant to leave no staging file behind even
+	// when killed (unnamed O_TMPFILE staging); otherwise leftovers of a
+	// killed run must be gone after the rerun.
+	unnamed bool
+	watch   []string // directories scanned for leftovers (dest's parent, TMPDIR)
+	// knownGap names the open issue when the row's plaintext leftovers are
+	// known and fixed elsewhere: they are reported, not failed. Clear it
+	// once that fix is merged.
+	knownGap string
+}
+
+// crashRow is a line of the matrix.
+type crashRow struct {
+	name                      string
+	killed, finishedFirst     int
+	absent, complete, partial int
+	leftAfterKill, leftPlain  int
+	leftAfterRerun, rerunsOK  int
+	example                   string
+}
+
+func (r crashRow) String() string {
+	return fmt.Sprintf("%-22s kills landed %2d/10 (finished first %d) | dest absent %d, complete %d, PARTIAL %d | leftovers after kill %d (plaintext %d), after rerun %d | reruns ok %d/10 %s",
+		r.name, r.killed, r.finishedFirst, r.absent, r.complete, r.partial, r.leftAfterKill, r.leftPlain, r.leftAfterRerun, r.rerunsOK, r.example)
+}
+
+// cliCmd runs this test binary as coffer (TestMain), with TMPDIR set.
+func cliCmd(t *testing.T, tmp string, args ...string) *exec.Cmd {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, append([]string{argCLI}, args...)...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	return cmd
+}
+
+// snapshot lists the entries of dirs (name → size).
+func snapshot(dirs []string) map[string]int64 {
+	m := map[string]int64{}
+	for _, d := range dirs {
+		filepath.Walk(d, func(p string, info os.FileInfo, err error) error {
+			if err == nil && p != d {
+				m[p] = info.Size()
+			}
+			return nil
+		})
+	}
+	return m
+}
+
+// leftovers are the entries not in before and not under the destination.
+func (c crashCase) leftovers(before map[string]int64) []string {
+	var out []string
+	skip := append([]string{c.dest}, c.extra...)
+outer:
+	for p := range snapshot(c.watch) {
+		if _, ok := before[p]; ok {
+			continue
+		}
+		for _, s := range skip {
+			if p == s || strings.HasPrefix(p, s+string(filepath.Separator)) {
+				continue outer
+			}
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c crashCase) removeDest() {
+	for _, p := range append([]string{c.dest}, c.extra...) {
+		os.RemoveAll(p)
+	}
+}
+
+// runCrash runs c once to time it, then kills it at ten points.
+func runCrash(t *testing.T, c crashCase, tmp string) crashRow {
+	t.Helper()
+	row := crashRow{name: c.name}
+	var d time.Duration // the faster of two uninterrupted runs
+	for range 2 {
+		c.removeDest()
+		start := time.Now()
+		if out, err := cliCmd(t, tmp, c.args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: an uninterrupted run failed: %v\n%s", c.name, err, out)
+		}
+		if e := time.Since(start); d == 0 || e < d {
+			d = e
+		}
+		if err := c.valid(); err != nil {
+			t.Fatalf("%s: an uninterrupted run wrote an invalid destination: %v", c.name, err)
+		}
+	}
+	for k := 1; k <= 10; k++ {
+		c.removeDest()
+		before := snapshot(c.watch)
+		cmd := cliCmd(t, tmp, c.args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(d * time.Duration(k) / 11)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err == nil {
+			werr := cmd.Wait()
+			var ee *exec.ExitError
+			if errors.As(werr, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() {
+				row.killed++
+			} else {
+				row.finishedFirst++
+			}
+		} else {
+			cmd.Wait()
+			row.finishedFirst++
+		}
+		if _, err := os.Lstat(c.dest); err != nil {
+			row.absent++
+		} else if err := c.valid(); err != nil {
+			row.partial++
+			t.Errorf("%s killed at %d/11 of its run: the destination exists but is not complete: %v", c.name, k, err)
+		} else {
+			row.complete++
+		}
+		left := c.leftovers(before)
+		row.leftAfterKill += len(left)
+		if c.plain {
+			row.leftPlain += len(left)
+		}
+		if len(left) > 0 && row.example == "" {
+			row.example = "e.g. " + strings.TrimPrefix(left[0], filepath.Dir(c.watch[0])+"/")
+		}
+		if c.unnamed && c.plain && len(left) > 0 {
+			t.Errorf("%s killed at %d/11: plaintext staging left behind: %v", c.name, k, left)
+		}
+		// The same command again: it must succeed (over a complete
+		// destination too, as a retry would run it) and clean up.
+		c.removeDest()
+		if o, err := cliCmd(t, tmp, c.args...).CombinedOutput(); err != nil {
+			t.Errorf("%s: the rerun after a kill at %d/11 failed: %v\n%s", c.name, k, err, o)
+			continue
+		}
+		if err := c.valid(); err != nil {
+			t.Errorf("%s: the rerun wrote an invalid destination: %v", c.name, err)
+			continue
+		}
+		row.rerunsOK++
+		after := c.leftovers(before)
+		row.leftAfterRerun += len(after)
+		switch {
+		case c.plain && len(after) > 0 && c.knownGap != "":
+			t.Logf("%s: KNOWN GAP (%s): plaintext staging of the killed run still there after the rerun: %v", c.name, c.knownGap, after)
+		case c.plain && len(after) > 0:
+			t.Errorf("%s: plaintext staging of the killed run still there after the rerun: %v", c.name, after)
+		}
+	}
+	return row
+}
+
+// ociRandom writes a random image of n layers of size bytes as DIR:v1.
+func ociRandom(t *testing.T, dir string, size int64, n int) v1.Image {
+	t.Helper()
+	img, err := random.Image(size, int64(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"})); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// validImage reads the image at ref and re-hashes every blob.
+func validImage(ref string, layers int) error {
+	r, err := transport.Parse(ref)
+	if err != nil {
+		return err
+	}
+	a, done, err := transport.Read(context.Background(), r)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ls, err := a.Image.Layers()
+	if err != nil {
+		return err
+	}
+	if len(ls) != layers {
+		return fmt.Errorf("%d layers, want %d", len(ls), layers)
+	}
+	for i, l := range ls {
+		want, _ := l.Digest()
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		got, _, err := v1.SHA256(rc)
+		rc.Close()
+		if err != nil || got != want {
+			return fmt.Errorf("layer %d: digest %s (%v), want %s", i, got, err, want)
+		}
+	}
+	return nil
+}
+
+// The crash matrix of issue 20: encrypt, decrypt, pull, wpm
+// create-image-flavor (filecrypt) and wla decrypt-image, each SIGKILLed
+// at ten points of its run. The destination is never partial, every
+// rerun succeeds, and plaintext left by a killed run is gone after the
+// rerun; the matrix is logged (go test -v -run TestCrashMatrix ./e2e).
+func TestCrashMatrix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash matrix: not in -short")
+	}
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	tmp := p("tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k := newKeys(t)
+	const layerSize, layers = 24 << 20, 2
+	ociRandom(t, p("src"), layerSize, layers)
+	mustCoffer(t, "encrypt", "--recipient", "jwe:"+k.ecPub, "oci:"+p("src")+":v1", "oci:"+p("enc")+":v1")
+	watch := []string{dir, tmp}
+
+	cases := []crashCase{
+		{name: "encrypt", args: []string{"encrypt", "--recipient", "jwe:" + k.ecPub, "oci:" + p("src") + ":v1", "oci:" + p("out-enc") + ":v1"},
+			dest: p("out-enc"), valid: func() error { return validImage("oci:"+p("out-enc")+":v1", layers) }},
+		{name: "decrypt", args: []string{"decrypt", "--key", k.ecPriv, "oci:" + p("enc") + ":v1", "oci:" + p("out-plain") + ":v1"},
+			dest: p("out-plain"), plain: true, valid: func() error { return validImage("oci:"+p("out-plain")+":v1", layers) }},
+		{name: "pull", args: []string{"pull", "--key", k.ecPriv, "oci:" + p("enc") + ":v1", p("rootfs")},
+			dest: p("rootfs"), extra: []string{p("rootfs") + ".config.json"}, plain: true, valid: func() error {
+				if _, err := os.Stat(p("rootfs") + ".config.json"); err != nil {
+					return err
+				}
+				ents, err := os.ReadDir(p("rootfs"))
+				if err != nil || len(ents) == 0 {
+					return fmt.Errorf("rootfs: %d entries, %v", len(ents), err)
+				}
+				return nil
+			}},
+	}
+	cases = append(cases, seclCrashCases(t, dir)...)
+
+	var rows []crashRow
+	for _, c := range cases {
+		if c.watch == nil {
+			c.watch = watch
+		}
+		rows = append(rows, runCrash(t, c, tmp))
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		b.WriteString(r.String() + "\n")
+	}
+	t.Logf("crash matrix (SIGKILL at k/11 of an uninterrupted run, k = 1..10):\n%s", b.String())
+}
+
+// seclCrashCases are wpm create-image-flavor (filecrypt encrypt) and wla
+// decrypt-image (TPM, WLS, broker; filecrypt decrypt), when swtpm is here.
+func seclCrashCases(t *testing.T, dir string) []crashCase {
+	p := func(n string) string { return filepath.Join(dir, n) }
+	if _, err := exec.LookPath("swtpm"); err != nil && os.Getenv("COFFER_REQUIRE_EXTERNAL") != "1" {
+		t.Log("crash matrix: swtpm is not installed: the filecrypt and wla rows are skipped")
+		return nil
+	}
+	host := tpmtest.StartSwtpm(t)
+	boot := pcrExtend(t, host, 11, "kernel and initrd of the crash host")
+	mustCoffer(t, "kbs", "keygen-admin", "--out", p("kbs-admin.key"))
+	mustCoffer(t, "kbs", "keygen-admin", "--out", p("wls-admin.key"))
+	kbs := startBroker(t, p("kbs-admin.key.pub"))
+	adm := []string{"--url", kbs, "--admin-key", p("kbs-admin.key")}
+	flavorSigner(t, dir)
+	plain := make([]byte, 48<<20)
+	rand.Read(plain)
+	if err := os.WriteFile(p("disk.qcow2"), plain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wpmArgs := func(enc, fl string) []string {
+		return []string{"wpm", "create-image-flavor", "-l", "crash", "-i", p("disk.qcow2"), "-e", enc, "-o", fl,
+			"--kbs", kbs, "--admin-key", p("kbs-admin.key"), "--signing-key", p("flavor-signer.pem")}
+	}
+	fid := strings.TrimSpace(mustCoffer(t, wpmArgs(p("disk.enc"), p("flavor.json"))...))
+	wls := startWLS(t, p("signer.crt"), p("wls-admin.key.pub"), p("wls-db"))
+	wadm := []string{"--url", wls, "--admin-key", p("wls-admin.key")}
+	mustCoffer(t, append([]string{"wls", "add-flavor", p("flavor.json")}, wadm...)...)
+	const image = "1d9c8b7a-6f5e-4d3c-8b2a-190817263544"
+	mustCoffer(t, append([]string{"wls", "add-image", "--image-id", image, "--flavor-id", fid}, wadm...)...)
+	ak := strings.TrimSpace(mustCoffer(t, "tpm", "ak-public", "--tpm", host.Addr))
+	mustCoffer(t, append([]string{"kbs", "set-reference-value", "tpm_ak_public", ak}, adm...)...)
+	mustCoffer(t, append([]string{"kbs", "set-reference-value", "tpm_pcr11", extended(boot)}, adm...)...)
+
+	return []crashCase{
+		{name: "filecrypt (wpm)", args: wpmArgs(p("fc.enc"), p("fc.flavor.json")), dest: p("fc.flavor.json"), extra: []string{p("fc.enc")}, knownGap: "W26, secl: filecrypt's named atomicfile staging",
+			valid: func() error {
+				doc, err := os.ReadFile(p("fc.flavor.json"))
+				if err != nil {
+					return err
+				}
+				_, f, err := flavor.Parse(doc)
+				if err != nil {
+					return err
+				}
+				enc, err := os.ReadFile(p("fc.enc"))
+				if err != nil {
+					return fmt.Errorf("the flavor names %s, which is not there: %w", p("fc.enc"), err)
+				}
+				s256, s384 := sha256.Sum256(enc), sha512.Sum384(enc) // streaming format: SHA-256; SecL's: SHA-384
+				if f.Encryption == nil || f.Encryption.Digest != base64.StdEncoding.EncodeToString(s256[:]) && f.Encryption.Digest != base64.StdEncoding.EncodeToString(s384[:]) {
+					return errors.New("the encrypted image does not match its flavor's digest")
+				}
+				return nil
+			}},
+		{name: "wla decrypt-image", args: []string{"wla", "decrypt-image", "--wls", wls, "--image-id", image, "--tpm", host.Addr, "-i", p("disk.enc"), "-o", p("disk.img")},
+			dest: p("disk.img"), plain: true, knownGap: "W26, secl: filecrypt's named atomicfile staging", valid: func() error {
+				f, err := os.Open(p("disk.img"))
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				got, err := io.ReadAll(f)
+				if err != nil || !bytes.Equal(got, plain) {
+					return fmt.Errorf("disk.img: %d bytes, not the plaintext (%v)", len(got), err)
+				}
+				return nil
+			}},
+	}
+}
