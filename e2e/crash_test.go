@@ -10,6 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/secl/flavor"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
 	"github.com/coffer-dev/coffer/transport"
@@ -372,5 +377,135 @@ func seclCrashCases(t *testing.T, dir string) []crashCase {
 				}
 				return nil
 			}},
+	}
+}
+
+// A full disk (a small tmpfs) under encrypt, decrypt and pull: one clear
+// line, nothing left at the destination or in staging, and once space is
+// freed the same command succeeds.
+func TestCrashFullDisk(t *testing.T) {
+	testutil.RequireExternal(t, os.Geteuid() == 0, "mounting a small tmpfs needs root")
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	small := p("small")
+	if err := os.Mkdir(small, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=96m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v): full-disk case skipped", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+	k := newKeys(t)
+	ociRandom(t, p("src"), 16<<20, 2)
+	mustCoffer(t, "encrypt", "--recipient", "jwe:"+k.ecPub, "oci:"+p("src")+":v1", "oci:"+p("enc")+":v1")
+	filler := filepath.Join(small, "filler")
+	for _, tc := range []struct {
+		name string
+		args []string
+		dest string
+	}{
+		{"encrypt", []string{"encrypt", "--recipient", "jwe:" + k.ecPub, "oci:" + p("src") + ":v1", "oci:" + filepath.Join(small, "out") + ":v1"}, filepath.Join(small, "out")},
+		{"decrypt", []string{"decrypt", "--key", k.ecPriv, "oci:" + p("enc") + ":v1", "oci:" + filepath.Join(small, "out") + ":v1"}, filepath.Join(small, "out")},
+		{"pull", []string{"pull", "--key", k.ecPriv, "oci:" + p("enc") + ":v1", filepath.Join(small, "rootfs")}, filepath.Join(small, "rootfs")},
+	} {
+		// Leave 12 MiB: less than one image (32 MiB of layers).
+		if err := os.WriteFile(filler, make([]byte, 84<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := cliCmd(t, small, tc.args...).CombinedOutput()
+		msg := strings.TrimSpace(string(out))
+		if err == nil {
+			t.Errorf("%s onto a full disk succeeded", tc.name)
+		} else if lines := strings.Split(msg, "\n"); strings.Count(msg, "coffer: ") != 1 || !strings.HasPrefix(lines[len(lines)-1], "coffer: ") ||
+			!strings.Contains(lines[len(lines)-1], "no space left on device") {
+			t.Errorf("%s onto a full disk: want one error line naming ENOSPC, got\n%s", tc.name, msg)
+		} else {
+			t.Logf("%s onto a full disk: %s", tc.name, msg)
+		}
+		ents, _ := os.ReadDir(small)
+		if len(ents) != 1 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Errorf("%s onto a full disk left %v", tc.name, names)
+		}
+		os.Remove(filler)
+		if out, err := cliCmd(t, small, tc.args...).CombinedOutput(); err != nil {
+			t.Errorf("%s with space again: %v\n%s", tc.name, err, out)
+		}
+		os.RemoveAll(tc.dest)
+		os.Remove(tc.dest + ".config.json")
+	}
+}
+
+// brokerProc is `coffer kbs serve` in a process of its own, restartable on
+// the same address, repository and state.
+type brokerProc struct {
+	t    *testing.T
+	args []string
+	cmd  *exec.Cmd
+	log  bytes.Buffer
+}
+
+func (b *brokerProc) start() {
+	b.cmd = cliCmd(b.t, b.t.TempDir(), b.args...)
+	b.cmd.Stdout, b.cmd.Stderr = &b.log, &b.log
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	addr := b.args[len(b.args)-1]
+	testutil.WaitListening(b.t, addr)
+}
+
+func (b *brokerProc) kill() {
+	b.cmd.Process.Signal(syscall.SIGKILL)
+	b.cmd.Wait()
+}
+
+// A broker SIGKILLed between the guest's /auth and /attest: the pull fails
+// with one clear line, and once the broker is back the same pull works.
+func TestCrashBrokerMidHandshake(t *testing.T) {
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	mustCoffer(t, "kbs", "keygen-admin", "--out", p("admin.key"))
+	addr := testutil.FreeAddr(t)
+	b := &brokerProc{t: t, args: []string{"kbs", "serve", "--allow-sample-tee", "--admin-public-key", p("admin.key.pub"),
+		"--repository", p("repo"), "--state-dir", p("state"), "--listen", addr}}
+	b.start()
+	t.Cleanup(b.kill)
+	url := "http://" + addr
+	adm := []string{"--url", url, "--admin-key", p("admin.key")}
+	mustCoffer(t, append([]string{"kbs", "set-reference-value", "launch_digest", "abcde"}, adm...)...)
+	mustCoffer(t, append([]string{"kbs", "set-reference-value", "svn", "1"}, adm...)...)
+	ociRandom(t, p("src"), 1<<20, 1)
+	mustCoffer(t, "encrypt", "--kbs", url, "--admin-key", p("admin.key"), "--key-id", "default/image_key/app", "oci:"+p("src")+":v1", "oci:"+p("enc")+":v1")
+
+	// A proxy in front of the broker kills it when the guest's /attest arrives.
+	var killed bool
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/kbs/v0/attest" && !killed {
+			killed = true
+			b.kill()
+		}
+		httputil.NewSingleHostReverseProxy(&neturl.URL{Scheme: "http", Host: addr}).ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	pull := []string{"pull", "--kbs", proxy.URL, "--tee", "sample", "oci:" + p("enc") + ":v1", p("rootfs")}
+	out, err := cliCmd(t, dir, pull...).CombinedOutput()
+	msg := strings.TrimSpace(string(out))
+	if err == nil || !killed {
+		t.Fatalf("pull with the broker killed mid-handshake: %v (killed %v)\n%s", err, killed, msg)
+	}
+	if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "coffer: ") {
+		t.Errorf("want one error line, got\n%s", msg)
+	}
+	t.Logf("broker killed mid-handshake: %s", msg)
+	if _, err := os.Lstat(p("rootfs")); err == nil {
+		t.Error("a rootfs was left behind")
+	}
+	b.start()
+	if out, err := cliCmd(t, dir, pull...).CombinedOutput(); err != nil {
+		t.Fatalf("the same pull with the broker back: %v\n%s", err, out)
 	}
 }
