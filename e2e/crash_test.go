@@ -55,6 +55,9 @@ type crashCase struct {
 	// known and fixed elsewhere: they are reported, not failed. Clear it
 	// once that fix is merged.
 	knownGap string
+	// public names leftovers that hold nothing secret (the image config an
+	// atomicfile temp holds): counted, not failed.
+	public func(path string) bool
 }
 
 // crashRow is a line of the matrix.
@@ -200,11 +203,18 @@ func runCrash(t *testing.T, c crashCase, tmp string) crashRow {
 		row.rerunsOK++
 		after := c.leftovers(before)
 		row.leftAfterRerun += len(after)
+		var secret []string
+		for _, a := range after {
+			if c.public == nil || !c.public(a) {
+				secret = append(secret, a)
+			}
+		}
 		switch {
-		case c.plain && len(after) > 0 && c.knownGap != "":
+		case c.plain && len(secret) == 0:
+		case c.plain && c.knownGap != "":
 			t.Logf("%s: KNOWN GAP (%s): plaintext staging of the killed run still there after the rerun: %v", c.name, c.knownGap, after)
-		case c.plain && len(after) > 0:
-			t.Errorf("%s: plaintext staging of the killed run still there after the rerun: %v", c.name, after)
+		case c.plain:
+			t.Errorf("%s: plaintext staging of the killed run still there after the rerun: %v", c.name, secret)
 		}
 	}
 	return row
@@ -276,7 +286,7 @@ func TestCrashMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := newKeys(t)
-	const layerSize, layers = 24 << 20, 2
+	const layerSize, layers = 12 << 20, 2
 	ociRandom(t, p("src"), layerSize, layers)
 	mustCoffer(t, "encrypt", "--recipient", "jwe:"+k.ecPub, "oci:"+p("src")+":v1", "oci:"+p("enc")+":v1")
 	watch := []string{dir, tmp}
@@ -287,7 +297,9 @@ func TestCrashMatrix(t *testing.T) {
 		{name: "decrypt", args: []string{"decrypt", "--key", k.ecPriv, "oci:" + p("enc") + ":v1", "oci:" + p("out-plain") + ":v1"},
 			dest: p("out-plain"), plain: true, unnamed: true, valid: func() error { return validImage("oci:"+p("out-plain")+":v1", layers) }},
 		{name: "pull", args: []string{"pull", "--key", k.ecPriv, "oci:" + p("enc") + ":v1", p("rootfs")},
-			dest: p("rootfs"), extra: []string{p("rootfs") + ".config.json"}, plain: true, valid: func() error {
+			dest: p("rootfs"), extra: []string{p("rootfs") + ".config.json"}, plain: true,
+			public: func(path string) bool { return strings.HasPrefix(filepath.Base(path), ".tmp-rootfs.config.json-") },
+			valid: func() error {
 				if _, err := os.Stat(p("rootfs") + ".config.json"); err != nil {
 					return err
 				}
@@ -329,7 +341,7 @@ func seclCrashCases(t *testing.T, dir string) []crashCase {
 	kbs := startBroker(t, p("kbs-admin.key.pub"))
 	adm := []string{"--url", kbs, "--admin-key", p("kbs-admin.key")}
 	flavorSigner(t, dir)
-	plain := make([]byte, 48<<20)
+	plain := make([]byte, 24<<20)
 	rand.Read(plain)
 	if err := os.WriteFile(p("disk.qcow2"), plain, 0o600); err != nil {
 		t.Fatal(err)
