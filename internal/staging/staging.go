@@ -11,13 +11,11 @@
 package staging
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // MkdirTemp sweeps parent of the stale directories named prefix+PID-…
@@ -63,11 +61,4 @@ func stalePID(name, prefix string) (int, bool) {
 	}
 	pid, err := strconv.Atoi(p)
 	return pid, err == nil && pid > 0
-}
-
-// alive reports whether a process with this id exists (EPERM: it does,
-// under another user).
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
