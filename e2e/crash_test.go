@@ -375,7 +375,7 @@ func seclCrashCases(t *testing.T, dir string) []crashCase {
 	tokenPub := writePEM(t, p("crash-token.pub"), "PUBLIC KEY", pder)
 	baddr := testutil.FreeAddr(t)
 	bp := &brokerProc{t: t, args: []string{"kbs", "serve", "--allow-sample-tee", "--admin-public-key", p("kbs-admin.key.pub"),
-		"--repository", p("crash-repo"), "--token-key", tokenKey, "--listen", baddr}}
+		"--repository", filepath.Join(t.TempDir(), "repo") /* outside the watched dir */, "--token-key", tokenKey, "--listen", baddr}}
 	bp.start()
 	t.Cleanup(bp.kill)
 	kbs := "http://" + baddr
@@ -391,7 +391,10 @@ func seclCrashCases(t *testing.T, dir string) []crashCase {
 			"--kbs", kbs, "--admin-key", p("kbs-admin.key"), "--signing-key", p("flavor-signer.pem")}
 	}
 	fid := strings.TrimSpace(mustCoffer(t, wpmArgs(p("disk.enc"), p("flavor.json"))...))
-	wls := startWLS(t, p("signer.crt"), p("wls-admin.key.pub"), p("wls-db"))
+	// The WLS without its per-address rate limit: the matrix reruns one
+	// host's command 30 times in seconds, faster than a host ever would.
+	wls := crashWLS(t, "--flavor-signer-cert", p("signer.crt"), "--admin-public-key", p("wls-admin.key.pub"),
+		"--db", filepath.Join(t.TempDir(), "wls-db"), "--rate-limit", "0")
 	wadm := []string{"--url", wls, "--admin-key", p("wls-admin.key")}
 	mustCoffer(t, append([]string{"wls", "add-flavor", p("flavor.json")}, wadm...)...)
 	const image = "1d9c8b7a-6f5e-4d3c-8b2a-190817263544"
@@ -577,4 +580,20 @@ func TestCrashBrokerMidHandshake(t *testing.T) {
 func hasFlag(verb, flag string) bool {
 	c, _, err := cli.NewRoot().Find(strings.Fields(verb))
 	return err == nil && c.Flags().Lookup(flag) != nil
+}
+
+// crashWLS runs `coffer wls serve ARGS` in-process on a free loopback port.
+func crashWLS(t *testing.T, args ...string) string {
+	t.Helper()
+	addr := testutil.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		root := cli.NewRoot()
+		root.SetArgs(append([]string{"wls", "serve", "--listen", addr}, args...))
+		done <- root.ExecuteContext(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	testutil.WaitListening(t, addr)
+	return "http://" + addr
 }
