@@ -64,7 +64,7 @@ func cofferOnPath(t *testing.T) string {
 // of its own (so 127.0.0.1:5000 and :8080 are free whatever else runs),
 // with the image and the registry the text before it names.
 func TestREADMEBrokerFlow(t *testing.T) {
-	for _, tool := range []string{"unshare", "ip", "docker-registry", "openssl", "bash", "base64"} {
+	for _, tool := range []string{"unshare", "ip", "docker-registry", "openssl", "curl", "bash", "base64"} {
 		testutil.RequireTool(t, tool)
 	}
 	testutil.RequireExternal(t, os.Geteuid() == 0, "a network namespace of its own needs root")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/coffer-dev/coffer/internal/staging"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -37,7 +38,7 @@ func RekeyFor(w ...keywrap.Wrapper) Transform {
 // configure both ends (credentials, TLS). It returns how many layers changed;
 // on any error nothing is written at dst.
 func Copy(ctx context.Context, src, dst transport.Reference, t Transform, topts []transport.Option, opts ...Option) (int, error) {
-	stage, err := os.MkdirTemp(stageDir(dst), ".coffer-stage-")
+	stage, err := staging.MkdirTemp(stageDir(dst), ".coffer-stage-") // sweeps what a killed run left
 	if err != nil {
 		return 0, fmt.Errorf("creating staging directory: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 
@@ -117,7 +116,6 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		rc.Close()
 		return d, nil, false, err
 	}
-	defer f.Close()
 	var lopts []layercrypt.Option
 	if !s.o.trustSrc {
 		lopts = append(lopts, layercrypt.WithPlainDigest())
@@ -126,9 +124,6 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	rc.Close()
 	if err != nil {
 		return d, nil, false, err
-	}
-	if err := f.Close(); err != nil {
-		return d, nil, false, fmt.Errorf("staging layer: %w", err)
 	}
 	if got := hex.EncodeToString(sealed.PlainDigest[:]); !s.o.trustSrc && got != d.Digest.Hex {
 		return d, nil, false, fmt.Errorf("source blob does not match its descriptor (got sha256:%s, %d bytes): %w", got, sealed.Size, spec.ErrIntegrity)
@@ -153,7 +148,7 @@ func (s *session) encryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 	if nd, err = addRecipients(ctx, nd, p, wrappers); err != nil {
 		return d, nil, false, err
 	}
-	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
+	return nd, &fileLayer{f: f, digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
 }
 
 func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer, diffID v1.Hash) (v1.Descriptor, v1.Layer, bool, error) {
@@ -185,17 +180,13 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		rc.Close()
 		return d, nil, false, err
 	}
-	defer f.Close()
 	opened, err := layercrypt.Decrypt(ctx, f, rc, k, pub.HMAC)
 	rc.Close()
 	if err != nil {
 		return d, nil, false, err
 	}
-	if err := f.Close(); err != nil {
-		return d, nil, false, fmt.Errorf("staging layer: %w", err)
-	}
-	staged := f.Name()
-	if _, err := VerifyPlainDigest(ctx, mt, p.Digest, opened.Digest, diffID, func() (io.ReadCloser, error) { return os.Open(staged) }); err != nil {
+	staged := func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, opened.Size)), nil }
+	if _, err := VerifyPlainDigest(ctx, mt, p.Digest, opened.Digest, diffID, staged); err != nil {
 		return d, nil, false, err
 	}
 	nd := v1.Descriptor{
@@ -206,7 +197,7 @@ func (s *session) decryptLayer(ctx context.Context, d v1.Descriptor, l v1.Layer,
 		ArtifactType: d.ArtifactType,
 		Annotations:  plainAnnotations(d.Annotations),
 	}
-	return nd, &fileLayer{path: f.Name(), digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
+	return nd, &fileLayer{f: f, digest: nd.Digest, diffID: diffID, size: nd.Size, mt: nd.MediaType}, true, nil
 }
 
 // openCiphertext opens an encrypted layer's blob for Decrypt, which

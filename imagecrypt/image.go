@@ -46,21 +46,47 @@ type layerFunc func(ctx context.Context, i int, desc v1.Descriptor, l v1.Layer, 
 type session struct {
 	o     *options
 	mu    sync.Mutex
-	files []string
+	files []*stagedFile
 	fn    layerFunc
 	// convertDocker converts Docker schema 2 manifests to OCI first.
 	convertDocker bool
 }
 
-func (s *session) tempFile() (*os.File, error) {
-	f, err := os.CreateTemp(s.o.tempDir, "coffer-layer-*")
+// tempFile stages one layer blob, open for reading back until cleanup.
+// Where the file system has O_TMPFILE the file has no name: a run that is
+// killed (what is staged may be plaintext) leaves nothing behind. Elsewhere
+// it is a named file in the staging directory, removed by cleanup (or, after
+// a kill, by the next run's sweep of its directory).
+func (s *session) tempFile() (*stagedFile, error) {
+	sf := &stagedFile{}
+	f, err := openUnnamed(s.o.tempDir)
 	if err != nil {
-		return nil, fmt.Errorf("staging layer: %w", err)
+		if f, err = os.CreateTemp(s.o.tempDir, "coffer-layer-*"); err != nil {
+			return nil, fmt.Errorf("staging layer: %w", err)
+		}
+		sf.named = true
 	}
+	sf.File = f
 	s.mu.Lock()
-	s.files = append(s.files, f.Name())
+	s.files = append(s.files, sf)
 	s.mu.Unlock()
-	return f, nil
+	return sf, nil
+}
+
+// stagedFile is a staged layer blob; named when O_TMPFILE was not available.
+type stagedFile struct {
+	*os.File
+	named bool
+}
+
+// path names the file for a writer that links it into place: its own name,
+// or its /proc/self/fd link (linkat with AT_SYMLINK_FOLLOW gives an
+// O_TMPFILE file a name).
+func (f *stagedFile) path() string {
+	if f.named {
+		return f.Name()
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 }
 
 func (s *session) cleanup() error {
@@ -68,7 +94,11 @@ func (s *session) cleanup() error {
 	defer s.mu.Unlock()
 	var errs []error
 	for _, f := range s.files {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+		f.Close()
+		if !f.named {
+			continue
+		}
+		if err := os.Remove(f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -401,7 +431,7 @@ func sha256Hash(b []byte) v1.Hash {
 
 // fileLayer is a layer blob staged in a local file.
 type fileLayer struct {
-	path   string
+	f      *stagedFile
 	digest v1.Hash
 	diffID v1.Hash
 	size   int64
@@ -412,11 +442,13 @@ func (l *fileLayer) Digest() (v1.Hash, error)            { return l.digest, nil 
 func (l *fileLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
 func (l *fileLayer) Size() (int64, error)                { return l.size, nil }
 func (l *fileLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
-func (l *fileLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
+func (l *fileLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(io.NewSectionReader(l.f, 0, l.size)), nil
+}
 func (l *fileLayer) Uncompressed() (io.ReadCloser, error) {
 	return nil, fmt.Errorf("layer %s: uncompressed access is not provided: %w", l.digest, spec.ErrUnsupported)
 }
 
 // BlobFile names the file holding exactly this layer's blob, so a writer may
 // link it into place instead of copying it.
-func (l *fileLayer) BlobFile() (string, bool) { return l.path, true }
+func (l *fileLayer) BlobFile() (string, bool) { return l.f.path(), true }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/internal/staging"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
@@ -106,7 +107,7 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 		return fmt.Errorf("rootfs %s already exists: choose a new directory", rootfs)
 	}
 	parent := filepath.Dir(filepath.Clean(rootfs))
-	stage, err := os.MkdirTemp(parent, ".coffer-pull-")
+	stage, err := staging.MkdirTemp(parent, ".coffer-pull-") // sweeps what a killed run left
 	if err != nil {
 		return fmt.Errorf("creating staging directory: %w", err)
 	}
@@ -181,11 +182,14 @@ func Pull(ctx context.Context, ref transport.Reference, rootfs string, opts ...O
 	}
 	o.log.Info("unpacking", "layers", len(layers), "rootfs", rootfs)
 	uopts := append([]unpack.Option{unpack.WithLogger(o.log)}, o.unpack...)
-	if err := unpack.Apply(ctx, rootfs, layers, uopts...); err != nil {
+	// The config first, the rootfs (renamed into place by unpack) last: a
+	// run killed in between leaves a config and no rootfs, never a rootfs
+	// without its config, and the rerun replaces the config.
+	if err := unpack.WriteConfig(rootfs+".config.json", cfg); err != nil {
 		return err
 	}
-	if err := unpack.WriteConfig(rootfs+".config.json", cfg); err != nil {
-		os.RemoveAll(rootfs)
+	if err := unpack.Apply(ctx, rootfs, layers, uopts...); err != nil {
+		os.Remove(rootfs + ".config.json")
 		return err
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
+	"github.com/coffer-dev/coffer/internal/staging"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -120,7 +121,7 @@ func extractTar(ctx context.Context, r io.Reader, dir string, limit int64) error
 // next to FILE and renames it into place.
 func writeOCIArchive(ctx context.Context, r localRef, a Artifact) error {
 	dir := filepath.Dir(filepath.Clean(r.path))
-	tmp, err := os.MkdirTemp(dir, ".coffer-oci-archive-")
+	tmp, err := staging.MkdirTemp(dir, ".coffer-oci-archive-") // sweeps what a killed run left
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", r, err)
 	}

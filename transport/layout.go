@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
+	"github.com/coffer-dev/coffer/internal/staging"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -82,7 +83,7 @@ func writeLayout(ctx context.Context, dir, tag string, a Artifact) error {
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return fmt.Errorf("writing oci:%s: %w", dir, err)
 		}
-		tmp, err := os.MkdirTemp(parent, ".coffer-layout-")
+		tmp, err := staging.MkdirTemp(parent, ".coffer-layout-") // sweeps what a killed run left
 		if err != nil {
 			return fmt.Errorf("writing oci:%s: %w", dir, err)
 		}
@@ -187,7 +188,8 @@ func updateIndex(dir, tag string, desc v1.Descriptor) error {
 }
 
 // blobFiler is implemented by layers whose blob already sits in a local file
-// (imagecrypt's staged layers, created 0600). The file belongs to the caller:
+// (imagecrypt's staged layers, created 0600; an unnamed O_TMPFILE one is
+// named by its /proc/self/fd link, which linkFollow resolves). The file belongs to the caller:
 // writers may hard-link it and make it 0644 (a blob's mode), never move or
 // change its contents.
 type blobFiler interface {
@@ -236,7 +238,7 @@ func linkStagedBlobs(ctx context.Context, dir string, a Artifact) error {
 			// A link shares the caller's inode: the blob gets the usual 0644
 			// mode, which the staged file then shares. On failure the layout
 			// writer copies.
-			if err := os.Link(src, dst); err == nil {
+			if err := linkFollow(src, dst); err == nil {
 				_ = os.Chmod(dst, 0o644)
 			}
 

@@ -60,6 +60,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/internal/staging"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -190,7 +191,7 @@ func Apply(ctx context.Context, dst string, layers []Layer, opts ...Option) (err
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("unpack destination: %w", err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".unpack-")
+	tmp, err := staging.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".unpack-") // sweeps what a killed run left
 	if err != nil {
 		return fmt.Errorf("creating staging directory: %w", err)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,7 +26,8 @@ type exitRow struct {
 var exitTable = []exitRow{
 	{9, spec.ErrUnauthorized, "a registry refused the credentials"},
 	{5, spec.ErrPolicyDenied, "denied by policy (or the broker refuses the sample TEE)"},
-	{6, spec.ErrNotFound, "not found"},
+	{6, spec.ErrNotFound, "not found (an image, a broker resource, an input file)"},
+	{6, fs.ErrNotExist, ""}, // a file given on the command line
 	{4, spec.ErrIntegrity, "integrity check failed (tampered, truncated, wrong digest, bad evidence signature)"},
 	{3, spec.ErrNoKey, "no key opens a layer"},
 	{7, spec.ErrUnsupported, "unsupported (unknown transport, scheme, format or media type; malformed input)"},
@@ -51,7 +53,9 @@ func ExitCode(err error) int {
 func exitCodesHelp() string {
 	rows := map[int]string{0: "ok", 1: "any other failure"}
 	for _, r := range exitTable {
-		rows[r.code] = r.what
+		if r.what != "" {
+			rows[r.code] = r.what
+		}
 	}
 	var b strings.Builder
 	b.WriteString("Exit codes:\n")

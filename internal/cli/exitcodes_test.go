@@ -132,6 +132,8 @@ func TestExitCodesEveryRow(t *testing.T) {
 		{4, []string{"decrypt", "--key", alice, "oci:" + tampered + ":v1", "oci:" + filepath.Join(dir, "dec4") + ":v1"}},
 		{5, []string{"pull", "--require-signature", "--key", alice, enc, filepath.Join(dir, "rootfs5")}},
 		{6, []string{"inspect", "oci:" + filepath.Join(dir, "missing") + ":v1"}},
+		{6, []string{"decrypt", "--key", filepath.Join(dir, "no-such-key.pem"), enc, "oci:" + filepath.Join(dir, "dec6") + ":v1"}},
+		{6, []string{"kbs", "list-resources", "--url", b.URL, "--admin-key", filepath.Join(dir, "no-such-admin.key")}},
 		{7, []string{"inspect", "ftp:" + filepath.Join(dir, "app")}}, // unknown transport
 		{7, []string{"encrypt", "--recipient", "nosuchscheme:x", src, enc}},
 		{8, kbsArgs},

@@ -33,14 +33,19 @@ func addKBSClientFlags(kbs *cobra.Command) {
 		}
 		role := kbsRoles[c.Name()]
 		fs := c.Flags()
+		add := func(name, usage string) { // a verb's own definition wins
+			if fs.Lookup(name) == nil {
+				fs.String(name, "", usage)
+			}
+		}
 		if role == kbsAdminVerb || role == kbsGuestVerb {
-			fs.String("url", "", "broker URL (env COFFER_KBS_URL)")
+			add("url", "broker URL (env COFFER_KBS_URL)")
 		}
 		if role == kbsAdminVerb || role == kbsSignerVerb {
-			fs.String("admin-key", "", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
+			add("admin-key", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
 		}
 		if role == kbsAdminVerb {
-			fs.String("admin-token", "", "instead of --admin-key: `FILE` holding an admin token made by coffer kbs admin-token (e.g. scoped with --allow-path; env COFFER_KBS_ADMIN_TOKEN)")
+			add("admin-token", "instead of --admin-key: `FILE` holding an admin token made by coffer kbs admin-token (e.g. scoped with --allow-path; env COFFER_KBS_ADMIN_TOKEN)")
 		}
 	}
 }

@@ -129,8 +129,8 @@ func (p *progress) pushing(dst string) chan<- v1.Update {
 			select {
 			case u, ok := <-ch:
 				p.mu.Lock()
-				if !ok || u.Error != nil {
-					b.finished = ok || b.total > 0 && b.done >= b.total
+				if !ok || u.Error != nil { // closed when the write ends; an error is not "done"
+					b.finished = !ok && b.total > 0 && b.done >= b.total
 					p.mu.Unlock()
 					return
 				}

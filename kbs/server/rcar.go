@@ -442,7 +442,8 @@ func (s *Server) handleGetResource(w http.ResponseWriter, r *http.Request, rest 
 			why = ": " + strings.Join(g.reasons, "; ")
 		}
 		audit("deny", "resource policy (ear.status "+g.status+why+")")
-		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("access to %s denied by the resource policy (ear.status %s%s)", p, g.status, why))
+		// The client asked for p and names it; the detail need not repeat it.
+		writeError(w, http.StatusUnauthorized, protocol.ErrPolicyDeny, fmt.Sprintf("access denied by the resource policy (ear.status %s%s)", g.status, why))
 		return
 	}
 	data, err := s.o.store.Get(r.Context(), p)
