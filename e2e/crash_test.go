@@ -408,7 +408,7 @@ func seclCrashCases(t *testing.T, dir string) []crashCase {
 		wlaArgs = append(wlaArgs, "--flavor-signer-cert", p("signer.crt"), "--broker-key", tokenPub, "--expect-label", "crash", "--insecure-loopback-http")
 	}
 	return []crashCase{
-		{name: "filecrypt (wpm)", args: wpmArgs(p("fc.enc"), p("fc.flavor.json")), dest: p("fc.flavor.json"), extra: []string{p("fc.enc")}, knownGap: "W26, secl: filecrypt's named atomicfile staging",
+		{name: "filecrypt (wpm)", args: wpmArgs(p("fc.enc"), p("fc.flavor.json")), dest: p("fc.flavor.json"), extra: []string{p("fc.enc")},
 			valid: func() error {
 				doc, err := os.ReadFile(p("fc.flavor.json"))
 				if err != nil {
@@ -429,7 +429,7 @@ func seclCrashCases(t *testing.T, dir string) []crashCase {
 				return nil
 			}},
 		{name: "wla decrypt-image", args: append(wlaArgs, "-i", p("disk.enc"), "-o", p("disk.img")),
-			dest: p("disk.img"), plain: true, knownGap: "W26, secl: filecrypt's named atomicfile staging",
+			dest: p("disk.img"), plain: true,
 			rerunGap: "unanswered broker challenges", // W20's per-address cap counts the killed runs' challenges
 			valid: func() error {
 				f, err := os.Open(p("disk.img"))
