@@ -82,4 +82,14 @@ func TestCACertTrustsAPrivateCA(t *testing.T) {
 	if _, err := runCoffer(t, "", append(list, "--cacert", filepath.Join(dir, "app", "index.json"))...); !errors.Is(err, ErrUsage) {
 		t.Errorf("--cacert of a file without certificates: %v, want a usage error", err)
 	}
+
+	// SecL's "cmd" keyprovider creates each key in the owner's broker: the same trust.
+	wrapIn := `{"op":"keywrap","keywrapparams":{"ec":{"Parameters":{"isecl":["YW55"]},"DecryptConfig":{"Parameters":{}}},"optsdata":"e30="},"keyunwrapparams":{"dc":null,"annotation":null}}`
+	wk := []string{"wpm", "get-ocicrypt-wrappedkey", "--kbs", kbsTLS.URL, "--admin-key", b.AdminKeyFile}
+	if _, err := runCoffer(t, wrapIn, wk...); err == nil || !strings.Contains(Explain(err).Error(), "--cacert") {
+		t.Errorf("get-ocicrypt-wrappedkey, broker behind an untrusted CA: %v, want an error naming --cacert", Explain(err))
+	}
+	if out, err := runCoffer(t, wrapIn, append(wk, "--cacert", kbsCA)...); err != nil || !strings.Contains(out, "keywrapresults") {
+		t.Errorf("get-ocicrypt-wrappedkey --cacert: %v\n%s", err, out)
+	}
 }

@@ -98,7 +98,7 @@ and COFFER_KBS_ADMIN_KEY.`,
 			if kbsURL == "" || adminKey == "" {
 				return fmt.Errorf("--kbs and --admin-key (or COFFER_KBS_URL, COFFER_KBS_ADMIN_KEY) are required: %w", ErrUsage)
 			}
-			kp, err := wpm.NewKeyProvider(kbsURL, adminKey)
+			kp, err := wpm.NewKeyProvider(kbsURL, adminKey, adminTrust(cmd.Context())...)
 			if err != nil {
 				return err
 			}

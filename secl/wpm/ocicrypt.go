@@ -144,12 +144,12 @@ func CreateContainerImageFlavor(ctx context.Context, r ContainerFlavorRequest) (
 
 // NewKeyProvider returns the owner's keyprovider for the broker at
 // brokerURL, administered with the Ed25519 key in adminKeyFile.
-func NewKeyProvider(brokerURL, adminKeyFile string) (*KeyProvider, error) {
+func NewKeyProvider(brokerURL, adminKeyFile string, opts ...adminclient.Option) (*KeyProvider, error) {
 	k, err := adminclient.LoadKey(adminKeyFile)
 	if err != nil {
 		return nil, err
 	}
-	a, err := adminclient.New(brokerURL, k)
+	a, err := adminclient.New(brokerURL, k, opts...)
 	if err != nil {
 		return nil, err
 	}
