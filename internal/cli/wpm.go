@@ -64,6 +64,7 @@ Both files are committed atomically; the flavor id is printed.`,
 				return err
 			}
 			c.TransportOptions = reg.options(cmd.Context())
+			c.AdminOptions = adminTrust(cmd.Context())
 			f, err := wpm.CreateContainerImageFlavor(cmd.Context(), c)
 			if err != nil {
 				return err

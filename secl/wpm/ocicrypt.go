@@ -89,6 +89,7 @@ type ContainerFlavorRequest struct {
 	AdminKeyFile     string
 	SigningKeyFile   string
 	TransportOptions []transport.Option
+	AdminOptions     []adminclient.Option // for the broker client (e.g. its TLS trust)
 }
 
 // CreateContainerImageFlavor creates one key in the broker, encrypts every
@@ -114,7 +115,7 @@ func CreateContainerImageFlavor(ctx context.Context, r ContainerFlavorRequest) (
 	if err != nil {
 		return nil, err
 	}
-	admin, err := adminclient.New(r.BrokerURL, ak)
+	admin, err := adminclient.New(r.BrokerURL, ak, r.AdminOptions...)
 	if err != nil {
 		return nil, err
 	}
