@@ -39,6 +39,15 @@ type options struct {
 	hc         *http.Client
 	log        *slog.Logger
 	alternates []string
+	initData   *protocol.InitData
+}
+
+// WithInitData sends d, the guest's init-data document, with every
+// attestation (RCAR's init-data): the broker checks its digest against
+// what the evidence binds (PCR 8 for a TPM) and hands its claims to the
+// policy. Default: none.
+func WithInitData(d *protocol.InitData) Option {
+	return func(o *options) error { o.initData = d; return nil }
 }
 
 // WithAlternateURLs names other replicas of the same broker (sharing its
@@ -96,6 +105,7 @@ type Client struct {
 	priv     crypto.PrivateKey
 	pub      protocol.TeePubKey
 	opener   *protocol.Opener
+	initData *protocol.InitData
 	mu       sync.Mutex // serializes attestation
 	token    string
 	tokenExp time.Time
@@ -124,7 +134,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	jar, _ := cookiejar.New(nil)
 	hc.Jar = jar
-	c := &Client{bases: append([]string{strings.TrimRight(baseURL, "/")}, o.alternates...), att: o.attester, hc: hc, log: o.log}
+	c := &Client{bases: append([]string{strings.TrimRight(baseURL, "/")}, o.alternates...), att: o.attester, hc: hc, log: o.log, initData: o.initData}
 	var err error
 	switch o.keyType {
 	case "rsa":
@@ -240,8 +250,21 @@ func replicaFailed(err error) bool {
 func (c *Client) handshake(ctx context.Context, base string) (string, error) {
 	var ch protocol.Challenge
 	req := protocol.Request{Version: protocol.Version, Tee: protocol.Tee(c.att.Tee()), ExtraParams: json.RawMessage(`""`)}
+	hs, twoStep := c.att.(evidence.Handshaker)
+	if twoStep {
+		p, err := hs.AuthParams(ctx)
+		if err != nil {
+			return "", err
+		}
+		req.ExtraParams = p
+	}
 	if err := c.post(ctx, base, protocol.PathAuth, req, &ch); err != nil {
 		return "", fmt.Errorf("kbs auth: %w", err)
+	}
+	if twoStep {
+		if err := hs.Challenge(ctx, ch.ExtraParams); err != nil {
+			return "", fmt.Errorf("kbs auth: the broker's challenge: %w", err)
+		}
 	}
 	digest, err := protocol.ReportDataDigest(ch.Nonce, c.pub, "")
 	if err != nil {
@@ -252,6 +275,7 @@ func (c *Client) handshake(ctx context.Context, base string) (string, error) {
 		return "", err
 	}
 	att := protocol.Attestation{
+		InitData:    c.initData,
 		RuntimeData: protocol.RuntimeData{Nonce: ch.Nonce, TeePubKey: c.pub},
 		TeeEvidence: protocol.CompositeEvidence{PrimaryEvidence: ev},
 	}

@@ -51,6 +51,7 @@ func NewRoot() *cobra.Command {
 		newWLACmd(),
 		newCtdDecoderCmd(),
 		newRuntimeCmd(),
+		newVMCmd(),
 	)
 	return root
 }
