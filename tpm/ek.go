@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 
 	"github.com/google/go-tpm-tools/client"
@@ -32,7 +33,7 @@ func (t *TPM) EKCertificate(ctx context.Context) ([]byte, error) {
 	}
 	// NV indexes are sized up front: DER knows its own length.
 	if len(der) > 4 && der[0] == 0x30 && der[1] == 0x82 {
-		if n := 4 + int(der[2])<<8 | int(der[3]); n <= len(der) {
+		if n := 4 + (int(der[2])<<8 | int(der[3])); n <= len(der) {
 			der = der[:n]
 		}
 	}
@@ -96,4 +97,20 @@ func (t *TPM) ActivateCredential(ctx context.Context, credBlob, encSecret []byte
 		return nil, cmdErr(ctx, "activating the credential", err)
 	}
 	return secret, nil
+}
+
+// EKPublic returns the public key of the TPM's RSA EK (the TCG default
+// template), the key an EK certificate certifies.
+func (t *TPM) EKPublic(ctx context.Context) (crypto.PublicKey, error) {
+	end, err := t.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	ek, err := client.NewKey(t.rw, tpm2.HandleEndorsement, client.DefaultEKTemplateRSA())
+	if err != nil {
+		return nil, cmdErr(ctx, "loading the EK", err)
+	}
+	defer ek.Close()
+	return ek.PublicKey(), nil
 }
