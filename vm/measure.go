@@ -41,6 +41,9 @@ func Measure(ctx context.Context, opts ...Option) ([]RefValue, error) {
 	if res.evidence == nil {
 		return nil, fmt.Errorf("vm measure: the guest sent no evidence")
 	}
+	if o.evidence != nil {
+		o.evidence(res.evidence)
+	}
 	var ev tpm.Evidence
 	if err := json.Unmarshal(res.evidence, &ev); err != nil || len(ev.Quote.PCRs) != tpm.NumPCRs {
 		return nil, fmt.Errorf("vm measure: the guest's evidence is malformed (%v): %w", err, spec.ErrUnsupported)

@@ -54,6 +54,7 @@ type options struct {
 	log                   *slog.Logger
 	timeout               time.Duration
 	marks                 func(name string, at time.Duration)
+	evidence              func([]byte)
 }
 
 // WithKernelDir names the extracted linux-image package (required).
@@ -125,6 +126,12 @@ func WithTimeout(d time.Duration) Option { return func(o *options) error { o.tim
 // process started), "output" (its first output), "exit".
 func WithMarks(f func(name string, at time.Duration)) Option {
 	return func(o *options) error { o.marks = f; return nil }
+}
+
+// WithEvidence hands f the guest's raw evidence JSON of a Measure boot
+// (tpm.Evidence, quoted with zero report data): for tests and audits.
+func WithEvidence(f func([]byte)) Option {
+	return func(o *options) error { o.evidence = f; return nil }
 }
 
 func collect(opts []Option) (*options, error) {
