@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/coffer-dev/coffer/agent/client"
+	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/pull"
@@ -160,8 +161,18 @@ func run(ctx context.Context, c *console.Writer) error {
 	// network (plain HTTP is allowed there): what makes the image
 	// trustworthy is the broker-held layer keys and the digests they
 	// authenticate, not the transport.
+	topts := []transport.Option{transport.WithInsecure(true)}
+	// The manifest must match the digest pin the broker holds for the
+	// image (coffer encrypt --kbs sets it), as coffer pull --kbs checks.
+	chk, err := imagepolicy.New(imagepolicy.WithTransport(topts...), imagepolicy.WithPins(
+		func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
+			return kc.GetResource(ctx, p.Repo, p.Type, p.Tag)
+		}))
+	if err != nil {
+		return err
+	}
 	if err := pull.Pull(ctx, ref, rootfsDir, pull.WithKeys(aa.NewUnwrapper(kc.KeyResolver())),
-		pull.WithTransport(transport.WithInsecure(true))); err != nil {
+		pull.WithTransport(topts...), pull.WithVerify(chk.Verify)); err != nil {
 		return err
 	}
 	c.Send(console.Mark, []byte("pulled"))
