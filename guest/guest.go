@@ -124,6 +124,7 @@ func run(ctx context.Context, c *console.Writer) error {
 		return err
 	}
 	initLog = append(initLog, tpm.InitEvent{PCR: cmdlinePCR, Event: "cmdline", Digest: hex.EncodeToString(d[:]), Data: cl})
+	c.Send(console.Mark, []byte("measured"))
 	logf("measured init-data and the kernel command line")
 
 	att := &attester{t: t, initLog: initLog}

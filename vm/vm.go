@@ -122,7 +122,8 @@ func WithTimeout(d time.Duration) Option { return func(o *options) error { o.tim
 // WithMarks calls f with each boot phase the host observes and its time
 // since Run started: "qemu" (QEMU started), "init" (the guest's init
 // ran), "kernel" (time the kernel had run when init started, reported
-// by the guest), "attested", "pulled", "started" (the container's
+// by the guest), "measured" (PCRs 8 and 9 extended), "attested",
+// "pulled", "started" (the container's
 // process started), "output" (its first output), "exit".
 func WithMarks(f func(name string, at time.Duration)) Option {
 	return func(o *options) error { o.marks = f; return nil }

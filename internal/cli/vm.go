@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +38,8 @@ func (f *vmFlags) options() ([]vm.Option, error) {
 		return nil, fmt.Errorf("--kernel-dir and --state are required: %w", ErrUsage)
 	}
 	opts := []vm.Option{vm.WithKernelDir(f.kernelDir), vm.WithState(f.state), vm.WithAppend(f.appendArgs),
-		vm.WithMemory(f.memory), vm.WithAccel(f.accel), vm.WithLogger(slog.Default())}
+		vm.WithMemory(f.memory), vm.WithAccel(f.accel), vm.WithLogger(slog.Default()),
+		vm.WithMarks(func(name string, at time.Duration) { slog.Info("vm phase", "phase", name, "at", at.Round(time.Millisecond)) })}
 	if f.initData != "" {
 		opts = append(opts, vm.WithInitData(f.initData))
 	}

@@ -68,7 +68,7 @@ func gzipLayer(files map[string]string) (v1.Layer, error) {
 	tw := tar.NewWriter(&b)
 	for name, body := range files {
 		mode := int64(0o644)
-		if filepath.Base(name) == "run" {
+		if filepath.Base(name) == "run" || filepath.Dir(name) == "bin" {
 			mode = 0o755
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg, ModTime: time.Unix(1700000000, 0)}); err != nil {
@@ -94,11 +94,16 @@ type Broker struct {
 // StartBroker starts coffer's broker on 127.0.0.1 (a free port) with a
 // filesystem repository under dir and the given admin public key file.
 func StartBroker(ctx context.Context, dir, adminPub string) (*Broker, error) {
+	return startBroker(ctx, dir, adminPub, func(*server.Config) {})
+}
+
+func startBroker(ctx context.Context, dir, adminPub string, set func(*server.Config)) (*Broker, error) {
 	cfg := server.DefaultConfig()
 	cfg.AllowSampleTee = true // the demo has no TEE: it attests as the sample TEE
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Repository = filepath.Join(dir, "repository")
 	cfg.AdminPublicKeys = []string{adminPub}
+	set(&cfg)
 	ready := make(chan net.Addr, 1)
 	b := &Broker{done: make(chan error, 1)}
 	go func() {
