@@ -39,7 +39,9 @@ func (f *vmFlags) options() ([]vm.Option, error) {
 	}
 	opts := []vm.Option{vm.WithKernelDir(f.kernelDir), vm.WithState(f.state), vm.WithAppend(f.appendArgs),
 		vm.WithMemory(f.memory), vm.WithAccel(f.accel), vm.WithLogger(slog.Default()),
-		vm.WithMarks(func(name string, at time.Duration) { slog.Info("vm phase", "phase", name, "at", at.Round(time.Millisecond)) })}
+		vm.WithMarks(func(name string, at time.Duration) {
+			slog.Info("vm phase", "phase", name, "at", at.Round(time.Millisecond))
+		})}
 	if f.initData != "" {
 		opts = append(opts, vm.WithInitData(f.initData))
 	}
