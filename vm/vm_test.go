@@ -35,7 +35,7 @@ const secret = "the guest's secret is 42"
 
 // kernelDir is the extracted Debian linux-image package: $COFFER_VM_KERNEL_DIR,
 // else where .ci/run extracts it.
-func kernelDir(t *testing.T) string {
+func kernelDir(t testing.TB) string {
 	d := os.Getenv("COFFER_VM_KERNEL_DIR")
 	if d == "" {
 		cache, _ := os.UserCacheDir()
@@ -47,7 +47,7 @@ func kernelDir(t *testing.T) string {
 }
 
 // staticCoffer builds coffer as the guest needs it (static, CGO off).
-func staticCoffer(t *testing.T) string {
+func staticCoffer(t testing.TB) string {
 	out := filepath.Join(t.TempDir(), "coffer")
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", out, "github.com/coffer-dev/coffer/cmd/coffer")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -58,7 +58,7 @@ func staticCoffer(t *testing.T) string {
 }
 
 type env struct {
-	t                      *testing.T
+	t                      testing.TB
 	bin, kernel, dir, kbs  string
 	admin, image, initData string
 }
@@ -88,7 +88,7 @@ func (e *env) must(args ...string) string {
 	return out
 }
 
-func startRegistry(t *testing.T) string {
+func startRegistry(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func startRegistry(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startBroker(t *testing.T, dir, adminPub string, ekCA ...string) string {
+func startBroker(t testing.TB, dir, adminPub string, ekCA ...string) string {
 	cfg := server.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Repository = filepath.Join(dir, "repository")
