@@ -140,7 +140,7 @@ func run(ctx context.Context, c *console.Writer) error {
 	}
 	var opts []client.Option
 	if initData != nil {
-		opts = append(opts, client.WithInitData(&protocol.InitData{Format: "toml", Body: string(initData)}))
+		opts = append(opts, client.WithInitData(initData))
 	}
 	kc, err := client.New(cfg.KBS, append(opts, client.WithAttester(att))...)
 	if err != nil {

@@ -42,12 +42,16 @@ type options struct {
 	initData   *protocol.InitData
 }
 
-// WithInitData sends d, the guest's init-data document, with every
-// attestation (RCAR's init-data): the broker checks its digest against
-// what the evidence binds (PCR 8 for a TPM) and hands its claims to the
-// policy. Default: none.
-func WithInitData(d *protocol.InitData) Option {
-	return func(o *options) error { o.initData = d; return nil }
+// WithInitData sends the guest's init-data document (TOML, byte for byte
+// as delivered) with every attestation, as guest-components' KBS client
+// does: the broker checks it against the digest the evidence binds (TDX
+// mr_config_id, SNP host_data, TPM PCR 8) and its policy sees the digest
+// as the init_data claim. Default: none.
+func WithInitData(toml []byte) Option {
+	return func(o *options) error {
+		o.initData = &protocol.InitData{Format: "toml", Body: string(toml)}
+		return nil
+	}
 }
 
 // WithAlternateURLs names other replicas of the same broker (sharing its
@@ -105,11 +109,11 @@ type Client struct {
 	priv     crypto.PrivateKey
 	pub      protocol.TeePubKey
 	opener   *protocol.Opener
-	initData *protocol.InitData
 	mu       sync.Mutex // serializes attestation
 	token    string
 	tokenExp time.Time
 	attested int
+	initData *protocol.InitData
 }
 
 // New returns a client for the broker at baseURL (http://host:port).
