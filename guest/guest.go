@@ -26,6 +26,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -178,6 +180,10 @@ func run(ctx context.Context, c *console.Writer) error {
 	}
 	c.Send(console.Mark, []byte("pulled"))
 	logf("pulled %s", cfg.Image)
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil { // after the pull, before the container
+		c.Send(console.Stat, fmt.Appendf(nil, "maxrss_kib %d", ru.Maxrss))
+	}
 	code, err := runContainer(ctx, rootfsDir, cfg.Cmd, c)
 	if err != nil {
 		return err

@@ -60,11 +60,17 @@ func BenchmarkRun(b *testing.B) {
 	for _, kind := range []string{"encrypted", "plain"} {
 		b.Run(kind, func(b *testing.B) {
 			phases := map[string]time.Duration{}
+			var rss float64
 			for b.Loop() {
 				var out strings.Builder
 				code, err := vm.Run(b.Context(), images[kind], []string{"/bin/busybox", "cat", "/secret"},
 					vm.WithKernelDir(e.kernel), vm.WithState(state), vm.WithInit(e.bin), vm.WithKBS(e.kbs),
-					vm.WithOutput(&out, os.Stderr), vm.WithMarks(func(n string, at time.Duration) { phases[n] = at }))
+					vm.WithOutput(&out, os.Stderr), vm.WithMarks(func(n string, at time.Duration) { phases[n] = at }),
+					vm.WithStats(func(n string, v float64) {
+						if n == "maxrss_kib" {
+							rss = v
+						}
+					}))
 				if err != nil || code != 0 || strings.TrimSpace(out.String()) != secret {
 					b.Fatalf("vm run: %d %v %q", code, err, out.String())
 				}
@@ -72,6 +78,7 @@ func BenchmarkRun(b *testing.B) {
 			for _, n := range []string{"init", "kernel", "measured", "attested", "pulled", "started", "output", "exit"} {
 				b.ReportMetric(phases[n].Seconds(), n+"-s")
 			}
+			b.ReportMetric(rss/1024, "guest-maxrss-MiB")
 		})
 	}
 }

@@ -55,6 +55,7 @@ type options struct {
 	timeout               time.Duration
 	marks                 func(name string, at time.Duration)
 	evidence              func([]byte)
+	stats                 func(name string, v float64)
 }
 
 // WithKernelDir names the extracted linux-image package (required).
@@ -133,6 +134,12 @@ func WithMarks(f func(name string, at time.Duration)) Option {
 // (tpm.Evidence, quoted with zero report data): for tests and audits.
 func WithEvidence(f func([]byte)) Option {
 	return func(o *options) error { o.evidence = f; return nil }
+}
+
+// WithStats calls f with each figure the guest reports (maxrss_kib:
+// coffer's peak RSS in the guest after the pull, in KiB).
+func WithStats(f func(name string, v float64)) Option {
+	return func(o *options) error { o.stats = f; return nil }
 }
 
 func collect(opts []Option) (*options, error) {
@@ -365,6 +372,14 @@ func demux(r *console.Reader, o *options, logf io.Writer, mark func(string)) (*b
 			}
 		case console.Mark:
 			mark(string(f.Payload))
+		case console.Stat:
+			name, val, _ := strings.Cut(string(f.Payload), " ")
+			o.log.Info("guest stat", "name", name, "value", val)
+			if o.stats != nil {
+				if n, err := strconv.ParseFloat(val, 64); err == nil {
+					o.stats(name, n)
+				}
+			}
 		case console.Log:
 			fmt.Fprintf(logf, "coffer-guest: %s\n", f.Payload)
 			o.log.Info("guest", "msg", string(f.Payload))

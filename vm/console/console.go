@@ -34,6 +34,7 @@ const (
 	Mark     Kind = "mark"  // a timing mark: "NAME" (guest monotonic time is the host's to take)
 	Evidence Kind = "evid"  // measure mode: the guest's evidence JSON
 	Hello    Kind = "hello" // the guest's init started
+	Stat     Kind = "stat"  // a figure of the guest: "NAME VALUE" (maxrss_kib: coffer's peak RSS in the guest)
 )
 
 const prefix = "\x1bCF1 "
