@@ -12,18 +12,20 @@ import (
 
 // mountAll mounts what the guest needs on the initramfs.
 func mountAll() error {
-	for _, m := range []struct{ src, dst, fs string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-		{"securityfs", "/sys/kernel/security", "securityfs"},
-		{"tmpfs", "/run", "tmpfs"},
-		{"tmpfs", "/tmp", "tmpfs"},
+	// /run holds the pull's staging files and the container's rootfs: let
+	// it use most of the guest's memory (tmpfs defaults to half).
+	for _, m := range []struct{ src, dst, fs, data string }{
+		{"proc", "/proc", "proc", ""},
+		{"sysfs", "/sys", "sysfs", ""},
+		{"devtmpfs", "/dev", "devtmpfs", ""},
+		{"securityfs", "/sys/kernel/security", "securityfs", ""},
+		{"tmpfs", "/run", "tmpfs", "size=90%"},
+		{"tmpfs", "/tmp", "tmpfs", ""},
 	} {
 		if err := os.MkdirAll(m.dst, 0o755); err != nil {
 			return err
 		}
-		if err := unix.Mount(m.src, m.dst, m.fs, unix.MS_NOSUID, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		if err := unix.Mount(m.src, m.dst, m.fs, unix.MS_NOSUID, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("mounting %s on %s: %w", m.fs, m.dst, err)
 		}
 	}
