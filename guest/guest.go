@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -58,8 +59,11 @@ func Init() int {
 	c := console.NewWriter(os.Stdout)
 	err := run(context.Background(), c)
 	if err != nil {
+		// The broker refusing (401/403, or a policy denial) is a denial;
+		// a broker that failed (5xx, unreachable) is a failure.
 		var be *protocol.BrokerError
-		if errors.As(err, &be) || errors.Is(err, spec.ErrPolicyDenied) {
+		refused := errors.As(err, &be) && (be.Status == http.StatusUnauthorized || be.Status == http.StatusForbidden)
+		if refused || errors.Is(err, spec.ErrPolicyDenied) {
 			c.Send(console.Denied, []byte(err.Error()))
 		} else {
 			c.Send(console.Failed, []byte(class(err)+" "+err.Error()))
