@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/coffer-dev/coffer/internal/testutil"
 )
 
 // fakeModule writes a minimal ELF relocatable with a .modinfo section.
@@ -114,14 +116,14 @@ func TestInitramfs(t *testing.T) {
 	if len(load) != 9 {
 		t.Errorf("load list %v, want the 9 modules", load)
 	}
-	if cpio, err := exec.LookPath("cpio"); err == nil {
-		cmd := exec.Command(cpio, "-t", "--quiet")
+	t.Run("cpio reads it", func(t *testing.T) {
+		cmd := exec.Command(testutil.RequireTool(t, "cpio"), "-t", "--quiet")
 		cmd.Stdin = bytes.NewReader(raw)
 		out, err := cmd.Output()
 		if err != nil || !strings.Contains(string(out), "lib/modules/virtio_net.ko") || !strings.Contains(string(out), "dev/console") {
 			t.Fatalf("cpio -t: %v\n%s", err, out)
 		}
-	}
+	})
 }
 
 // parseNewc reads a newc archive's regular files (test oracle).
