@@ -42,6 +42,33 @@ const (
 type Evidence struct {
 	Quote    QuoteData `json:"tpm_quote"`
 	AKPublic string    `json:"ak_public"`
+
+	// coffer's VM guests add what a verifier needs to replay the measured
+	// boot and to trust the TPM through its EK (CoCo's attester sends
+	// none of these; trustee ignores them):
+	//
+	//	event_log       std base64 TCG PC Client event log of the firmware (PCRs 0-7)
+	//	ima_log         std base64 of the kernel's IMA binary_runtime_measurements (PCR 10)
+	//	init_log        coffer's init measurements (PCRs 8, 9), in order
+	//	ek_cert         std base64 DER EK certificate
+	//	ak_tpmt_public  std base64 TPMT_PUBLIC of the AK (its name is what the credential binds)
+	//	activation      std base64 of the secret the broker sealed to EK and AK name
+	EventLog    string      `json:"event_log,omitempty"`
+	IMALog      string      `json:"ima_log,omitempty"`
+	InitLog     []InitEvent `json:"init_log,omitempty"`
+	EKCert      string      `json:"ek_cert,omitempty"`
+	AKTPMPublic string      `json:"ak_tpmt_public,omitempty"`
+	Activation  string      `json:"activation,omitempty"`
+}
+
+// InitEvent is one measurement coffer's guest init extended: PCR, what it
+// measured ("init-data", "cmdline"), the SHA-256 digest extended (hex),
+// and for the command line the text measured.
+type InitEvent struct {
+	PCR    int    `json:"pcr"`
+	Event  string `json:"event"`
+	Digest string `json:"digest"`
+	Data   string `json:"data,omitempty"`
 }
 
 // QuoteData is Evidence's tpm_quote.

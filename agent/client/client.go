@@ -264,8 +264,21 @@ func replicaFailed(err error) bool {
 func (c *Client) handshake(ctx context.Context, base string) (string, error) {
 	var ch protocol.Challenge
 	req := protocol.Request{Version: protocol.Version, Tee: protocol.Tee(c.att.Tee()), ExtraParams: json.RawMessage(`""`)}
+	hs, twoStep := c.att.(evidence.Handshaker)
+	if twoStep {
+		p, err := hs.AuthParams(ctx)
+		if err != nil {
+			return "", err
+		}
+		req.ExtraParams = p
+	}
 	if err := c.post(ctx, base, protocol.PathAuth, req, &ch); err != nil {
 		return "", fmt.Errorf("kbs auth: %w", err)
+	}
+	if twoStep {
+		if err := hs.Challenge(ctx, ch.ExtraParams); err != nil {
+			return "", fmt.Errorf("kbs auth: the broker's challenge: %w", err)
+		}
 	}
 	digest, err := protocol.ReportDataDigest(ch.Nonce, c.pub, "")
 	if err != nil {

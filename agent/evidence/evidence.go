@@ -20,6 +20,18 @@ type Attester interface {
 	Evidence(ctx context.Context, reportData []byte) (json.RawMessage, error)
 }
 
+// Handshaker is an Attester that takes part in the broker's /auth step:
+// the client sends AuthParams as the request's extra-params and gives the
+// challenge's extra-params to Challenge before it asks for Evidence. The
+// TPM of a coffer VM guest uses it for credential activation (its EK
+// certificate and AK go out; the broker's credential, sealed to both,
+// comes back and is activated in the TPM).
+type Handshaker interface {
+	Attester
+	AuthParams(ctx context.Context) (json.RawMessage, error)
+	Challenge(ctx context.Context, extraParams json.RawMessage) error
+}
+
 // Sample is the CoCo "sample" attester: no hardware, for development and
 // tests. Its evidence is {"svn":"1","report_data":"<std base64>"}.
 type Sample struct{}

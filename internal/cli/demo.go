@@ -22,8 +22,9 @@ func newDemoCmd() *cobra.Command {
 		Long: `Generate an image holding /secret, encrypt it for a local key and for a key held
 by an in-process key broker (loopback only), inspect it, decrypt it, pull it with
 sample attestation under an allowing policy, then show the denial under a deny policy.
-Last, the Intel SecL VM-image flow (wpm, wls, wla) with swtpm as the host's TPM, when
-swtpm is installed (the demo says so when it skips it).`,
+Then the Intel SecL VM-image flow (wpm, wls, wla) with swtpm as the host's TPM, when
+swtpm is installed. Last, a confidential guest (coffer vm) when QEMU, swtpm and a
+kernel package are there; the demo says plainly what it skipped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := os.MkdirTemp("", "coffer-demo-")
@@ -127,6 +128,9 @@ func runDemo(ctx context.Context, w io.Writer, dir string) error {
 		fmt.Fprintln(w, "  (exit code 5: denied by policy; no rootfs2 was created)")
 	}
 	if err := demoVMImage(ctx, w, dir, b.URL); err != nil {
+		return err
+	}
+	if err := demoGuest(ctx, w, dir); err != nil {
 		return err
 	}
 	say("Done: encrypted, inspected, decrypted with a local key; released by the broker only after attestation and only while policy allowed")

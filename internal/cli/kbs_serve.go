@@ -101,6 +101,7 @@ ready or not ready; /metrics is for admins.`,
 	f.DurationVar(&fc.AdminTokenMaxTTL, "admin-token-max-ttl", fc.AdminTokenMaxTTL, "longest admin token lifetime (exp - iat) accepted (kbs-client signs 2h)")
 	f.BoolVar(&fc.AllowSampleTee, "allow-sample-tee", false, "DEVELOPMENT ONLY: accept the sample TEE, which has no hardware root of trust")
 	f.StringVar(&fc.Collateral, "collateral", "", "directory of SNP/TDX collateral: AMD ARK/ASK/VCEK/VLEK certificates and CRLs, Intel TCB info, QE identity, PCK CRLs")
+	f.StringArrayVar(&fc.TPMEKCA, "tpm-ek-ca", nil, "PEM file of a TPM EK certificate authority (repeatable): a TPM whose EK chains to one and whose AK passes credential activation needs no AK pin (coffer vm: STATE/ek-ca.pem)")
 	f.BoolVar(&fc.FetchCollateral, "fetch-collateral", false, "fetch collateral missing from --collateral from AMD KDS / Intel PCS")
 	f.BoolVar(&fc.AllowDebugTee, "allow-debug-tee", false, "accept SNP/TDX guests whose debug policy bit is set")
 	f.StringVar(&fc.StateDir, "state-dir", "", "keep admin-set policies and reference values here across restarts (default: memory only)")

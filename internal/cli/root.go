@@ -57,6 +57,7 @@ func NewRoot() *cobra.Command {
 		newRuntimeCmd(),
 		newKeygenCmd(),
 		newSecretCmd(),
+		newVMCmd(),
 	)
 	root.Long = root.Short + "\n\n" + exitCodesHelp()
 	root.Version = versionString() // --version

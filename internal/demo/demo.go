@@ -70,7 +70,7 @@ func gzipLayer(files map[string]string) (v1.Layer, error) {
 	tw := tar.NewWriter(&b)
 	for name, body := range files {
 		mode := int64(0o644)
-		if filepath.Base(name) == "run" {
+		if filepath.Base(name) == "run" || filepath.Dir(name) == "bin" {
 			mode = 0o755
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg, ModTime: time.Unix(1700000000, 0)}); err != nil {
@@ -98,6 +98,10 @@ type Broker struct {
 // token key is dir/broker-token.pem; the public part, which SecL hosts pin
 // (wla --broker-key), is dir/broker-token.pub.
 func StartBroker(ctx context.Context, dir, adminPub string) (*Broker, error) {
+	return startBroker(ctx, dir, adminPub, func(*server.Config) {})
+}
+
+func startBroker(ctx context.Context, dir, adminPub string, set func(*server.Config)) (*Broker, error) {
 	cfg := server.DefaultConfig()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -116,6 +120,7 @@ func StartBroker(ctx context.Context, dir, adminPub string) (*Broker, error) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Repository = filepath.Join(dir, "repository")
 	cfg.AdminPublicKeys = []string{adminPub}
+	set(&cfg)
 	ready := make(chan net.Addr, 1)
 	b := &Broker{done: make(chan error, 1)}
 	go func() {

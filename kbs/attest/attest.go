@@ -6,7 +6,9 @@ package attest
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -25,7 +27,10 @@ type Evidence struct {
 	// protocol.ReportDataDigest); verifiers pad or truncate it to the
 	// platform's report-data size.
 	ReportData []byte
-	InitData   *protocol.InitData
+	// Nonce is the session's challenge (the tpm verifier's credential
+	// activation is bound to it).
+	Nonce    string
+	InitData *protocol.InitData
 	// NoBinding lets an offline check (coffer kbs verify-evidence without
 	// --report-data) skip the report-data comparison. A verifier given
 	// neither ReportData nor NoBinding refuses the evidence; the broker
@@ -56,6 +61,15 @@ type Config struct {
 	CacheBytes int64
 
 	cache *checkCache // the verifier's own, set by its constructor (NewSNP, NewTDX)
+	// EKRoots are the certificate authorities whose EK certificates the
+	// tpm verifier trusts (kbs serve --tpm-ek-ca): a TPM whose EK chains
+	// to one and whose AK passes credential activation is vouched for
+	// without an AK pin. Nil: EKs are not trusted, AKs must be pinned.
+	EKRoots *x509.CertPool
+	// ActivationKey keys the credential-activation secrets the tpm
+	// verifier derives from each session's nonce. Empty: New draws one
+	// (a broker's replicas sharing sessions must share it).
+	ActivationKey []byte
 }
 
 func (c Config) now() time.Time {
@@ -68,6 +82,10 @@ func (c Config) now() time.Time {
 // New returns the hardware verifiers (tpm, snp, tdx), and sample when
 // cfg.AllowSample.
 func New(cfg Config) Verifiers {
+	if len(cfg.ActivationKey) == 0 {
+		cfg.ActivationKey = make([]byte, 32)
+		rand.Read(cfg.ActivationKey)
+	}
 	v := Verifiers{protocol.TeeTPM: NewTPM(cfg), protocol.TeeSNP: NewSNP(cfg), protocol.TeeTDX: NewTDX(cfg)}
 	if cfg.AllowSample {
 		v[protocol.TeeSample] = Sample{}
@@ -82,6 +100,23 @@ type Claims = map[string]any
 // (bad evidence or binding) or spec.ErrUnsupported (malformed input).
 type Verifier interface {
 	Verify(ctx context.Context, ev Evidence) (Claims, error)
+}
+
+// Challenger is a Verifier that takes part in /auth: from the request's
+// extra-params it makes the challenge's extra-params for the session
+// whose nonce is given (the tpm verifier seals a credential to the EK and
+// AK the guest sent). A request without extra-params gets "".
+type Challenger interface {
+	Challenge(ctx context.Context, nonce string, extraParams json.RawMessage) (json.RawMessage, error)
+}
+
+// Challenge returns the challenge's extra-params for tee: the verifier's,
+// when it is a Challenger, else "".
+func (v Verifiers) Challenge(ctx context.Context, tee protocol.Tee, nonce string, extra json.RawMessage) (json.RawMessage, error) {
+	if c, ok := v[tee].(Challenger); ok {
+		return c.Challenge(ctx, nonce, extra)
+	}
+	return json.RawMessage(`""`), nil
 }
 
 // Verifiers selects a Verifier by TEE type.

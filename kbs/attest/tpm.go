@@ -17,17 +17,19 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"time"
 
+	"github.com/coffer-dev/coffer/kbs/attest/eventlog"
 	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 )
 
 // Bounds on tpm evidence, checked before the part they bound is decoded.
 const (
-	MaxTPMEvidence  = 64 << 10 // the evidence JSON
-	MaxTPMAKPublic  = 2 << 10  // ak_public, decoded PKIX DER
-	MaxTPMMessage   = 1 << 10  // tpm_quote.message, decoded TPMS_ATTEST
-	MaxTPMSignature = 1 << 10  // tpm_quote.signature, decoded TPMT_SIGNATURE
+	MaxTPMEvidence  = 768 << 10 // the evidence JSON (a vm guest's carries its event logs)
+	MaxTPMAKPublic  = 2 << 10   // ak_public, decoded PKIX DER
+	MaxTPMMessage   = 1 << 10   // tpm_quote.message, decoded TPMS_ATTEST
+	MaxTPMSignature = 1 << 10   // tpm_quote.signature, decoded TPMT_SIGNATURE
 )
 
 // The evidence format's fixed shape (CoCo's TPM attester).
@@ -76,9 +78,15 @@ const (
 // 32 bytes, as in trustee's test_data/tpm_evidence.json) binds too; an RSA
 // AK must have 2048 to 4096 bits; init-data with another algorithm than
 // sha256 is refused with an error where trustee fails on the length.
-func NewTPM(cfg Config) Verifier { return tpmVerifier{} }
+func NewTPM(cfg Config) Verifier {
+	return tpmVerifier{roots: cfg.EKRoots, key: cfg.ActivationKey, now: cfg.now}
+}
 
-type tpmVerifier struct{}
+type tpmVerifier struct {
+	roots *x509.CertPool
+	key   []byte
+	now   func() time.Time
+}
 
 type tpmEvidence struct {
 	AKPublic string `json:"ak_public"`
@@ -87,6 +95,13 @@ type tpmEvidence struct {
 		Message   string   `json:"message"`
 		PCRs      []string `json:"pcrs"`
 	} `json:"tpm_quote"`
+	// coffer vm guests (tpm_vm.go)
+	EventLog    string               `json:"event_log"`
+	IMALog      string               `json:"ima_log"`
+	InitLog     []eventlog.InitEvent `json:"init_log"`
+	EKCert      string               `json:"ek_cert"`
+	AKTPMPublic string               `json:"ak_tpmt_public"`
+	Activation  string               `json:"activation"`
 }
 
 // tpmQuote is a parsed TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE.
@@ -125,7 +140,7 @@ func tpmIntegrity(format string, a ...any) error {
 }
 
 // Verify implements Verifier.
-func (tpmVerifier) Verify(_ context.Context, ev Evidence) (Claims, error) {
+func (v tpmVerifier) Verify(_ context.Context, ev Evidence) (Claims, error) {
 	if len(ev.Primary) > MaxTPMEvidence {
 		return nil, tpmUnsupported("%d bytes, at most %d", len(ev.Primary), MaxTPMEvidence)
 	}
@@ -207,6 +222,12 @@ func (tpmVerifier) Verify(_ context.Context, ev Evidence) (Claims, error) {
 	}
 	for i, p := range pcrs {
 		c[fmt.Sprintf("pcr%02d", i)] = hex.EncodeToString(p)
+	}
+	if err := v.measuredBoot(&te, pcrs, c); err != nil {
+		return nil, err
+	}
+	if err := v.endorsement(&te, akDER, ev.Nonce, c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -54,9 +54,13 @@ allow if input.submods.cpu0["ear.status"] == "affirming"
 // Each TEE's trust vector:
 //
 //   - tpm: hardware affirming only when ak_public is a registered AK
-//     (reference values tpm_ak_public, or trustee's trusted_aks): an unknown
-//     AK is contraindicated. executables affirming when at least one
-//     tpm_pcrNN reference value is set and every one set matches pcrNN.
+//     (reference values tpm_ak_public, or trustee's trusted_aks) or the
+//     evidence's EK chains to a --tpm-ek-ca and its AK activated the
+//     broker's credential (ek_verified): an unknown AK is contraindicated.
+//     executables affirming when at least one tpm_pcrNN reference value is
+//     set and every one set matches pcrNN, and every tpm_boot_init_data,
+//     tpm_boot_cmdline, tpm_boot_init set matches the replayed boot event
+//     (PCR 8, 9, 10; coffer vm guests).
 //   - snp: executables from snp_launch_measurement; hardware from
 //     snp_bootloader, snp_microcode, snp_snp_svn, snp_tee_svn; configuration
 //     from the debug and migration policy bits.
@@ -92,6 +96,24 @@ tpm_ak_known if ref_has("tpm_ak_public", input.tpm.ak_public)
 
 tpm_ak_known if ref_has("trusted_aks", input.tpm.ak_public)
 
+# an EK certified by a --tpm-ek-ca, with the AK's credential activated
+tpm_ak_known if input.tpm.ek_verified == true
+
+# measured boot of coffer vm guests (claim boot): each reference value set
+# pins one replayed event (claim key: reference name, what it is)
+tpm_boot_refs := {
+	"init_data": ["tpm_boot_init_data", "PCR 8: init-data digest"],
+	"cmdline_digest": ["tpm_boot_cmdline", "PCR 9: kernel command line digest"],
+	"init": ["tpm_boot_init", "PCR 10: /init (IMA) digest"],
+}
+
+tpm_boot_mismatch contains k if {
+	input.tpm
+	some k, r in tpm_boot_refs
+	count(query_reference_value(r[0])) > 0
+	not same_as_any(object.get(object.get(input.tpm, "boot", {}), k, "(absent)"), query_reference_value(r[0]))
+}
+
 # reference values tpm_pcrNN (an empty list unpins), by claim name pcrNN
 tpm_pcr_refs[substring(name, 4, -1)] := vals if {
 	input.tpm # the query evaluates every rule: skip the walk for other TEEs
@@ -114,6 +136,7 @@ executables := 3 if {
 	input.tpm
 	count(tpm_pcr_refs) > 0
 	count(tpm_pcr_mismatch) == 0
+	count(tpm_boot_mismatch) == 0
 }
 
 configuration := 0 if input.tpm
@@ -125,6 +148,12 @@ reasons contains "hardware: the TPM attestation key (ak_public) is not registere
 
 reasons contains sprintf("executables: %s = %v does not match reference value tpm_%s", [k, object.get(input.tpm, k, "(absent)"), k]) if {
 	some k in tpm_pcr_mismatch
+}
+
+reasons contains sprintf("executables: %s %v is not among reference values %s", [r[1], v, r[0]]) if {
+	some k in tpm_boot_mismatch
+	r := tpm_boot_refs[k]
+	v := object.get(object.get(input.tpm, "boot", {}), k, "(absent: the evidence has no measured-boot logs)")
 }
 
 reasons contains "executables: no tpm_pcrNN reference value is set, so no PCR is checked" if {

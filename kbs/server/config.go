@@ -62,6 +62,7 @@ type Config struct {
 	Collateral            string        `toml:"collateral"`          // directory of SNP/TDX collateral (certificates, TCB info, QE identity)
 	FetchCollateral       bool          `toml:"fetch_collateral"`    // allow fetching missing collateral from AMD KDS / Intel PCS
 	AllowDebugTee         bool          `toml:"allow_debug_tee"`     // accept SNP/TDX guests with the debug policy bit set
+	TPMEKCA               []string      `toml:"tpm_ek_ca"`           // PEM files of EK CAs: TPMs whose EK chains to one (and whose AK activates its credential) are trusted without an AK pin
 
 	// Notes are what loading a trustee kbs-config.toml accepted but does
 	// not act on (for the operator's log); not a file key.
@@ -288,8 +289,12 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	if c.AllowDebugTee {
 		logger.Warn("debug-enabled SNP/TDX guests accepted (allow_debug_tee): their memory is readable by the host")
 	}
+	ekRoots, err := attest.LoadEKRoots(c.TPMEKCA)
+	if err != nil {
+		return nil, closer, err
+	}
 	opts = append(opts, WithVerifiers(attest.New(attest.Config{AllowSample: c.AllowSampleTee, Collateral: c.Collateral,
-		FetchCollateral: c.FetchCollateral, AllowDebug: c.AllowDebugTee})))
+		FetchCollateral: c.FetchCollateral, AllowDebug: c.AllowDebugTee, EKRoots: ekRoots})))
 	opts = append(opts, WithRateLimit(c.RateLimit, c.RateBurst))
 	if c.MaxChallengesPerAddr > 0 {
 		opts = append(opts, WithMaxChallengesPerAddress(c.MaxChallengesPerAddr))

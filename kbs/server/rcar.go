@@ -105,10 +105,16 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	var raw [protocol.NonceSize]byte
 	_, _ = rand.Read(raw[:])
 	nonce := base64.StdEncoding.EncodeToString(raw[:])
+	// A verifier may take part in /auth (tpm: credential activation).
+	challengeExtra, err := s.o.verifiers.Challenge(r.Context(), req.Tee, nonce, req.ExtraParams)
+	if err != nil {
+		s.m.attestations.WithLabelValues(string(req.Tee), "failed").Inc()
+		writeError(w, http.StatusUnauthorized, protocol.ErrAttestFailed, "auth extra-params refused: "+err.Error())
+		return
+	}
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
 	var id string
-	var err error
 	if s.shared != nil {
 		id = newSessionID()
 		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: s.clientKey(r), Expires: expires}, s.o.maxPerAddr)
@@ -135,7 +141,7 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: id, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil})
-	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: emptyExtraParams})
+	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: challengeExtra})
 }
 
 // cookie returns the caller's session id, or writes 401 and returns "".
@@ -249,7 +255,7 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	}
 	claims, err := s.o.verifiers.Verify(r.Context(), attest.Evidence{
 		Tee: sess.tee, Primary: a.TeeEvidence.PrimaryEvidence, Additional: a.TeeEvidence.AdditionalEvidence,
-		ReportData: digest, InitData: a.InitData,
+		ReportData: digest, Nonce: a.RuntimeData.Nonce, InitData: a.InitData,
 	})
 	if err != nil {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "evidence rejected: "+err.Error())

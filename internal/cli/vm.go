@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-dev/coffer/vm"
+)
+
+// exitStatus is a command's result that is a child's exit status
+// (cmd/coffer exits with it, printing nothing).
+type exitStatus int
+
+func (e exitStatus) Error() string   { return fmt.Sprintf("exit status %d", int(e)) }
+func (e exitStatus) ExitStatus() int { return int(e) }
+
+type vmFlags struct {
+	kernelDir, state, initData, appendArgs, init, accel string
+	memory                                              int
+}
+
+func (f *vmFlags) add(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.kernelDir, "kernel-dir", "", "an extracted Debian linux-image package (boot/vmlinuz-*, lib/modules/*) (required)")
+	fs.StringVar(&f.state, "state", "", "the machine's state: its vTPM (created on first use, EK certificate included), EK CA (ek-ca.pem) and console log (required)")
+	fs.StringVar(&f.initData, "init-data", "", "init-data document (TOML, algorithm sha256) measured into PCR 8 and sent with the evidence")
+	fs.StringVar(&f.appendArgs, "append", "", "more kernel command-line arguments (measured into PCR 9)")
+	fs.StringVar(&f.init, "init", "", "the guest's init binary (default: this coffer; must be a static coffer build)")
+	fs.StringVar(&f.accel, "accel", "tcg", "QEMU accelerator: tcg or kvm")
+	fs.IntVar(&f.memory, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
+}
+
+func (f *vmFlags) options() ([]vm.Option, error) {
+	if f.kernelDir == "" || f.state == "" {
+		return nil, fmt.Errorf("--kernel-dir and --state are required: %w", ErrUsage)
+	}
+	opts := []vm.Option{vm.WithKernelDir(f.kernelDir), vm.WithState(f.state), vm.WithAppend(f.appendArgs),
+		vm.WithMemory(f.memory), vm.WithAccel(f.accel), vm.WithLogger(slog.Default()),
+		vm.WithMarks(func(name string, at time.Duration) {
+			slog.Info("vm phase", "phase", name, "at", at.Round(time.Millisecond))
+		})}
+	if f.initData != "" {
+		opts = append(opts, vm.WithInitData(f.initData))
+	}
+	if f.init != "" {
+		opts = append(opts, vm.WithInit(f.init))
+	}
+	return opts, nil
+}
+
+func newVMCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vm",
+		Short: "Run images in a measured, attested guest VM (QEMU + vTPM, coffer as the guest's init)",
+	}
+	cmd.AddCommand(newVMRunCmd(), newVMMeasureCmd())
+	return cmd
+}
+
+func newVMRunCmd() *cobra.Command {
+	var f vmFlags
+	var kbs string
+	cmd := &cobra.Command{
+		Use:   "run --kernel-dir DIR --state DIR --kbs URL [--init-data FILE] [--append ARGS] [--memory MiB] IMAGE [-- CMD ARGS...]",
+		Short: "Boot a guest that attests, pulls IMAGE and runs it; exit with its status",
+		Long: `Boot a QEMU guest with a vTPM whose init is coffer itself. The guest measures
+init-data (PCR 8) and its kernel command line (PCR 9), attests to the broker
+with its quote, event logs and EK certificate, pulls, decrypts, verifies and
+unpacks IMAGE, and runs its entrypoint and CMD (or CMD ARGS after --) in its
+own namespaces. The container's output appears on stdout and stderr and
+coffer exits with its status; a broker denial exits 5 with the broker's
+reason. IMAGE and --kbs are written as the host sees them and must be on
+the host's loopback (docker://127.0.0.1:PORT/…, http://127.0.0.1:PORT).`,
+		Example: `  coffer vm run --kernel-dir ~/.cache/coffer-tools/linux-image --state ./machine \
+    --kbs http://127.0.0.1:8080 docker://127.0.0.1:5000/app:enc -- cat /secret`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := f.options()
+			if err != nil {
+				return err
+			}
+			if kbs == "" {
+				return fmt.Errorf("--kbs is required: %w", ErrUsage)
+			}
+			opts = append(opts, vm.WithKBS(kbs), vm.WithOutput(cmd.OutOrStdout(), cmd.ErrOrStderr()))
+			code, err := vm.Run(cmd.Context(), args[0], args[1:], opts...)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitStatus(code)
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&kbs, "kbs", "", "the key broker, as the host sees it: http://127.0.0.1:PORT (required)")
+	return cmd
+}
+
+func newVMMeasureCmd() *cobra.Command {
+	var f vmFlags
+	cmd := &cobra.Command{
+		Use:   "measure --kernel-dir DIR --state DIR [--init-data FILE] [--append ARGS]",
+		Short: "Boot once and print the reference values a broker needs for exactly that boot",
+		Long: `Boot the guest once as coffer vm run would (same kernel, initramfs, command
+line and init-data) and print one NAME VALUE line per reference value, ready for
+coffer kbs set-reference-value NAME VALUE. The EK the broker should trust is
+certified by the machine's CA: start the broker with
+--tpm-ek-ca STATE/ek-ca.pem.`,
+		Example: `  coffer vm measure --kernel-dir K --state ./machine --init-data init.toml |
+    while read n v; do coffer kbs set-reference-value --kbs URL --admin-key admin.pem "$n" "$v"; done`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts, err := f.options()
+			if err != nil {
+				return err
+			}
+			refs, err := vm.Measure(cmd.Context(), opts...)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", r.Name, r.Value)
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
