@@ -170,7 +170,7 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 		digest = d
 		return err
 	}
-	opts := []pull.Option{pull.WithKeys(aa.NewUnwrapper(s.c.KeyResolver())), pull.WithTransport(topts...),
+	opts := []pull.Option{pull.WithKeys(aa.NewUnwrapper(s.c)), pull.WithTransport(topts...),
 		pull.WithVerify(chk.Verify), pull.WithVerify(capture), pull.WithLogger(s.o.log)}
 	opts = append(opts, s.o.pull...)
 	if err := pull.Pull(ctx, ref, rootfs, opts...); err != nil {
@@ -197,9 +197,7 @@ const maxPolicy = 1 << 20
 // imageChecker builds the image checker once: the policy (from the broker
 // on first use, or inline) and the broker's digest pins.
 func (s *Server) imageChecker(ctx context.Context, topts []transport.Option) (*imagepolicy.Checker, error) {
-	fetch := func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
-		return s.c.GetResource(ctx, p.Repo, p.Type, p.Tag)
-	}
+	fetch := imagepolicy.ResourceFetcher(s.c.Get)
 	var pol *imagepolicy.Policy
 	var err error
 	switch {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/imagepolicy"
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/transport"
 )
 
@@ -39,11 +39,9 @@ func (f *integrityFlags) AddPolicyFlags(fs *pflag.FlagSet) {
 func (f *integrityFlags) checker(ctx context.Context, c *client.Client, topts []transport.Option, require bool) (*imagepolicy.Checker, error) {
 	opts := []imagepolicy.Option{imagepolicy.WithLogger(slog.Default()), imagepolicy.WithTransport(topts...),
 		imagepolicy.WithRequireSignature(f.require || require), imagepolicy.WithLookaside(f.lookaside)}
-	var fetch imagepolicy.ResourceFetcher
+	var fetch resource.Getter // the broker client, once attested
 	if c != nil {
-		fetch = func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
-			return c.GetResource(ctx, p.Repo, p.Type, p.Tag)
-		}
+		fetch = c
 		opts = append(opts, imagepolicy.WithPins(fetch))
 	}
 	if f.policy != "" {

@@ -60,7 +60,7 @@ func newKBSClientCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := c.GetResource(cmd.Context(), p.Repo, p.Type, p.Tag)
+			data, err := c.Get(cmd.Context(), p)
 			if err != nil {
 				return err
 			}

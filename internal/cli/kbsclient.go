@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -14,6 +13,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/tpm"
 )
 
@@ -78,29 +78,5 @@ func (f *kbsClientFlags) unwrapper(ctx context.Context) (keywrap.Unwrapper, *cli
 	if c == nil || err != nil {
 		return nil, nil, err
 	}
-	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), c, nil
-}
-
-// onceByKID memoizes a resolver per key id, concurrent callers included.
-// Only for short-lived commands: a long-running agent must ask the broker
-// every time so that a policy change takes effect.
-func onceByKID(resolve aa.KeyResolver) aa.KeyResolver {
-	type result struct {
-		once sync.Once
-		kek  []byte
-		err  error
-	}
-	var mu sync.Mutex
-	seen := map[string]*result{}
-	return func(ctx context.Context, kid string) ([]byte, error) {
-		mu.Lock()
-		r, ok := seen[kid]
-		if !ok {
-			r = &result{}
-			seen[kid] = r
-		}
-		mu.Unlock()
-		r.once.Do(func() { r.kek, r.err = resolve(ctx, kid) })
-		return r.kek, r.err
-	}
+	return aa.NewUnwrapper(resource.Once(c)), c, nil
 }

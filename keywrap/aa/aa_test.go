@@ -428,3 +428,26 @@ func FuzzAnnotation(f *testing.F) {
 		}
 	})
 }
+
+// A resource.Getter (the broker client) is asked by the path the entry's
+// kid names, parsed once with the entry: no kid string to parse again.
+func TestUnwrapAsksGetterByPath(t *testing.T) {
+	entry := referenceAnnotation(t, testKEK, []byte("fixed-iv-12b"), testPrivopts, "kbs://kbs.example:8080/default/image_key/nginx")
+	var asked []resource.Path
+	u := NewUnwrapper(resource.GetterFunc(func(_ context.Context, p resource.Path) ([]byte, error) {
+		asked = append(asked, p)
+		return bytes.Clone(testKEK), nil
+	}))
+	got, err := u.Unwrap(context.Background(), entry)
+	if err != nil || !bytes.Equal(got, testPrivopts) {
+		t.Fatalf("Unwrap = %q, %v", got, err)
+	}
+	if want := (resource.Path{Repo: "default", Type: "image_key", Tag: "nginx"}); len(asked) != 1 || asked[0] != want {
+		t.Fatalf("getter asked for %v, want [%v]", asked, want)
+	}
+	// A nil KeyResolver is no resolver at all.
+	var none KeyResolver
+	if _, err := NewUnwrapper(none).Unwrap(context.Background(), entry); !errors.Is(err, spec.ErrNoKey) {
+		t.Fatalf("nil resolver: %v, want ErrNoKey", err)
+	}
+}
