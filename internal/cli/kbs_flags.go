@@ -34,7 +34,7 @@ func addKBSClientFlags(kbs *cobra.Command) {
 		role := kbsRoles[c.Name()]
 		fs := c.Flags()
 		if role == kbsAdminVerb || role == kbsGuestVerb {
-			fs.String("url", "", "broker URL (env COFFER_KBS_URL)")
+			addBrokerURLFlag(fs, new(string), "broker URL (env COFFER_KBS_URL)")
 		}
 		if role == kbsAdminVerb || role == kbsSignerVerb {
 			fs.String("admin-key", "", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -25,7 +24,7 @@ type kbsClientFlags struct {
 }
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys; URL,URL,… for replicas tried in turn when one fails (default $COFFER_KBS_URL)")
+	addBrokerURLFlag(fs, &f.url, "key broker URL for attestation-agent layer keys; URL,URL,… for replicas tried in turn when one fails (default $COFFER_KBS_URL)")
 	addTEEFlags(fs, &f.tee, &f.teeKey, &f.tpm)
 }
 
@@ -36,10 +35,7 @@ func addTPMFlag(fs *pflag.FlagSet, addr *string) {
 
 // client returns nil when no broker is configured.
 func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
-	if f.url == "" {
-		f.url = os.Getenv("COFFER_KBS_URL")
-	}
-	if f.url == "" {
+	if f.url = orEnv(f.url, envKBSURL); f.url == "" {
 		if f.tee != "" {
 			return nil, fmt.Errorf("--tee needs --kbs: %w", ErrUsage)
 		}
@@ -63,9 +59,7 @@ func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
 type attesterFunc func() (evidence.Attester, error)
 
 func (f *kbsClientFlags) attester() (evidence.Attester, error) {
-	if f.tee == "" {
-		f.tee = os.Getenv("COFFER_TEE") // e.g. for keyprovider, which ocicrypt starts without flags
-	}
+	f.tee = orEnv(f.tee, envTEE) // e.g. for keyprovider, which ocicrypt starts without flags
 	return evidence.ForTee(f.tee, evidence.WithTPM(f.tpm))
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -30,7 +29,7 @@ type kbsKeyFlags struct {
 }
 
 func (f *kbsKeyFlags) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "kbs", "", "key broker URL: generate a KEK, register it there under --key-id, wrap layers for attestation-agent")
+	addBrokerURLFlag(fs, &f.url, "key broker URL: generate a KEK, register it there under --key-id, wrap layers for attestation-agent")
 	fs.StringVar(&f.adminKey, "admin-key", "", "broker admin private key (Ed25519 PEM; default $COFFER_KBS_ADMIN_KEY)")
 	fs.StringVar(&f.keyID, "key-id", "", "broker resource path REPO/TYPE/TAG for the KEK, e.g. default/image_key/app")
 	fs.BoolVar(&f.replace, "replace-key", false, "replace an existing KEK at --key-id: every image already encrypted under it becomes undecryptable")
@@ -92,9 +91,7 @@ func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, func(contex
 		}
 		return nil, noop, nil
 	}
-	if f.adminKey == "" {
-		f.adminKey = os.Getenv("COFFER_KBS_ADMIN_KEY")
-	}
+	f.adminKey = orEnv(f.adminKey, envKBSAdminKey)
 	if f.adminKey == "" || f.keyID == "" {
 		return nil, noop, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
 	}
