@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -12,6 +11,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/tpm"
 )
@@ -45,14 +45,12 @@ func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	// --url A,B,…: replicas of one broker; a failed step moves to the next.
-	urls := strings.Split(f.url, ",")
-	opts := []client.Option{client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...)}
-	opts = append(opts, f.opts...)
+	// --kbs A,B,…: replicas of one broker; a failed step moves to the next.
+	copts := append([]client.Option(nil), f.opts...)
 	if hc := trustOf(ctx).httpClient(30 * time.Second); hc != nil {
-		opts = append(opts, client.WithHTTPClient(hc))
+		copts = append(copts, client.WithHTTPClient(hc)) // --cacert over init-data's certificate, as before
 	}
-	return client.New(urls[0], opts...)
+	return coffer.BrokerClient(coffer.WithKBS(f.url), coffer.WithAttester(att), coffer.WithTeeKeyType(f.teeKey), coffer.WithClientOptions(copts...))
 }
 
 // attesterFunc returns the attester the flags select.
