@@ -65,7 +65,8 @@ func (f *kbsKeyFlags) options(cmd *cobra.Command) ([]coffer.Option, error) {
 	if f.adminKey == "" || f.keyID == "" {
 		return nil, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
 	}
-	if _, err := resource.ParseKeyID(f.keyID); err != nil {
+	kp, err := resource.ParseKeyID(f.keyID) // the one parse of the key id on the encrypt path
+	if err != nil {
 		return nil, kekError(f.keyID, err)
 	}
 	if f.replace {
@@ -76,7 +77,7 @@ func (f *kbsKeyFlags) options(cmd *cobra.Command) ([]coffer.Option, error) {
 		return nil, err
 	}
 	out := cmd.OutOrStdout()
-	opts := []coffer.Option{coffer.WithKBS(f.url), coffer.WithAdmin(c), coffer.WithKeyID(f.keyID), coffer.WithReplaceKey(f.replace),
+	opts := []coffer.Option{coffer.WithKBS(f.url), coffer.WithAdmin(c), coffer.WithKeyPath(kp), coffer.WithReplaceKey(f.replace),
 		coffer.WithPinned(func(p imagepolicy.Pinned) {
 			fmt.Fprintf(out, "pinned %s at %s in the broker (kbs:///%s)\n", p.Pin.Reference, p.Pin.Digest, p.Path)
 		})}

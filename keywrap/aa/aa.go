@@ -68,6 +68,22 @@ func NewWrapper(kek []byte, kid string) (keywrap.Wrapper, error) {
 	if _, err := resource.ParseKID(kid); err != nil {
 		return nil, err
 	}
+	return newWrapper(kek, kid)
+}
+
+// NewWrapperFor is NewWrapper for a key id already parsed: the annotation
+// names p.KID() ("kbs:///repo/type/tag").
+func NewWrapperFor(kek []byte, p resource.Path) (keywrap.Wrapper, error) {
+	if len(kek) != KEKSize {
+		return nil, fmt.Errorf("attestation-agent: key-encryption key is %d bytes, want %d", len(kek), KEKSize)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return newWrapper(kek, p.KID())
+}
+
+func newWrapper(kek []byte, kid string) (keywrap.Wrapper, error) {
 	aead, err := newGCM(kek)
 	if err != nil {
 		return nil, err

@@ -451,3 +451,25 @@ func TestUnwrapAsksGetterByPath(t *testing.T) {
 		t.Fatalf("nil resolver: %v, want ErrNoKey", err)
 	}
 }
+
+// NewWrapperFor writes the parsed path's kid, the same as NewWrapper with
+// that kid, and refuses an invalid path.
+func TestNewWrapperFor(t *testing.T) {
+	w, err := NewWrapperFor(testKEK, resource.Path{Repo: "default", Type: "image_key", Tag: "nginx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := w.Wrap(context.Background(), testPrivopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid, err := Describe(entry); err != nil || kid != testKID {
+		t.Fatalf("kid %q, %v; want %s", kid, err, testKID)
+	}
+	if got, err := NewUnwrapper(resolverFor(testKID, testKEK, nil)).Unwrap(context.Background(), entry); err != nil || !bytes.Equal(got, testPrivopts) {
+		t.Fatalf("Unwrap = %q, %v", got, err)
+	}
+	if _, err := NewWrapperFor(testKEK, resource.Path{Repo: "..", Type: "a", Tag: "b"}); !errors.Is(err, spec.ErrUnsupported) {
+		t.Fatalf("invalid path: %v, want ErrUnsupported", err)
+	}
+}

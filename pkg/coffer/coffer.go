@@ -121,6 +121,17 @@ func WithKeyID(id string) Option {
 	}
 }
 
+// WithKeyPath is WithKeyID for a key id the caller parsed (resource.ParseKeyID).
+func WithKeyPath(p resource.Path) Option {
+	return func(o *options) error {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("key id: %w", err)
+		}
+		o.keyID = &p
+		return nil
+	}
+}
+
 // WithReplaceKey lets Encrypt replace a KEK already at the key id: every
 // image encrypted under it becomes undecryptable (--replace-key).
 func WithReplaceKey(yes bool) Option {

@@ -92,7 +92,7 @@ func Encrypt(ctx context.Context, src, dst string, opts ...Option) (*EncryptResu
 			return nil, &KEKError{KeyID: *o.keyID, Err: err}
 		}
 		pending = p
-		w, err := aa.NewWrapper(p.Key, p.KID)
+		w, err := aa.NewWrapperFor(p.Key, *o.keyID)
 		if err != nil {
 			p.Discard()
 			return nil, err
