@@ -170,7 +170,7 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 		digest = d
 		return err
 	}
-	opts := []pull.Option{pull.WithKeys(aa.NewUnwrapper(s.c)), pull.WithTransport(topts...),
+	opts := []pull.Option{pull.WithKeys(aa.NewUnwrapper(s.c.KeyResolver())), pull.WithTransport(topts...),
 		pull.WithVerify(chk.Verify), pull.WithVerify(capture), pull.WithLogger(s.o.log)}
 	opts = append(opts, s.o.pull...)
 	if err := pull.Pull(ctx, ref, rootfs, opts...); err != nil {
