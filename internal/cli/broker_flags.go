@@ -32,3 +32,14 @@ func orEnv(v, env string) string {
 	}
 	return os.Getenv(env)
 }
+
+// brokerURL is the broker URL a verb was given, by either name (a verb
+// that defines only one of them itself is read too), else $COFFER_KBS_URL.
+func brokerURL(fs *pflag.FlagSet) string {
+	for _, name := range []string{"kbs", "url"} {
+		if f := fs.Lookup(name); f != nil && f.Value.String() != "" {
+			return f.Value.String()
+		}
+	}
+	return os.Getenv(envKBSURL)
+}

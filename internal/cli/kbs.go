@@ -38,7 +38,7 @@ func kbsFlag(cmd *cobra.Command, name, env string) string {
 // kbsAdmin builds an admin client from --url and --admin-key (or a
 // pre-issued --admin-token).
 func kbsAdmin(cmd *cobra.Command) (*adminclient.Client, error) {
-	url := kbsFlag(cmd, "kbs", envKBSURL)
+	url := brokerURL(cmd.Flags())
 	keyFile, tokFile := kbsFlag(cmd, "admin-key", envKBSAdminKey), kbsFlag(cmd, "admin-token", envKBSAdminToken)
 	switch {
 	case url == "" || keyFile == "" && tokFile == "":
