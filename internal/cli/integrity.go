@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,7 +11,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/imagepolicy"
-	"github.com/coffer-dev/coffer/resource"
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/transport"
 )
 
@@ -35,21 +36,14 @@ func (f *integrityFlags) AddPolicyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.lookaside, "signature-lookaside", "", "where signedBy (GPG simple signing) signatures are: DIR, file:// or http(s):// URL laid out as containers/image's lookaside")
 }
 
-// checker builds the image checker; c (the broker client) may be nil.
+// checker builds the image checker (coffer.Checker); c (the broker
+// client) may be nil.
 func (f *integrityFlags) checker(ctx context.Context, c *client.Client, topts []transport.Option, require bool) (*imagepolicy.Checker, error) {
-	opts := []imagepolicy.Option{imagepolicy.WithLogger(slog.Default()), imagepolicy.WithTransport(topts...),
-		imagepolicy.WithRequireSignature(f.require || require), imagepolicy.WithLookaside(f.lookaside)}
-	var fetch resource.Getter // the broker client, once attested
-	if c != nil {
-		fetch = c
-		opts = append(opts, imagepolicy.WithPins(fetch))
+	chk, err := coffer.Checker(ctx, c, f.require || require, coffer.WithLogger(slog.Default()), coffer.WithTransport(topts...),
+		coffer.WithSignatureLookaside(f.lookaside), coffer.WithPolicy(f.policy))
+	var pe *coffer.PolicyError
+	if errors.As(err, &pe) {
+		return nil, fmt.Errorf("--policy %s: %w", pe.Src, pe.Err)
 	}
-	if f.policy != "" {
-		p, err := imagepolicy.LoadPolicy(ctx, f.policy, fetch)
-		if err != nil {
-			return nil, fmt.Errorf("--policy %s: %w", f.policy, err)
-		}
-		opts = append(opts, imagepolicy.WithPolicy(p))
-	}
-	return imagepolicy.New(opts...)
+	return chk, err
 }

@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/imagecrypt"
@@ -54,6 +56,7 @@ type options struct {
 	policy     string
 	lookaside  string
 	requireSig bool
+	platform   *v1.Platform
 	logger     *slog.Logger
 }
 
@@ -204,6 +207,12 @@ func WithSignatureLookaside(base string) Option {
 // (--require-signature); Verify always does.
 func WithRequireSignature(yes bool) Option {
 	return func(o *options) error { o.requireSig = yes; return nil }
+}
+
+// WithPlatform picks the image of an index Pull and Verify use
+// (--platform). Default: linux/GOARCH.
+func WithPlatform(p v1.Platform) Option {
+	return func(o *options) error { o.platform = &p; return nil }
 }
 
 // WithLogger sets the logger. Default: slog.Default().

@@ -112,9 +112,9 @@ func ExampleVerify() {
 	_, err := coffer.Encrypt(ctx, src, dst, coffer.WithKBS(url), coffer.WithAdminKey(adminKey),
 		coffer.WithKeyID("default/image_key/app"), coffer.WithPin(true), quiet)
 	fmt.Println(err)
-	res, err := coffer.Verify(ctx, dst, nil, coffer.WithKBS(url), coffer.WithAttester(evidence.Sample{}), quiet)
+	res, err := coffer.Verify(ctx, dst, coffer.WithKBS(url), coffer.WithAttester(evidence.Sample{}), quiet)
 	fmt.Println(err, len(res.Vouched), strings.HasPrefix(res.Vouched[0], "digest pinned in the broker"))
-	_, err = coffer.Verify(ctx, src, nil, quiet) // nothing vouches for the plain image
+	_, err = coffer.Verify(ctx, src, quiet) // nothing vouches for the plain image
 	fmt.Println(err != nil)
 	// Output:
 	// <nil>

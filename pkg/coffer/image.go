@@ -173,13 +173,16 @@ func Pull(ctx context.Context, image, rootfs string, opts ...Option) error {
 		return err
 	}
 	popts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(o.transport...), pull.WithVerify(chk.Verify), pull.WithLogger(o.logger)}
+	if o.platform != nil {
+		popts = append(popts, pull.WithPlatform(*o.platform))
+	}
 	return pull.Pull(ctx, ref, rootfs, append(popts, o.pull...)...)
 }
 
-// Verify runs the checks Pull runs before it fetches any layer, for the
-// image for platform (nil: linux/GOARCH) when image is an index; an
-// image nothing vouches for is an error.
-func Verify(ctx context.Context, image string, platform *v1.Platform, opts ...Option) (imagepolicy.Result, error) {
+// Verify runs the checks Pull runs before it fetches any layer (on the
+// image for WithPlatform when image is an index); an image nothing vouches
+// for is an error.
+func Verify(ctx context.Context, image string, opts ...Option) (imagepolicy.Result, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return imagepolicy.Result{}, err
@@ -199,8 +202,8 @@ func Verify(ctx context.Context, image string, platform *v1.Platform, opts ...Op
 		return imagepolicy.Result{}, err
 	}
 	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	if platform != nil {
-		p = *platform
+	if o.platform != nil {
+		p = *o.platform
 	}
 	return chk.Check(ctx, ref, p)
 }
@@ -218,6 +221,28 @@ func (o *options) unwrappers() ([]keywrap.Unwrapper, *client.Client, error) {
 	return append(unw, aa.NewUnwrapper(resource.Once(c))), c, nil
 }
 
+// PolicyError is a signature policy (WithPolicy) that could not be read
+// or parsed.
+type PolicyError struct {
+	Src string
+	Err error
+}
+
+func (e *PolicyError) Error() string { return fmt.Sprintf("policy %s: %v", e.Src, e.Err) }
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+// Checker returns the image checker Pull and Verify use: the digest pins
+// of the broker c (nil: none) and the signature policy (WithPolicy,
+// WithSignatureLookaside); require refuses an image nothing vouches for
+// (WithRequireSignature is or-ed in).
+func Checker(ctx context.Context, c *client.Client, require bool, opts ...Option) (*imagepolicy.Checker, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return o.checker(ctx, c, require || o.requireSig)
+}
+
 // checker is the image checker: the broker's digest pins (c not nil) and
 // the signature policy.
 func (o *options) checker(ctx context.Context, c *client.Client, require bool) (*imagepolicy.Checker, error) {
@@ -231,7 +256,7 @@ func (o *options) checker(ctx context.Context, c *client.Client, require bool) (
 	if o.policy != "" {
 		p, err := imagepolicy.LoadPolicy(ctx, o.policy, fetch)
 		if err != nil {
-			return nil, fmt.Errorf("policy %s: %w", o.policy, err)
+			return nil, &PolicyError{Src: o.policy, Err: err}
 		}
 		copts = append(copts, imagepolicy.WithPolicy(p))
 	}
