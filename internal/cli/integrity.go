@@ -36,14 +36,24 @@ func (f *integrityFlags) AddPolicyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.lookaside, "signature-lookaside", "", "where signedBy (GPG simple signing) signatures are: DIR, file:// or http(s):// URL laid out as containers/image's lookaside")
 }
 
+// options are the pkg/coffer options of the flags.
+func (f *integrityFlags) options() []coffer.Option {
+	return []coffer.Option{coffer.WithLogger(slog.Default()), coffer.WithSignatureLookaside(f.lookaside),
+		coffer.WithPolicy(f.policy), coffer.WithRequireSignature(f.require)}
+}
+
+// explain words a policy that failed to load as the flag that named it.
+func explainPolicy(err error) error {
+	var pe *coffer.PolicyError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("--policy %s: %w", pe.Src, pe.Err)
+	}
+	return err
+}
+
 // checker builds the image checker (coffer.Checker); c (the broker
 // client) may be nil.
 func (f *integrityFlags) checker(ctx context.Context, c *client.Client, topts []transport.Option, require bool) (*imagepolicy.Checker, error) {
-	chk, err := coffer.Checker(ctx, c, f.require || require, coffer.WithLogger(slog.Default()), coffer.WithTransport(topts...),
-		coffer.WithSignatureLookaside(f.lookaside), coffer.WithPolicy(f.policy))
-	var pe *coffer.PolicyError
-	if errors.As(err, &pe) {
-		return nil, fmt.Errorf("--policy %s: %w", pe.Src, pe.Err)
-	}
-	return chk, err
+	chk, err := coffer.Checker(ctx, c, require, append(f.options(), coffer.WithTransport(topts...))...)
+	return chk, explainPolicy(err)
 }

@@ -9,10 +9,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
-	"github.com/coffer-dev/coffer/keywrap"
-	"github.com/coffer-dev/coffer/keywrap/aa"
 	"github.com/coffer-dev/coffer/pkg/coffer"
-	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/tpm"
 )
 
@@ -59,16 +56,4 @@ type attesterFunc func() (evidence.Attester, error)
 func (f *kbsClientFlags) attester() (evidence.Attester, error) {
 	f.tee = orEnv(f.tee, envTEE) // e.g. for keyprovider, which ocicrypt starts without flags
 	return evidence.ForTee(f.tee, evidence.WithTPM(f.tpm))
-}
-
-// unwrapper returns nil when no broker is configured. It is meant for one
-// command (a pull): each key is fetched once however many layers use it.
-// The client is returned too, for the digest pin and policy (one
-// attestation serves all).
-func (f *kbsClientFlags) unwrapper(ctx context.Context) (keywrap.Unwrapper, *client.Client, error) {
-	c, err := f.client(ctx)
-	if c == nil || err != nil {
-		return nil, nil, err
-	}
-	return aa.NewUnwrapper(resource.Once(c)), c, nil
 }

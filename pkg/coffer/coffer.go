@@ -40,6 +40,7 @@ type options struct {
 	recipients []keywrap.Wrapper
 	keys       []keywrap.Unwrapper
 	kbs        []string // broker replicas, tried in turn
+	client     *client.Client
 	admin      *adminclient.Client
 	adminKey   ed25519.PrivateKey
 	keyID      *resource.Path
@@ -84,6 +85,12 @@ func WithKeys(u ...keywrap.Unwrapper) Option {
 // of one broker tried in turn when one fails (SplitURLs).
 func WithKBS(urls string) Option {
 	return func(o *options) error { o.kbs = SplitURLs(urls); return nil }
+}
+
+// WithClient is an attesting broker client made by the caller (with its
+// own trust, init-data, attester), instead of WithKBS and its options.
+func WithClient(c *client.Client) Option {
+	return func(o *options) error { o.client = c; return nil }
 }
 
 // SplitURLs splits a broker replica list "URL,URL,…" (spaces around the
@@ -224,8 +231,8 @@ func WithLogger(l *slog.Logger) Option {
 var ErrNoBroker = errors.New("no key broker given")
 
 // BrokerClient returns the attesting broker client the options name
-// (WithKBS, WithAttester, WithTeeKeyType, WithHTTPClient,
-// WithClientOptions); ErrNoBroker without WithKBS.
+// (WithClient, or WithKBS with WithAttester, WithTeeKeyType,
+// WithHTTPClient, WithClientOptions); ErrNoBroker without either.
 func BrokerClient(opts ...Option) (*client.Client, error) {
 	o, err := newOptions(opts)
 	if err != nil {
@@ -235,6 +242,9 @@ func BrokerClient(opts ...Option) (*client.Client, error) {
 }
 
 func (o *options) brokerClient() (*client.Client, error) {
+	if o.client != nil {
+		return o.client, nil
+	}
 	if len(o.kbs) == 0 {
 		return nil, ErrNoBroker
 	}
@@ -255,6 +265,9 @@ func (o *options) brokerClient() (*client.Client, error) {
 	}
 	return client.New(o.kbs[0], append(copts, o.clientOpts...)...)
 }
+
+// hasBroker reports whether a broker is given (WithKBS or WithClient).
+func (o *options) hasBroker() bool { return o.client != nil || len(o.kbs) > 0 }
 
 // adminClient is WithAdmin's client, or one over the first broker URL
 // signing with WithAdminKey.

@@ -192,7 +192,7 @@ func Verify(ctx context.Context, image string, opts ...Option) (imagepolicy.Resu
 		return imagepolicy.Result{}, err
 	}
 	var c *client.Client
-	if len(o.kbs) > 0 {
+	if o.hasBroker() {
 		if c, err = o.brokerClient(); err != nil {
 			return imagepolicy.Result{}, err
 		}
@@ -211,7 +211,7 @@ func Verify(ctx context.Context, image string, opts ...Option) (imagepolicy.Resu
 // unwrappers are the local keys, then the broker's (each key fetched once).
 func (o *options) unwrappers() ([]keywrap.Unwrapper, *client.Client, error) {
 	unw := append([]keywrap.Unwrapper(nil), o.keys...)
-	if len(o.kbs) == 0 {
+	if !o.hasBroker() {
 		return unw, nil, nil
 	}
 	c, err := o.brokerClient()
