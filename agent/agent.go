@@ -188,7 +188,7 @@ type KeyHandler struct {
 // NewKeyHandler returns the agent's keyprovider handler; kek and kid go
 // together (both empty: WrapKey is refused).
 func NewKeyHandler(c *client.Client, kek []byte, kid string) (*KeyHandler, error) {
-	h := &KeyHandler{Handler: aa.NewHandler(c.KeyResolver())}
+	h := &KeyHandler{Handler: aa.NewHandler(c)}
 	if (len(kek) == 0) != (kid == "") {
 		return nil, fmt.Errorf("a wrap KEK and its kid go together: %w", ErrConfig)
 	}

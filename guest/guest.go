@@ -171,10 +171,7 @@ func run(ctx context.Context, c *console.Writer) error {
 	topts := []transport.Option{transport.WithInsecure(true)}
 	// The manifest must match the digest pin the broker holds for the
 	// image (coffer encrypt --kbs sets it), as coffer pull --kbs checks.
-	chk, err := imagepolicy.New(imagepolicy.WithTransport(topts...), imagepolicy.WithPins(
-		func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
-			return kc.GetResource(ctx, p.Repo, p.Type, p.Tag)
-		}))
+	chk, err := imagepolicy.New(imagepolicy.WithTransport(topts...), imagepolicy.WithPins(kc))
 	if err != nil {
 		return err
 	}

@@ -62,10 +62,10 @@ func TestInteropAAHandBuiltAnnotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	var asked []string
-	u := aa.NewUnwrapper(func(_ context.Context, k string) ([]byte, error) {
+	u := aa.NewUnwrapper(aa.KeyResolver(func(_ context.Context, k string) ([]byte, error) {
 		asked = append(asked, k)
 		return kek, nil
-	})
+	}))
 	res, err := imagecrypt.Decrypt(ctx, imagecrypt.Artifact{Image: img}, imagecrypt.WithKeys(u))
 	if err != nil {
 		t.Fatal(err)

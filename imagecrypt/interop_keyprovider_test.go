@@ -53,12 +53,12 @@ func TestMain(m *testing.M) {
 }
 
 func runProvider() int {
-	resolve := func(_ context.Context, kid string) ([]byte, error) {
+	resolve := aa.KeyResolver(func(_ context.Context, kid string) ([]byte, error) {
 		if kid != interopKID {
 			return nil, fmt.Errorf("unknown kid %q", kid)
 		}
 		return aa.ReadKEK(os.Getenv(envKEKFile))
-	}
+	})
 	if err := keyprovider.ServeCmd(context.Background(), aa.NewHandler(resolve), os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -193,12 +193,12 @@ func TestInteropKeyproviderOcicryptToCoffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := aa.NewUnwrapper(func(_ context.Context, kid string) ([]byte, error) {
+	u := aa.NewUnwrapper(aa.KeyResolver(func(_ context.Context, kid string) ([]byte, error) {
 		if kid != interopKID {
 			return nil, fmt.Errorf("kid %q", kid)
 		}
 		return kek, nil
-	})
+	}))
 	res, err := imagecrypt.Decrypt(context.Background(), imagecrypt.Artifact{Image: img}, imagecrypt.WithKeys(u))
 	if err != nil {
 		t.Fatal(err)

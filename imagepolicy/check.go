@@ -24,15 +24,16 @@ import (
 	"github.com/coffer-dev/coffer/transport"
 )
 
-// ResourceFetcher fetches a broker resource after attestation (the RCAR
-// client's GetResource). A missing resource must wrap spec.ErrNotFound.
-type ResourceFetcher func(ctx context.Context, p resource.Path) ([]byte, error)
+// ResourceFetcher is a func that is a resource.Getter, the shape this
+// package takes to fetch a broker resource after attestation (agent/client's
+// Client is one). A missing resource must wrap spec.ErrNotFound.
+type ResourceFetcher = resource.GetterFunc
 
 // Option configures New.
 type Option func(*options) error
 
 type options struct {
-	fetch     ResourceFetcher
+	fetch     resource.Getter
 	policy    *Policy
 	require   bool
 	log       *slog.Logger
@@ -49,8 +50,8 @@ func WithLookaside(base string) Option {
 
 // WithPins makes the checker look up the digest pin of the image in the
 // broker (PinPath) through fetch, and enforce it when one exists.
-func WithPins(fetch ResourceFetcher) Option {
-	return func(o *options) error { o.fetch = fetch; return nil }
+func WithPins(fetch resource.Getter) Option {
+	return func(o *options) error { o.fetch = nonNil(fetch); return nil }
 }
 
 // WithPolicy enforces a containers-policy.json policy.
@@ -194,7 +195,7 @@ func (c *Checker) checkPins(ctx context.Context, ref transport.Reference, img v1
 	var vouched []string
 	for _, repo := range pinRepos(img) {
 		path := PinPath(repo, id)
-		raw, err := c.o.fetch(ctx, path)
+		raw, err := c.o.fetch.Get(ctx, path)
 		if errors.Is(err, spec.ErrNotFound) {
 			continue
 		}
@@ -312,4 +313,12 @@ func pickImage(idx v1.ImageIndex, want v1.Platform) (v1.Image, error) {
 		}
 	}
 	return nil, fmt.Errorf("no manifest for platform %s in the index: %w", want.String(), spec.ErrNotFound)
+}
+
+// nonNil is g, or nil when g holds a nil func.
+func nonNil(g resource.Getter) resource.Getter {
+	if f, ok := g.(resource.GetterFunc); ok && f == nil {
+		return nil
+	}
+	return g
 }

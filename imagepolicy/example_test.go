@@ -43,12 +43,12 @@ func Example() {
 	broker[imagepolicy.PinPath("default", id).String()] = raw
 
 	// Trusted side: check before pulling.
-	chk, _ := imagepolicy.New(imagepolicy.WithPins(func(_ context.Context, p resource.Path) ([]byte, error) {
+	chk, _ := imagepolicy.New(imagepolicy.WithPins(resource.GetterFunc(func(_ context.Context, p resource.Path) ([]byte, error) {
 		if b, ok := broker[p.String()]; ok {
 			return b, nil
 		}
 		return nil, spec.ErrNotFound
-	}))
+	})))
 	res, err := chk.Check(ctx, ref, v1.Platform{})
 	fmt.Println("untampered:", err, len(res.Vouched))
 

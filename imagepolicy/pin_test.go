@@ -132,12 +132,12 @@ func TestPinnedIndex(t *testing.T) {
 	}
 	raw, _ := pin.Marshal()
 	store := map[string][]byte{PinPath("default", id).String(): raw}
-	chk, _ := New(WithRequireSignature(true), WithPins(func(_ context.Context, p resource.Path) ([]byte, error) {
+	chk, _ := New(WithRequireSignature(true), WithPins(resource.GetterFunc(func(_ context.Context, p resource.Path) ([]byte, error) {
 		if b, ok := store[p.String()]; ok {
 			return b, nil
 		}
 		return nil, spec.ErrNotFound
-	}))
+	})))
 	for _, arch := range []string{"amd64", "arm64"} {
 		res, err := chk.Check(ctx, ref, v1.Platform{OS: "linux", Architecture: arch})
 		if d, _ := idx.Digest(); err != nil || res.Digest != d || res.Image == d {

@@ -395,7 +395,7 @@ func checkDepth(data []byte, max int) error {
 // LoadPolicy reads a policy from a file or, for "kbs:///REPO/TYPE/TAG",
 // from the broker through fetch (after attestation), then loads its keys
 // (LoadKeys).
-func LoadPolicy(ctx context.Context, src string, fetch ResourceFetcher) (*Policy, error) {
+func LoadPolicy(ctx context.Context, src string, fetch resource.Getter) (*Policy, error) {
 	data, err := readSource(ctx, src, fetch)
 	if err != nil {
 		return nil, err
@@ -412,7 +412,7 @@ func LoadPolicy(ctx context.Context, src string, fetch ResourceFetcher) (*Policy
 
 // LoadKeys reads the key files the requirements name (keyPath, keyPaths):
 // local files, or "kbs:///…" resources through fetch, as image-rs allows.
-func (p *Policy) LoadKeys(ctx context.Context, fetch ResourceFetcher) error {
+func (p *Policy) LoadKeys(ctx context.Context, fetch resource.Getter) error {
 	load := func(reqs []Requirement) error {
 		for i := range reqs {
 			r := &reqs[i]
@@ -461,16 +461,16 @@ func (p *Policy) LoadKeys(ctx context.Context, fetch ResourceFetcher) error {
 	return nil
 }
 
-func readSource(ctx context.Context, src string, fetch ResourceFetcher) ([]byte, error) {
+func readSource(ctx context.Context, src string, fetch resource.Getter) ([]byte, error) {
 	if strings.HasPrefix(src, "kbs:") {
 		rp, err := resource.ParseKID(src)
 		if err != nil {
 			return nil, err
 		}
-		if fetch == nil {
+		if fetch = nonNil(fetch); fetch == nil {
 			return nil, fmt.Errorf("%s is a broker resource: pass --kbs", src)
 		}
-		return fetch(ctx, rp)
+		return fetch.Get(ctx, rp)
 	}
 	f, err := os.Open(src)
 	if err != nil {

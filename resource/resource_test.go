@@ -1,8 +1,10 @@
 package resource
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coffer-dev/coffer/internal/fuzzbound"
@@ -120,5 +122,69 @@ func TestParseKeyID(t *testing.T) {
 		if p, err := ParseKeyID(in); err == nil {
 			t.Errorf("ParseKeyID(%q) = %v, want an error", in, p)
 		}
+	}
+}
+
+// Once asks its Getter once per path, concurrent callers included.
+func TestGetterOnce(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[Path]int{}
+	g := Once(GetterFunc(func(_ context.Context, p Path) ([]byte, error) {
+		mu.Lock()
+		calls[p]++
+		mu.Unlock()
+		return []byte(p.String()), nil
+	}))
+	a, b := Path{"r", "t", "a"}, Path{"r", "t", "b"}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(2)
+		go func() { defer wg.Done(); g.Get(t.Context(), a) }()
+		go func() { defer wg.Done(); g.Get(t.Context(), b) }()
+	}
+	wg.Wait()
+	if got, err := g.Get(t.Context(), a); err != nil || string(got) != "r/t/a" || calls[a] != 1 || calls[b] != 1 {
+		t.Fatalf("Get = %q, %v; calls %v, want one per path", got, err, calls)
+	}
+	// KIDFunc sees the kid form.
+	var seen string
+	KIDFunc(func(_ context.Context, kid string) ([]byte, error) { seen = kid; return nil, nil }).Get(t.Context(), a)
+	if seen != "kbs:///r/t/a" {
+		t.Fatalf("KIDFunc called with %q", seen)
+	}
+}
+
+// Moved from internal/cli's TestOnceByKID (the cache is now resource.Once):
+// errors are returned and remembered too, one call per path.
+func TestGetterOnceRemembersErrors(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	bad := Path{"a", "b", "bad"}
+	r := Once(GetterFunc(func(_ context.Context, p Path) ([]byte, error) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		if p == bad {
+			return nil, errors.New("denied")
+		}
+		return []byte(p.KID()), nil
+	}))
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if k, err := r.Get(context.Background(), Path{"a", "b", "c"}); err != nil || string(k) != "kbs:///a/b/c" {
+				t.Errorf("resolve = %q, %v", k, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := r.Get(context.Background(), bad); err == nil {
+		t.Error("error not returned")
+	}
+	r.Get(context.Background(), bad)
+	if calls != 2 {
+		t.Errorf("getter called %d times, want 2 (once per path)", calls)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
+	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/attest/eventlog"
@@ -108,7 +109,13 @@ func startBroker(t testing.TB, dir, adminPub string, ekCA ...string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() { done <- server.Serve(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a }) }()
+	files, err := kbsfiles.Read(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		done <- server.Serve(ctx, cfg, files, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a })
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case a := <-ready:

@@ -111,7 +111,7 @@ func (h *handler) resource(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "BAD REQUEST: resource path must be <repo>/<type>/<tag>", http.StatusBadRequest)
 		return
 	}
-	data, err := h.c.GetResource(r.Context(), p.Repo, p.Type, p.Tag)
+	data, err := h.c.Get(r.Context(), p)
 	if err != nil {
 		h.fail(w, "resource "+p.String(), err)
 		return

@@ -28,6 +28,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/evidence"
 	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -303,10 +304,16 @@ func (c *Client) handshake(ctx context.Context, base string) (string, error) {
 	return c.token, nil
 }
 
-// GetResource fetches repo/typ/tag. It attests when needed, and re-attests
-// once when the broker answers 401 to a cached token.
+// GetResource fetches repo/typ/tag (Get with the three segments).
 func (c *Client) GetResource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
-	p := protocol.ResourcePath{Repo: repo, Type: typ, Tag: tag}
+	return c.Get(ctx, resource.Path{Repo: repo, Type: typ, Tag: tag})
+}
+
+// Get fetches the resource at p: the client is a resource.Getter, the one
+// shape keywrap/aa, imagepolicy and the agent take. It attests when
+// needed, and re-attests once when the broker answers 401 to a cached
+// token.
+func (c *Client) Get(ctx context.Context, p resource.Path) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -471,13 +478,14 @@ func tokenExpiry(tok string) time.Time {
 }
 
 // KeyResolver returns a resolver for kbs:///repo/type/tag key ids, for
-// keywrap/aa's unwrapper and keyprovider handler.
-func (c *Client) KeyResolver() func(ctx context.Context, kid string) ([]byte, error) {
+// callers that hold kid strings; the Client itself is the resource.Getter
+// keywrap/aa's unwrapper and keyprovider handler take.
+func (c *Client) KeyResolver() resource.KIDFunc {
 	return func(ctx context.Context, kid string) ([]byte, error) {
-		p, err := protocol.ParseKID(kid)
+		p, err := resource.ParseKID(kid)
 		if err != nil {
 			return nil, err
 		}
-		return c.GetResource(ctx, p.Repo, p.Type, p.Tag)
+		return c.Get(ctx, p)
 	}
 }

@@ -241,9 +241,7 @@ const maxPolicy = 1 << 20
 // imageChecker builds the image checker once: the policy (from the broker
 // on first use, or inline) and the broker's digest pins.
 func (s *Server) imageChecker(ctx context.Context, topts []transport.Option) (*imagepolicy.Checker, error) {
-	fetch := func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
-		return s.c.GetResource(ctx, p.Repo, p.Type, p.Tag)
-	}
+	fetch := imagepolicy.ResourceFetcher(s.c.Get)
 	var pol *imagepolicy.Policy
 	var err error
 	switch {

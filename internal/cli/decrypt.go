@@ -6,6 +6,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/pkg/coffer"
+	"github.com/coffer-dev/coffer/transport"
 )
 
 func newDecryptCmd() *cobra.Command {
@@ -38,8 +40,9 @@ pkcs7 needs the certificate too), provider:NAME (OCICRYPT_KEYPROVIDER_CONFIG).`,
 			if err != nil {
 				return err
 			}
-			opts = append(opts, imagecrypt.WithKeys(unw...))
-			return imageJob(cmd, args[0], args[1], &reg, opts, imagecrypt.Decrypt, false)
+			return imageRun(cmd, args[0], args[1], &reg, opts, false, func(_, _ transport.Reference, topts []transport.Option, iopts []imagecrypt.Option) (int, error) {
+				return coffer.Decrypt(cmd.Context(), args[0], args[1], coffer.WithKeys(unw...), coffer.WithTransport(topts...), coffer.WithImageOptions(iopts...))
+			})
 		},
 	}
 	reg.AddFlags(cmd.Flags())

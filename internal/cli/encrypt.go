@@ -6,6 +6,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/pkg/coffer"
+	"github.com/coffer-dev/coffer/transport"
 )
 
 func newEncryptCmd() *cobra.Command {
@@ -40,13 +42,11 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			kw, registerKEK, err := kbs.wrapper(ctx)
+			kopts, err := kbs.options(cmd)
 			if err != nil {
 				return err
-			} else if kw != nil {
-				wrappers = append(wrappers, kw)
 			}
-			if len(wrappers) == 0 {
+			if len(wrappers) == 0 && kopts == nil {
 				return fmt.Errorf("no recipients: give --recipient or --kbs with --key-id: %w", ErrUsage)
 			}
 			opts, err := sel.options()
@@ -57,15 +57,15 @@ oci-archive:FILE[:TAG], docker-archive:FILE (read only).`,
 			if err != nil {
 				return err
 			}
-			opts = append(opts, imagecrypt.WithKeys(unw...), imagecrypt.WithTrustedSource(trustSrc))
-			t, err := kbs.pinning(cmd, imagecrypt.EncryptFor(wrappers...), args[1])
-			if err != nil {
-				return err
-			}
-			if err := imageJob(cmd, args[0], args[1], &reg, opts, t, true); err != nil {
-				return err
-			}
-			return registerKEK(ctx)
+			opts = append(opts, imagecrypt.WithTrustedSource(trustSrc))
+			return imageRun(cmd, args[0], args[1], &reg, opts, true, func(_, _ transport.Reference, topts []transport.Option, iopts []imagecrypt.Option) (int, error) {
+				res, err := coffer.Encrypt(ctx, args[0], args[1], append(kopts, coffer.WithRecipients(wrappers...), coffer.WithKeys(unw...),
+					coffer.WithTransport(topts...), coffer.WithImageOptions(iopts...))...)
+				if err != nil {
+					return 0, kbs.explain(err)
+				}
+				return res.Layers, nil
+			})
 		},
 	}
 	reg.AddFlags(cmd.Flags())

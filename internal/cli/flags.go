@@ -128,6 +128,15 @@ func parseRefs(refs ...string) ([]transport.Reference, error) {
 // with a layer counter on a terminal. encrypts: the output holds encrypted
 // layers, so a sink that cannot carry them is refused before any work.
 func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, t imagecrypt.Transform, encrypts bool) error {
+	return imageRun(cmd, src, dst, reg, opts, encrypts, func(sref, dref transport.Reference, topts []transport.Option, opts []imagecrypt.Option) (int, error) {
+		return imagecrypt.Copy(cmd.Context(), sref, dref, t, topts, opts...)
+	})
+}
+
+// imageRun is imageJob with the copy done by run (given the transport and
+// image options with progress), e.g. a pkg/coffer entry point.
+func imageRun(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []imagecrypt.Option, encrypts bool,
+	run func(sref, dref transport.Reference, topts []transport.Option, opts []imagecrypt.Option) (int, error)) error {
 	refs, err := parseRefs(src, dst)
 	if err != nil {
 		return err
@@ -143,7 +152,7 @@ func imageJob(cmd *cobra.Command, src, dst string, reg *registryFlags, opts []im
 			topts = append(topts, transport.WithProgress(ch))
 		}
 	}
-	n, err := imagecrypt.Copy(cmd.Context(), sref, dref, t, topts, append(opts, imagecrypt.WithBlobProgress(p.blob))...)
+	n, err := run(sref, dref, topts, append(opts, imagecrypt.WithBlobProgress(p.blob)))
 	p.finish()
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,7 +11,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/imagepolicy"
-	"github.com/coffer-dev/coffer/kbs/protocol"
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/transport"
 )
 
@@ -35,23 +36,24 @@ func (f *integrityFlags) AddPolicyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.lookaside, "signature-lookaside", "", "where signedBy (GPG simple signing) signatures are: DIR, file:// or http(s):// URL laid out as containers/image's lookaside")
 }
 
-// checker builds the image checker; c (the broker client) may be nil.
+// options are the pkg/coffer options of the flags.
+func (f *integrityFlags) options() []coffer.Option {
+	return []coffer.Option{coffer.WithLogger(slog.Default()), coffer.WithSignatureLookaside(f.lookaside),
+		coffer.WithPolicy(f.policy), coffer.WithRequireSignature(f.require)}
+}
+
+// explain words a policy that failed to load as the flag that named it.
+func explainPolicy(err error) error {
+	var pe *coffer.PolicyError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("--policy %s: %w", pe.Src, pe.Err)
+	}
+	return err
+}
+
+// checker builds the image checker (coffer.Checker); c (the broker
+// client) may be nil.
 func (f *integrityFlags) checker(ctx context.Context, c *client.Client, topts []transport.Option, require bool) (*imagepolicy.Checker, error) {
-	opts := []imagepolicy.Option{imagepolicy.WithLogger(slog.Default()), imagepolicy.WithTransport(topts...),
-		imagepolicy.WithRequireSignature(f.require || require), imagepolicy.WithLookaside(f.lookaside)}
-	var fetch imagepolicy.ResourceFetcher
-	if c != nil {
-		fetch = func(ctx context.Context, p protocol.ResourcePath) ([]byte, error) {
-			return c.GetResource(ctx, p.Repo, p.Type, p.Tag)
-		}
-		opts = append(opts, imagepolicy.WithPins(fetch))
-	}
-	if f.policy != "" {
-		p, err := imagepolicy.LoadPolicy(ctx, f.policy, fetch)
-		if err != nil {
-			return nil, fmt.Errorf("--policy %s: %w", f.policy, err)
-		}
-		opts = append(opts, imagepolicy.WithPolicy(p))
-	}
-	return imagepolicy.New(opts...)
+	chk, err := coffer.Checker(ctx, c, require, append(f.options(), coffer.WithTransport(topts...))...)
+	return chk, explainPolicy(err)
 }

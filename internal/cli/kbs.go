@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -30,19 +29,17 @@ func newKBSCmd() *cobra.Command {
 	return cmd
 }
 
-// kbsFlag returns a persistent kbs flag, falling back to its environment variable.
+// kbsFlag returns a kbs client flag, falling back to its environment variable.
 func kbsFlag(cmd *cobra.Command, name, env string) string {
-	if v, _ := cmd.Flags().GetString(name); v != "" {
-		return v
-	}
-	return os.Getenv(env)
+	v, _ := cmd.Flags().GetString(name)
+	return orEnv(v, env)
 }
 
 // kbsAdmin builds an admin client from --url and --admin-key (or a
 // pre-issued --admin-token).
 func kbsAdmin(cmd *cobra.Command) (*adminclient.Client, error) {
-	url := kbsFlag(cmd, "url", "COFFER_KBS_URL")
-	keyFile, tokFile := kbsFlag(cmd, "admin-key", "COFFER_KBS_ADMIN_KEY"), kbsFlag(cmd, "admin-token", "COFFER_KBS_ADMIN_TOKEN")
+	url := brokerURL(cmd.Flags())
+	keyFile, tokFile := kbsFlag(cmd, "admin-key", envKBSAdminKey), kbsFlag(cmd, "admin-token", envKBSAdminToken)
 	switch {
 	case url == "" || keyFile == "" && tokFile == "":
 		return nil, fmt.Errorf("--url and --admin-key or --admin-token (or COFFER_KBS_URL, COFFER_KBS_ADMIN_KEY, COFFER_KBS_ADMIN_TOKEN) are required: %w", ErrUsage)

@@ -33,7 +33,7 @@ func newKBSAdminTokenCmd() *cobra.Command {
 		Short: "Print an Ed25519-signed admin token (for clients that take a token, not a key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			keyFile := kbsFlag(cmd, "admin-key", "COFFER_KBS_ADMIN_KEY")
+			keyFile := kbsFlag(cmd, "admin-key", envKBSAdminKey)
 			if keyFile == "" {
 				return fmt.Errorf("--admin-key (or COFFER_KBS_ADMIN_KEY) is required: %w", ErrUsage)
 			}

@@ -13,7 +13,7 @@ import (
 func newKBSClientCmds() []*cobra.Command {
 	var tee, teeKey, path, tpmAddr, output string
 	clientFor := func(cmd *cobra.Command) (*kbsClientFlags, error) {
-		f := &kbsClientFlags{url: kbsFlag(cmd, "url", "COFFER_KBS_URL"), tee: tee, teeKey: teeKey, tpm: tpmAddr}
+		f := &kbsClientFlags{url: brokerURL(cmd.Flags()), tee: tee, teeKey: teeKey, tpm: tpmAddr}
 		if f.url == "" {
 			return nil, fmt.Errorf("--url (or COFFER_KBS_URL) is required: %w", ErrUsage)
 		}
@@ -60,7 +60,7 @@ func newKBSClientCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := c.GetResource(cmd.Context(), p.Repo, p.Type, p.Tag)
+			data, err := c.Get(cmd.Context(), p)
 			if err != nil {
 				return err
 			}

@@ -39,7 +39,7 @@ func addKBSClientFlags(kbs *cobra.Command) {
 			}
 		}
 		if role == kbsAdminVerb || role == kbsGuestVerb {
-			add("url", "broker URL (env COFFER_KBS_URL)")
+			addBrokerURLFlag(fs, new(string), "broker URL (env COFFER_KBS_URL)")
 		}
 		if role == kbsAdminVerb || role == kbsSignerVerb {
 			add("admin-key", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
+	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/kbs/server"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/spec"
@@ -37,7 +38,7 @@ ready or not ready; /metrics is for admins.`,
 			cfg := server.DefaultConfig()
 			if configFile != "" {
 				var err error
-				if cfg, err = server.LoadConfig(configFile); err != nil {
+				if cfg, err = kbsfiles.LoadConfig(configFile); err != nil {
 					return err
 				}
 				for _, n := range cfg.Notes { // trustee keys accepted but not acted on
@@ -65,7 +66,11 @@ ready or not ready; /metrics is for admins.`,
 				debug.SetGCPercent(cfg.GCPercent) // a process setting: the serving process is ours
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return server.Serve(cmd.Context(), cfg, logger, nil)
+			files, err := kbsfiles.Read(cfg) // keys and policies are read here and handed over as values
+			if err != nil {
+				return err
+			}
+			return server.Serve(cmd.Context(), cfg, files, logger, nil)
 		},
 	}
 	f := cmd.Flags()

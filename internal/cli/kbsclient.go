@@ -3,17 +3,13 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
-	"github.com/coffer-dev/coffer/keywrap"
-	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/tpm"
 )
 
@@ -25,7 +21,7 @@ type kbsClientFlags struct {
 }
 
 func (f *kbsClientFlags) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "kbs", "", "key broker URL for attestation-agent layer keys; URL,URL,… for replicas tried in turn when one fails (default $COFFER_KBS_URL)")
+	addBrokerURLFlag(fs, &f.url, "key broker URL for attestation-agent layer keys; URL,URL,… for replicas tried in turn when one fails (default $COFFER_KBS_URL)")
 	addTEEFlags(fs, &f.tee, &f.teeKey, &f.tpm)
 }
 
@@ -36,10 +32,7 @@ func addTPMFlag(fs *pflag.FlagSet, addr *string) {
 
 // client returns nil when no broker is configured.
 func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
-	if f.url == "" {
-		f.url = os.Getenv("COFFER_KBS_URL")
-	}
-	if f.url == "" {
+	if f.url = orEnv(f.url, envKBSURL); f.url == "" {
 		if f.tee != "" {
 			return nil, fmt.Errorf("--tee needs --kbs: %w", ErrUsage)
 		}
@@ -49,58 +42,18 @@ func (f *kbsClientFlags) client(ctx context.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	// --url A,B,…: replicas of one broker; a failed step moves to the next.
-	urls := strings.Split(f.url, ",")
-	opts := []client.Option{client.WithAttester(att), client.WithTeeKeyType(f.teeKey), client.WithAlternateURLs(urls[1:]...)}
-	opts = append(opts, f.opts...)
+	// --kbs A,B,…: replicas of one broker; a failed step moves to the next.
+	copts := append([]client.Option(nil), f.opts...)
 	if hc := trustOf(ctx).httpClient(30 * time.Second); hc != nil {
-		opts = append(opts, client.WithHTTPClient(hc))
+		copts = append(copts, client.WithHTTPClient(hc)) // --cacert over init-data's certificate, as before
 	}
-	return client.New(urls[0], opts...)
+	return coffer.BrokerClient(coffer.WithKBS(f.url), coffer.WithAttester(att), coffer.WithTeeKeyType(f.teeKey), coffer.WithClientOptions(copts...))
 }
 
 // attesterFunc returns the attester the flags select.
 type attesterFunc func() (evidence.Attester, error)
 
 func (f *kbsClientFlags) attester() (evidence.Attester, error) {
-	if f.tee == "" {
-		f.tee = os.Getenv("COFFER_TEE") // e.g. for keyprovider, which ocicrypt starts without flags
-	}
+	f.tee = orEnv(f.tee, envTEE) // e.g. for keyprovider, which ocicrypt starts without flags
 	return evidence.ForTee(f.tee, evidence.WithTPM(f.tpm))
-}
-
-// unwrapper returns nil when no broker is configured. It is meant for one
-// command (a pull): each key is fetched once however many layers use it.
-// The client is returned too, for the digest pin and policy (one
-// attestation serves all).
-func (f *kbsClientFlags) unwrapper(ctx context.Context) (keywrap.Unwrapper, *client.Client, error) {
-	c, err := f.client(ctx)
-	if c == nil || err != nil {
-		return nil, nil, err
-	}
-	return aa.NewUnwrapper(onceByKID(c.KeyResolver())), c, nil
-}
-
-// onceByKID memoizes a resolver per key id, concurrent callers included.
-// Only for short-lived commands: a long-running agent must ask the broker
-// every time so that a policy change takes effect.
-func onceByKID(resolve aa.KeyResolver) aa.KeyResolver {
-	type result struct {
-		once sync.Once
-		kek  []byte
-		err  error
-	}
-	var mu sync.Mutex
-	seen := map[string]*result{}
-	return func(ctx context.Context, kid string) ([]byte, error) {
-		mu.Lock()
-		r, ok := seen[kid]
-		if !ok {
-			r = &result{}
-			seen[kid] = r
-		}
-		mu.Unlock()
-		r.once.Do(func() { r.kek, r.err = resolve(ctx, kid) })
-		return r.kek, r.err
-	}
 }

@@ -5,19 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/kbs/adminclient"
-	"github.com/coffer-dev/coffer/keywrap"
-	"github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/resource"
 	"github.com/coffer-dev/coffer/spec"
-	"github.com/coffer-dev/coffer/transport"
 )
 
 // kbsKeyFlags let encrypt register a fresh key-encryption key in a broker
@@ -30,7 +26,7 @@ type kbsKeyFlags struct {
 }
 
 func (f *kbsKeyFlags) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "kbs", "", "key broker URL: generate a KEK, register it there under --key-id, wrap layers for attestation-agent")
+	addBrokerURLFlag(fs, &f.url, "key broker URL: generate a KEK, register it there under --key-id, wrap layers for attestation-agent")
 	fs.StringVar(&f.adminKey, "admin-key", "", "broker admin private key (Ed25519 PEM; default $COFFER_KBS_ADMIN_KEY)")
 	fs.StringVar(&f.keyID, "key-id", "", "broker resource path REPO/TYPE/TAG for the KEK, e.g. default/image_key/app")
 	fs.BoolVar(&f.replace, "replace-key", false, "replace an existing KEK at --key-id: every image already encrypted under it becomes undecryptable")
@@ -45,34 +41,6 @@ func (f *kbsKeyFlags) checkPin() error {
 	return nil
 }
 
-// pinning wraps t so that DST's manifest digest is pinned in the broker,
-// when --kbs is set and --pin is on (by default for a registry DST).
-func (f *kbsKeyFlags) pinning(cmd *cobra.Command, t imagecrypt.Transform, dst string) (imagecrypt.Transform, error) {
-	explicit := cmd.Flags().Changed("pin")
-	if f.url == "" {
-		return t, nil
-	}
-	dref, err := transport.Parse(dst)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, ErrUsage)
-	}
-	if !(f.pin || (!explicit && imagepolicy.IsRegistry(dref))) {
-		return t, nil
-	}
-	kp, err := resource.ParseKeyID(f.keyID)
-	if err != nil {
-		return nil, fmt.Errorf("--key-id: %w", err)
-	}
-	c, err := f.admin(cmd.Context())
-	if err != nil {
-		return nil, err
-	}
-	out := cmd.OutOrStdout()
-	return imagepolicy.PinOnWrite(t, c, kp.Repo, dref, func(p imagepolicy.Pinned) {
-		fmt.Fprintf(out, "pinned %s at %s in the broker (kbs:///%s)\n", p.Pin.Reference, p.Pin.Digest, p.Path)
-	})
-}
-
 func (f *kbsKeyFlags) admin(ctx context.Context) (*adminclient.Client, error) {
 	key, err := adminclient.LoadKey(f.adminKey)
 	if err != nil {
@@ -81,46 +49,54 @@ func (f *kbsKeyFlags) admin(ctx context.Context) (*adminclient.Client, error) {
 	return adminclient.New(f.url, key, adminTrust(ctx)...)
 }
 
-// wrapper returns nil when --kbs is not set. The KEK it wraps with is
-// stored in the broker only by the returned commit, after DST is written:
-// a failed or killed run leaves nothing in the broker that blocks its retry.
-func (f *kbsKeyFlags) wrapper(ctx context.Context) (keywrap.Wrapper, func(context.Context) error, error) {
-	noop := func(context.Context) error { return nil }
+// options are the pkg/coffer options of the flags, after their usage
+// checks; none without --kbs. coffer.Encrypt prepares the KEK before DST is
+// written and stores it in the broker only after: a failed or killed run
+// leaves nothing in the broker that blocks its retry. The pin is on by
+// default for a registry DST (the library's default) unless --pin is given.
+func (f *kbsKeyFlags) options(cmd *cobra.Command) ([]coffer.Option, error) {
 	if f.url == "" {
 		if f.keyID != "" {
-			return nil, noop, fmt.Errorf("--key-id needs --kbs: %w", ErrUsage)
+			return nil, fmt.Errorf("--key-id needs --kbs: %w", ErrUsage)
 		}
-		return nil, noop, nil
+		return nil, nil
 	}
-	if f.adminKey == "" {
-		f.adminKey = os.Getenv("COFFER_KBS_ADMIN_KEY")
-	}
+	f.adminKey = orEnv(f.adminKey, envKBSAdminKey)
 	if f.adminKey == "" || f.keyID == "" {
-		return nil, noop, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
+		return nil, fmt.Errorf("--kbs needs --admin-key (or COFFER_KBS_ADMIN_KEY) and --key-id: %w", ErrUsage)
+	}
+	kp, err := resource.ParseKeyID(f.keyID) // the one parse of the key id on the encrypt path
+	if err != nil {
+		return nil, kekError(f.keyID, err)
 	}
 	if f.replace {
 		slog.Warn("--replace-key: the broker's key at this id is replaced; images encrypted under the old key can no longer be decrypted", "key-id", f.keyID)
 	}
-	c, err := f.admin(ctx)
+	c, err := f.admin(cmd.Context())
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
-	p, err := c.PrepareKEK(ctx, f.keyID, f.replace)
-	if err != nil {
-		return nil, noop, kekError(f.keyID, err)
+	out := cmd.OutOrStdout()
+	opts := []coffer.Option{coffer.WithKBS(f.url), coffer.WithAdmin(c), coffer.WithKeyPath(kp), coffer.WithReplaceKey(f.replace),
+		coffer.WithPinned(func(p imagepolicy.Pinned) {
+			fmt.Fprintf(out, "pinned %s at %s in the broker (kbs:///%s)\n", p.Pin.Reference, p.Pin.Digest, p.Path)
+		})}
+	if cmd.Flags().Changed("pin") {
+		opts = append(opts, coffer.WithPin(f.pin))
 	}
-	w, err := aa.NewWrapper(p.Key, p.KID)
-	if err != nil {
-		p.Discard()
-		return nil, noop, err
+	return opts, nil
+}
+
+// explain words a coffer.Encrypt failure at the broker's key for the CLI.
+func (f *kbsKeyFlags) explain(err error) error {
+	var ke *coffer.KEKError
+	if !errors.As(err, &ke) {
+		return err
 	}
-	return w, func(ctx context.Context) error {
-		if err := p.Commit(ctx); err != nil {
-			return fmt.Errorf("the image was written, but %w; run the same command again", kekError(f.keyID, err))
-		}
-		slog.Info("registered the image key in the broker", "key-id", p.KID)
-		return nil
-	}, nil
+	if ke.Committed {
+		return fmt.Errorf("the image was written, but %w; run the same command again", kekError(f.keyID, ke.Err))
+	}
+	return kekError(f.keyID, ke.Err)
 }
 
 func kekError(keyID string, err error) error {

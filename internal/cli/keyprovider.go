@@ -28,7 +28,7 @@ in the encryption parameters. Configure it in OCICRYPT_KEYPROVIDER_CONFIG:
 				return err
 			}
 			if c != nil {
-				h = aa.NewHandler(c.KeyResolver())
+				h = aa.NewHandler(c)
 			}
 			if err := keyprovider.ServeCmd(cmd.Context(), h, cmd.InOrStdin(), cmd.OutOrStdout()); err != nil {
 				return fmt.Errorf("keyprovider: %w", err)

@@ -2,11 +2,11 @@ package cli
 
 import (
 	"fmt"
-	"log/slog"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/pull"
 	"github.com/coffer-dev/coffer/transport"
 	"github.com/coffer-dev/coffer/unpack"
@@ -47,30 +47,28 @@ for it pull warns, or refuses under --require-signature.`,
 			if err != nil {
 				return err
 			}
-			bu, bc, err := kbs.unwrapper(ctx)
-			if err != nil {
-				return err
-			} else if bu != nil {
-				unw = append(unw, bu)
-			}
-			chk, err := integ.checker(ctx, bc, reg.options(cmd.Context()), false)
+			bc, err := kbs.client(ctx) // nil without --kbs
 			if err != nil {
 				return err
 			}
-			opts := []pull.Option{pull.WithKeys(unw...), pull.WithTransport(reg.options(cmd.Context())...), pull.WithVerify(chk.Verify),
-				pull.WithLogger(slog.Default()), pull.WithUnpack(unpack.WithMaxFileSize(maxFile.n), unpack.WithMaxRootfsSize(maxTotal.n))}
+			var popts []coffer.Option
 			if platform != "" {
-				p, err := v1.ParsePlatform(platform)
+				pl, err := v1.ParsePlatform(platform)
 				if err != nil {
 					return fmt.Errorf("--platform %q: %w: %w", platform, err, ErrUsage)
 				}
-				opts = append(opts, pull.WithPlatform(*p))
+				popts = append(popts, coffer.WithPlatform(*pl))
 			}
 			p := newProgress(cmd.ErrOrStderr(), reg.progress)
-			err = pull.Pull(ctx, ref, args[1], append(opts, pull.WithBlobProgress(p.blob))...)
+			opts := append(append(popts, integ.options()...), coffer.WithKeys(unw...), coffer.WithTransport(reg.options(cmd.Context())...),
+				coffer.WithPullOptions(pull.WithUnpack(unpack.WithMaxFileSize(maxFile.n), unpack.WithMaxRootfsSize(maxTotal.n)), pull.WithBlobProgress(p.blob)))
+			if bc != nil {
+				opts = append(opts, coffer.WithClient(bc))
+			}
+			err = coffer.Pull(ctx, args[0], args[1], opts...)
 			p.finish()
 			if err != nil {
-				return err
+				return explainPolicy(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pulled %s into %s (config: %s.config.json)\n", ref, args[1], args[1])
 			return nil

@@ -3,11 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"runtime"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-dev/coffer/pkg/coffer"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -39,24 +39,23 @@ IMAGE. Unlike pull, an image nothing vouches for is an error (exit 5).`,
 			if err != nil {
 				return err
 			}
-			chk, err := integ.checker(ctx, c, reg.options(cmd.Context()), true)
-			if err != nil {
-				return err
+			opts := append(integ.options(), coffer.WithTransport(reg.options(cmd.Context())...))
+			if c != nil {
+				opts = append(opts, coffer.WithClient(c))
 			}
-			p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 			if platform != "" {
 				pp, err := v1.ParsePlatform(platform)
 				if err != nil {
 					return fmt.Errorf("--platform %q: %w: %w", platform, err, ErrUsage)
 				}
-				p = *pp
+				opts = append(opts, coffer.WithPlatform(*pp))
 			}
-			res, err := chk.Check(ctx, ref, p)
+			res, err := coffer.Verify(ctx, args[0], opts...)
 			if err != nil && c == nil && errors.Is(err, spec.ErrPolicyDenied) {
-				return fmt.Errorf("%w (without --kbs the broker's digest pin is not checked: give --kbs URL to check it)", err)
+				return fmt.Errorf("%w (without --kbs the broker's digest pin is not checked: give --kbs URL to check it)", explainPolicy(err))
 			}
 			if err != nil {
-				return err
+				return explainPolicy(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "verified %s (manifest %s)\n", ref, res.Digest)
 			for _, v := range res.Vouched {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -90,12 +89,7 @@ Each keywrap creates a key in the broker (secl/keys/<uuid>) and answers SecL's a
 and COFFER_KBS_ADMIN_KEY.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if kbsURL == "" {
-				kbsURL = os.Getenv("COFFER_KBS_URL")
-			}
-			if adminKey == "" {
-				adminKey = os.Getenv("COFFER_KBS_ADMIN_KEY")
-			}
+			kbsURL, adminKey = orEnv(kbsURL, envKBSURL), orEnv(adminKey, envKBSAdminKey)
 			if kbsURL == "" || adminKey == "" {
 				return fmt.Errorf("--kbs and --admin-key (or COFFER_KBS_URL, COFFER_KBS_ADMIN_KEY) are required: %w", ErrUsage)
 			}
@@ -109,7 +103,7 @@ and COFFER_KBS_ADMIN_KEY.`,
 			return nil
 		},
 	}
-	wrapped.Flags().StringVar(&kbsURL, "kbs", "", "the image owner's broker URL")
+	addBrokerURLFlag(wrapped.Flags(), &kbsURL, "the image owner's broker URL")
 	wrapped.Flags().StringVar(&adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
 	cmd.AddCommand(create, container, wrapped)
 	return cmd
@@ -121,7 +115,7 @@ func flavorFlags(fl *pflag.FlagSet, label, in, out, flavorOut, kbs, adminKey, si
 	fl.StringVarP(in, "image", "i", "", inHelp)
 	fl.StringVarP(out, "encrypted", "e", "", outHelp)
 	fl.StringVarP(flavorOut, "out", "o", "", "signed flavor JSON to write")
-	fl.StringVar(kbs, "kbs", "", "the image owner's broker URL")
+	addBrokerURLFlag(fl, kbs, "the image owner's broker URL")
 	fl.StringVar(adminKey, "admin-key", "", "Ed25519 PKCS#8 PEM admin key of the broker")
 	fl.StringVar(signingKey, "signing-key", "", "flavor signing key (PEM: RSA, ECDSA or Ed25519)")
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/kbs/server"
 )
 
@@ -123,8 +124,12 @@ func startBroker(ctx context.Context, dir, adminPub string, set func(*server.Con
 	set(&cfg)
 	ready := make(chan net.Addr, 1)
 	b := &Broker{done: make(chan error, 1)}
+	files, err := kbsfiles.Read(cfg)
+	if err != nil {
+		return nil, err
+	}
 	go func() {
-		b.done <- server.Serve(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a })
+		b.done <- server.Serve(ctx, cfg, files, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a })
 	}()
 	select {
 	case a := <-ready:

@@ -35,6 +35,14 @@ func (c *Client) PrepareKEK(ctx context.Context, keyID string, replace bool) (*P
 	if err != nil {
 		return nil, err
 	}
+	return c.PrepareKEKAt(ctx, p, replace)
+}
+
+// PrepareKEKAt is PrepareKEK for a key id already parsed (resource.ParseKeyID).
+func (c *Client) PrepareKEKAt(ctx context.Context, p resource.Path, replace bool) (*PendingKEK, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
 	if !replace {
 		l, err := c.ListResources(ctx)
 		switch {

@@ -32,14 +32,29 @@ const (
 // certificate authorities; kbs serve --tpm-ek-ca FILE, repeatable) into a
 // pool. An EK certificate is trusted when it chains to any of them.
 func LoadEKRoots(files []string) (*x509.CertPool, error) {
-	if len(files) == 0 {
-		return nil, nil
-	}
-	pool := x509.NewCertPool()
+	pems := make([][]byte, 0, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("EK CA: %w", err)
+		}
+		pems = append(pems, b)
+	}
+	return ParseEKRoots(files, pems)
+}
+
+// ParseEKRoots builds the EK CA pool from PEM contents already read (names
+// label them in errors): each must hold at least one certificate. No
+// contents: nil, EKs are not trusted.
+func ParseEKRoots(names []string, pems [][]byte) (*x509.CertPool, error) {
+	if len(pems) == 0 {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	for i, b := range pems {
+		f := fmt.Sprint("#", i+1)
+		if i < len(names) {
+			f = names[i]
 		}
 		n := 0
 		for {

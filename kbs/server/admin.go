@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coffer-dev/coffer/kbs/policy"
@@ -129,10 +128,10 @@ func (sc adminScope) deny(target adminTarget, rest string) string {
 	return ""
 }
 
-// useAdminID spends the token's jti for a write in the store, so it stays
-// spent across restarts (fs) and replicas (postgres) until the token
-// expires; only a store that cannot (a Store of someone else's) leaves it
-// to the broker's memory.
+// useAdminID spends the token's jti for a write in the state, which keeps
+// it in the store, so it stays spent across restarts (fs) and replicas
+// (postgres) until the token expires; only for a store that cannot (a
+// Store of someone else's) does store.Local keep it in memory.
 func (s *Server) useAdminID(ctx context.Context, c *token.AdminClaims, now time.Time) error {
 	if c.ID == "" {
 		return nil
@@ -140,11 +139,7 @@ func (s *Server) useAdminID(ctx context.Context, c *token.AdminClaims, now time.
 	if len(c.ID) > maxAdminIDLen {
 		return fmt.Errorf("admin token jti longer than %d bytes", maxAdminIDLen)
 	}
-	ids, ok := s.o.store.(store.AdminIDStore)
-	if !ok {
-		return s.adminIDs.use(c, now)
-	}
-	err := ids.UseAdminID(ctx, c.ID, time.Unix(c.Expiry, 0))
+	err := s.state.UseAdminID(ctx, c.ID, time.Unix(c.Expiry, 0))
 	if errors.Is(err, spec.ErrExists) {
 		return errors.New("admin token already used for a write (jti replay): sign a new one")
 	}
@@ -158,11 +153,11 @@ func (s *Server) auditAdmin(w http.ResponseWriter, r *http.Request, actor string
 	if sw, ok := w.(*statusWriter); ok {
 		code = sw.code
 	}
-	if s.shared == nil || r.Method == http.MethodGet {
+	if r.Method == http.MethodGet {
 		return
 	}
 	ev := store.AuditEvent{Time: s.o.now(), Actor: actor, Action: r.Method, Target: r.URL.Path, Result: strconv.Itoa(code)}
-	if err := s.shared.Audit(context.WithoutCancel(r.Context()), ev); err != nil {
+	if err := s.state.Audit(context.WithoutCancel(r.Context()), ev); err != nil {
 		s.o.logger.Error("kbs admin audit record not stored", "err", err, "action", ev.Action, "target", ev.Target, "result", ev.Result)
 	}
 }
@@ -275,14 +270,11 @@ func (s *Server) handleSetResourcePolicy(w http.ResponseWriter, r *http.Request)
 		writeError(w, http.StatusBadRequest, protocol.ErrPolicyEngine, "resource policy rejected, previous policy kept: "+err.Error())
 		return
 	}
-	if s.settings != nil {
-		if err := s.settings.SetResourcePolicy(r.Context(), string(src)); err != nil {
-			s.resync() // back to what the store holds
-			s.storeFailed(w, "storing the resource policy", err)
-			return
-		}
+	if err := s.state.SetResourcePolicy(r.Context(), string(src)); err != nil {
+		s.resync() // back to what the store holds
+		s.storeFailed(w, "storing the resource policy", err)
+		return
 	}
-	s.saveState(stateResourcePolicy, src)
 	s.o.logger.Info("kbs admin: resource policy set", "bytes", len(src))
 	w.WriteHeader(http.StatusOK)
 }
@@ -313,15 +305,11 @@ func (s *Server) handleSetAttestationPolicy(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	id, _ := s.o.engine.AttestationPolicy()
-	if s.settings != nil {
-		if err := s.settings.SetAttestationPolicy(r.Context(), id, string(src)); err != nil {
-			s.resync()
-			s.storeFailed(w, "storing the attestation policy", err)
-			return
-		}
+	if err := s.state.SetAttestationPolicy(r.Context(), id, string(src)); err != nil {
+		s.resync()
+		s.storeFailed(w, "storing the attestation policy", err)
+		return
 	}
-	st, _ := json.Marshal(attestationPolicyState{ID: id, Policy: string(src)})
-	s.saveState(stateAttestationPolicy, st)
 	s.o.logger.Info("kbs admin: attestation policy set", "id", id, "bytes", len(src))
 	w.WriteHeader(http.StatusOK)
 }
@@ -343,11 +331,9 @@ func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request)
 		writeError(w, http.StatusBadRequest, protocol.ErrInvalidRequest, "reference value rejected: "+err.Error())
 		return
 	}
-	if s.settings != nil {
-		if err := s.settings.SetReferenceValues(r.Context(), values); err != nil {
-			s.storeFailed(w, "storing the reference values", err)
-			return
-		}
+	if err := s.state.SetReferenceValues(r.Context(), values); err != nil {
+		s.storeFailed(w, "storing the reference values", err)
+		return
 	}
 	for name, vs := range values {
 		if err := s.o.engine.SetReferenceValue(r.Context(), name, vs); err != nil {
@@ -355,45 +341,8 @@ func (s *Server) handleSetReferenceValue(w http.ResponseWriter, r *http.Request)
 			return
 		}
 	}
-	s.saveReferenceValues()
 	s.o.logger.Info("kbs admin: reference values set")
 	w.WriteHeader(http.StatusOK)
 }
 
-// usedAdminIDs remembers the jti of admin tokens that made a write call
-// until they expire, so a captured token cannot repeat a write. Tokens
-// without a jti (trustee's kbs-client signs none) are bounded only by their
-// lifetime.
-type usedAdminIDs struct {
-	mu  sync.Mutex
-	m   map[string]int64 // jti → exp
-	max int
-}
-
 const maxAdminIDLen = 128
-
-func (u *usedAdminIDs) use(c *token.AdminClaims, now time.Time) error {
-	if c.ID == "" {
-		return nil
-	}
-	if len(c.ID) > maxAdminIDLen {
-		return fmt.Errorf("admin token jti longer than %d bytes", maxAdminIDLen)
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if _, seen := u.m[c.ID]; seen {
-		return errors.New("admin token already used for a write (jti replay): sign a new one")
-	}
-	if len(u.m) >= u.max {
-		for k, exp := range u.m {
-			if now.Unix() >= exp {
-				delete(u.m, k)
-			}
-		}
-		if len(u.m) >= u.max {
-			return errors.New("too many live admin tokens: sign shorter-lived ones")
-		}
-	}
-	u.m[c.ID] = c.Expiry
-	return nil
-}

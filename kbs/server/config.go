@@ -108,15 +108,22 @@ func (c *Config) Override(o Config, keys ...string) error {
 	return nil
 }
 
-// LoadConfig reads a TOML file over DefaultConfig; unknown keys are an
-// error. The file is coffer's flat layout or trustee's kbs-config.toml
-// (trusteeconfig.go), told apart by trustee's tables.
+// LoadConfig reads the TOML file at path and parses it (ParseConfig).
+// coffer kbs serve reads the file itself (internal/kbsfiles.LoadConfig).
 func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return c, fmt.Errorf("reading kbs config: %w", err)
+		return DefaultConfig(), fmt.Errorf("reading kbs config: %w", err)
 	}
+	return ParseConfig(path, raw)
+}
+
+// ParseConfig parses a TOML configuration over DefaultConfig; unknown
+// keys are an error. It is coffer's flat layout or trustee's
+// kbs-config.toml (trusteeconfig.go), told apart by trustee's tables;
+// path names it in errors.
+func ParseConfig(path string, raw []byte) (Config, error) {
+	c := DefaultConfig()
 	var probe map[string]any
 	md, err := toml.Decode(string(raw), &probe)
 	if err != nil {
@@ -135,17 +142,60 @@ func LoadConfig(path string) (Config, error) {
 	return c, nil
 }
 
-// Options turns the configuration into server options, reading key and policy files.
-func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, func() error, error) {
+// Files is what the files a Config names hold (the store URL of
+// store_url_file, keys, certificates, policies), read by the program and
+// handed to Options and Serve as values: this package reads none of them
+// (coffer kbs serve reads them with internal/kbsfiles). Each file c names
+// must have its contents here. Still opened by name: tls_cert/tls_key (by
+// the listener) and the postgres store's KEK files (by its driver).
+type Files struct {
+	StoreURL          string   // store_url_file's contents ("" = Config.Store)
+	AdminPublicKeys   [][]byte // admin_public_keys' PEM, in order
+	TokenKey          []byte   // token_key's PEM (nil: a key generated at start)
+	TokenCert         []byte   // token_cert's PEM chain
+	TrustedTokenCerts [][]byte // trusted_token_certs' PEM, in order
+	ResourcePolicy    []byte   // resource_policy_file's Rego (nil: the default)
+	AttestationPolicy []byte   // attestation_policy_file's Rego (nil: the default)
+	TPMEKCA           [][]byte // tpm_ek_ca's PEM, in order
+}
+
+// check refuses Files that lack the contents of a file c names.
+func (f Files) check(c Config) error {
+	missing := func(key string) error {
+		return fmt.Errorf("kbs config: %s is named but its contents were not given (server.Files)", key)
+	}
+	switch {
+	case c.StoreURLFile != "" && f.StoreURL == "":
+		return missing("store_url_file")
+	case len(f.AdminPublicKeys) != len(c.AdminPublicKeys):
+		return missing("admin_public_keys")
+	case c.TokenKey != "" && f.TokenKey == nil:
+		return missing("token_key")
+	case c.TokenCert != "" && f.TokenCert == nil:
+		return missing("token_cert")
+	case len(f.TrustedTokenCerts) != len(c.TrustedTokenCerts):
+		return missing("trusted_token_certs")
+	case c.ResourcePolicyFile != "" && f.ResourcePolicy == nil:
+		return missing("resource_policy_file")
+	case c.AttestationPolicyFile != "" && f.AttestationPolicy == nil:
+		return missing("attestation_policy_file")
+	case len(f.TPMEKCA) != len(c.TPMEKCA):
+		return missing("tpm_ek_ca")
+	}
+	return nil
+}
+
+// Options turns the configuration and the contents of its files into
+// server options, opening the store it names (store.Open).
+func (c Config) Options(ctx context.Context, f Files, logger *slog.Logger) ([]Option, func() error, error) {
 	closer := func() error { return nil }
+	if err := f.check(c); err != nil {
+		return nil, closer, err
+	}
 	var opts []Option
 	storeURL := c.Store
 	if c.StoreURLFile != "" {
-		raw, err := os.ReadFile(c.StoreURLFile)
-		if err != nil {
-			return nil, closer, fmt.Errorf("reading store URL: %w", err)
-		}
-		storeURL = strings.TrimSpace(string(raw))
+		storeURL = strings.TrimSpace(f.StoreURL)
 		if !strings.Contains(storeURL, "://") {
 			return nil, closer, fmt.Errorf("store URL file %s: want a store URL such as postgres://…", c.StoreURLFile)
 		}
@@ -172,40 +222,22 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 			return nil, closer, fmt.Errorf("kbs config: the %s store (shared by replicas) needs token_key (--token-key FILE): every replica must sign tokens with the same key, or a token from one fails on another", name)
 		}
 	}
-	st, err := store.Open(ctx, storeURL, sp)
-	if err != nil {
-		return nil, closer, err
-	}
-	if cl, ok := st.(io.Closer); ok {
-		closer = cl.Close
-	}
-	opts = append(opts, WithStore(st))
 	if len(c.AdminACL) > 0 {
-		acl, err := ParseAdminACL(c.AdminACL)
-		if err != nil {
+		if _, err := ParseAdminACL(c.AdminACL); err != nil {
 			return nil, closer, err
 		}
-		opts = append(opts, WithAdminACL(acl))
 	}
 	var keys []ed25519.PublicKey
-	for _, f := range c.AdminPublicKeys {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			return nil, closer, fmt.Errorf("reading admin public key: %w", err)
-		}
+	for i, raw := range f.AdminPublicKeys {
 		k, err := token.ParseAdminPublicKey(raw)
 		if err != nil {
-			return nil, closer, fmt.Errorf("admin public key %s: %w", f, err)
+			return nil, closer, fmt.Errorf("admin public key %s: %w", c.AdminPublicKeys[i], err)
 		}
 		keys = append(keys, k)
 	}
 	var signKey *ecdsa.PrivateKey
 	if c.TokenKey != "" {
-		raw, err := os.ReadFile(c.TokenKey)
-		if err != nil {
-			return nil, closer, fmt.Errorf("reading token key: %w", err)
-		}
-		k, err := token.LoadSigningKey(raw)
+		k, err := token.LoadSigningKey(f.TokenKey)
 		if err != nil {
 			return nil, closer, fmt.Errorf("token key %s: %w", c.TokenKey, err)
 		}
@@ -219,12 +251,8 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 		if c.TokenKey == "" {
 			return nil, closer, fmt.Errorf("kbs config: token_cert needs the token_key it certifies")
 		}
-		raw, err := os.ReadFile(c.TokenCert)
-		if err != nil {
-			return nil, closer, fmt.Errorf("reading token certificate: %w", err)
-		}
 		var chain []*x509.Certificate
-		for blk, rest := pem.Decode(raw); blk != nil; blk, rest = pem.Decode(rest) {
+		for blk, rest := pem.Decode(f.TokenCert); blk != nil; blk, rest = pem.Decode(rest) {
 			cert, err := x509.ParseCertificate(blk.Bytes)
 			if err != nil {
 				return nil, closer, fmt.Errorf("token certificate %s: %w", c.TokenCert, err)
@@ -235,16 +263,8 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 			return nil, closer, fmt.Errorf("token certificate %s: %w", c.TokenCert, err)
 		}
 	}
-	if len(c.TrustedTokenCerts) > 0 {
-		var pems [][]byte
-		for _, f := range c.TrustedTokenCerts {
-			raw, err := os.ReadFile(f)
-			if err != nil {
-				return nil, closer, fmt.Errorf("reading trusted token certificates: %w", err)
-			}
-			pems = append(pems, raw)
-		}
-		is, err := token.NewTrustedIssuers(pems...)
+	if len(f.TrustedTokenCerts) > 0 {
+		is, err := token.NewTrustedIssuers(f.TrustedTokenCerts...)
 		if err != nil {
 			return nil, closer, err
 		}
@@ -255,23 +275,28 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 		return nil, closer, err
 	}
 	if c.ResourcePolicyFile != "" {
-		src, err := os.ReadFile(c.ResourcePolicyFile)
-		if err != nil {
-			return nil, closer, fmt.Errorf("reading resource policy: %w", err)
-		}
-		if err := engine.SetResourcePolicy(ctx, string(src)); err != nil {
+		if err := engine.SetResourcePolicy(ctx, string(f.ResourcePolicy)); err != nil {
 			return nil, closer, fmt.Errorf("resource policy %s: %w", c.ResourcePolicyFile, err)
 		}
 	}
 	if c.AttestationPolicyFile != "" {
-		src, err := os.ReadFile(c.AttestationPolicyFile)
-		if err != nil {
-			return nil, closer, fmt.Errorf("reading attestation policy: %w", err)
-		}
-		if err := engine.SetAttestationPolicy(ctx, token.DefaultAppraisalPolicy, string(src)); err != nil {
+		if err := engine.SetAttestationPolicy(ctx, token.DefaultAppraisalPolicy, string(f.AttestationPolicy)); err != nil {
 			return nil, closer, fmt.Errorf("attestation policy %s: %w", c.AttestationPolicyFile, err)
 		}
 	}
+	if len(c.AdminACL) > 0 {
+		acl, _ := ParseAdminACL(c.AdminACL) // checked above
+		opts = append(opts, WithAdminACL(acl))
+	}
+	// The store is opened last, once everything else is known good.
+	st, err := store.Open(ctx, storeURL, sp)
+	if err != nil {
+		return nil, closer, err
+	}
+	if cl, ok := st.(io.Closer); ok {
+		closer = cl.Close
+	}
+	opts = append(opts, WithStore(st))
 	opts = append(opts, WithAdminKeys(keys...), WithAdminRole(c.AdminRole), WithInsecureAdmin(c.InsecureAdmin),
 		WithSigner(signer), WithPolicy(engine), WithLogger(logger), WithStateDir(c.StateDir))
 	if c.SessionTTL > 0 {
@@ -289,7 +314,7 @@ func (c Config) Options(ctx context.Context, logger *slog.Logger) ([]Option, fun
 	if c.AllowDebugTee {
 		logger.Warn("debug-enabled SNP/TDX guests accepted (allow_debug_tee): their memory is readable by the host")
 	}
-	ekRoots, err := attest.LoadEKRoots(c.TPMEKCA)
+	ekRoots, err := attest.ParseEKRoots(c.TPMEKCA, f.TPMEKCA)
 	if err != nil {
 		return nil, closer, err
 	}
@@ -330,17 +355,18 @@ func ParseAdminACL(entries []string) (map[string][]string, error) {
 	return acl, nil
 }
 
-// Serve runs the broker described by c until ctx is cancelled, then shuts
-// down gracefully (in-flight requests get c.ShutdownTimeout). ready, if not
-// nil, receives the bound address once listening.
-func Serve(ctx context.Context, c Config, logger *slog.Logger, ready func(addr net.Addr)) error {
+// Serve runs the broker described by c and the contents of its files f
+// until ctx is cancelled, then shuts down gracefully (in-flight requests
+// get c.ShutdownTimeout). ready, if not nil, receives the bound address
+// once listening.
+func Serve(ctx context.Context, c Config, f Files, logger *slog.Logger, ready func(addr net.Addr)) error {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("kbs config: tls_cert and tls_key go together")
 	}
-	opts, closeStore, err := c.Options(ctx, logger)
+	opts, closeStore, err := c.Options(ctx, f, logger)
 	if err != nil {
 		return err
 	}

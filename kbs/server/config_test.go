@@ -1,11 +1,17 @@
 package server
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-dev/coffer/kbs/policy"
 )
 
 // Override copies exactly the named keys: how flags override a config file.
@@ -51,7 +57,7 @@ func TestConfigOpensStoreByScheme(t *testing.T) {
 	} {
 		c := DefaultConfig()
 		c.Store, c.Repository = tc.url, dir+"/repo"
-		opts, closer, err := c.Options(t.Context(), slog.New(slog.DiscardHandler))
+		opts, closer, err := c.Options(t.Context(), Files{}, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.url, err)
 		}
@@ -71,7 +77,36 @@ func TestConfigOpensStoreByScheme(t *testing.T) {
 	}
 	c := DefaultConfig()
 	c.Store = "nosuch://x"
-	if _, _, err := c.Options(t.Context(), slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "fs, memory") {
+	if _, _, err := c.Options(t.Context(), Files{}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "fs, memory") {
 		t.Errorf("unknown scheme: %v, want an error naming the registered ones", err)
+	}
+}
+
+// Options reads no file: the contents come in Files (the names only label
+// errors), and a file named without its contents is refused.
+func TestOptionsTakeFileContents(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	c := DefaultConfig()
+	c.Store = "memory"
+	c.AdminPublicKeys = []string{"/nonexistent/admin.pub"}
+	c.ResourcePolicyFile = "/nonexistent/policy.rego"
+	f := Files{AdminPublicKeys: [][]byte{pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}, ResourcePolicy: []byte(policy.ResourceAllowAll)}
+	opts, closer, err := c.Options(t.Context(), f, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer()
+	s, err := New(t.Context(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Policy().ResourcePolicy() != policy.ResourceAllowAll {
+		t.Fatalf("resource policy %q, want the one given in Files", s.Policy().ResourcePolicy())
+	}
+	f.ResourcePolicy = nil
+	if _, _, err := c.Options(t.Context(), f, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "resource_policy_file is named but its contents were not given") {
+		t.Fatalf("policy named without contents: %v", err)
 	}
 }

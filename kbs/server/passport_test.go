@@ -48,8 +48,9 @@ func serveConfig(t *testing.T, c server.Config) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
+	cf := files(t, c)
 	go func() {
-		done <- server.Serve(ctx, c, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
+		done <- server.Serve(ctx, c, cf, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	select {

@@ -114,21 +114,8 @@ func (s *Server) handleAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.o.now()
 	expires := now.Add(s.o.sessionTTL)
-	var id string
-	if s.shared != nil {
-		id = newSessionID()
-		err = s.shared.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: s.clientKey(r), Expires: expires}, s.o.maxPerAddr)
-	} else {
-		var sess *session
-		var evicted int
-		sess, evicted, err = s.pending.create(req.Tee, nonce, s.clientKey(r), expires, now)
-		if sess != nil {
-			id = sess.id
-		}
-		if evicted > 0 {
-			s.m.evictions.Add(float64(evicted))
-		}
-	}
+	id := newSessionID()
+	err = s.state.CreateChallenge(r.Context(), store.Challenge{ID: id, Tee: string(req.Tee), Nonce: nonce, Addr: s.clientKey(r), Expires: expires}, s.o.maxPerAddr)
 	if errors.Is(err, errTooManyPerAddr) {
 		s.m.limited.Inc()
 		w.Header().Set("Retry-After", "1")
@@ -162,8 +149,8 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
 	}
 	now := s.o.now()
 	sess, ok := s.sessions.get(id, now)
-	if !ok && s.shared != nil {
-		// A cookie this replica does not hold costs database reads: only
+	if !ok {
+		// A cookie this replica does not hold costs a state read: only
 		// well-formed ones, within the per-address budget of /auth and
 		// /attest (a client misses at most once per replica and session).
 		if !validSessionID(id) {
@@ -191,9 +178,12 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) *session {
 	return sess
 }
 
-// handleAttest checks the cheap things first (session, body size, the
-// challenge's one attempt, nonce, tee key, report-data binding), then the
-// evidence, then the policy; each step ends with the request's context.
+// handleAttest checks the cheap things first (cookie, body size and form,
+// the challenge's one attempt, nonce, tee key, report-data binding), then
+// the evidence, then the policy; each step ends with the request's
+// context. The body is read and parsed before the challenge is spent (one
+// state round trip), so a malformed body does not cost the challenge on
+// any store; a well-formed one spends it, whatever the outcome.
 func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	if s.limited(w, r) {
 		return
@@ -202,7 +192,11 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		return
 	}
-	sess, spent, err := s.takeChallenge(r.Context(), id, s.o.now())
+	var a protocol.Attestation
+	if !s.readJSON(w, r, &a) {
+		return
+	}
+	sess, err := s.spend(r.Context(), id, s.o.now())
 	if err != nil {
 		if errors.Is(err, store.ErrUnavailable) {
 			s.storeFailed(w, "spending the challenge", err)
@@ -215,24 +209,11 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	var a protocol.Attestation
-	if !s.readJSON(w, r, &a) {
-		return
-	}
 	log := s.o.logger.With("session", sessionLogID(sess.id), "tee", string(sess.tee))
 	fail := func(code int, variant, detail string) {
 		s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
 		log.Info("kbs attestation", "decision", "rejected", "reason", detail)
 		writeError(w, code, variant, detail)
-	}
-	// One attempt per challenge, whatever its outcome.
-	if err := s.spendLocal(sess, spent); err != nil {
-		if errors.Is(err, errChallengeUsed) {
-			fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "the nonce of this session was already used: call /kbs/v0/auth for a fresh one")
-		} else {
-			fail(http.StatusUnauthorized, protocol.ErrSessionNotFound, "session unknown or expired: call /kbs/v0/auth again")
-		}
-		return
 	}
 	if subtle.ConstantTimeCompare([]byte(a.RuntimeData.Nonce), []byte(sess.nonce)) != 1 {
 		fail(http.StatusUnauthorized, protocol.ErrAttestFailed, "runtime-data nonce does not match the session's challenge")
@@ -297,12 +278,10 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.tee = string(sess.tee)
-	if s.shared != nil {
-		if err := s.shared.PutSession(r.Context(), sess.id, []byte(tok), sess.expires); err != nil {
-			s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
-			s.storeFailed(w, "storing the attested session", err)
-			return
-		}
+	if err := s.state.PutSession(r.Context(), sess.id, []byte(tok), sess.expires); err != nil {
+		s.m.attestations.WithLabelValues(string(sess.tee), "failed").Inc()
+		s.storeFailed(w, "storing the attested session", err)
+		return
 	}
 	s.tokens.put(tok, g, now)
 	sess.grant = g
@@ -487,39 +466,26 @@ type countWriter int
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
-// peek returns a live, unspent challenge, from the shared store when there is one.
+// peek returns a live, unspent challenge.
 func (s *Server) peek(ctx context.Context, id string, now time.Time) (*session, error) {
-	if s.shared == nil {
-		return s.pending.peek(id, now)
-	}
-	c, err := s.shared.PeekChallenge(ctx, id, now)
+	c, err := s.state.PeekChallenge(ctx, id, now)
 	if err != nil {
 		return nil, err
 	}
-	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, nil
+	return sessionOf(id, c), nil
 }
 
-// takeChallenge finds the caller's live, unspent challenge. With a shared
-// store it is spent at once (one round trip instead of a read and a write:
-// a malformed body then costs the challenge too); it reports whether so.
-func (s *Server) takeChallenge(ctx context.Context, id string, now time.Time) (*session, bool, error) {
-	if s.shared == nil {
-		sess, err := s.pending.peek(id, now)
-		return sess, false, err
-	}
-	c, err := s.shared.SpendChallenge(ctx, id, now)
+// spend uses up the one attempt of the caller's live challenge and returns it.
+func (s *Server) spend(ctx context.Context, id string, now time.Time) (*session, error) {
+	c, err := s.state.SpendChallenge(ctx, id, now)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}, true, nil
+	return sessionOf(id, c), nil
 }
 
-// spendLocal uses up the one attempt of a challenge kept in memory.
-func (s *Server) spendLocal(sess *session, spent bool) error {
-	if spent {
-		return nil
-	}
-	return s.pending.spend(sess, s.o.now())
+func sessionOf(id string, c store.Challenge) *session {
+	return &session{id: id, tee: protocol.Tee(c.Tee), nonce: c.Nonce, expires: c.Expires, addr: c.Addr}
 }
 
 // validSessionID reports whether id has the form newSessionID gives.

@@ -284,30 +284,29 @@ func WithClock(now func() time.Time) Option {
 // Server is the broker. Create it with New; it is an http.Handler.
 type Server struct {
 	o        options
-	pending  *challenges
-	sessions *attested
+	sessions *attested // a cache in front of state's attested sessions
 	tokens   *tokenCache
 	limiter  *ratelimit.PerAddr
-	adminIDs *usedAdminIDs
 	spentTx  spentTransfers // keytransfer.go: one key transfer per attestation
 	m        *metrics
 	handler  http.Handler
 
-	// shared state (see shared.go): nil unless the store keeps it
-	shared          store.SessionStore
-	settings        store.SettingsStore
+	// state (see shared.go): the store's own (postgres) or a store.Local
+	state           store.State
 	init            initial
 	kick            chan struct{}
 	applyMu         sync.Mutex
+	applied         store.Settings // what applySettings last installed (applyMu)
+	force           atomic.Bool    // the next reload installs every setting
 	settingsVersion atomic.Int64
 	bg              context.Context // background work; ends with Close or New's ctx
 	stop            context.CancelFunc
 }
 
-// New builds a broker. When the store also keeps sessions and policies
-// (store.SessionStore, store.SettingsStore: the postgres store), the broker
-// keeps them there and follows changes other replicas make until ctx ends
-// or Close is called.
+// New builds a broker. It keeps sessions and policies in a store.State:
+// the store's own when it keeps one (the postgres store: the broker then
+// follows changes other replicas make until ctx ends or Close is called),
+// else a store.Local bounded by WithMaxSessions and saved in WithStateDir.
 func New(ctx context.Context, opts ...Option) (*Server, error) {
 	o := options{
 		sessionTTL:  DefaultSessionTTL,
@@ -349,15 +348,16 @@ func New(ctx context.Context, opts ...Option) (*Server, error) {
 	}
 	s := &Server{
 		o:        o,
-		pending:  newChallenges(o.maxSessions, o.maxPerAddr),
 		sessions: newAttested(o.maxSessions, DefaultMaxSessionBytes),
 		tokens:   newTokenCache(50_000, DefaultMaxTokenCacheBytes),
 		limiter:  ratelimit.New(o.rate, o.burst, 65536),
-		adminIDs: &usedAdminIDs{m: map[string]int64{}, max: 100_000},
 		m:        newMetrics(),
 	}
-	if err := s.loadState(ctx); err != nil {
-		return nil, err
+	if s.state, err = store.StateOf(o.store, store.LocalOptions{
+		MaxChallenges: o.maxSessions, MaxSessions: o.maxSessions, Dir: o.stateDir, Clock: o.now,
+		OnEvict: func(n int) { s.m.evictions.Add(float64(n)) },
+	}); err != nil {
+		return nil, fmt.Errorf("kbs server: %w", err)
 	}
 	s.bg, s.stop = context.WithCancel(ctx)
 	if err := s.startShared(ctx); err != nil {

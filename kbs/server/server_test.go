@@ -655,8 +655,9 @@ func TestServeConfigAndShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
+	cf := files(t, c)
 	go func() {
-		done <- server.Serve(ctx, c, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
+		done <- server.Serve(ctx, c, cf, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
 	}()
 	addr := <-addrc
 	cl := newRCAR(t, "http://"+addr)
@@ -706,8 +707,9 @@ func TestServeTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addrc := make(chan string, 1)
+	cf := files(t, c)
 	go func() {
-		_ = server.Serve(ctx, c, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
+		_ = server.Serve(ctx, c, cf, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a.String() })
 	}()
 	addr := <-addrc
 	pool := x509.NewCertPool()
@@ -720,7 +722,7 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("auth over TLS: %d %q", r.code, r.hdr.Get("Set-Cookie"))
 	}
 	c.TLSKey = ""
-	if err := server.Serve(ctx, c, slog.New(slog.DiscardHandler), nil); err == nil {
+	if err := server.Serve(ctx, c, files(t, c), slog.New(slog.DiscardHandler), nil); err == nil {
 		t.Fatal("tls_cert without tls_key accepted")
 	}
 }

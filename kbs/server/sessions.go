@@ -46,17 +46,15 @@ func (g *grant) seal(data []byte) (*protocol.Response, error) {
 	return g.sealer.Seal(data)
 }
 
-// session is one RCAR session: a challenge until it attests, then the
-// holder of a grant.
+// session is one RCAR session: a challenge (kept in the store.State) until
+// it attests, then the holder of a grant.
 type session struct {
 	id      string
 	tee     protocol.Tee
 	nonce   string
 	expires time.Time
 	addr    string // client address key (ratelimit.Key)
-	seq     uint64 // position in the challenge queue
 
-	used  bool   // the challenge's one attempt is spent (guarded by challenges.mu)
 	grant *grant // set before the session enters the attested table; then read-only
 }
 
@@ -67,123 +65,10 @@ var (
 	errTooManyPerAddr   = store.ErrTooManyPerAddr
 )
 
-// challenges holds sessions that have not attested. They cost nothing to
-// create, so they are kept apart from attested sessions (a flood of /auth
-// can never push an attested session out), bounded in number overall and
-// per client address, and evicted oldest first. A challenge whose attempt
-// was spent stays as a tombstone until it expires or is evicted, so a
-// replay is told so; it no longer counts against its address.
-type challenges struct {
-	mu      sync.Mutex
-	m       map[string]*session
-	queue   []*session // by creation, so by expiry; nil where taken out early
-	head    uint64     // seq of queue[0]
-	perAddr map[string]int
-	max     int
-	maxAddr int
-}
-
-func newChallenges(max, maxPerAddr int) *challenges {
-	return &challenges{m: map[string]*session{}, perAddr: map[string]int{}, max: max, maxAddr: maxPerAddr}
-}
-
 func newSessionID() string {
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
 	return hex.EncodeToString(raw[:])
-}
-
-// create adds a challenge for addr; it reports how many older challenges
-// were evicted to make room.
-func (c *challenges) create(tee protocol.Tee, nonce, addr string, expires, now time.Time) (*session, int, error) {
-	s := &session{id: newSessionID(), tee: tee, nonce: nonce, expires: expires, addr: addr}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.dropExpired(now)
-	if c.perAddr[addr] >= c.maxAddr {
-		return nil, 0, errTooManyPerAddr
-	}
-	evicted := 0
-	for len(c.m) >= c.max && c.popOldest() {
-		evicted++
-	}
-	s.seq = c.head + uint64(len(c.queue))
-	c.queue = append(c.queue, s)
-	c.m[s.id] = s
-	c.perAddr[addr]++
-	return s, evicted, nil
-}
-
-// peek returns a live, unspent challenge without spending it.
-func (c *challenges) peek(id string, now time.Time) (*session, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s, ok := c.m[id]
-	switch {
-	case !ok || !now.Before(s.expires):
-		return nil, errChallengeUnknown
-	case s.used:
-		return nil, errChallengeUsed
-	}
-	return s, nil
-}
-
-// spend uses up the one attempt of challenge s: only one caller wins.
-func (c *challenges) spend(s *session, now time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cur, ok := c.m[s.id]; !ok || cur != s || !now.Before(s.expires) {
-		return errChallengeUnknown
-	}
-	if s.used {
-		return errChallengeUsed
-	}
-	s.used = true
-	c.release(s)
-	return nil
-}
-
-func (c *challenges) release(s *session) {
-	if n := c.perAddr[s.addr] - 1; n > 0 {
-		c.perAddr[s.addr] = n
-	} else {
-		delete(c.perAddr, s.addr)
-	}
-}
-
-// popOldest removes the oldest queued challenge; false when none is left.
-func (c *challenges) popOldest() bool {
-	for len(c.queue) > 0 {
-		s := c.queue[0]
-		c.queue[0] = nil
-		c.queue = c.queue[1:]
-		c.head++
-		if s == nil {
-			continue
-		}
-		delete(c.m, s.id)
-		if !s.used {
-			c.release(s)
-		}
-		if len(c.queue) == 0 {
-			c.queue = nil // let the backing array go
-		}
-		return true
-	}
-	return false
-}
-
-func (c *challenges) dropExpired(now time.Time) {
-	for len(c.queue) > 0 && (c.queue[0] == nil || !now.Before(c.queue[0].expires)) {
-		c.popOldest()
-	}
-}
-
-// len reports the challenges held (tombstones included).
-func (c *challenges) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.m)
 }
 
 const shards = 32

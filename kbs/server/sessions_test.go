@@ -42,32 +42,3 @@ func TestAttestedBytes(t *testing.T) {
 		t.Fatalf("16 MiB of grants into a 4 MiB table: %d evicted, %d bytes kept", evicted, total)
 	}
 }
-
-func TestChallengesOldestFirst(t *testing.T) {
-	now := time.Now()
-	c := newChallenges(4, 100)
-	var ids []string
-	for i := range 6 {
-		s, _, err := c.create("sample", "n", fmt.Sprint("a", i), now.Add(time.Minute), now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, s.id)
-	}
-	for i, id := range ids {
-		_, err := c.peek(id, now)
-		if (i < 2) != (err != nil) {
-			t.Fatalf("challenge %d: %v (the two oldest should be gone)", i, err)
-		}
-	}
-	if len(c.perAddr) != 4 {
-		t.Fatalf("per-address counts %v", c.perAddr)
-	}
-	// Expired ones leave on the next create, and so do their counts.
-	if _, _, err := c.create("sample", "n", "b", now.Add(2*time.Minute), now.Add(90*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if c.len() != 1 || len(c.perAddr) != 1 || len(c.queue) != 1 {
-		t.Fatalf("after expiry: %d challenges, perAddr %v, queue %d", c.len(), c.perAddr, len(c.queue))
-	}
-}

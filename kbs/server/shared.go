@@ -15,14 +15,14 @@ import (
 	"github.com/coffer-dev/coffer/spec"
 )
 
-// A broker whose store implements store.SessionStore keeps challenges,
-// attested sessions and admin token ids there, so every replica over the
-// same store can continue any client's handshake; one whose store
-// implements store.SettingsStore keeps policies and reference values there
-// and follows changes made through any replica (store.Watch). Attested
-// sessions are also cached in the replica's memory; a replica that misses
-// one reads its token from the store and verifies it (every replica must
-// share the token key).
+// The broker keeps challenges, attested sessions, admin token ids,
+// policies and reference values in one store.State, whatever the store:
+// the postgres store's own, so every replica over it can continue any
+// client's handshake and follows changes made through any replica
+// (store.Watch), or a store.Local in this process for the fs and memory
+// stores. Attested sessions are also cached in the broker's memory; a
+// miss reads the session's token from the state and verifies it (every
+// replica must share the token key).
 
 // initial remembers the policies the broker started with, which hold
 // until an admin sets others in the shared store.
@@ -51,41 +51,26 @@ func (s *Server) registerStoreMetrics() {
 			s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help}, g.f))
 		}
 	}
-	if s.settings != nil {
-		s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "kbs_settings_version", Help: "Version of the shared policies and reference values this replica applied.",
-		}, func() float64 { return float64(s.settingsVersion.Load()) }))
-	}
+	s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kbs_settings_version", Help: "Version of the shared policies and reference values this replica applied.",
+	}, func() float64 { return float64(s.settingsVersion.Load()) }))
 }
 
 func (s *Server) startShared(ctx context.Context) error {
 	defer s.registerStoreMetrics()
-	if ss, ok := s.o.store.(store.SessionStore); ok {
-		s.shared = ss
-	}
-	st, ok := s.o.store.(store.SettingsStore)
-	if !ok {
-		if s.shared != nil {
-			s.startJanitor()
-		}
-		return nil
-	}
-	if s.o.stateDir != "" {
-		return errors.New("kbs server: a state directory and a store that keeps policies (postgres) exclude each other: drop --state-dir")
-	}
-	s.settings = st
+	st := s.state
 	s.init.resource = s.o.engine.ResourcePolicy()
 	s.init.attestationID, s.init.attestation = s.o.engine.AttestationPolicy()
 	cur, err := st.LoadSettings(ctx)
 	if err != nil {
 		return fmt.Errorf("kbs server: loading shared policies: %w", err)
 	}
-	if err := s.applySettings(ctx, cur); err != nil {
+	if err := s.applySettings(ctx, cur, true); err != nil {
 		return fmt.Errorf("kbs server: shared policies: %w", err)
 	}
 	s.kick = make(chan struct{}, 1)
 	bg := s.bg
-	st.Watch(bg, s.resync)
+	st.Watch(bg, s.changed)
 	go func() {
 		for {
 			select {
@@ -94,9 +79,13 @@ func (s *Server) startShared(ctx context.Context) error {
 			case <-s.kick:
 			}
 			for bg.Err() == nil {
+				force := s.force.Swap(false)
 				cur, err := st.LoadSettings(bg)
 				if err == nil {
-					err = s.applySettings(bg, cur)
+					err = s.applySettings(bg, cur, force)
+				}
+				if err != nil && force {
+					s.force.Store(true)
 				}
 				if err == nil {
 					break
@@ -109,30 +98,40 @@ func (s *Server) startShared(ctx context.Context) error {
 			}
 		}
 	}()
-	if s.shared != nil {
-		s.startJanitor()
-	}
+	s.startJanitor()
 	return nil
 }
 
-// resync asks the background loop to reload the shared settings.
+// resync asks the background loop to reload the shared settings and
+// install every one that differs from the engine (after an admin change
+// the engine took but the store did not: back to what the store holds).
 func (s *Server) resync() {
+	s.force.Store(true)
+	s.changed()
+}
+
+// changed asks the background loop to install what changed in the store.
+func (s *Server) changed() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
 }
 
-// applySettings installs what differs from the running engine.
-func (s *Server) applySettings(ctx context.Context, st store.Settings) error {
+// applySettings installs the settings that changed in the store since it
+// last ran (all, when force) and differ from the running engine, so a
+// policy set on the engine directly (Server.Policy) holds until the store's
+// changes.
+func (s *Server) applySettings(ctx context.Context, st store.Settings, force bool) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	e := s.o.engine
+	prev := s.applied
 	res := st.ResourcePolicy
 	if res == "" {
 		res = s.init.resource
 	}
-	if res != e.ResourcePolicy() {
+	if (force || st.ResourcePolicy != prev.ResourcePolicy) && res != e.ResourcePolicy() {
 		if err := e.SetResourcePolicy(ctx, res); err != nil {
 			return fmt.Errorf("stored resource policy: %w", err)
 		}
@@ -141,7 +140,8 @@ func (s *Server) applySettings(ctx context.Context, st store.Settings) error {
 	if src == "" {
 		id, src = s.init.attestationID, s.init.attestation
 	}
-	if curID, curSrc := e.AttestationPolicy(); curID != id || curSrc != src {
+	changed := st.AttestationPolicyID != prev.AttestationPolicyID || st.AttestationPolicy != prev.AttestationPolicy
+	if curID, curSrc := e.AttestationPolicy(); (force || changed) && (curID != id || curSrc != src) {
 		if err := e.SetAttestationPolicy(ctx, id, src); err != nil {
 			return fmt.Errorf("stored attestation policy: %w", err)
 		}
@@ -153,21 +153,27 @@ func (s *Server) applySettings(ctx context.Context, st store.Settings) error {
 		if _, ok := cur[name]; ok && string(a) == string(b) {
 			continue
 		}
+		if p, ok := prev.ReferenceValues[name]; !force && ok {
+			if c, _ := json.Marshal(p); string(c) == string(b) {
+				continue
+			}
+		}
 		if err := e.SetReferenceValue(ctx, name, vs); err != nil {
 			return fmt.Errorf("stored reference value %q: %w", name, err)
 		}
 	}
+	s.applied = st
 	s.settingsVersion.Store(st.Version)
 	return nil
 }
 
-// expirer is a store that can drop expired sessions (postgres).
+// expirer is a state that can drop expired sessions (postgres, store.Local).
 type expirer interface {
 	Expire(ctx context.Context, now time.Time) (int64, error)
 }
 
 func (s *Server) startJanitor() {
-	ex, ok := s.o.store.(expirer)
+	ex, ok := s.state.(expirer)
 	if !ok {
 		return
 	}
@@ -197,7 +203,7 @@ func (s *Server) Close() error {
 // sharedSession loads an attested session another replica (or this one,
 // before a restart) stored; nil when there is none.
 func (s *Server) sharedSession(ctx context.Context, id string, now time.Time) (*session, error) {
-	tok, exp, err := s.shared.GetSession(ctx, id, now)
+	tok, exp, err := s.state.GetSession(ctx, id, now)
 	if errors.Is(err, spec.ErrNotFound) {
 		return nil, nil
 	}

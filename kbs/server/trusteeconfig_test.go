@@ -166,7 +166,7 @@ func TestTrusteeTestConfigBuildsAServer(t *testing.T) {
 	if c.ResourcePolicyFile != "./work/kbs-policy.rego" {
 		t.Errorf("policy_path not mapped: %q", c.ResourcePolicyFile)
 	}
-	opts, closer, err := c.Options(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	opts, closer, err := c.Options(context.Background(), files(t, c), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

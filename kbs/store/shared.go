@@ -6,12 +6,13 @@ import (
 	"time"
 )
 
-// The interfaces below are what a store shared by several broker replicas
-// adds to Store. A broker whose store implements them keeps no state that
-// another replica would need: challenges, attested sessions, admin token
-// ids, policies and reference values live in the store. The fs and memory
-// stores implement only AdminIDStore of them; a broker over them keeps the
-// rest in its own memory (and policies in its state directory).
+// The interfaces below make up State, what a broker keeps besides
+// resources: challenges, attested sessions, admin token ids, policies and
+// reference values. A store shared by several replicas (postgres)
+// implements them itself, so a broker over it keeps nothing another
+// replica would need. The fs and memory stores implement only
+// AdminIDStore; a broker over them keeps a Local (local.go), the same
+// contract in its own process (policies optionally in a state directory).
 
 // ErrUnavailable is wrapped by errors that mean the store could not be
 // reached or did not answer in time (as opposed to a refused operation): a

@@ -4,11 +4,13 @@
 // FS is the default: the trustee repository layout <dir>/<repo>/<type>/<tag>,
 // one file per resource, so a key copied into that tree by hand is served.
 // Memory is for tests and ephemeral brokers. The postgres subpackage is the
-// store several broker replicas share; it also implements the interfaces of
-// shared.go (sessions, policies), which the fs and memory stores leave to
-// the broker's memory (all three keep spent admin token ids). Each kind
+// store several broker replicas share; it is also a State (shared.go:
+// sessions, policies). For the fs and memory stores the broker keeps a
+// Local (local.go), the same State contract in its own process (all three
+// stores keep spent admin token ids). Each kind
 // registers a Driver for its URL scheme; Open opens the one a URL names
-// (open.go). storetest is the conformance suite all of them pass.
+// (open.go). storetest is the conformance suite all of them pass, State
+// included.
 package store
 
 import (

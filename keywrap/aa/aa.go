@@ -68,6 +68,22 @@ func NewWrapper(kek []byte, kid string) (keywrap.Wrapper, error) {
 	if _, err := resource.ParseKID(kid); err != nil {
 		return nil, err
 	}
+	return newWrapper(kek, kid)
+}
+
+// NewWrapperFor is NewWrapper for a key id already parsed: the annotation
+// names p.KID() ("kbs:///repo/type/tag").
+func NewWrapperFor(kek []byte, p resource.Path) (keywrap.Wrapper, error) {
+	if len(kek) != KEKSize {
+		return nil, fmt.Errorf("attestation-agent: key-encryption key is %d bytes, want %d", len(kek), KEKSize)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return newWrapper(kek, p.KID())
+}
+
+func newWrapper(kek []byte, kid string) (keywrap.Wrapper, error) {
 	aead, err := newGCM(kek)
 	if err != nil {
 		return nil, err
@@ -96,19 +112,34 @@ func (w *wrapper) Wrap(_ context.Context, privopts []byte) ([]byte, error) {
 	})
 }
 
-// KeyResolver returns the 32-byte KEK named by kid (e.g. fetched from the
-// broker after attestation). Its errors should wrap the spec sentinels
-// (ErrPolicyDenied, ErrNotFound, ...).
-type KeyResolver func(ctx context.Context, kid string) ([]byte, error)
+// KeyResolver returns the 32-byte KEK named by kid, as the annotation
+// wrote it (e.g. fetched from the broker after attestation). Its errors
+// should wrap the spec sentinels (ErrPolicyDenied, ErrNotFound, ...). It is
+// a resource.Getter; pass a Getter (agent/client's Client) unless you key
+// by the kid string.
+type KeyResolver = resource.KIDFunc
 
-// NewUnwrapper returns an Unwrapper that resolves each entry's kid through
-// resolve and opens wrapped_data with the KEK. A nil resolve unwraps nothing
-// (every entry fails with spec.ErrNoKey).
-func NewUnwrapper(resolve KeyResolver) keywrap.Unwrapper {
-	return &unwrapper{resolve: resolve}
+// NewUnwrapper returns an Unwrapper that fetches each entry's KEK through
+// keys, by the resource path its kid names (parsed once, with the entry),
+// and opens wrapped_data with it. A nil keys unwraps nothing (every entry
+// fails with spec.ErrNoKey).
+func NewUnwrapper(keys resource.Getter) keywrap.Unwrapper {
+	if r, ok := keys.(KeyResolver); ok && r == nil {
+		keys = nil
+	}
+	return &unwrapper{keys: keys}
 }
 
-type unwrapper struct{ resolve KeyResolver }
+type unwrapper struct{ keys resource.Getter }
+
+// fetch asks for the entry's KEK: a KeyResolver by the kid as written,
+// any other Getter by the parsed path.
+func (u *unwrapper) fetch(ctx context.Context, p *parsedPacket) ([]byte, error) {
+	if r, ok := u.keys.(KeyResolver); ok {
+		return r(ctx, p.KID)
+	}
+	return u.keys.Get(ctx, p.path)
+}
 
 func (u *unwrapper) Scheme() string { return Scheme }
 
@@ -121,10 +152,10 @@ func (u *unwrapper) Unwrap(ctx context.Context, entry []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if u.resolve == nil {
+	if u.keys == nil {
 		return nil, fmt.Errorf("attestation-agent: no key resolver for %s: %w", p.KID, spec.ErrNoKey)
 	}
-	kek, err := u.resolve(ctx, p.KID)
+	kek, err := u.fetch(ctx, p)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("attestation-agent: fetching key %s: %w", p.KID, err)
@@ -139,9 +170,10 @@ func (u *unwrapper) Unwrap(ctx context.Context, entry []byte) ([]byte, error) {
 
 // parsedPacket is a validated annotation entry.
 type parsedPacket struct {
-	KID string
-	ct  []byte
-	iv  []byte
+	KID  string
+	path resource.Path // KID parsed
+	ct   []byte
+	iv   []byte
 }
 
 func (p *parsedPacket) open(kek []byte) ([]byte, error) {
@@ -178,7 +210,8 @@ func parsePacket(entry []byte) (*parsedPacket, error) {
 	if p.KID == "" || p.WrappedData == "" || p.IV == "" || p.WrapType == "" {
 		return nil, errors.New("attestation-agent: annotation entry lacks kid, wrapped_data, iv or wrap_type")
 	}
-	if _, err := resource.ParseKID(p.KID); err != nil {
+	path, err := resource.ParseKID(p.KID)
+	if err != nil {
 		return nil, err
 	}
 	if p.WrapType != AlgorithmA256GCM {
@@ -198,7 +231,7 @@ func parsePacket(entry []byte) (*parsedPacket, error) {
 	if len(ct) < 16 {
 		return nil, fmt.Errorf("attestation-agent: wrapped_data of %s is shorter than a GCM tag: %w", p.KID, spec.ErrIntegrity)
 	}
-	return &parsedPacket{KID: p.KID, ct: ct, iv: iv}, nil
+	return &parsedPacket{KID: p.KID, path: path, ct: ct, iv: iv}, nil
 }
 
 // Describe returns the kid of an annotation entry (for inspect).

@@ -428,3 +428,48 @@ func FuzzAnnotation(f *testing.F) {
 		}
 	})
 }
+
+// A resource.Getter (the broker client) is asked by the path the entry's
+// kid names, parsed once with the entry: no kid string to parse again.
+func TestUnwrapAsksGetterByPath(t *testing.T) {
+	entry := referenceAnnotation(t, testKEK, []byte("fixed-iv-12b"), testPrivopts, "kbs://kbs.example:8080/default/image_key/nginx")
+	var asked []resource.Path
+	u := NewUnwrapper(resource.GetterFunc(func(_ context.Context, p resource.Path) ([]byte, error) {
+		asked = append(asked, p)
+		return bytes.Clone(testKEK), nil
+	}))
+	got, err := u.Unwrap(context.Background(), entry)
+	if err != nil || !bytes.Equal(got, testPrivopts) {
+		t.Fatalf("Unwrap = %q, %v", got, err)
+	}
+	if want := (resource.Path{Repo: "default", Type: "image_key", Tag: "nginx"}); len(asked) != 1 || asked[0] != want {
+		t.Fatalf("getter asked for %v, want [%v]", asked, want)
+	}
+	// A nil KeyResolver is no resolver at all.
+	var none KeyResolver
+	if _, err := NewUnwrapper(none).Unwrap(context.Background(), entry); !errors.Is(err, spec.ErrNoKey) {
+		t.Fatalf("nil resolver: %v, want ErrNoKey", err)
+	}
+}
+
+// NewWrapperFor writes the parsed path's kid, the same as NewWrapper with
+// that kid, and refuses an invalid path.
+func TestNewWrapperFor(t *testing.T) {
+	w, err := NewWrapperFor(testKEK, resource.Path{Repo: "default", Type: "image_key", Tag: "nginx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := w.Wrap(context.Background(), testPrivopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid, err := Describe(entry); err != nil || kid != testKID {
+		t.Fatalf("kid %q, %v; want %s", kid, err, testKID)
+	}
+	if got, err := NewUnwrapper(resolverFor(testKID, testKEK, nil)).Unwrap(context.Background(), entry); err != nil || !bytes.Equal(got, testPrivopts) {
+		t.Fatalf("Unwrap = %q, %v", got, err)
+	}
+	if _, err := NewWrapperFor(testKEK, resource.Path{Repo: "..", Type: "a", Tag: "b"}); !errors.Is(err, spec.ErrUnsupported) {
+		t.Fatalf("invalid path: %v, want ErrUnsupported", err)
+	}
+}

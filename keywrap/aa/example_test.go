@@ -30,9 +30,10 @@ func Example() {
 	rp, _ := resource.ParseKID(kid)
 	fmt.Println(w.Scheme(), kid, rp.Repo, rp.Type, rp.Tag)
 
-	u := aa.NewUnwrapper(func(ctx context.Context, kid string) ([]byte, error) {
-		return kek, nil // in real use: fetch the resource from the broker after attestation
-	})
+	// In real use the Getter is the attested broker client (agent/client).
+	u := aa.NewUnwrapper(resource.GetterFunc(func(ctx context.Context, p resource.Path) ([]byte, error) {
+		return kek, nil
+	}))
 	privopts, err := u.Unwrap(ctx, entry)
 	fmt.Println(string(privopts), err)
 	// Output:

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/resource"
 )
 
 // Handler is the attestation-agent provider's side of the ocicrypt
@@ -22,10 +23,11 @@ type Handler struct{ unwrap keywrap.Unwrapper }
 //     with ParseParams, reads the 32-byte KEK from keypath and wraps.
 //     keypath is read on the serving host: serve WrapKey only to callers
 //     trusted to name files there.
-//   - UnwrapKey ignores dcParams and unwraps the annotation, resolving its
-//     kid through resolve (nil: every unwrap fails with spec.ErrNoKey).
-func NewHandler(resolve KeyResolver) *Handler {
-	return &Handler{unwrap: NewUnwrapper(resolve)}
+//   - UnwrapKey ignores dcParams and unwraps the annotation, fetching the
+//     KEK its kid names through keys (nil: every unwrap fails with
+//     spec.ErrNoKey).
+func NewHandler(keys resource.Getter) *Handler {
+	return &Handler{unwrap: NewUnwrapper(keys)}
 }
 
 // WrapKey wraps optsData with the KEK its parameters name.

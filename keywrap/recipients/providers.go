@@ -107,12 +107,12 @@ func (p *providerEnv) unwrapper(name, params string, env Env) (keywrap.Unwrapper
 	if err != nil {
 		return nil, err
 	}
-	return aa.NewUnwrapper(func(_ context.Context, got string) ([]byte, error) {
+	return aa.NewUnwrapper(aa.KeyResolver(func(_ context.Context, got string) ([]byte, error) {
 		if kid != "" && got != kid {
 			return nil, fmt.Errorf("local KEK %s is for %s, not %s: %w", keyPath, kid, got, spec.ErrNoKey)
 		}
 		return append([]byte(nil), kek...), nil
-	}), nil
+	})), nil
 }
 
 func notConfigured(name string, env Env) error {

@@ -1,7 +1,8 @@
 // Package storetest is the conformance suite of kbs/store: every store
-// (fs, memory, postgres) passes Run, and every store that also implements
-// store.SessionStore or store.SettingsStore passes RunSessions or
-// RunSettings, so a broker behaves the same whatever it is given.
+// (fs, memory, postgres) passes Run, and the store.State a broker keeps
+// over each (the postgres store itself; a store.Local over fs and memory)
+// passes RunSessions and RunSettings, so a broker behaves the same
+// whatever it is given.
 package storetest
 
 import (

@@ -16,6 +16,22 @@ func TestMemory(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, store.NewMemory())
 	storetest.RunAdminIDs(t, store.NewMemory(), nil)
+	st := state(t, store.NewMemory(), "")
+	t.Run("Sessions", func(t *testing.T) { storetest.RunSessions(t, st) })
+	t.Run("Settings", func(t *testing.T) { storetest.RunSettings(t, st) })
+}
+
+// state is the store.State a broker keeps over s (a store.Local).
+func state(t *testing.T, s store.Store, dir string) store.State {
+	t.Helper()
+	st, err := store.StateOf(s, store.LocalOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.(*store.Local); !ok {
+		t.Fatalf("StateOf(%T) = %T, want a *store.Local", s, st)
+	}
+	return st
 }
 
 func TestFS(t *testing.T) {
@@ -32,6 +48,21 @@ func TestFS(t *testing.T) {
 	fs := open(t)
 	storetest.Run(t, fs)
 	storetest.RunAdminIDs(t, fs, func(t *testing.T) store.AdminIDStore { return open(t) })
+	stateDir := filepath.Join(t.TempDir(), "state")
+	st := state(t, fs, stateDir)
+	t.Run("Sessions", func(t *testing.T) { storetest.RunSessions(t, st) })
+	t.Run("Settings", func(t *testing.T) { storetest.RunSettings(t, st) })
+	// The settings outlive the process in the state directory; spent admin
+	// ids, kept by the fs store, too.
+	want, _ := st.LoadSettings(t.Context())
+	again := state(t, open(t), stateDir)
+	got, err := again.LoadSettings(t.Context())
+	if err != nil || got.ResourcePolicy != want.ResourcePolicy || got.AttestationPolicy != want.AttestationPolicy || len(got.ReferenceValues) != len(want.ReferenceValues) {
+		t.Fatalf("settings after reopening: %+v, %v; want %+v", got, err, want)
+	}
+	if err := again.UseAdminID(t.Context(), "jti-1", time.Now().Add(time.Minute)); !errors.Is(err, spec.ErrExists) {
+		t.Fatalf("admin id spent through the state, after reopening: got %v, want ErrExists", err)
+	}
 	infos, err := fs.List(t.Context())
 	if err != nil {
 		t.Fatal(err)
