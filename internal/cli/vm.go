@@ -82,7 +82,7 @@ the host's loopback (docker://127.0.0.1:PORT/…, http://127.0.0.1:PORT).`,
 			if err != nil {
 				return err
 			}
-			if kbs == "" {
+			if kbs = orEnv(kbs, "COFFER_KBS_URL"); kbs == "" {
 				return fmt.Errorf("--kbs is required: %w", ErrUsage)
 			}
 			opts = append(opts, vm.WithKBS(kbs), vm.WithOutput(cmd.OutOrStdout(), cmd.ErrOrStderr()))
@@ -97,7 +97,7 @@ the host's loopback (docker://127.0.0.1:PORT/…, http://127.0.0.1:PORT).`,
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().StringVar(&kbs, "kbs", "", "the key broker, as the host sees it: http://127.0.0.1:PORT (required)")
+	addBrokerURLFlag(cmd.Flags(), &kbs, "the key broker, as the host sees it: http://127.0.0.1:PORT (required; env COFFER_KBS_URL)")
 	return cmd
 }
 
