@@ -1,6 +1,7 @@
-// Package evidence produces TEE evidence for remote attestation. Only the
-// sample attester is implemented; Detect reports which TEE this machine has
-// the way the CoCo attestation agent probes for it.
+// Package evidence produces TEE evidence for remote attestation: attesters
+// for the sample TEE, TPMs (also a coffer VM guest's vTPM, with credential
+// activation), SEV-SNP and TDX guests, one row each in the attester table
+// (registry.go), which Detect probes the way the CoCo attestation agent does.
 package evidence
 
 import (
@@ -8,8 +9,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
 
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -37,7 +38,7 @@ type Handshaker interface {
 type Sample struct{}
 
 // Tee implements Attester.
-func (Sample) Tee() string { return "sample" }
+func (Sample) Tee() string { return string(protocol.TeeSample) }
 
 // Evidence implements Attester.
 func (Sample) Evidence(_ context.Context, reportData []byte) (json.RawMessage, error) {
@@ -55,17 +56,6 @@ func (u unimplemented) Evidence(context.Context, []byte) (json.RawMessage, error
 	return nil, fmt.Errorf("TEE %q detected but coffer has no %s attester yet (use --tee sample for development): %w", u.tee, u.tee, spec.ErrUnsupported)
 }
 
-// probes are checked in order, as the CoCo attestation agent does.
-var probes = []struct{ tee, path string }{
-	{"tdx", "/dev/tdx_guest"},
-	{"tdx", "/dev/tdx-guest"},
-	{"snp", "/dev/sev-guest"},
-	{"sgx", "/dev/attestation/quote"},
-	{"cca", "/dev/cca_attestation"},
-	{"se", "/dev/uv"},
-	{"tpm", "/dev/tpmrm0"}, // last, as in CoCo: a TPM is no TEE
-}
-
 // configfsTSM is where Linux's configfs-tsm report interface lives: SNP
 // and TDX guests of recent kernels offer it instead of, or besides, their
 // device.
@@ -73,51 +63,3 @@ const configfsTSM = "/sys/kernel/config/tsm/report"
 
 // ErrNoTEE is Detect's answer on a machine with no TEE it knows.
 var ErrNoTEE = fmt.Errorf("no TEE found (no /dev/tdx_guest, /dev/sev-guest, configfs-tsm or /dev/tpmrm0): use --tee sample for development: %w", spec.ErrUnsupported)
-
-// Detect returns the attester for this machine's TEE, probing as the CoCo
-// attestation agent does; ErrNoTEE when there is none (it never falls back
-// to the sample TEE, which a broker refuses unless told otherwise).
-func Detect() (Attester, error) {
-	for _, p := range probes {
-		if _, err := os.Stat(p.path); err != nil {
-			continue
-		}
-		switch p.tee {
-		case "tpm":
-			return &TPM{addr: p.path}, nil
-		case "snp":
-			return NewSNP()
-		case "tdx":
-			return NewTDX()
-		}
-		return unimplemented{p.tee}, nil
-	}
-	if _, err := os.Stat(configfsTSM); err == nil {
-		if a, err := NewTDX(); err == nil {
-			return a, nil
-		}
-		if a, err := NewSNP(); err == nil {
-			return a, nil
-		}
-	}
-	return nil, ErrNoTEE
-}
-
-// ForTee returns the attester named by tee ("" = Detect()).
-func ForTee(tee string, opts ...Option) (Attester, error) {
-	switch tee {
-	case "":
-		return Detect()
-	case "sample":
-		return Sample{}, nil
-	case "tpm":
-		return NewTPM(collectOptions(opts).tpmAddr)
-	case "snp":
-		return NewSNP()
-	case "tdx":
-		return NewTDX()
-	case "sgx", "cca", "se", "az-snp-vtpm", "az-tdx-vtpm":
-		return unimplemented{tee}, nil
-	}
-	return nil, fmt.Errorf("unknown tee %q (known: sample, tdx, snp, sgx, cca, se, tpm, az-snp-vtpm, az-tdx-vtpm): %w", tee, spec.ErrUnsupported)
-}
