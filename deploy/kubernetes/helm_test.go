@@ -133,6 +133,10 @@ networkPolicy:
   ingressFrom:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
     - ipBlock: {cidr: 10.0.0.0/8}
+  egress:
+    - ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
+    - to: [{ipBlock: {cidr: 10.1.2.3/32}}]
+      ports: [{protocol: TCP, port: 5432}]
 extraArgs: ["--admin-acl=tenant-a=tenant-a/*/*"]
 `
 
@@ -267,6 +271,9 @@ func checkChart(m *manifests) []error {
 		if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
 			fail("networkpolicy policyTypes lacks Ingress")
 		}
+		if (len(np.Spec.Egress) > 0) != slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+			fail("networkpolicy: egress rules %d but policyTypes %v (rules without the type are ignored; the type without rules blocks all egress)", len(np.Spec.Egress), np.Spec.PolicyTypes)
+		}
 		if len(np.Spec.Ingress) == 0 {
 			fail("networkpolicy ingress: no rule (the broker would be unreachable)")
 		}
@@ -330,6 +337,7 @@ func TestHelmChecksCatchMistakes(t *testing.T) {
 	}{
 		{"netpol port", func(m *manifests) { p := intstr.FromInt32(80); m.netpol.Spec.Ingress[0].Ports[0].Port = &p }, "networkpolicy ingress rule 0"},
 		{"netpol all ports", func(m *manifests) { m.netpol.Spec.Ingress[0].Ports = nil }, "allows every port"},
+		{"netpol egress type", func(m *manifests) { m.netpol.Spec.PolicyTypes = m.netpol.Spec.PolicyTypes[:1] }, "egress rules 2"},
 		{"netpol selector", func(m *manifests) { m.netpol.Spec.PodSelector.MatchLabels = map[string]string{"app": "x"} }, "podSelector"},
 		{"caps", func(m *manifests) { m.deploy.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Drop = nil }, "drop [ALL]"},
 		{"caps init", func(m *manifests) {
