@@ -19,6 +19,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
@@ -75,6 +76,17 @@ func decodeDocs(t *testing.T, m *manifests, file string, raw []byte) {
 			m.netpol = &networkingv1.NetworkPolicy{}
 			obj = m.netpol
 		case "monitoring.coreos.com/v1 ServiceMonitor":
+			// A custom resource: as the API server sees it (unstructured,
+			// a well-formed object of that group, version and kind), and
+			// strictly as the CRD's fields the chart uses.
+			js, err := yaml.YAMLToJSON(doc)
+			u := &unstructured.Unstructured{}
+			if err == nil {
+				err = u.UnmarshalJSON(js)
+			}
+			if gvk := u.GroupVersionKind(); err != nil || gvk.Group != "monitoring.coreos.com" || gvk.Version != "v1" || gvk.Kind != "ServiceMonitor" || u.GetName() == "" {
+				t.Fatalf("%s document %d: not a named monitoring.coreos.com/v1 ServiceMonitor (%v)", file, i, err)
+			}
 			m.serviceMonitor = &serviceMonitor{}
 			obj = m.serviceMonitor
 		case "apps/v1 Deployment":
@@ -216,7 +228,7 @@ func parseCommand(args []string) (map[string]string, error) {
 		return nil, fmt.Errorf("stray arguments %v", cmd.Flags().Args())
 	}
 	out := map[string]string{"command": cmd.CommandPath()}
-	for _, name := range []string{"listen", "store", "store-url-file", "store-kek", "token-key", "admin-public-key", "tls-cert", "tls-key"} {
+	for _, name := range []string{"listen", "store", "store-url-file", "store-kek", "store-kek-previous", "token-key", "admin-public-key", "tls-cert", "tls-key"} {
 		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
 			out[name] = strings.Trim(f.Value.String(), "[]")
 		}
@@ -361,6 +373,9 @@ func check(m *manifests) []error {
 			fail("coffer kbs serve without --%s", f)
 			continue
 		}
+		fileIn(c, f, flags[f])
+	}
+	if f := "store-kek-previous"; flags[f] != "" {
 		fileIn(c, f, flags[f])
 	}
 	// The init container migrates the same database.
