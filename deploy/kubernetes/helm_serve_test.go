@@ -23,6 +23,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/coffer-dev/coffer/internal/cli"
 	"github.com/coffer-dev/coffer/internal/testutil"
@@ -118,29 +119,35 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	return p
 }
 
-// TestHelmChartBrokerServes renders the chart with real keys and a real
-// PostgreSQL database, lays out each replica's pod (the mounted Secrets at
-// their paths and modes) on this machine, runs the rendered init container
-// (coffer kbs migrate) and the rendered broker command of two replicas, and
-// probes them as kubelet and Prometheus would: readiness and liveness by the
-// rendered probes, /metrics by the ServiceMonitor's endpoint, over TLS
-// checked for the ServiceMonitor's server name. An admin write through one
-// replica is listed by the other: they share the store.
-func TestHelmChartBrokerServes(t *testing.T) {
-	helm := testutil.Helm(t)
-	dbURL := pg.Need(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// brokerKeys are real keys of a broker deployment, as files.
+type brokerKeys struct {
+	dir, kekFile, tokenFile, adminKey, certFile, tlsKeyFile, urlFile string
+	certPEM                                                          []byte
+}
 
-	keys := t.TempDir()
+func read(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newBrokerKeys makes a raw 32-byte KEK, a P-256 token key, an Ed25519
+// admin key (coffer kbs keygen-admin), a TLS pair for the Service name
+// coffer-kbs.coffer.svc (and 127.0.0.1), and a file holding dbURL.
+func newBrokerKeys(t *testing.T, dbURL string) *brokerKeys {
+	t.Helper()
+	k := &brokerKeys{dir: t.TempDir()}
 	kek := make([]byte, 32)
 	_, _ = rand.Read(kek)
-	kekFile := writeFile(t, keys, "store.kek", kek) // raw bytes, through --set-file
+	k.kekFile = writeFile(t, k.dir, "store.kek", kek)
 	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalECPrivateKey(ek)
-	tokenFile := writeFile(t, keys, "token.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-	adminKey := filepath.Join(keys, "admin.key")
-	if out, err := coffer(ctx, "kbs", "keygen-admin", "--out", adminKey); err != nil {
+	k.tokenFile = writeFile(t, k.dir, "token.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	k.adminKey = filepath.Join(k.dir, "admin.key")
+	if out, err := coffer(context.Background(), "kbs", "keygen-admin", "--out", k.adminKey); err != nil {
 		t.Fatalf("keygen-admin: %v: %s", err, out)
 	}
 	const serverName = "coffer-kbs.coffer.svc"
@@ -156,34 +163,90 @@ func TestHelmChartBrokerServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})
-	certFile := writeFile(t, keys, "tls.crt", certPEM)
+	k.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})
+	k.certFile = writeFile(t, k.dir, "tls.crt", k.certPEM)
 	tkDER, _ := x509.MarshalECPrivateKey(tk)
-	tlsKeyFile := writeFile(t, keys, "tls.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: tkDER}))
-	urlFile := writeFile(t, keys, "db-url", []byte(dbURL))
+	k.tlsKeyFile = writeFile(t, k.dir, "tls.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: tkDER}))
+	k.urlFile = writeFile(t, k.dir, "db-url", []byte(dbURL))
+	return k
+}
 
+// TestHelmChartBrokerServes renders the chart with real keys (through
+// --set-file) and a real PostgreSQL database, then serves it (servePods).
+func TestHelmChartBrokerServes(t *testing.T) {
+	helm := testutil.Helm(t)
+	k := newBrokerKeys(t, pg.Need(t))
 	m, err := render(t, helm, "replicaCount: 2\nserviceMonitor: {enabled: true}\n", 2,
 		"--set", "secrets.keys.create=true,secrets.db.create=true,secrets.tls.create=true",
-		"--set-file", "secrets.keys.storeKek="+kekFile,
-		"--set-file", "secrets.keys.tokenKey="+tokenFile,
-		"--set-file", "secrets.keys.adminPublicKey="+adminKey+".pub",
-		"--set-file", "secrets.db.url="+urlFile,
-		"--set-file", "secrets.tls.cert="+certFile,
-		"--set-file", "secrets.tls.key="+tlsKeyFile)
+		"--set-file", "secrets.keys.storeKek="+k.kekFile,
+		"--set-file", "secrets.keys.tokenKey="+k.tokenFile,
+		"--set-file", "secrets.keys.adminPublicKey="+k.adminKey+".pub",
+		"--set-file", "secrets.db.url="+k.urlFile,
+		"--set-file", "secrets.tls.cert="+k.certFile,
+		"--set-file", "secrets.tls.key="+k.tlsKeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if errs := append(check(m), checkChart(m)...); len(errs) > 0 {
 		t.Fatal(errs)
 	}
+	servePods(t, m, k)
+}
+
+// TestKustomizeBrokerServes serves the kustomize base the same way, with
+// its Secrets (the names and keys of secrets.example.yaml) holding real keys.
+func TestKustomizeBrokerServes(t *testing.T) {
+	k := newBrokerKeys(t, pg.Need(t))
+	m := load(t)
+	if errs := check(m); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	secret := func(name string, data map[string][]byte) {
+		if m.secrets[name] == nil {
+			t.Fatalf("secrets.example.yaml has no %s", name)
+		}
+		for key := range data {
+			if _, ok := m.secrets[name].StringData[key]; !ok {
+				t.Fatalf("secrets.example.yaml: %s has no key %s", name, key)
+			}
+		}
+		m.secrets[name] = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
+	}
+	secret("coffer-kbs-keys", map[string][]byte{"store.kek": read(t, k.kekFile), "token.pem": read(t, k.tokenFile), "admin.pub": read(t, k.adminKey+".pub")})
+	secret("coffer-kbs-db", map[string][]byte{"url": read(t, k.urlFile)})
+	secret("coffer-kbs-tls", map[string][]byte{"tls.crt": k.certPEM, "tls.key": read(t, k.tlsKeyFile)})
+	servePods(t, m, k)
+}
+
+// servePods lays out two replicas' pods of the rendered Deployment on this
+// machine (podOnHost: the mounted Secrets at their paths and modes), runs
+// the init container (coffer kbs migrate) and the broker command of each,
+// and probes them as kubelet and Prometheus would: readiness and liveness
+// by the rendered probes, /metrics by the ServiceMonitor's endpoint (or the
+// scrape annotations), over TLS checked for the Service's name. An admin
+// write through one replica is listed by the other: they share the store.
+func servePods(t *testing.T, m *manifests, k *brokerKeys) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	certPEM, certFile, adminKey := k.certPEM, k.certFile, k.adminKey
+	keys := k.dir
 	pod := m.deploy.Spec.Template.Spec
 	c, ic := pod.Containers[0], pod.InitContainers[0]
-	sm := m.serviceMonitor.Spec.Endpoints[0]
+	serverName := m.service.Name + "." + m.service.Namespace + ".svc"
+	if m.service.Namespace == "" { // the kustomize base: applied to a namespace of the operator's choice
+		serverName = m.service.Name + ".coffer.svc"
+	}
+	metricsPath := m.deploy.Spec.Template.Annotations["prometheus.io/path"]
+	if m.serviceMonitor != nil {
+		e := m.serviceMonitor.Spec.Endpoints[0]
+		serverName, metricsPath = e.TLSConfig.ServerName, e.Path
+	}
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(certPEM)
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: sm.TLSConfig.ServerName, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12},
 	}}
 	get := func(addr, path string) (int, string) {
 		resp, err := hc.Get("https://" + addr + path)
@@ -241,8 +304,8 @@ func TestHelmChartBrokerServes(t *testing.T) {
 				}
 			}
 		}
-		if code, body := get(addr, sm.Path); code != http.StatusOK || !strings.Contains(body, "kbs_http_requests_total") {
-			t.Fatalf("replica %d: ServiceMonitor scrape %s: %d %.200s", i, sm.Path, code, body)
+		if code, body := get(addr, metricsPath); code != http.StatusOK || !strings.Contains(body, "kbs_http_requests_total") {
+			t.Fatalf("replica %d: scrape %s: %d %.200s", i, metricsPath, code, body)
 		}
 	}
 	// The mounted admin public key authenticates the admin; the replicas share the store.
