@@ -99,6 +99,23 @@ func podOnHost(t *testing.T, m *manifests, c corev1.Container, root, listen stri
 	return args
 }
 
+// tree lists the files under root with their sizes and modes.
+func tree(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		out = append(out, fmt.Sprintf("%s %d %v", strings.TrimPrefix(p, root), fi.Size(), fi.Mode()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -273,6 +290,13 @@ func servePods(t *testing.T, m *manifests, k *brokerKeys) {
 			t.Fatalf("replica %d init container %v: %v: %q, want %q", i, migrate, err, out, want)
 		}
 		serve := podOnHost(t, m, c, root, addr)
+		before := tree(t, root)
+		t.Cleanup(func() {
+			// The mounts are read-only in a pod: the broker must not need to write there.
+			if after := tree(t, root); !slices.Equal(before, after) {
+				t.Errorf("replica %d wrote into its mounts: %v, then %v", i, before, after)
+			}
+		})
 		exited := make(chan error, 1)
 		done = append(done, exited)
 		go func() {
