@@ -386,6 +386,7 @@ func TestHelmChartRefusesBadValues(t *testing.T) {
 		{"unknown flag", "extraArgs: [\"--no-such-flag=1\"]\n", "unknown flag: --no-such-flag"},
 		{"misspelt key", "replicas: 3\n", "replicas"},
 		{"one replica with a pdb", "replicaCount: 1\n", "podDisruptionBudget.enabled=false"},
+		{"pdb percentage", "podDisruptionBudget: {minAvailable: \"50%\"}\n", "minAvailable"},
 		{"pdb blocks every drain", "podDisruptionBudget: {minAvailable: 2}\n", "below replicaCount"},
 		{"keys secret without keys", "secrets: {keys: {create: true}}\n", "secrets.keys.storeKek"},
 		{"previous kek without its key", "secrets: {keys: {create: true, storeKek: a, tokenKey: b, adminPublicKey: c, withPreviousKek: true}}\n", "secrets.keys.storeKekPrevious"},
