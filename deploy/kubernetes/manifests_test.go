@@ -1,5 +1,6 @@
 // Package kubernetes holds the broker's Kubernetes manifests (kustomize);
-// this test keeps them valid and in step with `coffer kbs serve`.
+// these tests keep them, and the Helm chart in ../helm/coffer-kbs, valid and
+// in step with `coffer kbs serve`.
 package kubernetes
 
 import (
@@ -15,8 +16,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
@@ -34,11 +37,14 @@ type kustomization struct {
 }
 
 type manifests struct {
-	deploy   *appsv1.Deployment
-	service  *corev1.Service
-	pdb      *policyv1.PodDisruptionBudget
-	secrets  map[string]*corev1.Secret // from secrets.example.yaml
-	resource []string
+	deploy         *appsv1.Deployment
+	service        *corev1.Service
+	pdb            *policyv1.PodDisruptionBudget
+	netpol         *networkingv1.NetworkPolicy // the Helm chart's
+	serviceMonitor *serviceMonitor             // the Helm chart's, when enabled
+	secrets        map[string]*corev1.Secret   // from secrets.example.yaml (or the chart's, when it writes them)
+	resource       []string
+	wantReplicas   int32
 }
 
 // decode reads one file's documents strictly (unknown fields fail) into
@@ -49,13 +55,40 @@ func decode(t *testing.T, m *manifests, file string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, doc := range bytes.Split(raw, []byte("\n---\n")) {
+	decodeDocs(t, m, file, raw)
+}
+
+// decodeDocs decodes a YAML stream (documents split by "---" lines)
+// strictly; a document holding only comments is skipped.
+func decodeDocs(t *testing.T, m *manifests, file string, raw []byte) {
+	t.Helper()
+	for i, doc := range bytes.Split(append([]byte("\n"), raw...), []byte("\n---\n")) {
+		if onlyComments(doc) {
+			continue
+		}
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
 			t.Fatalf("%s document %d: %v", file, i, err)
 		}
 		var obj any
 		switch tm.APIVersion + " " + tm.Kind {
+		case "networking.k8s.io/v1 NetworkPolicy":
+			m.netpol = &networkingv1.NetworkPolicy{}
+			obj = m.netpol
+		case "monitoring.coreos.com/v1 ServiceMonitor":
+			// A custom resource: as the API server sees it (unstructured,
+			// a well-formed object of that group, version and kind), and
+			// strictly as the CRD's fields the chart uses.
+			js, err := yaml.YAMLToJSON(doc)
+			u := &unstructured.Unstructured{}
+			if err == nil {
+				err = u.UnmarshalJSON(js)
+			}
+			if gvk := u.GroupVersionKind(); err != nil || gvk.Group != "monitoring.coreos.com" || gvk.Version != "v1" || gvk.Kind != "ServiceMonitor" || u.GetName() == "" {
+				t.Fatalf("%s document %d: not a named monitoring.coreos.com/v1 ServiceMonitor (%v)", file, i, err)
+			}
+			m.serviceMonitor = &serviceMonitor{}
+			obj = m.serviceMonitor
 		case "apps/v1 Deployment":
 			m.deploy = &appsv1.Deployment{}
 			obj = m.deploy
@@ -78,9 +111,18 @@ func decode(t *testing.T, m *manifests, file string) {
 	}
 }
 
+func onlyComments(doc []byte) bool {
+	for _, line := range strings.Split(string(doc), "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
 func load(t *testing.T) *manifests {
 	t.Helper()
-	m := &manifests{secrets: map[string]*corev1.Secret{}}
+	m := &manifests{secrets: map[string]*corev1.Secret{}, wantReplicas: 3}
 	raw, err := os.ReadFile("kustomization.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +228,7 @@ func parseCommand(args []string) (map[string]string, error) {
 		return nil, fmt.Errorf("stray arguments %v", cmd.Flags().Args())
 	}
 	out := map[string]string{"command": cmd.CommandPath()}
-	for _, name := range []string{"listen", "store", "store-url-file", "store-kek", "token-key", "admin-public-key", "tls-cert", "tls-key"} {
+	for _, name := range []string{"listen", "store", "store-url-file", "store-kek", "store-kek-previous", "token-key", "admin-public-key", "tls-cert", "tls-key"} {
 		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
 			out[name] = strings.Trim(f.Value.String(), "[]")
 		}
@@ -199,8 +241,8 @@ func check(m *manifests) []error {
 	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	d := m.deploy
 	pod := d.Spec.Template
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
-		fail("deployment replicas: want 3")
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != m.wantReplicas {
+		fail("deployment replicas: want %d", m.wantReplicas)
 	}
 	labels := pod.Labels
 	matches := func(sel map[string]string) bool {
@@ -316,7 +358,7 @@ func check(m *manifests) []error {
 			s := m.secrets[v.Secret.SecretName]
 			if s == nil {
 				fail("--%s: secret %s is not described in secrets.example.yaml", flag, v.Secret.SecretName)
-			} else if _, ok := s.StringData[key]; key == "" || !ok {
+			} else if _, ok := s.StringData[key]; key == "" || (!ok && s.Data[key] == nil) {
 				fail("--%s %s: secret %s has no key for %s", flag, file, v.Secret.SecretName, rel)
 			}
 			if mode := v.Secret.DefaultMode; mode == nil || *mode&0o007 != 0 {
@@ -331,6 +373,9 @@ func check(m *manifests) []error {
 			fail("coffer kbs serve without --%s", f)
 			continue
 		}
+		fileIn(c, f, flags[f])
+	}
+	if f := "store-kek-previous"; flags[f] != "" {
 		fileIn(c, f, flags[f])
 	}
 	// The init container migrates the same database.
