@@ -79,16 +79,18 @@ func (c Config) now() time.Time {
 	return time.Now()
 }
 
-// New returns the hardware verifiers (tpm, snp, tdx), and sample when
-// cfg.AllowSample.
+// New returns a verifier for every TEE in the table (tpm, snp, tdx), and
+// the development ones (sample) only when cfg.AllowSample.
 func New(cfg Config) Verifiers {
 	if len(cfg.ActivationKey) == 0 {
 		cfg.ActivationKey = make([]byte, 32)
 		rand.Read(cfg.ActivationKey)
 	}
-	v := Verifiers{protocol.TeeTPM: NewTPM(cfg), protocol.TeeSNP: NewSNP(cfg), protocol.TeeTDX: NewTDX(cfg)}
-	if cfg.AllowSample {
-		v[protocol.TeeSample] = Sample{}
+	v := Verifiers{}
+	for _, t := range table {
+		if !t.Development || cfg.AllowSample {
+			v[t.Name] = t.New(cfg)
+		}
 	}
 	return v
 }

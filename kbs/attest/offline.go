@@ -94,47 +94,58 @@ func VerifyFile(ctx context.Context, tee string, raw []byte, opts ...OfflineOpti
 	if len(raw) > MaxEvidenceBytes {
 		return nil, fmt.Errorf("%s evidence of %d bytes, at most %d: %w", tee, len(raw), MaxEvidenceBytes, spec.ErrUnsupported)
 	}
-	if o.cert != nil && tee != string(protocol.TeeSNP) {
+	t, ok := lookupTEE(protocol.Tee(tee))
+	if !ok || t.Offline == nil {
+		return nil, fmt.Errorf("tee %q: offline verification knows %s: %w", tee, offlineNames(), spec.ErrUnsupported)
+	}
+	if o.cert != nil && !t.TakesCert {
 		return nil, fmt.Errorf("a certificate applies to snp evidence only, not %s: %w", tee, spec.ErrUnsupported)
 	}
 	ev := Evidence{Tee: protocol.Tee(tee), Primary: raw, ReportData: o.reportData, NoBinding: o.reportData == nil}
-	isJSON := bytes.HasPrefix(bytes.TrimLeft(raw, " \t\r\n"), []byte("{"))
-	switch protocol.Tee(tee) {
-	case protocol.TeeSNP:
-		var certs snpCerts
-		report := raw
-		if isJSON {
-			var err error
-			if report, certs, err = parseSNPEvidence(raw); err != nil {
-				return nil, err
-			}
-		} else if len(raw) != SNPReportSize {
-			return nil, fmt.Errorf("snp evidence is neither JSON nor a %d-byte report (%d bytes): %w", SNPReportSize, len(raw), spec.ErrUnsupported)
+	return t.Offline(ctx, raw, o, ev)
+}
+
+func isJSONEvidence(raw []byte) bool {
+	return bytes.HasPrefix(bytes.TrimLeft(raw, " \t\r\n"), []byte("{"))
+}
+
+func verifySNPFile(ctx context.Context, raw []byte, o offlineOptions, ev Evidence) (Claims, error) {
+	var certs snpCerts
+	report := raw
+	if isJSONEvidence(raw) {
+		var err error
+		if report, certs, err = parseSNPEvidence(raw); err != nil {
+			return nil, err
 		}
-		if o.cert != nil {
-			info, err := abi.ParseSignerInfo(binary.LittleEndian.Uint32(report[0x48:]))
-			if err != nil {
-				return nil, fmt.Errorf("snp report key_info: %v: %w", err, spec.ErrUnsupported)
-			}
-			slot := &certs.vcek
-			if info.SigningKey == abi.VlekReportSigner {
-				slot = &certs.vlek
-			}
-			if *slot != nil {
-				return nil, fmt.Errorf("snp evidence already carries its %v; a certificate given besides conflicts: %w", info.SigningKey, spec.ErrUnsupported)
-			}
-			*slot = o.cert
-		}
-		return snpVerifier{o.cfg}.verifyReport(ctx, report, certs, ev)
-	case protocol.TeeTDX:
-		if isJSON {
-			return NewTDX(o.cfg).Verify(ctx, ev)
-		}
-		return tdxVerifier{o.cfg}.verifyQuote(ctx, raw, ev)
-	case protocol.TeeTPM:
-		return NewTPM(o.cfg).Verify(ctx, ev)
+	} else if len(raw) != SNPReportSize {
+		return nil, fmt.Errorf("snp evidence is neither JSON nor a %d-byte report (%d bytes): %w", SNPReportSize, len(raw), spec.ErrUnsupported)
 	}
-	return nil, fmt.Errorf("tee %q: offline verification knows snp, tdx and tpm: %w", tee, spec.ErrUnsupported)
+	if o.cert != nil {
+		info, err := abi.ParseSignerInfo(binary.LittleEndian.Uint32(report[0x48:]))
+		if err != nil {
+			return nil, fmt.Errorf("snp report key_info: %v: %w", err, spec.ErrUnsupported)
+		}
+		slot := &certs.vcek
+		if info.SigningKey == abi.VlekReportSigner {
+			slot = &certs.vlek
+		}
+		if *slot != nil {
+			return nil, fmt.Errorf("snp evidence already carries its %v; a certificate given besides conflicts: %w", info.SigningKey, spec.ErrUnsupported)
+		}
+		*slot = o.cert
+	}
+	return snpVerifier{o.cfg}.verifyReport(ctx, report, certs, ev)
+}
+
+func verifyTDXFile(ctx context.Context, raw []byte, o offlineOptions, ev Evidence) (Claims, error) {
+	if isJSONEvidence(raw) {
+		return NewTDX(o.cfg).Verify(ctx, ev)
+	}
+	return tdxVerifier{o.cfg}.verifyQuote(ctx, raw, ev)
+}
+
+func verifyTPMFile(ctx context.Context, _ []byte, o offlineOptions, ev Evidence) (Claims, error) {
+	return NewTPM(o.cfg).Verify(ctx, ev)
 }
 
 // WriteClaims writes claims as "key = value" lines, nested objects flattened with
