@@ -1,10 +1,6 @@
 package testutil
 
 import (
-	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -21,32 +17,5 @@ const CrictlVersion = "v1.37.0"
 // under COFFER_REQUIRE_EXTERNAL=1.
 func Crictl(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("COFFER_CRICTL"); p != "" {
-		return p
-	}
-	cache, err := os.UserCacheDir()
-	RequireExternal(t, err == nil, "no user cache dir to build crictl into")
-	dir := filepath.Join(cache, "coffer-tools", "crictl-"+CrictlVersion)
-	bin := filepath.Join(dir, "crictl")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	t.Logf("building crictl %s into %s (once)", CrictlVersion, dir)
-	cmd := exec.CommandContext(ctx, "go", "install", "-trimpath", "sigs.k8s.io/cri-tools/cmd/crictl@"+CrictlVersion)
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-buildvcs=false")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		tail := out
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		RequireExternal(t, false, "cannot build crictl "+CrictlVersion+" from its module: "+err.Error()+"\n"+string(tail))
-	}
-	return bin
+	return goTool(t, "crictl", "sigs.k8s.io/cri-tools/cmd/crictl", CrictlVersion, "COFFER_CRICTL", 10*time.Minute)
 }

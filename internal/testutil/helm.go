@@ -1,10 +1,6 @@
 package testutil
 
 import (
-	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -21,32 +17,5 @@ const HelmVersion = "v4.3.2"
 // fails under COFFER_REQUIRE_EXTERNAL=1.
 func Helm(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("COFFER_HELM"); p != "" {
-		return p
-	}
-	cache, err := os.UserCacheDir()
-	RequireExternal(t, err == nil, "no user cache dir to build helm into")
-	dir := filepath.Join(cache, "coffer-tools", "helm-"+HelmVersion)
-	bin := filepath.Join(dir, "helm")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	t.Logf("building helm %s into %s (once; several minutes)", HelmVersion, dir)
-	cmd := exec.CommandContext(ctx, "go", "install", "-trimpath", "helm.sh/helm/v4/cmd/helm@"+HelmVersion)
-	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-buildvcs=false")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		tail := out
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		RequireExternal(t, false, "cannot build helm "+HelmVersion+" from its module: "+err.Error()+"\n"+string(tail))
-	}
-	return bin
+	return goTool(t, "helm", "helm.sh/helm/v4/cmd/helm", HelmVersion, "COFFER_HELM", 20*time.Minute)
 }
