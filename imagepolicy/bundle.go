@@ -261,6 +261,9 @@ func BundleSignatures(ctx context.Context, ref transport.Reference, digest v1.Ha
 			return nil, err
 		}
 		out = append(out, sigs...)
+		if len(out) >= maxSignatures { // each costs a verification: bound the total
+			return out[:maxSignatures], nil
+		}
 	}
 	return out, nil
 }
