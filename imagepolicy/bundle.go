@@ -240,7 +240,11 @@ func BundleSignatures(ctx context.Context, ref transport.Reference, digest v1.Ha
 	if !isDocker {
 		return nil, nil
 	}
-	descs, err := transport.Referrers(ctx, ref, digest, BundleArtifactType, topts...)
+	// Unfiltered: cosign v3 puts the artifact type in the manifest's
+	// artifactType field over an empty config, and registries that derive
+	// a referrer's type from its config (go-containerregistry's) report it
+	// as application/vnd.oci.empty.v1+json.
+	descs, err := transport.Referrers(ctx, ref, digest, "", topts...)
 	if err != nil {
 		if errors.Is(err, spec.ErrNotFound) {
 			return nil, nil
@@ -248,10 +252,15 @@ func BundleSignatures(ctx context.Context, ref transport.Reference, digest v1.Ha
 		return nil, err
 	}
 	var out []Signature
-	for i, d := range descs {
-		if i == maxReferrerSigs {
+	read := 0
+	for _, d := range descs {
+		if !isBundleReferrer(d) {
+			continue
+		}
+		if read == maxReferrerSigs {
 			break
 		}
+		read++
 		rref, err := transport.Parse("docker://" + n.Context().Digest(d.Digest.String()).String())
 		if err != nil {
 			continue
@@ -266,6 +275,17 @@ func BundleSignatures(ctx context.Context, ref transport.Reference, digest v1.Ha
 		}
 	}
 	return out, nil
+}
+
+// isBundleReferrer: a referrer of type BundleArtifactType, or one over
+// the empty config whose annotations say it holds a bundle (cosign v3's,
+// as config-typing registries list it); its layers are checked after.
+func isBundleReferrer(d v1.Descriptor) bool {
+	if d.ArtifactType == BundleArtifactType {
+		return true
+	}
+	_, ok := d.Annotations["dev.sigstore.bundle.content"]
+	return ok && (d.ArtifactType == "" || d.ArtifactType == "application/vnd.oci.empty.v1+json")
 }
 
 // isBundleMediaType: v0.3 names the version in the type; v0.1 and v0.2
