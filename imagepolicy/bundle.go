@@ -335,6 +335,7 @@ func bundlesAt(ctx context.Context, rref transport.Reference, topts []transport.
 // trusted_root.json holds has no v2 form); its error is then the reason
 // given for each signature of that form.
 type sigstoreVerifiers struct {
+	ctx      context.Context // the check's, for bundle verification
 	v2       *sigstoreVerifier
 	v2Err    error
 	trust    BundleTrust
@@ -424,7 +425,11 @@ func (r *Requirement) acceptBundle(v SignatureVerifier, s Signature, img Image) 
 	if err != nil || img.Digest.Algorithm != "sha256" {
 		return "", fmt.Errorf("image digest %s: want sha256: %w", img.Digest, spec.ErrUnsupported)
 	}
-	res, err := VerifyBundle(context.Background(), s.Bundle, sv.trust, want)
+	ctx := sv.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	res, err := VerifyBundle(ctx, s.Bundle, sv.trust, want)
 	if err != nil {
 		return "", err
 	}

@@ -216,3 +216,34 @@ func FuzzVerifyBundle(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyBundle: the cost of one bundle, which bounds what the 64
+// bundles read per image can cost: key-based (coffer sign --bundle) and
+// keyless with a Rekor v1 entry against a trusted root (conformance).
+func BenchmarkVerifyBundle(b *testing.B) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	digest := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)}
+	keyed, _, _ := newKeyBundle(k, "reg.example/app:v1", digest)
+	want, _ := hex.DecodeString(digest.Hex)
+	b.Run("key", func(b *testing.B) {
+		trust := BundleTrust{Keys: []crypto.PublicKey{&k.PublicKey}}
+		for b.Loop() {
+			if _, err := VerifyBundle(context.Background(), keyed, trust, want); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("keyless-rekor-v1", func(b *testing.B) {
+		tr, _ := root.NewTrustedRootFromPath(filepath.Join(conformance, "trusted-root-public-good.json"))
+		bundle, _ := os.ReadFile(filepath.Join(conformance, "bundle-verify/happy-path-v0.3/bundle.sigstore.json"))
+		a, _ := os.ReadFile(filepath.Join(conformance, "bundle-verify/a.txt"))
+		sum := sha256.Sum256(a)
+		trust := BundleTrust{TrustedRoot: tr, Issuer: "https://token.actions.githubusercontent.com",
+			Subject: "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main"}
+		for b.Loop() {
+			if _, err := VerifyBundle(context.Background(), bundle, trust, sum[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -128,7 +128,9 @@ func (r *Requirement) verify(ctx context.Context, img Image) (string, error) {
 	switch r.Type {
 	case TypeSigstoreSigned:
 		wantType = CosignSignatureType
-		if v, err = r.sigstoreVerifiers(); err == nil {
+		var sv *sigstoreVerifiers
+		if sv, err = r.sigstoreVerifiers(); err == nil {
+			sv.ctx, v = ctx, sv
 			if sigs, err = SigstoreSignatures(ctx, img.Ref, img.Digest, img.transport...); err == nil {
 				var bundles []Signature
 				bundles, err = BundleSignatures(ctx, img.Ref, img.Digest, img.transport...)
