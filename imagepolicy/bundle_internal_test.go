@@ -247,3 +247,20 @@ func BenchmarkVerifyBundle(b *testing.B) {
 		}
 	})
 }
+
+// A key requirement does not accept a certificate bundle, even one its
+// trusted root's Fulcio CA issued: keys and identities do not mix.
+func TestBundleKeyRequirementRefusesCertificate(t *testing.T) {
+	tr, err := root.NewTrustedRootFromPath(filepath.Join(conformance, "trusted-root-public-good.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, _ := os.ReadFile(filepath.Join(conformance, "bundle-verify/happy-path-v0.3/bundle.sigstore.json"))
+	a, _ := os.ReadFile(filepath.Join(conformance, "bundle-verify/a.txt"))
+	sum := sha256.Sum256(a)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err = VerifyBundle(context.Background(), bundle, BundleTrust{TrustedRoot: tr, Keys: []crypto.PublicKey{&k.PublicKey}}, sum[:])
+	if !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "not certificate") {
+		t.Fatalf("certificate bundle under a key requirement: err = %v, want refused as a certificate", err)
+	}
+}
