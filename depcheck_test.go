@@ -32,7 +32,7 @@ func TestLeafDependencies(t *testing.T) {
 		"./keywrap/aa":      {"google.golang.org/grpc", "github.com/open-policy-agent/opa"},
 		"./keywrap/mlkem":   {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/ProtonMail/go-crypto"},
 		"./kbs/adminclient": {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/jackc/pgx"},
-		"./cmd/coffer":      {"k8s.io/", "sigs.k8s.io/"}, // the manifest test's dependencies are test-only
+		"./cmd/coffer":      {"k8s.io/api", "k8s.io/apimachinery", "sigs.k8s.io/"}, // the manifest test's dependencies are test-only (k8s.io/klog, a logger, comes with sigstore-go)
 		"./kbs/protocol":    {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/google/go-sev-guest"},
 		"./imagecrypt":      {"github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
 		"./agent/evidence":  {"github.com/open-policy-agent/opa"},

@@ -73,8 +73,18 @@ type Requirement struct {
 	RekorPublicKeyData  []byte   `json:"rekorPublicKeyData,omitempty"`
 	RekorPublicKeyDatas [][]byte `json:"rekorPublicKeyDatas,omitempty"`
 
+	// sigstoreSigned (coffer extension, for sigstore bundles): a
+	// trusted_root.json (sigstore's trust root format) whose Fulcio CAs,
+	// Rekor v1/v2 logs, timestamp authorities and CT logs verify bundle
+	// signatures offline; with it, fulcio needs no caPath/caData.
+	TrustedRootPath string `json:"trustedRootPath,omitempty"`
+	TrustedRootData []byte `json:"trustedRootData,omitempty"`
+
 	SignedIdentity *IdentityRule `json:"signedIdentity,omitempty"`
 
+	// trustedRoot is the trusted_root.json, from TrustedRootData at parse
+	// time or TrustedRootPath by LoadKeys.
+	trustedRoot []byte
 	// keys and rekorKeys are the key material, from the *Data fields at
 	// parse time and from the paths by Policy.LoadKeys.
 	keys, rekorKeys [][]byte
@@ -190,7 +200,8 @@ func (r *Requirement) validate() error {
 			rekorSources++
 		}
 	}
-	noKeys := keySources == 0 && rekorSources == 0 && r.Fulcio == nil && r.KeyType == "" && r.SignedIdentity == nil
+	rootSet := r.TrustedRootPath != "" || r.TrustedRootData != nil
+	noKeys := keySources == 0 && rekorSources == 0 && r.Fulcio == nil && r.KeyType == "" && r.SignedIdentity == nil && !rootSet
 	switch r.Type {
 	case TypeInsecureAcceptAnything, TypeReject:
 		if !noKeys {
@@ -201,8 +212,8 @@ func (r *Requirement) validate() error {
 		if r.KeyType != "GPGKeys" {
 			return fmt.Errorf("signedBy keyType %q: only GPGKeys is supported: %w", r.KeyType, spec.ErrUnsupported)
 		}
-		if r.KeyDatas != nil || r.Fulcio != nil || rekorSources != 0 {
-			return fmt.Errorf("signedBy has no keyDatas, fulcio or rekor keys: %w", spec.ErrUnsupported)
+		if r.KeyDatas != nil || r.Fulcio != nil || rekorSources != 0 || rootSet {
+			return fmt.Errorf("signedBy has no keyDatas, fulcio, rekor keys or trustedRoot: %w", spec.ErrUnsupported)
 		}
 	case TypeSigstoreSigned:
 		if r.KeyType != "" {
@@ -215,14 +226,18 @@ func (r *Requirement) validate() error {
 			r.rekorKeys = [][]byte{r.RekorPublicKeyData}
 		}
 		r.rekorKeys = append(r.rekorKeys, r.RekorPublicKeyDatas...)
+		if r.TrustedRootPath != "" && r.TrustedRootData != nil {
+			return fmt.Errorf("sigstoreSigned: trustedRootPath or trustedRootData, not both: %w", spec.ErrUnsupported)
+		}
+		r.trustedRoot = r.TrustedRootData
 		if r.Fulcio != nil {
-			if err := r.Fulcio.validate(); err != nil {
+			if err := r.Fulcio.validate(rootSet); err != nil {
 				return err
 			}
 			if keySources != 0 {
 				return fmt.Errorf("sigstoreSigned takes a key or fulcio, not both: %w", spec.ErrUnsupported)
 			}
-			if rekorSources == 0 {
+			if rekorSources == 0 && !rootSet {
 				return fmt.Errorf("sigstoreSigned with fulcio needs a rekorPublicKey (the Rekor SET dates the short-lived certificate): %w", spec.ErrUnsupported)
 			}
 			keySources = 1
@@ -246,10 +261,12 @@ func (r *Requirement) validate() error {
 	return r.SignedIdentity.validate()
 }
 
-func (f *FulcioRule) validate() error {
+// validate: the CA may be left out only when a trusted_root.json
+// (rootSet) supplies Fulcio CAs.
+func (f *FulcioRule) validate(rootSet bool) error {
 	switch {
-	case (f.CAPath == "") == (f.CAData == nil):
-		return fmt.Errorf("fulcio needs exactly one of caPath, caData: %w", spec.ErrUnsupported)
+	case f.CAPath != "" && f.CAData != nil || f.CAPath == "" && f.CAData == nil && !rootSet:
+		return fmt.Errorf("fulcio needs exactly one of caPath, caData (or a trustedRoot): %w", spec.ErrUnsupported)
 	case f.OIDCIssuer == "" || f.SubjectEmail == "":
 		return fmt.Errorf("fulcio needs oidcIssuer and subjectEmail: %w", spec.ErrUnsupported)
 	}
@@ -437,6 +454,13 @@ func (p *Policy) LoadKeys(ctx context.Context, fetch resource.Getter) error {
 					return fmt.Errorf("policy Rekor key %s: %w", path, err)
 				}
 				r.rekorKeys = append(r.rekorKeys, k)
+			}
+			if r.TrustedRootPath != "" {
+				tr, err := readSource(ctx, r.TrustedRootPath, fetch)
+				if err != nil {
+					return fmt.Errorf("policy trusted root %s: %w", r.TrustedRootPath, err)
+				}
+				r.trustedRoot = tr
 			}
 			if r.Fulcio != nil && r.Fulcio.CAPath != "" {
 				ca, err := readSource(ctx, r.Fulcio.CAPath, fetch)

@@ -31,6 +31,18 @@ type signOptions struct {
 	transport []transport.Option
 	identity  string
 	referrer  bool
+	bundle    bool
+}
+
+// WithBundle writes the signature as a sigstore bundle v0.3, cosign v3's
+// format: a DSSE envelope over an in-toto statement (predicate
+// CosignSignPredicateType) whose subject is the manifest digest, named
+// with the signed identity, and the key's hint (SHA-256 of its DER
+// public key); attached as an OCI 1.1 referrer of artifactType
+// BundleArtifactType (the referrers tag fallback on registries without
+// the API). Key-based and offline: no Rekor entry. Registries only.
+func WithBundle() SignOption {
+	return func(o *signOptions) error { o.bundle = true; return nil }
 }
 
 // WithReferrer stores the signature as an OCI 1.1 referrer of the image
@@ -103,6 +115,9 @@ func Sign(ctx context.Context, ref transport.Reference, key crypto.Signer, opts 
 		if t, isTag := n.(name.Tag); isTag {
 			id = t.Name()
 		}
+	}
+	if o.bundle {
+		return signBundle(ctx, ref, key, id, d, v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}, o)
 	}
 	sref, ok := signatureRef(ref, d)
 	if !ok || (o.referrer && !IsRegistry(ref)) {

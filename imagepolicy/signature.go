@@ -103,6 +103,9 @@ type Signature struct {
 	// Certificate, Chain and SET are cosign's keyless / transparency-log
 	// annotations (PEM, PEM, bundle JSON), when present.
 	Certificate, Chain, SET string
+	// Bundle is a sigstore bundle (cosign v3); Payload and Sig are then
+	// unset.
+	Bundle []byte
 }
 
 // SignatureVerifier verifies one signature with a requirement's keys and
@@ -125,8 +128,14 @@ func (r *Requirement) verify(ctx context.Context, img Image) (string, error) {
 	switch r.Type {
 	case TypeSigstoreSigned:
 		wantType = CosignSignatureType
-		if v, err = newSigstoreVerifier(r.keys, r.rekorKeys, r.Fulcio); err == nil {
-			sigs, err = SigstoreSignatures(ctx, img.Ref, img.Digest, img.transport...)
+		var sv *sigstoreVerifiers
+		if sv, err = r.sigstoreVerifiers(); err == nil {
+			sv.ctx, v = ctx, sv
+			if sigs, err = SigstoreSignatures(ctx, img.Ref, img.Digest, img.transport...); err == nil {
+				var bundles []Signature
+				bundles, err = BundleSignatures(ctx, img.Ref, img.Digest, img.transport...)
+				sigs = append(sigs, bundles...)
+			}
 		}
 	case TypeSignedBy:
 		wantType = AtomicSignatureType
@@ -149,6 +158,14 @@ func (r *Requirement) accept(v SignatureVerifier, sigs []Signature, img Image, w
 	}
 	var reasons []string
 	for _, s := range sigs {
+		if s.Bundle != nil {
+			desc, err := r.acceptBundle(v, s, img)
+			if err != nil {
+				reasons = append(reasons, s.Source+": "+err.Error())
+				continue
+			}
+			return desc, nil
+		}
 		payload, err := v.VerifySignature(s)
 		if err != nil {
 			reasons = append(reasons, s.Source+": "+err.Error())

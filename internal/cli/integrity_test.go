@@ -175,3 +175,65 @@ func writePub(t *testing.T, dir string) string {
 	os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
 	return p
 }
+
+// coffer sign --bundle (cosign v3's format, through the referrers tag
+// fallback: this registry has no referrers API), then verify and pull
+// under the same sigstoreSigned policy; a replaced image is refused.
+func TestSignBundleVerifyPullPolicy(t *testing.T) {
+	b := kbstest.New(t)
+	b.AllowAll(t)
+	b.AffirmSample(t)
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	if err := demo.WriteImage(filepath.Join(dir, "app"), "v1"); err != nil {
+		t.Fatal(err)
+	}
+	dst := "docker://" + host + "/team/app:enc"
+	if _, err := runCoffer(t, "", "encrypt", "--kbs", b.URL, "--admin-key", b.AdminKeyFile, "--key-id", "default/image_key/app", "--pin=false",
+		"oci:"+filepath.Join(dir, "app")+":v1", dst); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("COSIGN_PASSWORD", "coffer-test")
+	key := filepath.Join("..", "..", "keywrap", "keys", "testdata", "cosign", "cosign.key")
+	pub, err := os.ReadFile(filepath.Join("..", "..", "keywrap", "keys", "testdata", "cosign", "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCoffer(t, "", "sign", "--bundle", "--key", key, "oci:"+filepath.Join(dir, "app")+":v1"); !errors.Is(err, spec.ErrUnsupported) {
+		t.Errorf("sign --bundle of an OCI layout: %v, want unsupported\n%s", err, out)
+	}
+	out, err := runCoffer(t, "", "sign", "--bundle", "--key", key, dst)
+	if err != nil || !strings.Contains(out, "as "+host+"/team/app:enc") {
+		t.Fatalf("sign --bundle: %v\n%s", err, out)
+	}
+	pf := filepath.Join(dir, "policy.json")
+	os.WriteFile(pf, []byte(fmt.Sprintf(`{"default": [{"type": "reject"}], "transports": {"docker": {%q: [{"type": "sigstoreSigned", "keyData": %q}]}}}`,
+		host+"/team", base64.StdEncoding.EncodeToString(pub))), 0o644)
+	if out, err := runCoffer(t, "", "verify", "--policy", pf, dst); err != nil || !strings.Contains(out, "sigstore bundle") {
+		t.Fatalf("verify --policy: %v\n%s", err, out)
+	}
+	out, err = runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", "--require-signature", "--policy", pf, dst, filepath.Join(dir, "rootfs"))
+	if err != nil || strings.Contains(out, "not verified") {
+		t.Fatalf("pull --policy: %v\n%s", err, out)
+	}
+	other := "docker://" + host + "/team/other:enc"
+	if _, err := runCoffer(t, "", "encrypt", "--recipient", "jwe:"+writePub(t, dir), "oci:"+filepath.Join(dir, "app")+":v1", other); err != nil {
+		t.Fatal(err)
+	}
+	oimg, _ := remote.Image(mustRef(t, host+"/team/other:enc"))
+	if err := remote.Write(mustRef(t, host+"/team/app:enc"), oimg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCoffer(t, "", "verify", "--policy", pf, dst); !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Errorf("verify of the replaced image: %v, want ErrPolicyDenied", err)
+	}
+	_, err = runCoffer(t, "", "pull", "--kbs", b.URL, "--tee", "sample", "--policy", pf, dst, filepath.Join(dir, "rootfs2"))
+	if !errors.Is(err, spec.ErrPolicyDenied) {
+		t.Errorf("pull of the replaced image: %v, want ErrPolicyDenied", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "rootfs2")); !os.IsNotExist(err) {
+		t.Errorf("refused pull left rootfs2: %v", err)
+	}
+}

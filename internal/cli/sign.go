@@ -19,6 +19,7 @@ func newSignCmd() *cobra.Command {
 		keyFile  string
 		identity string
 		referrer bool
+		bundle   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sign --key KEY IMAGE",
@@ -28,9 +29,14 @@ as cosign does: a simple signing payload in the image tagged sha256-<hex>.sig
 of the same repository (or OCI layout); signatures already there are kept.
 KEY: cosign's encrypted key (cosign generate-key-pair; password in
 $COSIGN_PASSWORD, as cosign reads it) or a PEM EC, RSA or Ed25519 private key.
+With --bundle, write cosign v3's format instead: a sigstore bundle v0.3 (a
+DSSE envelope over an in-toto statement naming the digest and the identity,
+with the key's hint; no transparency log entry) attached as an OCI 1.1
+referrer, or the referrers tag fallback (registries only).
 Enforce it on the trusted side with a sigstoreSigned policy (--policy).`,
 		Example: `  COSIGN_PASSWORD=… coffer sign --key cosign.key docker://reg.example/app:enc
-  coffer sign --key ec.pem --identity reg.example/app:v1 oci:app:v1`,
+  coffer sign --key ec.pem --identity reg.example/app:v1 oci:app:v1
+  coffer sign --bundle --key cosign.key docker://reg.example/app:enc`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := transport.Parse(args[0])
@@ -55,6 +61,9 @@ Enforce it on the trusted side with a sigstoreSigned policy (--policy).`,
 			if referrer {
 				opts = append(opts, imagepolicy.WithReferrer())
 			}
+			if bundle {
+				opts = append(opts, imagepolicy.WithBundle())
+			}
 			s, err := imagepolicy.Sign(cmd.Context(), ref, signer, opts...)
 			if err != nil {
 				return err
@@ -66,6 +75,7 @@ Enforce it on the trusted side with a sigstoreSigned policy (--policy).`,
 	reg.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&keyFile, "key", "", "private key: cosign.key (password in $COSIGN_PASSWORD) or PEM EC/RSA/Ed25519")
 	cmd.Flags().BoolVar(&referrer, "referrer", false, "store the signature as an OCI 1.1 referrer (cosign's --registry-referrers-mode=oci-1-1) instead of the .sig tag")
+	cmd.Flags().BoolVar(&bundle, "bundle", false, "write a sigstore bundle v0.3 (cosign v3's format) as an OCI 1.1 referrer instead of a simple signing payload")
 	cmd.Flags().StringVar(&identity, "identity", "", "docker-reference to sign the digest as (default: IMAGE's REGISTRY/REPO:TAG; required for oci:)")
 	return cmd
 }
