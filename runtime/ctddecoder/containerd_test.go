@@ -256,9 +256,13 @@ func TestContainerdPerNamespaceKeys(t *testing.T) {
 	for _, tc := range []struct {
 		ns, arch, wantErr string
 	}{
+		// Each namespace's good import comes before its refused one: a
+		// refused import's half-unpacked base snapshot is collected by
+		// containerd's GC, which could race the next import's parent
+		// lookup; a stored image keeps the shared base referenced.
 		{"tenant-a", archA, ""},
-		{"tenant-b", archA, "no key available to the decoder opens this layer"},
 		{"tenant-b", archB, ""},
+		{"tenant-b", archA, "no key available to the decoder opens this layer"},
 		{"tenant-c", archA, "no key directory"},
 		{"tenant-a", archB, "no key available to the decoder opens this layer"},
 	} {
