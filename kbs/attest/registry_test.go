@@ -22,7 +22,9 @@ func (fixedVerifier) Verify(context.Context, Evidence) (Claims, error) {
 func TestTableAddsATEE(t *testing.T) {
 	if _, ok := lookupTEE("example-tee"); !ok { // (-count > 1 runs this again)
 		Register(TEE{Name: "example-tee", New: func(Config) Verifier { return fixedVerifier{} },
-			Offline: func(context.Context, []byte, offlineOptions, Evidence) (Claims, error) { return Claims{"offline": true}, nil }})
+			Offline: func(context.Context, []byte, offlineOptions, Evidence) (Claims, error) {
+				return Claims{"offline": true}, nil
+			}})
 	}
 	v := New(Config{})
 	if !v.Supports("example-tee") || v.Supports(protocol.TeeSample) {
