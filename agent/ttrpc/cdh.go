@@ -13,6 +13,7 @@ import (
 	cttrpc "github.com/containerd/ttrpc"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/coffer-dev/coffer/agent/securemount"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	"github.com/coffer-dev/coffer/imagepolicy"
@@ -272,26 +273,29 @@ func (c *cdhService) UnsealSecret(ctx context.Context, req *cdh.UnsealSecretInpu
 	return &cdh.UnsealSecretOutput{Plaintext: pt}, nil
 }
 
-// SecureMount implements api.SecureMountService: coffer mounts nothing
-// yet, so every request is refused with Unimplemented after its shape is
-// checked.
+// SecureMount implements api.SecureMountService through
+// agent/securemount's drivers (block-device: LUKS2 with the key from the
+// broker, a sealed secret or a guest file).
 func (c *cdhService) SecureMount(ctx context.Context, req *cdh.SecureMountRequest) (*cdh.SecureMountResponse, error) {
-	err := secureMount(req)
-	return nil, rpcError(c.s.o.log, "CDH", "secure mount", err)
+	err := c.s.SecureMount(ctx, &securemount.Request{VolumeType: req.GetVolumeType(), Options: req.GetOptions(),
+		Flags: req.GetFlags(), MountPoint: req.GetMountPoint()})
+	if err != nil {
+		return nil, rpcError(c.s.o.log, "CDH", "secure mount", err)
+	}
+	return &cdh.SecureMountResponse{}, nil
 }
 
-func secureMount(req *cdh.SecureMountRequest) error {
-	switch vt := req.GetVolumeType(); vt {
-	case "":
-		return badInput("volume_type is empty")
-	case "block-device":
-		return fmt.Errorf("volume type %q (LUKS2 block device) is not supported by coffer yet: %w", vt, errUnimplemented)
-	case "alibaba-cloud-oss":
-		return fmt.Errorf("volume type %q (Alibaba Cloud OSS) is not supported by coffer: %w", vt, errUnimplemented)
-	default:
-		if len(vt) > 64 {
-			vt = vt[:64] + "…"
-		}
-		return badInput("unknown volume type %q", vt)
+// SecureMount mounts the volume req names (CDH's secure mount), one at a
+// time.
+func (s *Server) SecureMount(ctx context.Context, req *securemount.Request) error {
+	s.mountMu.Lock()
+	defer s.mountMu.Unlock()
+	err := s.mounter.Mount(ctx, req)
+	switch {
+	case errors.Is(err, securemount.ErrBadRequest):
+		return fmt.Errorf("%w: %w", err, errBadInput)
+	case errors.Is(err, securemount.ErrUnimplemented):
+		return fmt.Errorf("%w: %w", err, errUnimplemented)
 	}
+	return err
 }

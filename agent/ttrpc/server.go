@@ -14,8 +14,9 @@
 //     (domain github.com/confidential-containers, operation PullImage).
 //   - api.SealedSecretService.UnsealSecret: "sealed." ES256 JWS envelopes of
 //     type vault (provider kbs); signatures are always checked.
-//   - api.SecureMountService.SecureMount: refused (Unimplemented) for every
-//     driver: coffer does not mount volumes yet.
+//   - api.SecureMountService.SecureMount: agent/securemount's drivers:
+//     block-device (LUKS2 through cryptsetup, key from the broker, a sealed
+//     secret or a file); alibaba-cloud-oss and zfs answer Unimplemented.
 //   - attestation_agent.AttestationAgentService: GetEvidence,
 //     GetAdditionalEvidence, GetToken (kbs, coco_as), ExtendRuntimeMeasurement
 //     (AAEL event log + TPM PCR, default 17), BindInitData (TPM PCR 8),
@@ -46,6 +47,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/api"
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/agent/securemount"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
@@ -76,6 +78,9 @@ type Server struct {
 	pullMu  sync.Mutex // one pull at a time, as image-rs's client lock
 	evlogMu sync.Mutex // one extension at a time
 	evlog   *eventLog  // nil: runtime measurement not enabled
+
+	mountMu sync.Mutex // one secure mount at a time
+	mounter *securemount.Mounter
 }
 
 type options struct {
@@ -96,6 +101,7 @@ type options struct {
 	aaSocket     string
 	additional   []evidence.Attester
 	keyprovider  keyprovider.Handler
+	secureMount  []securemount.Option
 }
 
 // Option configures New.
@@ -240,6 +246,13 @@ func WithKeyProvider(h keyprovider.Handler) Option {
 	return func(o *options) error { o.keyprovider = h; return nil }
 }
 
+// WithSecureMount passes options to SecureMount's securemount.Mounter
+// (tool paths, the PBKDF of new LUKS2 key slots). Its keys always come
+// from this server's broker client and sealed secrets.
+func WithSecureMount(opts ...securemount.Option) Option {
+	return func(o *options) error { o.secureMount = append(o.secureMount, opts...); return nil }
+}
+
 // New returns the services backed by broker client c and attester att.
 func New(ctx context.Context, c *client.Client, att evidence.Attester, opts ...Option) (*Server, error) {
 	if c == nil || att == nil {
@@ -255,6 +268,13 @@ func New(ctx context.Context, c *client.Client, att evidence.Attester, opts ...O
 		o.keyprovider = kwaa.NewHandler(c.KeyResolver())
 	}
 	s := &Server{c: c, att: att, o: o}
+	unseal := func(ctx context.Context, sealed string) ([]byte, error) { return s.UnsealSecret(ctx, []byte(sealed)) }
+	m, err := securemount.New(append([]securemount.Option{securemount.WithKeys(c), securemount.WithUnsealer(unseal),
+		securemount.WithLogger(o.log)}, o.secureMount...)...)
+	if err != nil {
+		return nil, fmt.Errorf("agent ttrpc: %w", err)
+	}
+	s.mounter = m
 	if o.evlogPath != "" {
 		regs := o.regs
 		if regs == nil {

@@ -324,13 +324,32 @@ func TestRuntimeMeasurementOnTPM(t *testing.T) {
 	}
 }
 
-func TestSecureMountRefused(t *testing.T) {
+// TestSecureMount: SecureMount's refusals carry CDH's codes, and a
+// block-device request on a real block device (a loop device, when the
+// host has one) fetches its key from the broker: a missing key is
+// NotFound and nothing is mounted.
+func TestSecureMount(t *testing.T) {
 	u := start(t, nil, nil)
 	ctx := context.Background()
 	_, err := u.mount.SecureMount(ctx, &cdh.SecureMountRequest{VolumeType: "block-device", MountPoint: "/mnt"})
-	wantCode(t, "block-device", err, codes.Unimplemented, "LUKS2 block device")
-	_, err = u.mount.SecureMount(ctx, &cdh.SecureMountRequest{VolumeType: "nfs"})
+	wantCode(t, "block-device without options", err, codes.InvalidArgument, "deviceId or devicePath is required")
+	_, err = u.mount.SecureMount(ctx, &cdh.SecureMountRequest{VolumeType: "alibaba-cloud-oss", MountPoint: "/mnt"})
+	wantCode(t, "alibaba-cloud-oss", err, codes.Unimplemented, "Alibaba Cloud OSS")
+	_, err = u.mount.SecureMount(ctx, &cdh.SecureMountRequest{VolumeType: "nfs", MountPoint: "/mnt"})
 	wantCode(t, "nfs", err, codes.InvalidArgument, `unknown volume type "nfs"`)
+	opts := map[string]string{"devicePath": "/dev/loop0", "sourceType": "empty", "encryptionType": "luks2",
+		"targetType": "fileSystem", "key": "kbs:///default/disk/absent"}
+	_, err = u.mount.SecureMount(ctx, &cdh.SecureMountRequest{VolumeType: "block-device", Options: opts, MountPoint: "/"})
+	wantCode(t, "mount on /", err, codes.InvalidArgument, "system directory")
+	if fi, err := os.Stat("/dev/loop0"); err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		t.Skip("no /dev/loop0 block device on this host")
+	}
+	mp := filepath.Join(t.TempDir(), "mnt")
+	_, err = u.mount.SecureMount(ctx, &cdh.SecureMountRequest{VolumeType: "block-device", Options: opts, MountPoint: mp})
+	wantCode(t, "absent broker key", err, codes.NotFound, "kbs:///default/disk/absent")
+	if _, err := os.Stat(mp); err == nil {
+		t.Errorf("%s was created by a refused mount", mp)
+	}
 }
 
 func jwkJSON(t *testing.T, k any) []byte {

@@ -61,8 +61,8 @@ func TestIndependentWireClient(t *testing.T) {
 	}
 
 	err := call("api.SecureMountService", "SecureMount", wrapperspb.String("block-device"), new(emptypb.Empty))
-	if st, _ := status.FromError(err); st.Code() != codes.Unimplemented {
-		t.Errorf("SecureMount: %v", err)
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument {
+		t.Errorf("SecureMount without options: %v", err)
 	}
 	err = call("api.SealedSecretService", "UnsealSecret", wrapperspb.Bytes([]byte("sealed.a.b.c")), new(wrapperspb.BytesValue))
 	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument {
