@@ -36,8 +36,10 @@ func TestLeafDependencies(t *testing.T) {
 		"./kbs/protocol":    {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/google/go-sev-guest"},
 		"./imagecrypt":      {"github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
 		"./agent/evidence":  {"github.com/open-policy-agent/opa"},
-		"./filecrypt":       {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
-		"./secl/flavor":     {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/tink-crypto"},
+		// Linked into the vm guest (scratch disk) beside the ttrpc agent.
+		"./agent/securemount": {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/coffer-dev/coffer/agent/client"},
+		"./filecrypt":         {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm"},
+		"./secl/flavor":       {"google.golang.org/grpc", "github.com/open-policy-agent/opa", "github.com/google/go-tpm", "github.com/tink-crypto"},
 		// Stores register themselves (store.Register); the broker opens them by URL.
 		"./kbs/server": {"github.com/coffer-dev/coffer/kbs/store/postgres", "github.com/jackc/pgx"},
 	}

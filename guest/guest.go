@@ -161,6 +161,12 @@ func run(ctx context.Context, c *console.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Scratch != nil { // scratch.go
+		if err := mountScratch(ctx, kc, cfg.Scratch, logf); err != nil {
+			return err
+		}
+		c.Send(console.Mark, []byte("scratch"))
+	}
 	if err := os.MkdirAll(filepath.Dir(rootfsDir), 0o700); err != nil {
 		return err
 	}

@@ -6,8 +6,10 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/coffer-dev/coffer/spec"
@@ -159,13 +161,26 @@ func (k *Kernel) resolveModules(names []string) ([]module, error) {
 // uncompressed) under /lib/modules, and ModulesLoadFile. Nothing else of
 // the host goes in. The archive is reproducible: the same binary and kernel
 // give the same bytes (zero timestamps, fixed order), so its measurements
-// can be computed ahead of a boot.
-func WriteInitramfs(w io.Writer, initPath string, k *Kernel) error {
+// can be computed ahead of a boot. extras add modules, host tools and
+// links (a guest with a scratch disk: disk.go).
+func WriteInitramfs(w io.Writer, initPath string, k *Kernel, extras ...Extras) error {
 	init, err := os.ReadFile(initPath)
 	if err != nil {
 		return fmt.Errorf("guest init: %w", err)
 	}
-	mods, err := k.resolveModules(GuestModules)
+	names := slices.Clone(GuestModules)
+	var tools []string
+	links := map[string]string{}
+	for _, e := range extras {
+		names = append(names, e.Modules...)
+		tools = append(tools, e.Tools...)
+		maps.Copy(links, e.Links)
+	}
+	mods, err := k.resolveModules(names)
+	if err != nil {
+		return err
+	}
+	files, err := toolFiles(tools)
 	if err != nil {
 		return err
 	}
@@ -186,6 +201,27 @@ func WriteInitramfs(w io.Writer, initPath string, k *Kernel) error {
 		load = append(load, "/"+p)
 	}
 	cw.file(strings.TrimPrefix(ModulesLoadFile, "/"), 0o644, []byte(strings.Join(load, "\n")+"\n"))
+	made := map[string]bool{"dev": true, "lib": true, "lib/modules": true, "proc": true, "sys": true, "run": true, "tmp": true}
+	dirs := func(p string) {
+		for _, d := range parents(p) {
+			if !made[d] {
+				cw.dir(d)
+				made[d] = true
+			}
+		}
+	}
+	for _, g := range slices.Sorted(maps.Keys(files)) {
+		b, err := os.ReadFile(files[g])
+		if err != nil {
+			return fmt.Errorf("guest tool: %w", err)
+		}
+		dirs(g)
+		cw.file(strings.TrimPrefix(g, "/"), 0o755, b)
+	}
+	for _, l := range slices.Sorted(maps.Keys(links)) {
+		dirs(l)
+		cw.symlink(strings.TrimPrefix(l, "/"), links[l])
+	}
 	cw.trailer()
 	if cw.err != nil {
 		return cw.err
@@ -232,11 +268,15 @@ const (
 	sIFDIR = 0o040000
 	sIFREG = 0o100000
 	sIFCHR = 0o020000
+	sIFLNK = 0o120000
 )
 
 func (c *cpioWriter) dir(name string)                         { c.entry(name, sIFDIR|0o755, 2, nil, 0, 0) }
 func (c *cpioWriter) file(name string, perm uint32, b []byte) { c.entry(name, sIFREG|perm, 1, b, 0, 0) }
 func (c *cpioWriter) charDev(name string, maj, min int) {
 	c.entry(name, sIFCHR|0o600, 1, nil, maj, min)
+}
+func (c *cpioWriter) symlink(name, target string) {
+	c.entry(name, sIFLNK|0o777, 1, []byte(target), 0, 0)
 }
 func (c *cpioWriter) trailer() { c.entry("TRAILER!!!", 0, 1, nil, 0, 0) }

@@ -56,6 +56,7 @@ type options struct {
 	marks                 func(name string, at time.Duration)
 	evidence              func([]byte)
 	stats                 func(name string, v float64)
+	disk                  *diskOptions // WithScratchDisk (disk.go)
 }
 
 // WithKernelDir names the extracted linux-image package (required).
@@ -211,7 +212,10 @@ func Run(ctx context.Context, image string, cmd []string, opts ...Option) (int, 
 	if err != nil {
 		return 0, err
 	}
-	gc := console.GuestConfig{Mode: "run", KBS: o.kbs, Image: image, Cmd: cmd, Forward: uniq(kp, ip)}
+	if err := o.checkDisk(); err != nil {
+		return 0, err
+	}
+	gc := console.GuestConfig{Mode: "run", KBS: o.kbs, Image: image, Cmd: cmd, Forward: uniq(kp, ip), Scratch: o.scratchConfig()}
 	res, err := boot(ctx, o, gc)
 	if err != nil {
 		return 0, err
@@ -268,7 +272,7 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 	}
 	defer os.RemoveAll(run)
 	initrd := filepath.Join(run, "initramfs.gz")
-	if err := atomicfile.WriteFunc(initrd, func(w io.Writer) error { return WriteInitramfs(w, o.init, k) }); err != nil {
+	if err := atomicfile.WriteFunc(initrd, func(w io.Writer) error { return WriteInitramfs(w, o.init, k, o.initramfsExtras()...) }); err != nil {
 		return nil, err
 	}
 	cfgFile := filepath.Join(run, "config.json")
@@ -291,6 +295,11 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 	if o.accel == "kvm" {
 		args = append(args, "-cpu", "host")
 	}
+	disk, err := o.diskArgs()
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, disk...)
 	if o.initData != "" {
 		if _, err := os.Stat(o.initData); err != nil {
 			return nil, fmt.Errorf("init-data: %w", err)

@@ -161,7 +161,21 @@ type GuestConfig struct {
 	Cmd     []string `json:"cmd,omitempty"`
 	Forward []int    `json:"forward,omitempty"`
 	Verbose bool     `json:"verbose,omitempty"`
+	// Scratch, when set, names the guest's LUKS2 scratch disk: the image
+	// is unpacked there instead of in memory.
+	Scratch *Scratch `json:"scratch,omitempty"`
 }
+
+// Scratch describes the guest's scratch disk: the virtio-blk device
+// whose serial is Serial, opened with the broker resource KeyID
+// (kbs:///repo/type/tag).
+type Scratch struct {
+	KeyID  string `json:"key_id"`
+	Serial string `json:"serial"`
+}
+
+// ScratchSerial is the virtio-blk serial of the scratch disk.
+const ScratchSerial = "coffer-scratch"
 
 // fw_cfg names of the guest's inputs (under /sys/firmware/qemu_fw_cfg/by_name/).
 const (
