@@ -405,7 +405,7 @@ func demux(r *console.Reader, o *options, logf io.Writer, mark func(string)) (*b
 		case console.Failed:
 			class, msg, _ := strings.Cut(string(f.Payload), " ")
 			if s, ok := guestClasses[class]; ok {
-				return nil, fmt.Errorf("guest: %s: %w", msg, s)
+				return nil, fmt.Errorf("guest: %s: %w", strings.TrimSuffix(msg, ": "+s.Error()), s)
 			}
 			return nil, fmt.Errorf("guest: %s", msg)
 		}

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,7 @@ func (e exitStatus) ExitStatus() int { return int(e) }
 type vmFlags struct {
 	kernelDir, state, initData, appendArgs, init, accel string
 	memory                                              int
+	scratchDisk, scratchKey                             string
 }
 
 func (f *vmFlags) add(cmd *cobra.Command) {
@@ -31,6 +33,34 @@ func (f *vmFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.init, "init", "", "the guest's init binary (default: this coffer; must be a static coffer build)")
 	fs.StringVar(&f.accel, "accel", "tcg", "QEMU accelerator: tcg or kvm")
 	fs.IntVar(&f.memory, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
+	fs.StringVar(&f.scratchDisk, "scratch-disk", "", "FILE[:SIZE]: a raw disk image (created sparse, default size 4G) the guest opens as a LUKS2 volume with the broker key --scratch-key-id and unpacks the image onto, so images larger than guest memory fit")
+	fs.StringVar(&f.scratchKey, "scratch-key-id", "", "the broker resource holding the scratch disk's key: repo/type/tag (required with --scratch-disk in vm run)")
+}
+
+// scratchOptions parses --scratch-disk FILE[:SIZE] and --scratch-key-id.
+func (f *vmFlags) scratchOptions() ([]vm.Option, error) {
+	if f.scratchDisk == "" {
+		if f.scratchKey != "" {
+			return nil, fmt.Errorf("--scratch-key-id without --scratch-disk: %w", ErrUsage)
+		}
+		return nil, nil
+	}
+	path, mib := f.scratchDisk, int64(0)
+	if i := strings.LastIndexByte(path, ':'); i > 0 {
+		var sz sizeFlag
+		if err := sz.Set(path[i+1:]); err != nil {
+			return nil, fmt.Errorf("--scratch-disk %s: size %w: %w", f.scratchDisk, err, ErrUsage)
+		}
+		if sz.n%(1<<20) != 0 {
+			return nil, fmt.Errorf("--scratch-disk %s: the size must be whole MiB: %w", f.scratchDisk, ErrUsage)
+		}
+		path, mib = path[:i], sz.n>>20
+	}
+	opts := []vm.Option{vm.WithScratchDisk(path, mib)}
+	if f.scratchKey != "" {
+		opts = append(opts, vm.WithScratchKey(f.scratchKey))
+	}
+	return opts, nil
 }
 
 func (f *vmFlags) options() ([]vm.Option, error) {
@@ -48,7 +78,11 @@ func (f *vmFlags) options() ([]vm.Option, error) {
 	if f.init != "" {
 		opts = append(opts, vm.WithInit(f.init))
 	}
-	return opts, nil
+	scratch, err := f.scratchOptions()
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, scratch...), nil
 }
 
 func newVMCmd() *cobra.Command {
@@ -64,7 +98,7 @@ func newVMRunCmd() *cobra.Command {
 	var f vmFlags
 	var kbs string
 	cmd := &cobra.Command{
-		Use:   "run --kernel-dir DIR --state DIR --kbs URL [--init-data FILE] [--append ARGS] [--memory MiB] IMAGE [-- CMD ARGS...]",
+		Use:   "run --kernel-dir DIR --state DIR --kbs URL [--init-data FILE] [--append ARGS] [--memory MiB] [--scratch-disk FILE[:SIZE] --scratch-key-id ID] IMAGE [-- CMD ARGS...]",
 		Short: "Boot a guest that attests, pulls IMAGE and runs it; exit with its status",
 		Long: `Boot a QEMU guest with a vTPM whose init is coffer itself. The guest measures
 init-data (PCR 8) and its kernel command line (PCR 9), attests to the broker
@@ -73,9 +107,16 @@ unpacks IMAGE, and runs its entrypoint and CMD (or CMD ARGS after --) in its
 own namespaces. The container's output appears on stdout and stderr and
 coffer exits with its status; a broker denial exits 5 with the broker's
 reason. IMAGE and --kbs are written as the host sees them and must be on
-the host's loopback (docker://127.0.0.1:PORT/…, http://127.0.0.1:PORT).`,
+the host's loopback (docker://127.0.0.1:PORT/…, http://127.0.0.1:PORT).
+
+With --scratch-disk the guest gets FILE as a virtio-blk disk: it fetches the
+key --scratch-key-id names from the broker, opens the LUKS2 volume on FILE
+(formatting it when FILE holds no LUKS header) and unpacks the image there
+instead of in memory. A disk formatted with another key fails the run (exit 3)
+and nothing is mounted; what a re-opened disk held is deleted first.`,
 		Example: `  coffer vm run --kernel-dir ~/.cache/coffer-tools/linux-image --state ./machine \
-    --kbs http://127.0.0.1:8080 docker://127.0.0.1:5000/app:enc -- cat /secret`,
+    --kbs http://127.0.0.1:8080 docker://127.0.0.1:5000/app:enc -- cat /secret
+  coffer vm run ... --memory 256 --scratch-disk ./scratch.img:8G --scratch-key-id default/disk/scratch docker://127.0.0.1:5000/big:enc`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := f.options()

@@ -1,0 +1,95 @@
+package vm_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/coffer-dev/coffer/agent/securemount"
+	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/vm"
+)
+
+// TestScratchDisk boots two guests with the same scratch disk image
+// (QEMU TCG, the broker releasing to any attested guest whose EK the
+// machine's CA certified; no measure boot): the first formats the disk
+// as LUKS2 with the broker's key, unpacks the encrypted image onto it and
+// runs it from there (the container's root is ext4, not tmpfs), and the
+// image file holds a LUKS header and not the secret in clear; then the
+// broker holds another key, and the second guest fails clearly (exit 3,
+// "the key does not open the LUKS2 device") without running anything.
+func TestScratchDisk(t *testing.T) {
+	testutil.RequireTool(t, "qemu-system-x86_64")
+	testutil.RequireTool(t, "swtpm")
+	testutil.RequireTool(t, "swtpm_setup")
+	testutil.RequireTool(t, "cryptsetup")
+	testutil.RequireTool(t, "mke2fs")
+	e := &env{t: t, kernel: kernelDir(t), dir: t.TempDir()}
+	e.bin = staticCoffer(t)
+	state := filepath.Join(e.dir, "machine")
+	if err := vm.EnsureTPM(t.Context(), state); err != nil {
+		t.Fatal(err)
+	}
+	e.admin = filepath.Join(e.dir, "admin.key")
+	e.must("kbs", "keygen-admin", "--out", e.admin)
+	e.kbs = startBroker(t, e.dir, e.admin+".pub", filepath.Join(state, "ek-ca.pem"))
+	adm := []string{"--url", e.kbs, "--admin-key", e.admin}
+	e.must(append([]string{"kbs", "set-resource-policy", "--allow-all"}, adm...)...)
+	setKey := func() {
+		k := filepath.Join(e.dir, "disk.key")
+		b := make([]byte, 32)
+		rand.Read(b)
+		os.WriteFile(k, b, 0o600)
+		e.must(append([]string{"kbs", "set-resource", "--path", "default/disk/scratch", "--resource-file", k}, adm...)...)
+	}
+	setKey()
+
+	reg := startRegistry(t)
+	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret": []byte(secret + "\n")}, Compression: "gzip"})
+	lay := filepath.Join(e.dir, "layout")
+	p, err := layout.Write(lay, empty.Index)
+	if err == nil {
+		err = p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"}))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.image = "docker://" + reg + "/coffer/busybox:enc"
+	e.must("encrypt", "--kbs", e.kbs, "--admin-key", e.admin, "--key-id", "default/image_key/busybox", "--insecure", "oci:"+lay+":v1", e.image)
+
+	disk := filepath.Join(e.dir, "scratch.img")
+	run := func() (string, string, int) {
+		return e.coffer("vm", "run", "--kernel-dir", e.kernel, "--state", state, "--kbs", e.kbs, "--init", e.bin,
+			"--scratch-disk", disk+":256M", "--scratch-key-id", "default/disk/scratch", e.image,
+			"--", "/bin/busybox", "sh", "-c", "/bin/busybox cat /secret; /bin/busybox stat -f -c %T /")
+	}
+	start := time.Now()
+	out, errs, code := run()
+	t.Logf("boot with the broker's key: %v", time.Since(start))
+	if code != 0 || !strings.Contains(out, secret) || !strings.Contains(out, "ext2/ext3") {
+		t.Fatalf("vm run with a scratch disk: exit %d, stdout %q (want the secret and an ext4 root), stderr %s", code, out, errs)
+	}
+	raw, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !securemount.HasLUKSHeader(disk) || bytes.Contains(raw, []byte(secret)) {
+		t.Fatalf("the disk image: LUKS header %v, secret in clear %v", securemount.HasLUKSHeader(disk), bytes.Contains(raw, []byte(secret)))
+	}
+	raw = nil
+
+	setKey() // the broker now holds another key
+	start = time.Now()
+	out, errs, code = run()
+	t.Logf("boot with another key: %v: %s", time.Since(start), strings.TrimSpace(errs))
+	if code != 3 || strings.Contains(out, secret) || !strings.Contains(errs, "the key does not open the LUKS2 device") || !strings.Contains(errs, "kbs:///default/disk/scratch") {
+		t.Fatalf("vm run with another key: exit %d (want 3), stdout %q (want nothing), stderr %q", code, out, errs)
+	}
+}
