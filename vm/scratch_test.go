@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,29 +27,7 @@ import (
 // broker holds another key, and the second guest fails clearly (exit 3,
 // "the key does not open the LUKS2 device") without running anything.
 func TestScratchDisk(t *testing.T) {
-	testutil.RequireTool(t, "qemu-system-x86_64")
-	testutil.RequireTool(t, "swtpm")
-	testutil.RequireTool(t, "swtpm_setup")
-	testutil.RequireTool(t, "cryptsetup")
-	testutil.RequireTool(t, "mke2fs")
-	e := &env{t: t, kernel: kernelDir(t), dir: t.TempDir()}
-	e.bin = staticCoffer(t)
-	state := filepath.Join(e.dir, "machine")
-	if err := vm.EnsureTPM(t.Context(), state); err != nil {
-		t.Fatal(err)
-	}
-	e.admin = filepath.Join(e.dir, "admin.key")
-	e.must("kbs", "keygen-admin", "--out", e.admin)
-	e.kbs = startBroker(t, e.dir, e.admin+".pub", filepath.Join(state, "ek-ca.pem"))
-	adm := []string{"--url", e.kbs, "--admin-key", e.admin}
-	e.must(append([]string{"kbs", "set-resource-policy", "--allow-all"}, adm...)...)
-	setKey := func() {
-		k := filepath.Join(e.dir, "disk.key")
-		b := make([]byte, 32)
-		rand.Read(b)
-		os.WriteFile(k, b, 0o600)
-		e.must(append([]string{"kbs", "set-resource", "--path", "default/disk/scratch", "--resource-file", k}, adm...)...)
-	}
+	e, state, setKey := scratchEnv(t)
 	setKey()
 
 	reg := startRegistry(t)
@@ -92,4 +71,83 @@ func TestScratchDisk(t *testing.T) {
 	if code != 3 || strings.Contains(out, secret) || !strings.Contains(errs, "the key does not open the LUKS2 device") || !strings.Contains(errs, "kbs:///default/disk/scratch") {
 		t.Fatalf("vm run with another key: exit %d (want 3), stdout %q (want nothing), stderr %q", code, out, errs)
 	}
+}
+
+// scratchEnv builds coffer, creates a machine's vTPM and EK CA without
+// booting it, and starts a broker trusting that CA and releasing every
+// resource to any attested guest (no reference values: no measure boot).
+// setKey puts a new random scratch disk key at default/disk/scratch.
+func scratchEnv(t testing.TB) (e *env, state string, setKey func()) {
+	testutil.RequireTool(t, "qemu-system-x86_64")
+	testutil.RequireTool(t, "swtpm")
+	testutil.RequireTool(t, "swtpm_setup")
+	testutil.RequireTool(t, "cryptsetup")
+	testutil.RequireTool(t, "mke2fs")
+	e = &env{t: t, kernel: kernelDir(t), dir: t.TempDir()}
+	e.bin = staticCoffer(t)
+	state = filepath.Join(e.dir, "machine")
+	if err := vm.EnsureTPM(t.Context(), state); err != nil {
+		t.Fatal(err)
+	}
+	e.admin = filepath.Join(e.dir, "admin.key")
+	e.must("kbs", "keygen-admin", "--out", e.admin)
+	e.kbs = startBroker(t, e.dir, e.admin+".pub", filepath.Join(state, "ek-ca.pem"))
+	adm := []string{"--url", e.kbs, "--admin-key", e.admin}
+	e.must(append([]string{"kbs", "set-resource-policy", "--allow-all"}, adm...)...)
+	setKey = func() {
+		k := filepath.Join(e.dir, "disk.key")
+		b := make([]byte, 32)
+		rand.Read(b)
+		os.WriteFile(k, b, 0o600)
+		e.must(append([]string{"kbs", "set-resource", "--path", "default/disk/scratch", "--resource-file", k}, adm...)...)
+	}
+	return e, state, setKey
+}
+
+// BenchmarkScratchLargeLayer runs an encrypted image with one
+// incompressible layer of $COFFER_VM_BENCH_LAYER_MIB MiB (default 320)
+// in a guest of $COFFER_VM_BENCH_MEMORY MiB (default 256), unpacked onto
+// a fresh 1 GiB LUKS2 scratch disk: the layer does not fit the guest's
+// memory. It reports the phases (seconds since Run started), the pull's
+// duration and the guest coffer's peak RSS. Each iteration is a boot.
+func BenchmarkScratchLargeLayer(b *testing.B) {
+	mib, mem := 320, 256
+	if v, err := strconv.Atoi(os.Getenv("COFFER_VM_BENCH_LAYER_MIB")); err == nil && v > 0 {
+		mib = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("COFFER_VM_BENCH_MEMORY")); err == nil && v > 0 {
+		mem = v
+	}
+	e, state, setKey := scratchEnv(b)
+	setKey()
+	reg := startRegistry(b)
+	big := make([]byte, mib<<20)
+	rand.Read(big)
+	img := testutil.BusyboxImage(b, testutil.Layer{Files: map[string][]byte{"big": big}, Compression: ""})
+	big = nil
+	image := "docker://" + reg + "/bench/large:enc"
+	e.push(img, image, true)
+	var rss float64
+	phases := map[string]time.Duration{}
+	for b.Loop() {
+		disk := filepath.Join(b.TempDir(), "scratch.img")
+		var out strings.Builder
+		code, err := vm.Run(b.Context(), image, []string{"/bin/busybox", "stat", "-c", "%s", "/big"},
+			vm.WithKernelDir(e.kernel), vm.WithState(state), vm.WithInit(e.bin), vm.WithKBS(e.kbs), vm.WithMemory(mem),
+			vm.WithScratchDisk(disk, 1024), vm.WithScratchKey("default/disk/scratch"),
+			vm.WithOutput(&out, os.Stderr), vm.WithMarks(func(n string, at time.Duration) { phases[n] = at }),
+			vm.WithStats(func(n string, v float64) {
+				if n == "maxrss_kib" {
+					rss = v
+				}
+			}))
+		if err != nil || code != 0 || strings.TrimSpace(out.String()) != strconv.Itoa(mib<<20) {
+			b.Fatalf("vm run: %d %v %q", code, err, out.String())
+		}
+	}
+	for _, n := range []string{"attested", "scratch", "pulled", "output", "exit"} {
+		b.ReportMetric(phases[n].Seconds(), n+"-s")
+	}
+	b.ReportMetric((phases["pulled"] - phases["scratch"]).Seconds(), "pull-s")
+	b.ReportMetric(rss/1024, "guest-maxrss-MiB")
 }
