@@ -29,6 +29,7 @@ import (
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/agent/sealed"
 	cofferttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
@@ -349,18 +350,18 @@ func TestUnsealSecret(t *testing.T) {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u.b.SetResource(t, "default/sealed-secret/key1", jwkJSON(t, &key.PublicKey))
 	u.b.SetResource(t, "default/app/password", []byte("hunter2"))
-	sec := cofferttrpc.Secret{Type: "vault", Provider: "kbs", Name: "kbs:///default/app/password"}
-	sealed, err := cofferttrpc.Seal(sec, key, "kbs:///default/sealed-secret/key1")
+	sec := sealed.Secret{Type: "vault", Provider: "kbs", Name: "kbs:///default/app/password"}
+	ss, err := sealed.Seal(sec, key, "kbs:///default/sealed-secret/key1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(sealed)})
+	out, err := u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(ss)})
 	if err != nil || string(out.GetPlaintext()) != "hunter2" {
 		t.Fatalf("unseal = %q, %v", out.GetPlaintext(), err)
 	}
 	// Every single-character change is refused (header, payload, signature).
-	for _, off := range []int{10, len(sealed) / 2, len(sealed) - 5} {
-		b := []byte(sealed)
+	for _, off := range []int{10, len(ss) / 2, len(ss) - 5} {
+		b := []byte(ss)
 		if b[off] == 'A' {
 			b[off] = 'B'
 		} else {
@@ -370,7 +371,7 @@ func TestUnsealSecret(t *testing.T) {
 			t.Errorf("tampered at %d: unsealed %q", off, out.GetPlaintext())
 		}
 	}
-	wrong, _ := cofferttrpc.Seal(sec, other, "kbs:///default/sealed-secret/key1")
+	wrong, _ := sealed.Seal(sec, other, "kbs:///default/sealed-secret/key1")
 	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(wrong)})
 	wantCode(t, "wrong key", err, codes.Internal, "signature does not verify")
 	// An unsigned secret (guest-components' "fake" header with verification skipped) is refused.
@@ -378,10 +379,10 @@ func TestUnsealSecret(t *testing.T) {
 	unsigned := "sealed.fakejwsheader." + base64.RawURLEncoding.EncodeToString(p) + ".fakesignature"
 	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(unsigned)})
 	wantCode(t, "unsigned", err, codes.InvalidArgument, "malformed sealed secret")
-	env, _ := cofferttrpc.Seal(cofferttrpc.Secret{Type: "envelope", Provider: "aliyun", KeyID: "k"}, key, "kbs:///default/sealed-secret/key1")
+	env, _ := sealed.Seal(sealed.Secret{Type: "envelope", Provider: "aliyun", KeyID: "k"}, key, "kbs:///default/sealed-secret/key1")
 	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(env)})
-	wantCode(t, "envelope", err, codes.Unimplemented, "no KMS providers")
-	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: bytes.Repeat([]byte("a"), cofferttrpc.MaxSealedSecret+1)})
+	wantCode(t, "envelope", err, codes.Unimplemented, "coffer has providers kbs")
+	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: bytes.Repeat([]byte("a"), sealed.MaxSealedSecret+1)})
 	wantCode(t, "oversized", err, codes.InvalidArgument, "at most")
 }
 
