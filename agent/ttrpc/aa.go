@@ -220,7 +220,7 @@ func (a *aaService) BindInitData(ctx context.Context, req *aa.BindInitDataReques
 // checks the hardware field against the init-data at attestation.
 func BindInitDataDigest(ctx context.Context, att evidence.Attester, digest []byte) (bound bool, err error) {
 	if len(digest) == 0 || len(digest) > 64 {
-		return false, badInput("init-data digest of %d bytes (want 1 to 64)", len(digest))
+		return false, badInput("Digest: an init-data digest of %d bytes (want 1 to 64)", len(digest))
 	}
 	regs := RegistersFor(att)
 	if regs == nil {

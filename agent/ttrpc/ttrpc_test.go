@@ -665,3 +665,99 @@ blocked = true
 		}
 	}
 }
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().String()
+	l.Close()
+	return a
+}
+
+// Registry mirrors from the broker's registry configuration are tried in
+// order before the primary location, as containers/image does: the
+// primary and the first mirror are down, the second mirror serves the
+// image. mirror-by-digest-only keeps tag pulls off the mirrors; a digest
+// pull still uses them. The image policy judges the name asked for.
+func TestPullImageFromMirror(t *testing.T) {
+	b := kbstest.New(t)
+	b.AffirmSample(t)
+	b.AllowAll(t)
+	img := encryptedRegistryImage(t, b, "", "")
+	host, _, _ := strings.Cut(img, "/")
+	primary, deadMirror := closedAddr(t), closedAddr(t)
+	conf := func(extra string) []byte {
+		return []byte("[[registry]]\nprefix = \"" + primary + "/team\"\n" + extra +
+			"[[registry.mirror]]\nlocation = \"" + deadMirror + "/x\"\n[[registry.mirror]]\nlocation = \"" + host + "\"\n")
+	}
+	b.SetResource(t, "default/registry-configuration/mirrors", conf(""))
+	b.SetResource(t, "default/registry-configuration/digest-only", conf("mirror-by-digest-only = true\n"))
+	// A policy that accepts only the name asked for, not the mirror's.
+	b.SetResource(t, "default/security-policy/team", []byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"`+primary+`/team":[{"type":"insecureAcceptAnything"}]}}}`))
+	ctx := context.Background()
+
+	u := start(t, b, nil, cofferttrpc.WithRegistryConfig("kbs:///default/registry-configuration/mirrors"), cofferttrpc.WithImagePolicy("kbs:///default/security-policy/team"))
+	bundle := t.TempDir()
+	res, err := u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: primary + "/team/app:enc", BundlePath: bundle})
+	if err != nil {
+		t.Fatalf("pull through the mirror: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "rootfs", "secret")); err != nil {
+		t.Error(err)
+	}
+
+	d := start(t, b, nil, cofferttrpc.WithRegistryConfig("kbs:///default/registry-configuration/digest-only"), cofferttrpc.WithImagePolicy("kbs:///default/security-policy/team"))
+	_, err = d.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: primary + "/team/app:enc", BundlePath: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), primary) {
+		t.Errorf("tag pull with mirror-by-digest-only: %v, want the primary's failure", err)
+	}
+	byDigest := primary + "/team/app@" + res.GetManifestDigest()
+	if _, err := d.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: byDigest, BundlePath: t.TempDir()}); err != nil {
+		t.Errorf("digest pull with mirror-by-digest-only: %v", err)
+	}
+	// Asked for by the mirror's own name, the policy rejects it.
+	_, err = u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
+	wantCode(t, "mirror's own name", err, codes.PermissionDenied, "")
+}
+
+func TestRegistryConfigSources(t *testing.T) {
+	rc, err := cofferttrpc.ParseRegistryConfig([]byte(`
+[[registry]]
+prefix = "example.com/foo"
+location = "internal.example/bar"
+[[registry.mirror]]
+location = "m1.example/foo"
+[[registry.mirror]]
+location = "m2.example"
+pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "m3.example"
+pull-from-mirror = "tag-only"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg := "@sha256:" + strings.Repeat("a", 64)
+	for in, want := range map[string]string{
+		"docker://example.com/foo/app:v1": "docker://m1.example/foo/app:v1 docker://m3.example/app:v1 docker://internal.example/bar/app:v1",
+		"docker://example.com/foo/app" + dg: "docker://m1.example/foo/app" + dg + " docker://m2.example/app" + dg + " docker://internal.example/bar/app" + dg,
+		"docker://quay.io/x:v1":             "docker://quay.io/x:v1",
+	} {
+		ref, _ := transport.Parse(in)
+		src, err := rc.Sources(ref)
+		var got []string
+		for _, s := range src {
+			got = append(got, s.String())
+		}
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("%s → %v, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := cofferttrpc.ParseRegistryConfig([]byte("[[registry]]\nprefix = \"a\"\n[[registry.mirror]]\nlocation = \"b\"\npull-from-mirror = \"sometimes\"\n")); err == nil {
+		t.Error("pull-from-mirror = sometimes accepted")
+	}
+}
