@@ -23,6 +23,7 @@ import (
 	cttrpc "github.com/containerd/ttrpc"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -34,6 +35,7 @@ import (
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/internal/demo"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
 	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
@@ -722,6 +724,22 @@ func TestPullImageFromMirror(t *testing.T) {
 	// Asked for by the mirror's own name, the policy rejects it.
 	_, err = u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
 	wantCode(t, "mirror's own name", err, codes.PermissionDenied, "")
+
+	// The owner pinned the name to another manifest (the mirror serves a
+	// substitute): the broker's pin for the name asked for refuses it, and
+	// no later source is tried after that verdict.
+	id := "docker://" + primary + "/team/app:enc"
+	pin, _ := imagepolicy.Pin{Version: 1, Reference: id, MediaType: "application/vnd.oci.image.manifest.v1+json",
+		Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}}.Marshal()
+	b.SetResource(t, imagepolicy.PinPath("default", id).String(), pin)
+	bundle = t.TempDir()
+	_, err = u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: primary + "/team/app:enc", BundlePath: bundle})
+	if err == nil || !strings.Contains(err.Error(), "changed since it was pinned") || strings.Contains(err.Error(), "dial tcp "+primary) {
+		t.Errorf("substitute under a pinned name: %v, want the pin's refusal, the primary never tried", err)
+	}
+	if _, err := os.Lstat(filepath.Join(bundle, "rootfs")); !os.IsNotExist(err) {
+		t.Errorf("refused pull left a rootfs: %v", err)
+	}
 }
 
 func TestRegistryConfigSources(t *testing.T) {
@@ -743,7 +761,7 @@ pull-from-mirror = "tag-only"
 	}
 	dg := "@sha256:" + strings.Repeat("a", 64)
 	for in, want := range map[string]string{
-		"docker://example.com/foo/app:v1": "docker://m1.example/foo/app:v1 docker://m3.example/app:v1 docker://internal.example/bar/app:v1",
+		"docker://example.com/foo/app:v1":   "docker://m1.example/foo/app:v1 docker://m3.example/app:v1 docker://internal.example/bar/app:v1",
 		"docker://example.com/foo/app" + dg: "docker://m1.example/foo/app" + dg + " docker://m2.example/app" + dg + " docker://internal.example/bar/app" + dg,
 		"docker://quay.io/x:v1":             "docker://quay.io/x:v1",
 	} {
