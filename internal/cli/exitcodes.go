@@ -29,7 +29,7 @@ var exitTable = []exitRow{
 	{6, spec.ErrNotFound, "not found (an image, a broker resource, an input file)"},
 	{6, fs.ErrNotExist, ""}, // a file given on the command line
 	{4, spec.ErrIntegrity, "integrity check failed (tampered, truncated, wrong digest, bad evidence signature)"},
-	{3, spec.ErrNoKey, "no key opens a layer"},
+	{3, spec.ErrNoKey, "no key opens a layer (or the LUKS2 scratch disk)"},
 	{7, spec.ErrUnsupported, "unsupported (unknown transport, scheme, format or media type; malformed input)"},
 	{2, ErrUsage, "usage (wrong arguments, unknown flag or command, conflicting flags)"},
 	{8, spec.ErrExists, "already exists (e.g. a broker key at that --key-id)"},
