@@ -18,13 +18,14 @@ import (
 	"github.com/coffer-dev/coffer/vm"
 )
 
-// TestScratchDisk boots two guests with the same scratch disk image
+// TestScratchDisk boots three guests with the same scratch disk image
 // (QEMU TCG, the broker releasing to any attested guest whose EK the
 // machine's CA certified; no measure boot): the first formats the disk
 // as LUKS2 with the broker's key, unpacks the encrypted image onto it and
 // runs it from there (the container's root is ext4, not tmpfs), and the
-// image file holds a LUKS header and not the secret in clear; then the
-// broker holds another key, and the second guest fails clearly (exit 3,
+// image file holds a LUKS header and not the secret in clear; the second
+// reopens the disk with the same key and runs the image again; then the
+// broker holds another key, and the third guest fails clearly (exit 3,
 // "the key does not open the LUKS2 device") without running anything.
 func TestScratchDisk(t *testing.T) {
 	e, state, setKey := scratchEnv(t)
@@ -63,6 +64,15 @@ func TestScratchDisk(t *testing.T) {
 		t.Fatalf("the disk image: LUKS header %v, secret in clear %v", securemount.HasLUKSHeader(disk), bytes.Contains(raw, []byte(secret)))
 	}
 	raw = nil
+
+	// The same key reopens the disk (sourceType "encrypted"): what the
+	// first run left is cleared and the image is unpacked again.
+	start = time.Now()
+	out, errs, code = run()
+	t.Logf("boot reopening the disk: %v", time.Since(start))
+	if code != 0 || !strings.Contains(out, secret) || !strings.Contains(out, "ext2/ext3") {
+		t.Fatalf("vm run reopening the scratch disk: exit %d, stdout %q, stderr %s", code, out, errs)
+	}
 
 	setKey() // the broker now holds another key
 	start = time.Now()
