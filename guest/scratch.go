@@ -44,11 +44,17 @@ func mountScratch(ctx context.Context, keys resource.Getter, sc *console.Scratch
 		return err
 	}
 	mnt := filepath.Dir(rootfsDir)
-	err = m.Mount(ctx, &securemount.Request{VolumeType: "block-device", MountPoint: mnt, Options: map[string]string{
+	opts := map[string]string{
 		"devicePath": dev, "sourceType": src, "encryptionType": "luks2", "targetType": "fileSystem",
 		"filesystemType": "ext4", "key": sc.KeyID, "mapperName": scratchMapper,
 		"mkfsOpts": "-m 0 -E lazy_itable_init=1,lazy_journal_init=1",
-	}})
+	}
+	if sc.Integrity {
+		// Inode tables are written at once: lazily initialised ones would
+		// be read before written on an unwiped integrity device.
+		opts["dataIntegrity"], opts["mkfsOpts"] = "true", "-m 0 -E lazy_itable_init=0,lazy_journal_init=1"
+	}
+	err = m.Mount(ctx, &securemount.Request{VolumeType: "block-device", MountPoint: mnt, Options: opts})
 	if err != nil {
 		return fmt.Errorf("scratch disk %s (key %s): %w", dev, sc.KeyID, err)
 	}

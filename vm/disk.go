@@ -20,8 +20,11 @@ import (
 // the guest can load a module on demand, so the xts and ecb templates are
 // loaded ahead), the kernel crypto API's user interface (libcryptsetup
 // encrypts LUKS2 key slots through AF_ALG), and ext4 with the crc32c it
-// asks the crypto API for.
-var ScratchModules = []string{"virtio_blk", "dm_mod", "dm_crypt", "ecb", "xts", "af_alg", "algif_skcipher", "algif_hash", "crc32c_generic", "ext4"}
+// asks the crypto API for; dm_integrity and authenc for disks with
+// integrity tags (authenc(hmac(sha256),xts(aes)); hmac and sha256 are
+// built in).
+var ScratchModules = []string{"virtio_blk", "dm_mod", "dm_crypt", "ecb", "xts", "af_alg", "algif_skcipher", "algif_hash", "crc32c_generic", "ext4",
+	"dm_integrity", "authenc"}
 
 // ScratchTools are the host binaries a guest with a scratch disk carries,
 // at the same paths, with the shared libraries their ELF headers need
@@ -38,9 +41,10 @@ const DefaultScratchMiB = 4096
 const maxScratchMiB = 16 << 20
 
 type diskOptions struct {
-	path    string
-	sizeMiB int64
-	keyID   string
+	path      string
+	sizeMiB   int64
+	keyID     string
+	integrity bool
 }
 
 // WithScratchDisk gives the guest the disk image at path (raw; created
@@ -93,6 +97,22 @@ func WithScratchKey(id string) Option {
 	}
 }
 
+// WithScratchIntegrity makes a scratch disk the guest formats carry
+// dm-integrity sector tags (hmac-sha256) under LUKS2, as CDH's
+// dataIntegrity does: tampering with the disk image then fails reads
+// instead of handing the guest garbage. It costs a tag write per sector
+// and shrinks the usable space; a disk already formatted keeps its own
+// setting.
+func WithScratchIntegrity() Option {
+	return func(o *options) error {
+		if o.disk == nil {
+			o.disk = &diskOptions{}
+		}
+		o.disk.integrity = true
+		return nil
+	}
+}
+
 // checkDisk validates the disk options of a run.
 func (o *options) checkDisk() error {
 	switch {
@@ -111,7 +131,7 @@ func (o *options) scratchConfig() *console.Scratch {
 	if o.disk == nil {
 		return nil
 	}
-	return &console.Scratch{KeyID: o.disk.keyID, Serial: console.ScratchSerial}
+	return &console.Scratch{KeyID: o.disk.keyID, Serial: console.ScratchSerial, Integrity: o.disk.integrity}
 }
 
 // diskArgs creates the disk image if missing and returns QEMU's

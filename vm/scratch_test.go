@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,14 +19,15 @@ import (
 	"github.com/coffer-dev/coffer/vm"
 )
 
-// TestScratchDisk boots three guests with the same scratch disk image
+// TestScratchDisk boots four guests with the same scratch disk image
 // (QEMU TCG, the broker releasing to any attested guest whose EK the
 // machine's CA certified; no measure boot): the first formats the disk
 // as LUKS2 with the broker's key, unpacks the encrypted image onto it and
 // runs it from there (the container's root is ext4, not tmpfs), and the
 // image file holds a LUKS header and not the secret in clear; the second
-// reopens the disk with the same key and runs the image again; then the
-// broker holds another key, and the third guest fails clearly (exit 3,
+// reopens the disk with the same key and runs the image again; the third
+// does the first's work on a disk formatted with dm-integrity tags; then
+// the broker holds another key, and the fourth guest fails clearly (exit 3,
 // "the key does not open the LUKS2 device") without running anything.
 func TestScratchDisk(t *testing.T) {
 	e, state, setKey := scratchEnv(t)
@@ -72,6 +74,21 @@ func TestScratchDisk(t *testing.T) {
 	t.Logf("boot reopening the disk: %v", time.Since(start))
 	if code != 0 || !strings.Contains(out, secret) || !strings.Contains(out, "ext2/ext3") {
 		t.Fatalf("vm run reopening the scratch disk: exit %d, stdout %q, stderr %s", code, out, errs)
+	}
+
+	// A second disk formatted with dm-integrity tags (CDH's
+	// dataIntegrity): mkfs and the pull go through the integrity layer.
+	start = time.Now()
+	out, errs, code = e.coffer("vm", "run", "--kernel-dir", e.kernel, "--state", state, "--kbs", e.kbs, "--init", e.bin,
+		"--scratch-disk", filepath.Join(e.dir, "integrity.img")+":256M", "--scratch-integrity", "--scratch-key-id", "default/disk/scratch", e.image,
+		"--", "/bin/busybox", "sh", "-c", "/bin/busybox cat /secret; /bin/busybox stat -f -c %T /")
+	t.Logf("boot formatting a disk with integrity tags: %v", time.Since(start))
+	if code != 0 || !strings.Contains(out, secret) || !strings.Contains(out, "ext2/ext3") {
+		t.Fatalf("vm run with an integrity scratch disk: exit %d, stdout %q, stderr %s", code, out, errs)
+	}
+	dump, err := exec.Command(testutil.RequireTool(t, "cryptsetup"), "luksDump", filepath.Join(e.dir, "integrity.img")).CombinedOutput()
+	if err != nil || !strings.Contains(string(dump), "integrity: hmac(sha256)") {
+		t.Fatalf("cryptsetup luksDump of the integrity disk: %v\n%s", err, dump)
 	}
 
 	setKey() // the broker now holds another key

@@ -36,10 +36,13 @@ type BlockDevice struct {
 	Key string
 	// Device is targetType "device": expose /dev/mapper/NAME at the
 	// mount point as a symlink instead of mounting a file system.
-	Device     bool
-	MkfsArgs   []string // mkfsOpts, split on white space and checked
-	Integrity  bool     // dataIntegrity
-	MapperName string   // mapperName, or "" for a random coffer-… name
+	Device   bool
+	MkfsArgs []string // mkfsOpts, split on white space and checked
+	// Integrity is dataIntegrity "true": hmac-sha256 sector tags
+	// (dm-integrity) when the device is formatted; an opened device
+	// brings its own setting.
+	Integrity  bool
+	MapperName string // mapperName, or "" for a random coffer-… name
 }
 
 // blockDeviceOptions are the option names the block-device driver knows.
@@ -133,7 +136,7 @@ func ParseBlockDevice(opts map[string]string) (*BlockDevice, error) {
 	switch v := opts["dataIntegrity"]; v {
 	case "", "false":
 	case "true":
-		return nil, fmt.Errorf("block-device: dataIntegrity true (dm-integrity under LUKS2) is not supported by coffer yet: %w", ErrUnimplemented)
+		b.Integrity = true
 	default:
 		return nil, badRequest(`block-device: dataIntegrity %q: want "true" or "false"`, trunc(v))
 	}
@@ -287,7 +290,7 @@ func (m *Mounter) MountBlockDevice(ctx context.Context, p *BlockDevice, mountPoi
 	}
 	if p.Empty {
 		m.log.Warn("securemount: formatting the device as LUKS2: what it held is lost", "device", dev)
-		if err := m.luksFormat(ctx, dev, key); err != nil {
+		if err := m.luksFormat(ctx, dev, key, p.Integrity); err != nil {
 			return err
 		}
 	}
@@ -314,7 +317,7 @@ func (m *Mounter) MountBlockDevice(ctx context.Context, p *BlockDevice, mountPoi
 		return nil
 	}
 	if p.Empty {
-		if err := m.mkfs(ctx, mapped, p.MkfsArgs); err != nil {
+		if err := m.mkfs(ctx, mapped, p.MkfsArgs, p.Integrity); err != nil {
 			return err
 		}
 	}

@@ -45,6 +45,7 @@ func TestParseBlockDevice(t *testing.T) {
 		{"first CDH driver's names", map[string]string{"deviceId": "8:0", "encryptType": "LUKS", "sourceType": "encrypted", "encryptKey": "file:///run/k"},
 			securemount.BlockDevice{Major: 8, HasID: true, Key: "file:///run/k"}},
 		{"sealed key", base("key", "sealed.a.b.c"), securemount.BlockDevice{DevicePath: "/dev/vdb", Empty: true, Key: "sealed.a.b.c"}},
+		{"integrity", base("dataIntegrity", "true"), securemount.BlockDevice{DevicePath: "/dev/vdb", Empty: true, Key: "kbs:///default/disk/key", Integrity: true}},
 	}
 	for _, c := range good {
 		got, err := securemount.ParseBlockDevice(c.opts)
@@ -53,7 +54,7 @@ func TestParseBlockDevice(t *testing.T) {
 			continue
 		}
 		if g, w := *got, c.want; g.Major != w.Major || g.Minor != w.Minor || g.HasID != w.HasID || g.DevicePath != w.DevicePath ||
-			g.Empty != w.Empty || g.Key != w.Key || g.Device != w.Device || g.MapperName != w.MapperName || strings.Join(g.MkfsArgs, " ") != strings.Join(w.MkfsArgs, " ") {
+			g.Empty != w.Empty || g.Key != w.Key || g.Device != w.Device || g.Integrity != w.Integrity || g.MapperName != w.MapperName || strings.Join(g.MkfsArgs, " ") != strings.Join(w.MkfsArgs, " ") {
 			t.Errorf("%s: got %+v, want %+v", c.name, g, w)
 		}
 	}
@@ -75,7 +76,6 @@ func TestParseBlockDevice(t *testing.T) {
 		{"both encryption names", base("encryptType", "luks"), "both given", false},
 		{"no targetType", base("targetType", "<del>"), "targetType is required", false},
 		{"xfs", base("filesystemType", "xfs"), `filesystemType "xfs"`, false},
-		{"integrity", base("dataIntegrity", "true"), "dm-integrity", true},
 		{"integrity typo", base("dataIntegrity", "yes"), `dataIntegrity "yes"`, false},
 		{"mapper name", base("mapperName", "../x"), "mapperName", false},
 		{"unknown option", base("cipher", "null"), `unknown option "cipher"`, false},

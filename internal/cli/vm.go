@@ -22,6 +22,7 @@ type vmFlags struct {
 	kernelDir, state, initData, appendArgs, init, accel string
 	memory                                              int
 	scratchDisk, scratchKey                             string
+	scratchIntegrity                                    bool
 }
 
 func (f *vmFlags) add(cmd *cobra.Command) {
@@ -34,14 +35,15 @@ func (f *vmFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.accel, "accel", "tcg", "QEMU accelerator: tcg or kvm")
 	fs.IntVar(&f.memory, "memory", vm.DefaultMemoryMiB, "guest memory in MiB")
 	fs.StringVar(&f.scratchDisk, "scratch-disk", "", "FILE[:SIZE]: a raw disk image (created sparse, default size 4G) the guest opens as a LUKS2 volume with the broker key --scratch-key-id and unpacks the image onto, so images larger than guest memory fit")
+	fs.BoolVar(&f.scratchIntegrity, "scratch-integrity", false, "format the scratch disk with dm-integrity sector tags (hmac-sha256) under LUKS2, as CDH's dataIntegrity")
 	fs.StringVar(&f.scratchKey, "scratch-key-id", "", "the broker resource holding the scratch disk's key: repo/type/tag (required with --scratch-disk in vm run)")
 }
 
 // scratchOptions parses --scratch-disk FILE[:SIZE] and --scratch-key-id.
 func (f *vmFlags) scratchOptions() ([]vm.Option, error) {
 	if f.scratchDisk == "" {
-		if f.scratchKey != "" {
-			return nil, fmt.Errorf("--scratch-key-id without --scratch-disk: %w", ErrUsage)
+		if f.scratchKey != "" || f.scratchIntegrity {
+			return nil, fmt.Errorf("--scratch-key-id or --scratch-integrity without --scratch-disk: %w", ErrUsage)
 		}
 		return nil, nil
 	}
@@ -59,6 +61,9 @@ func (f *vmFlags) scratchOptions() ([]vm.Option, error) {
 	opts := []vm.Option{vm.WithScratchDisk(path, mib)}
 	if f.scratchKey != "" {
 		opts = append(opts, vm.WithScratchKey(f.scratchKey))
+	}
+	if f.scratchIntegrity {
+		opts = append(opts, vm.WithScratchIntegrity())
 	}
 	return opts, nil
 }

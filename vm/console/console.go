@@ -172,6 +172,9 @@ type GuestConfig struct {
 type Scratch struct {
 	KeyID  string `json:"key_id"`
 	Serial string `json:"serial"`
+	// Integrity formats the disk with dm-integrity sector tags
+	// (hmac-sha256) under LUKS2; an existing disk keeps its own.
+	Integrity bool `json:"integrity,omitempty"`
 }
 
 // ScratchSerial is the virtio-blk serial of the scratch disk.
