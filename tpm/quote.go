@@ -59,6 +59,11 @@ type Evidence struct {
 	EKCert      string      `json:"ek_cert,omitempty"`
 	AKTPMPublic string      `json:"ak_tpmt_public,omitempty"`
 	Activation  string      `json:"activation,omitempty"`
+	// AAEL is coffer's agent's addition: the std base64 of the CoCo
+	// runtime event log (TCG2 AAEL entries, as the AA's file holds them;
+	// trustee's TPM evidence has no event log), replayed by the broker
+	// into the claim "aael".
+	AAEL string `json:"aa_eventlog,omitempty"`
 }
 
 // InitEvent is one measurement coffer's guest init extended: PCR, what it

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -37,8 +38,11 @@ import (
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/internal/demo"
+	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
+	"github.com/coffer-dev/coffer/kbs/protocol"
 	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
+	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/tpm"
 	"github.com/coffer-dev/coffer/tpm/tpmtest"
 	"github.com/coffer-dev/coffer/transport"
@@ -581,6 +585,34 @@ func TestPullImageIsMeasured(t *testing.T) {
 	want, _ := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"`+img+`", "digest":"`+resp.GetManifestDigest()+`"}`)
 	if got, err := os.ReadFile(logPath); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("event log after pull %q, %v; want %q", got, err, want)
+	}
+
+	// The TPM evidence carries the log and the broker replays it: the
+	// claim "aael" names the image and its digest, so a policy can
+	// require it. A log the quote does not match is refused.
+	withLog := att.(*evidence.TPM).WithEventLog(logPath)
+	rd := sha256.Sum256([]byte("nonce and tee key"))
+	raw, err := withLog.Evidence(context.Background(), rd[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := attest.NewTPM(attest.Config{}).Verify(context.Background(), attest.Evidence{Tee: protocol.TeeTPM, Primary: raw, ReportData: rd[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(claims["aael"])
+	wantClaim := `[{"content":{"digest":"` + resp.GetManifestDigest() + `","image":"` + img + `"},"domain":"github.com/confidential-containers","operation":"PullImage","pcr":23}]`
+	if string(got) != wantClaim {
+		t.Errorf("aael claim %s\nwant %s", got, wantClaim)
+	}
+	if regs, _ := json.Marshal(claims["aael_pcrs"]); string(regs) != "[23]" {
+		t.Errorf("aael_pcrs = %s", regs)
+	}
+	forged, _ := cofferttrpc.AAELEntry(23, `github.com/confidential-containers PullImage {"image":"other", "digest":"sha256:00"}`)
+	os.WriteFile(logPath, forged, 0o600)
+	raw, _ = withLog.Evidence(context.Background(), rd[:])
+	if _, err := attest.NewTPM(attest.Config{}).Verify(context.Background(), attest.Evidence{Tee: protocol.TeeTPM, Primary: raw, ReportData: rd[:]}); !errors.Is(err, spec.ErrIntegrity) || !strings.Contains(err.Error(), "PCR 23") {
+		t.Errorf("forged AAEL: %v, want a replay failure naming PCR 23", err)
 	}
 }
 

@@ -102,6 +102,8 @@ type tpmEvidence struct {
 	EKCert      string               `json:"ek_cert"`
 	AKTPMPublic string               `json:"ak_tpmt_public"`
 	Activation  string               `json:"activation"`
+	// coffer's agent: the CoCo runtime event log (AAEL)
+	AAEL string `json:"aa_eventlog"`
 }
 
 // tpmQuote is a parsed TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE.
@@ -224,6 +226,9 @@ func (v tpmVerifier) Verify(_ context.Context, ev Evidence) (Claims, error) {
 		c[fmt.Sprintf("pcr%02d", i)] = hex.EncodeToString(p)
 	}
 	if err := v.measuredBoot(&te, pcrs, c); err != nil {
+		return nil, err
+	}
+	if err := runtimeLog(&te, pcrs, c); err != nil {
 		return nil, err
 	}
 	if err := v.endorsement(&te, akDER, ev.Nonce, c); err != nil {
@@ -433,4 +438,42 @@ func tpmBinds(extra, reportData []byte) bool {
 		want = protocol.ReportData(reportData, 64)
 	}
 	return subtle.ConstantTimeCompare(extra, want) == 1
+}
+
+// runtimeLog replays the AAEL (ExtendRuntimeMeasurement, PullImage
+// records) against the quoted PCRs and puts its events under the claim
+// "aael" ([{pcr, domain, operation, content}]), so a policy can require
+// which images the guest pulled. No log: no claim.
+func runtimeLog(te *tpmEvidence, pcrs [][]byte, c Claims) error {
+	if te.AAEL == "" {
+		return nil
+	}
+	raw, err := tpmBase64("aa_eventlog", te.AAEL, eventlog.MaxLogBytes)
+	if err != nil {
+		return err
+	}
+	events, err := eventlog.AAEL(raw, pcrs)
+	if err != nil {
+		return err
+	}
+	out := make([]any, 0, len(events))
+	// All of them (at most eventlog.MaxEvents): a policy that forbids an
+	// image must see every pull.
+	for _, e := range events {
+		out = append(out, map[string]any{"pcr": e.PCR, "domain": e.Domain, "operation": e.Operation, "content": e.Content})
+	}
+	c["aael"] = out
+	// The registers the log covers: a policy that forbids an image must
+	// also require its register here (a guest that sends no entries for a
+	// register hides nothing it extended, but says nothing either).
+	regs := []any{}
+	seen := map[int]bool{}
+	for _, e := range events {
+		if !seen[e.PCR] {
+			seen[e.PCR] = true
+			regs = append(regs, e.PCR)
+		}
+	}
+	c["aael_pcrs"] = regs
+	return nil
 }
