@@ -99,7 +99,7 @@ func BenchmarkLargeLayer(b *testing.B) {
 // benchMachine builds coffer, measures a machine and starts a broker
 // that trusts it, with its reference values and an affirming-only
 // resource policy.
-func benchMachine(b *testing.B, opts ...vm.Option) (*env, string) {
+func benchMachine(b testing.TB, opts ...vm.Option) (*env, string) {
 	testutil.RequireTool(b, "qemu-system-x86_64")
 	testutil.RequireTool(b, "swtpm")
 	e := &env{t: b, kernel: kernelDir(b), dir: b.TempDir()}
