@@ -48,6 +48,11 @@ type Config struct {
 	CDHSocket, AASocket string
 	// TTRPC configures those services (image policy, event log, …).
 	TTRPC []agentttrpc.Option
+	// InitDataDigest, when set, is bound to the TEE before anything is
+	// served (agentttrpc.BindInitDataDigest: PCR 8 on a TPM), as
+	// guest-components' AA does with --initdata_digest; a failure stops
+	// the agent.
+	InitDataDigest []byte
 	// ShutdownTimeout bounds the graceful stop. Default 10 s.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -63,6 +68,17 @@ func Serve(ctx context.Context, cfg Config, ready func(rest, keyprovider net.Add
 	}
 	if cfg.Client == nil || cfg.Attester == nil {
 		return fmt.Errorf("agent: a broker client and an attester are required: %w", ErrConfig)
+	}
+	if cfg.InitDataDigest != nil {
+		bound, err := agentttrpc.BindInitDataDigest(ctx, cfg.Attester, cfg.InitDataDigest)
+		if err != nil {
+			return fmt.Errorf("agent: binding the init-data digest to the %s TEE: %w", cfg.Attester.Tee(), err)
+		}
+		if bound {
+			log.Info("init-data digest bound", "tee", cfg.Attester.Tee(), "pcr", agentttrpc.InitDataPCR)
+		} else {
+			log.Info("init-data digest not bound at start: this TEE binds init-data in hardware (the broker checks it) or cannot", "tee", cfg.Attester.Tee())
+		}
 	}
 	kh, err := NewKeyHandler(cfg.Client, cfg.WrapKEK, cfg.WrapKID)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/coffer-dev/coffer/internal/pemcert"
 	"time"
 
 	"github.com/coffer-dev/coffer/jcs"
@@ -198,26 +199,7 @@ func parseCerts(data []byte, max int) ([]*x509.Certificate, error) {
 	if len(data) > maxKeySize {
 		return nil, fmt.Errorf("certificates: too large")
 	}
-	var out []*x509.Certificate
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		if len(out) == max {
-			return nil, fmt.Errorf("more than %d certificates", max)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
+	return pemcert.Parse(data, max)
 }
 
 // rekorSET is cosign's bundle annotation: a Rekor entry and the log's

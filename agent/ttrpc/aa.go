@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/coffer-dev/coffer/agent/evidence"
 	"io"
 	"net/http"
 	"strings"
@@ -202,24 +203,33 @@ func (s *Server) ExtendRuntimeMeasurement(ctx context.Context, domain, operation
 	return aa.RuntimeMeasurementResult_OK, nil
 }
 
-// BindInitData implements AttestationAgentService: on a TPM the digest
-// (32 bytes, SHA-256) extends PCR 8, as guest-components' TPM attester
-// does; on TEEs that bind init-data in hardware (TDX mr_config_id, SNP
-// host_data) or the sample TEE there is nothing to do and the call
-// succeeds, as guest-components' InitDataResult::Unsupported does.
+// BindInitData implements AttestationAgentService (BindInitDataDigest).
 func (a *aaService) BindInitData(ctx context.Context, req *aa.BindInitDataRequest) (*aa.BindInitDataResponse, error) {
-	d := req.GetDigest()
-	if len(d) == 0 || len(d) > 64 {
-		return nil, a.fail("bind init data", badInput("Digest of %d bytes (want 1 to 64)", len(d)))
-	}
-	regs := RegistersFor(a.s.att)
-	if regs == nil {
-		return &aa.BindInitDataResponse{}, nil
-	}
-	if err := regs.Extend(ctx, InitDataPCR, d); err != nil {
+	if _, err := BindInitDataDigest(ctx, a.s.att, req.GetDigest()); err != nil {
 		return nil, a.fail("bind init data", err)
 	}
 	return &aa.BindInitDataResponse{}, nil
+}
+
+// BindInitDataDigest binds an init-data digest to the TEE, as
+// guest-components' attesters do for BindInitData and for the AA's
+// --initdata_digest / --initdata_toml at start: on a TPM the digest
+// extends PCR 8 (bound is true). TEEs that bind init-data in hardware
+// (TDX mr_config_id, SNP host_data) and the sample TEE report bound false
+// (guest-components' InitDataResult::Unsupported): there the broker
+// checks the hardware field against the init-data at attestation.
+func BindInitDataDigest(ctx context.Context, att evidence.Attester, digest []byte) (bound bool, err error) {
+	if len(digest) == 0 || len(digest) > 64 {
+		return false, badInput("Digest: an init-data digest of %d bytes (want 1 to 64)", len(digest))
+	}
+	regs := RegistersFor(att)
+	if regs == nil {
+		return false, nil
+	}
+	if err := regs.Extend(ctx, InitDataPCR, digest); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // InitDataPCR is the TPM PCR init-data is bound to.

@@ -148,7 +148,7 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 	s.pullMu.Lock()
 	defer s.pullMu.Unlock()
 
-	ref, err = s.applyRegistryConfig(ctx, ref)
+	sources, err := s.registrySources(ctx, ref)
 	if err != nil {
 		return "", err
 	}
@@ -174,11 +174,42 @@ func (s *Server) PullImage(ctx context.Context, imageURL, bundlePath string) (st
 		digest = d
 		return err
 	}
+	// The image security policy and the broker's pins judge the image by
+	// the name asked for, whichever source serves it (as containers/image
+	// evaluates policy against the user's reference, not a mirror's).
+	verify := func(ctx context.Context, _ transport.Reference, a transport.Artifact, img v1.Image) error {
+		return chk.Verify(ctx, ref, a, img)
+	}
 	opts := []pull.Option{pull.WithKeys(kwaa.NewUnwrapper(s.c.KeyResolver())), pull.WithTransport(topts...),
-		pull.WithVerify(chk.Verify), pull.WithVerify(capture), pull.WithLogger(s.o.log)}
+		pull.WithVerify(verify), pull.WithVerify(capture), pull.WithLogger(s.o.log)}
 	opts = append(opts, s.o.pull...)
-	if err := pull.Pull(ctx, ref, rootfs, opts...); err != nil {
-		return "", err
+	var errs []error
+	for i, src := range sources {
+		err = pull.Pull(ctx, src, rootfs, opts...)
+		if err == nil {
+			if src.String() != ref.String() {
+				s.o.log.Info("cdh: image pulled from a configured source", "image", imageURL, "source", src.String())
+			}
+			break
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", src, err))
+		if i == len(sources)-1 || !nextSourceAfter(ctx, err) {
+			break
+		}
+		s.o.log.Warn("cdh: source failed; trying the next", "image", imageURL, "source", src.String(), "error", err)
+		os.RemoveAll(rootfs)
+	}
+	if err != nil {
+		if len(errs) == 1 {
+			return "", err
+		}
+		// One line: the last source's error is the one wrapped (its class
+		// decides the status code); the others are named before it.
+		msgs := make([]string, len(errs)-1)
+		for i, e := range errs[:len(errs)-1] {
+			msgs[i] = e.Error()
+		}
+		return "", fmt.Errorf("every source of %s failed (%s); last: %w", imageURL, strings.Join(msgs, "; "), errs[len(errs)-1])
 	}
 	s.o.log.Info("cdh: image pulled", "image", imageURL, "digest", digest.String(), "rootfs", rootfs)
 	// Byte for byte guest-components' event (hub.rs), space included: a

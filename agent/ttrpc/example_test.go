@@ -2,7 +2,6 @@ package ttrpc_test
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 
 	cttrpc "github.com/containerd/ttrpc"
 
@@ -70,23 +68,4 @@ func Example() {
 	// Output:
 	// "db=10.0.0.7" <nil>
 	// sample <nil>
-}
-
-// A sealed secret names a broker resource and is signed by its owner; the
-// guest checks the signature with the key the kid names before it asks
-// the broker for the resource.
-func ExampleSeal() {
-	ctx := context.Background()
-	priv, pub, _ := cofferttrpc.GenerateSigningKey()
-	key, _ := cofferttrpc.ParseSigningKey(priv)
-	sealed, _ := cofferttrpc.Seal(cofferttrpc.Secret{Type: "vault", Provider: "kbs", Name: "kbs:///default/app/password"}, key, "kbs:///default/sealed-secret/key1")
-	verify := func(context.Context, string) (*ecdsa.PublicKey, error) { return cofferttrpc.ParseVerificationKey(pub) }
-	sec, err := cofferttrpc.ParseSealed(ctx, []byte(sealed), verify)
-	fmt.Println(strings.Count(sealed, "."), sec.Type, sec.Name, err)
-	tampered := strings.Replace(sealed, "sealed.e", "sealed.f", 1)
-	_, err = cofferttrpc.ParseSealed(ctx, []byte(tampered), verify)
-	fmt.Println(err != nil)
-	// Output:
-	// 3 vault kbs:///default/app/password <nil>
-	// true
 }

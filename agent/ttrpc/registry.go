@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -20,6 +21,7 @@ const (
 	maxRegistryAuth   = 1 << 20
 	maxRegistryConfig = 256 << 10
 	maxRegistries     = 256
+	maxMirrors        = 16
 )
 
 // registryAuth fetches the docker config.json named by the credentials URI
@@ -110,10 +112,18 @@ type Registry struct {
 	Location string `toml:"location" json:"location"`
 	Blocked  bool   `toml:"blocked" json:"blocked"`
 	Insecure bool   `toml:"insecure" json:"insecure"`
-	Mirrors  []struct {
-		Location string `toml:"location" json:"location"`
-		Insecure bool   `toml:"insecure" json:"insecure"`
-	} `toml:"mirror" json:"mirror"`
+	// MirrorByDigestOnly: mirrors serve only digest references.
+	MirrorByDigestOnly bool     `toml:"mirror-by-digest-only" json:"mirror-by-digest-only"`
+	Mirrors            []Mirror `toml:"mirror" json:"mirror"`
+}
+
+// Mirror is one [[registry.mirror]] entry. PullFromMirror is "all" (or
+// empty), "digest-only" or "tag-only", as containers-registries.conf(5)
+// defines it.
+type Mirror struct {
+	Location       string `toml:"location" json:"location"`
+	Insecure       bool   `toml:"insecure" json:"insecure"`
+	PullFromMirror string `toml:"pull-from-mirror" json:"pull-from-mirror"`
 }
 
 // ParseRegistryConfig parses a registry configuration (TOML).
@@ -128,18 +138,41 @@ func ParseRegistryConfig(data []byte) (*RegistryConfig, error) {
 	if len(rc.Registries) > maxRegistries {
 		return nil, badInput("registry configuration has %d registries (at most %d)", len(rc.Registries), maxRegistries)
 	}
+	for _, r := range rc.Registries {
+		if len(r.Mirrors) > maxMirrors {
+			return nil, badInput("registry %q has %d mirrors (at most %d)", r.Prefix+r.Location, len(r.Mirrors), maxMirrors)
+		}
+		for _, m := range r.Mirrors {
+			switch m.PullFromMirror {
+			case "", "all", "digest-only", "tag-only":
+			default:
+				return nil, badInput("registry %q: mirror %q: pull-from-mirror %q (want all, digest-only or tag-only)", r.Prefix+r.Location, m.Location, m.PullFromMirror)
+			}
+		}
+	}
 	return &rc, nil
 }
 
-// Resolve applies the configuration to a registry reference: the longest
-// matching prefix (or location, when no prefix is given) decides; a
-// blocked one refuses the pull, a location different from the prefix
-// rewrites the reference. Mirrors are not tried: coffer pulls from the
-// resolved location only.
+// Resolve applies the configuration to a registry reference and returns
+// the primary source: the longest matching prefix (or location, when no
+// prefix is given) decides; a blocked one refuses the pull, a location
+// different from the prefix rewrites the reference.
 func (rc *RegistryConfig) Resolve(ref transport.Reference) (transport.Reference, error) {
+	src, err := rc.Sources(ref)
+	if err != nil {
+		return nil, err
+	}
+	return src[len(src)-1], nil
+}
+
+// Sources returns where to pull ref from, in order, as containers/image
+// does: the matching registry's mirrors that serve this kind of reference
+// (mirror-by-digest-only, pull-from-mirror), then the primary location.
+// A blocked registry refuses the pull (its mirrors too).
+func (rc *RegistryConfig) Sources(ref transport.Reference) ([]transport.Reference, error) {
 	n, ok := transport.DockerName(ref)
 	if !ok {
-		return ref, nil
+		return []transport.Reference{ref}, nil
 	}
 	repo := imageName(n)
 	var best *Registry
@@ -156,20 +189,47 @@ func (rc *RegistryConfig) Resolve(ref transport.Reference) (transport.Reference,
 		best, bestLen = r, len(p)
 	}
 	if best == nil {
-		return ref, nil
+		return []transport.Reference{ref}, nil
 	}
 	if best.Blocked {
 		return nil, fmt.Errorf("image %s: registry %q is blocked by the registry configuration: %w", ref, best.Prefix+best.Location, spec.ErrPolicyDenied)
 	}
-	if best.Prefix == "" || best.Location == "" || best.Location == best.Prefix {
-		return ref, nil
+	prefix := best.Prefix
+	if prefix == "" {
+		prefix = best.Location
 	}
-	newRepo := strings.TrimSuffix(best.Location, "/") + strings.TrimPrefix(repo, normalizePrefix(best.Prefix))
-	sep := ":"
-	if _, isDigest := n.(name.Digest); isDigest {
-		sep = "@"
+	_, isDigest := n.(name.Digest)
+	rewrite := func(loc string) (transport.Reference, error) {
+		newRepo := strings.TrimSuffix(loc, "/") + strings.TrimPrefix(repo, normalizePrefix(prefix))
+		sep := ":"
+		if isDigest {
+			sep = "@"
+		}
+		return transport.Parse("docker://" + newRepo + sep + n.Identifier())
 	}
-	return transport.Parse("docker://" + newRepo + sep + n.Identifier())
+	var out []transport.Reference
+	for _, m := range best.Mirrors {
+		switch {
+		case m.Location == "",
+			isDigest && m.PullFromMirror == "tag-only",
+			!isDigest && (best.MirrorByDigestOnly || m.PullFromMirror == "digest-only"):
+			continue
+		}
+		r, err := rewrite(m.Location)
+		if err != nil {
+			return nil, badInput("registry %q: mirror %q: %v", prefix, m.Location, err)
+		}
+		out = append(out, r)
+	}
+	primary := ref
+	if best.Prefix != "" && best.Location != "" && best.Location != best.Prefix {
+		r, err := rewrite(best.Location)
+		if err != nil {
+			return nil, err
+		}
+		primary = r
+	}
+	return append(out, primary), nil
 }
 
 // imageName spells a reference's repository as containers/image does
@@ -204,14 +264,14 @@ func normalizePrefix(p string) string {
 	return host + "/" + rest
 }
 
-// applyRegistryConfig fetches the registry configuration (if any) for this
-// pull and resolves ref through it.
-func (s *Server) applyRegistryConfig(ctx context.Context, ref transport.Reference) (transport.Reference, error) {
+// registrySources fetches the registry configuration (if any) for this
+// pull and returns the sources to try for ref, in order.
+func (s *Server) registrySources(ctx context.Context, ref transport.Reference) ([]transport.Reference, error) {
 	if s.o.regConfigURI == "" {
 		if s.o.regConfig != nil {
-			return s.o.regConfig.Resolve(ref)
+			return s.o.regConfig.Sources(ref)
 		}
-		return ref, nil
+		return []transport.Reference{ref}, nil
 	}
 	data, err := s.fetch(ctx, s.o.regConfigURI, maxRegistryConfig)
 	if err != nil {
@@ -221,5 +281,21 @@ func (s *Server) applyRegistryConfig(ctx context.Context, ref transport.Referenc
 	if err != nil {
 		return nil, err
 	}
-	return rc.Resolve(ref)
+	return rc.Sources(ref)
+}
+
+// nextSourceAfter reports whether a pull that failed with err should try
+// the next source: a source that is unreachable, lacks the image or
+// refuses the credentials, yes; a policy, signature, integrity or key
+// refusal is the image's verdict, not the source's, and ends the pull.
+func nextSourceAfter(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	for _, final := range []error{spec.ErrPolicyDenied, spec.ErrIntegrity, spec.ErrNoKey, errBadInput} {
+		if errors.Is(err, final) {
+			return false
+		}
+	}
+	return true
 }

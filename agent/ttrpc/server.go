@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/coffer-dev/coffer/agent/sealed"
 	"log/slog"
 	"net"
 	"strings"
@@ -400,7 +401,7 @@ func rpcError(log *slog.Logger, svc, what string, err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, spec.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, errUnimplemented):
+	case errors.Is(err, errUnimplemented), errors.Is(err, sealed.ErrNoProvider):
 		code = codes.Unimplemented
 	case errors.Is(err, spec.ErrUnsupported):
 		code = codes.InvalidArgument
@@ -423,4 +424,10 @@ var (
 
 func badInput(format string, a ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, a...), errBadInput)
+}
+
+// UnsealSecret verifies a sealed secret and returns its plaintext
+// (package sealed; the broker through the agent's attested getter).
+func (s *Server) UnsealSecret(ctx context.Context, secret []byte) ([]byte, error) {
+	return sealed.Unsealer{Resource: s.GetResource, KeysDir: s.o.secretKeys}.Unseal(ctx, secret)
 }

@@ -23,16 +23,19 @@ import (
 	cttrpc "github.com/containerd/ttrpc"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/coffer-dev/coffer/agent/client"
 	"github.com/coffer-dev/coffer/agent/evidence"
+	"github.com/coffer-dev/coffer/agent/sealed"
 	cofferttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	"github.com/coffer-dev/coffer/imagecrypt"
+	"github.com/coffer-dev/coffer/imagepolicy"
 	"github.com/coffer-dev/coffer/internal/demo"
 	"github.com/coffer-dev/coffer/kbs/kbstest"
 	kwaa "github.com/coffer-dev/coffer/keywrap/aa"
@@ -349,18 +352,18 @@ func TestUnsealSecret(t *testing.T) {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	u.b.SetResource(t, "default/sealed-secret/key1", jwkJSON(t, &key.PublicKey))
 	u.b.SetResource(t, "default/app/password", []byte("hunter2"))
-	sec := cofferttrpc.Secret{Type: "vault", Provider: "kbs", Name: "kbs:///default/app/password"}
-	sealed, err := cofferttrpc.Seal(sec, key, "kbs:///default/sealed-secret/key1")
+	sec := sealed.Secret{Type: "vault", Provider: "kbs", Name: "kbs:///default/app/password"}
+	ss, err := sealed.Seal(sec, key, "kbs:///default/sealed-secret/key1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(sealed)})
+	out, err := u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(ss)})
 	if err != nil || string(out.GetPlaintext()) != "hunter2" {
 		t.Fatalf("unseal = %q, %v", out.GetPlaintext(), err)
 	}
 	// Every single-character change is refused (header, payload, signature).
-	for _, off := range []int{10, len(sealed) / 2, len(sealed) - 5} {
-		b := []byte(sealed)
+	for _, off := range []int{10, len(ss) / 2, len(ss) - 5} {
+		b := []byte(ss)
 		if b[off] == 'A' {
 			b[off] = 'B'
 		} else {
@@ -370,7 +373,7 @@ func TestUnsealSecret(t *testing.T) {
 			t.Errorf("tampered at %d: unsealed %q", off, out.GetPlaintext())
 		}
 	}
-	wrong, _ := cofferttrpc.Seal(sec, other, "kbs:///default/sealed-secret/key1")
+	wrong, _ := sealed.Seal(sec, other, "kbs:///default/sealed-secret/key1")
 	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(wrong)})
 	wantCode(t, "wrong key", err, codes.Internal, "signature does not verify")
 	// An unsigned secret (guest-components' "fake" header with verification skipped) is refused.
@@ -378,10 +381,10 @@ func TestUnsealSecret(t *testing.T) {
 	unsigned := "sealed.fakejwsheader." + base64.RawURLEncoding.EncodeToString(p) + ".fakesignature"
 	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(unsigned)})
 	wantCode(t, "unsigned", err, codes.InvalidArgument, "malformed sealed secret")
-	env, _ := cofferttrpc.Seal(cofferttrpc.Secret{Type: "envelope", Provider: "aliyun", KeyID: "k"}, key, "kbs:///default/sealed-secret/key1")
+	env, _ := sealed.Seal(sealed.Secret{Type: "envelope", Provider: "aliyun", KeyID: "k"}, key, "kbs:///default/sealed-secret/key1")
 	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: []byte(env)})
-	wantCode(t, "envelope", err, codes.Unimplemented, "no KMS providers")
-	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: bytes.Repeat([]byte("a"), cofferttrpc.MaxSealedSecret+1)})
+	wantCode(t, "envelope", err, codes.Unimplemented, "coffer has providers kbs")
+	_, err = u.seal.UnsealSecret(ctx, &cdh.UnsealSecretInput{Secret: bytes.Repeat([]byte("a"), sealed.MaxSealedSecret+1)})
 	wantCode(t, "oversized", err, codes.InvalidArgument, "at most")
 }
 
@@ -662,5 +665,117 @@ blocked = true
 		case err != nil || got.String() != tc.want:
 			t.Errorf("%s → %v, %v; want %s", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().String()
+	l.Close()
+	return a
+}
+
+// Registry mirrors from the broker's registry configuration are tried in
+// order before the primary location, as containers/image does: the
+// primary and the first mirror are down, the second mirror serves the
+// image. mirror-by-digest-only keeps tag pulls off the mirrors; a digest
+// pull still uses them. The image policy judges the name asked for.
+func TestPullImageFromMirror(t *testing.T) {
+	b := kbstest.New(t)
+	b.AffirmSample(t)
+	b.AllowAll(t)
+	img := encryptedRegistryImage(t, b, "", "")
+	host, _, _ := strings.Cut(img, "/")
+	primary, deadMirror := closedAddr(t), closedAddr(t)
+	conf := func(extra string) []byte {
+		return []byte("[[registry]]\nprefix = \"" + primary + "/team\"\n" + extra +
+			"[[registry.mirror]]\nlocation = \"" + deadMirror + "/x\"\n[[registry.mirror]]\nlocation = \"" + host + "\"\n")
+	}
+	b.SetResource(t, "default/registry-configuration/mirrors", conf(""))
+	b.SetResource(t, "default/registry-configuration/digest-only", conf("mirror-by-digest-only = true\n"))
+	// A policy that accepts only the name asked for, not the mirror's.
+	b.SetResource(t, "default/security-policy/team", []byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"`+primary+`/team":[{"type":"insecureAcceptAnything"}]}}}`))
+	ctx := context.Background()
+
+	u := start(t, b, nil, cofferttrpc.WithRegistryConfig("kbs:///default/registry-configuration/mirrors"), cofferttrpc.WithImagePolicy("kbs:///default/security-policy/team"))
+	bundle := t.TempDir()
+	res, err := u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: primary + "/team/app:enc", BundlePath: bundle})
+	if err != nil {
+		t.Fatalf("pull through the mirror: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "rootfs", "secret")); err != nil {
+		t.Error(err)
+	}
+
+	d := start(t, b, nil, cofferttrpc.WithRegistryConfig("kbs:///default/registry-configuration/digest-only"), cofferttrpc.WithImagePolicy("kbs:///default/security-policy/team"))
+	_, err = d.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: primary + "/team/app:enc", BundlePath: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), primary) {
+		t.Errorf("tag pull with mirror-by-digest-only: %v, want the primary's failure", err)
+	}
+	byDigest := primary + "/team/app@" + res.GetManifestDigest()
+	if _, err := d.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: byDigest, BundlePath: t.TempDir()}); err != nil {
+		t.Errorf("digest pull with mirror-by-digest-only: %v", err)
+	}
+	// Asked for by the mirror's own name, the policy rejects it.
+	_, err = u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: img, BundlePath: t.TempDir()})
+	wantCode(t, "mirror's own name", err, codes.PermissionDenied, "")
+
+	// The owner pinned the name to another manifest (the mirror serves a
+	// substitute): the broker's pin for the name asked for refuses it, and
+	// no later source is tried after that verdict.
+	id := "docker://" + primary + "/team/app:enc"
+	pin, _ := imagepolicy.Pin{Version: 1, Reference: id, MediaType: "application/vnd.oci.image.manifest.v1+json",
+		Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}}.Marshal()
+	b.SetResource(t, imagepolicy.PinPath("default", id).String(), pin)
+	bundle = t.TempDir()
+	_, err = u.pullc.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: primary + "/team/app:enc", BundlePath: bundle})
+	if err == nil || !strings.Contains(err.Error(), "changed since it was pinned") || strings.Contains(err.Error(), "dial tcp "+primary) {
+		t.Errorf("substitute under a pinned name: %v, want the pin's refusal, the primary never tried", err)
+	}
+	if _, err := os.Lstat(filepath.Join(bundle, "rootfs")); !os.IsNotExist(err) {
+		t.Errorf("refused pull left a rootfs: %v", err)
+	}
+}
+
+func TestRegistryConfigSources(t *testing.T) {
+	rc, err := cofferttrpc.ParseRegistryConfig([]byte(`
+[[registry]]
+prefix = "example.com/foo"
+location = "internal.example/bar"
+[[registry.mirror]]
+location = "m1.example/foo"
+[[registry.mirror]]
+location = "m2.example"
+pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "m3.example"
+pull-from-mirror = "tag-only"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg := "@sha256:" + strings.Repeat("a", 64)
+	for in, want := range map[string]string{
+		"docker://example.com/foo/app:v1":   "docker://m1.example/foo/app:v1 docker://m3.example/app:v1 docker://internal.example/bar/app:v1",
+		"docker://example.com/foo/app" + dg: "docker://m1.example/foo/app" + dg + " docker://m2.example/app" + dg + " docker://internal.example/bar/app" + dg,
+		"docker://quay.io/x:v1":             "docker://quay.io/x:v1",
+	} {
+		ref, _ := transport.Parse(in)
+		src, err := rc.Sources(ref)
+		var got []string
+		for _, s := range src {
+			got = append(got, s.String())
+		}
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("%s → %v, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := cofferttrpc.ParseRegistryConfig([]byte("[[registry]]\nprefix = \"a\"\n[[registry.mirror]]\nlocation = \"b\"\npull-from-mirror = \"sometimes\"\n")); err == nil {
+		t.Error("pull-from-mirror = sometimes accepted")
 	}
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +32,7 @@ func newAgentCmd() *cobra.Command {
 		allowedHosts     []string
 		cdhSock, aaSock  string
 		initData         string
+		idToml, idDigest string
 		aaConf, cdhConf  string
 		secretKeys       string
 		additionalTees   []string
@@ -63,11 +66,21 @@ configuration, event log. See docs/kata.md.`,
 				return fmt.Errorf("--wrap-kek and --wrap-kid go together: %w", ErrUsage)
 			}
 			var topts []agentttrpc.Option
+			digest, err := initDataBinding(&initData, idToml, idDigest)
+			if err != nil {
+				return err
+			}
 			what := "--initdata " + initData
 			if initData == "" {
 				what = "--aa-config/--cdh-config"
 			}
 			id, err := agentttrpc.LoadConfig(initData, aaConf, cdhConf)
+			if err == nil && id != nil && id.InitData != nil && digest != nil && idToml == "" && !bytes.Equal(digest, id.InitData.Digest) {
+				return fmt.Errorf("--initdata-digest is not the digest of --initdata %s: %w", initData, ErrUsage)
+			}
+			if err == nil && id != nil && id.InitData != nil && idToml != "" {
+				digest = id.InitData.Digest
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w: %w", what, err, ErrUsage)
 			}
@@ -103,7 +116,7 @@ configuration, event log. See docs/kata.md.`,
 			}
 			cfg := agent.Config{Client: c, Attester: att, Listen: listen, Keyprovider: kpGRPC,
 				AllowedHosts: allowedHosts, WrapKID: wrapKID, Logger: slog.Default(),
-				CDHSocket: cdhSock, AASocket: aaSock, TTRPC: topts}
+				CDHSocket: cdhSock, AASocket: aaSock, TTRPC: topts, InitDataDigest: digest}
 			if wrapKEK != "" {
 				if cfg.WrapKEK, err = aa.ReadKEK(wrapKEK); err != nil {
 					return err
@@ -136,6 +149,34 @@ configuration, event log. See docs/kata.md.`,
 	cmd.Flags().StringVar(&secretKeys, "sealed-secret-keys", "", "directory of local sealed-secret verification keys (JWK files named by kid; CDH's /run/confidential-containers/cdh/sealed-secret)")
 	cmd.Flags().StringVar(&aaConf, "aa-config", "", "aa.toml as kata-agent writes it from init-data (/run/aa.toml); instead of --initdata")
 	cmd.Flags().StringVar(&cdhConf, "cdh-config", "", "cdh.toml as kata-agent writes it from init-data (/run/cdh.toml); instead of --initdata")
+	cmd.Flags().StringVar(&idDigest, "initdata-digest", "", "bind this init-data digest (standard base64) to the TEE before serving (PCR 8 on a TPM), as kata-agent asks guest-components' AA; a failure stops the agent")
+	cmd.Flags().StringVar(&idToml, "initdata-toml", "", "init-data TOML FILE: configure from it (as --initdata) and bind its digest (as --initdata-digest)")
+	cmd.Flags().StringVar(&idDigest, "initdata_digest", "", "guest-components' spelling of --initdata-digest")
+	cmd.Flags().StringVar(&idToml, "initdata_toml", "", "guest-components' spelling of --initdata-toml")
+	cmd.Flags().MarkHidden("initdata_digest")
+	cmd.Flags().MarkHidden("initdata_toml")
 	cmd.Flags().StringVar(&initData, "initdata", "", "init-data FILE: the cc_init_data annotation value (base64 gzip) or the TOML; configures the ttrpc APIs")
 	return cmd
+}
+
+// initDataBinding reads the AA's start-up binding flags (guest-components'
+// --initdata_toml and --initdata_digest): the TOML also configures, as
+// --initdata does, and wins over the digest, as in the AA. It returns the
+// digest to bind (nil for none; the TOML's is filled in once parsed).
+func initDataBinding(initData *string, toml, digest string) ([]byte, error) {
+	if toml != "" {
+		if *initData != "" && *initData != toml {
+			return nil, fmt.Errorf("--initdata-toml and --initdata name different files: %w", ErrUsage)
+		}
+		*initData = toml
+		return nil, nil
+	}
+	if digest == "" {
+		return nil, nil
+	}
+	d, err := base64.StdEncoding.DecodeString(digest)
+	if err != nil || len(d) == 0 || len(d) > 64 {
+		return nil, fmt.Errorf("--initdata-digest: want the standard base64 of a 1 to 64 byte digest: %w", ErrUsage)
+	}
+	return d, nil
 }

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"net"
 	"os"
@@ -15,6 +18,8 @@ import (
 	agentttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
+	"github.com/coffer-dev/coffer/tpm"
+	"github.com/coffer-dev/coffer/tpm/tpmtest"
 )
 
 func dialTTRPC(t *testing.T, path string) *cttrpc.Client {
@@ -106,5 +111,59 @@ func TestAgentCDHConfigFile(t *testing.T) {
 	}
 	if _, _, err := runCofferSplit(t, nil, "agent", "--tee", "sample", "--initdata", conf, "--cdh-config", conf); !errors.Is(err, ErrUsage) {
 		t.Errorf("--initdata with --cdh-config: %v, want a usage error", err)
+	}
+}
+
+// kata-agent starts guest-components' AA with --initdata_digest (or
+// --initdata_toml): the digest is bound to the TEE before anything is
+// served, on a TPM by extending PCR 8. A malformed digest, or one that is
+// not the --initdata document's, stops the agent with a usage error.
+func TestAgentBindsInitDataAtStart(t *testing.T) {
+	sw := tpmtest.StartSwtpm(t)
+	b, _ := brokerWithKEK(t, "default/image_key/app")
+	ctx := context.Background()
+	pcr8 := func() []byte {
+		tp, err := tpm.Open(ctx, sw.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tp.Close()
+		p, err := tp.ReadPCRs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p[8]
+	}
+	before := pcr8()
+	d := sha256.Sum256([]byte("the init-data document"))
+	_, _, stop := startAgent(t, "--kbs", b.URL, "--tee", "tpm", "--tpm", sw.Addr, "--initdata_digest", base64.StdEncoding.EncodeToString(d[:]))
+	want := sha256.Sum256(append(append([]byte{}, before...), d[:]...))
+	if got := pcr8(); !bytes.Equal(got, want[:]) {
+		t.Errorf("PCR 8 = %x, want extend(%x, digest) = %x", got, before, want)
+	}
+	stop()
+
+	// --initdata-toml configures and binds the document's own digest.
+	dir := shortDir(t)
+	doc := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + b.URL + "\"\n'''\n"
+	tomlFile := filepath.Join(dir, "initdata.toml")
+	os.WriteFile(tomlFile, []byte(doc), 0o600)
+	before = pcr8()
+	_, _, stop = startAgent(t, "--tee", "tpm", "--tpm", sw.Addr, "--initdata-toml", tomlFile)
+	dd := sha256.Sum256([]byte(doc))
+	want = sha256.Sum256(append(append([]byte{}, before...), dd[:]...))
+	if got := pcr8(); !bytes.Equal(got, want[:]) {
+		t.Errorf("PCR 8 after --initdata-toml = %x, want %x", got, want)
+	}
+	stop()
+
+	for name, args := range map[string][]string{
+		"not base64": {"--initdata-digest", "%%%"},
+		"mismatch":   {"--initdata", tomlFile, "--initdata-digest", base64.StdEncoding.EncodeToString(d[:])},
+	} {
+		_, _, err := runCofferSplit(t, nil, append([]string{"agent", "--kbs", b.URL, "--tee", "tpm", "--tpm", sw.Addr, "--cdh-socket=", "--aa-socket="}, args...)...)
+		if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "--initdata-digest") {
+			t.Errorf("%s: %v, want a usage error naming --initdata-digest", name, err)
+		}
 	}
 }

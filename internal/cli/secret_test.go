@@ -58,6 +58,39 @@ func TestSecretSealUnseal(t *testing.T) {
 	if res, err := sc.UnsealSecret(context.Background(), &cdh.UnsealSecretInput{Secret: tampered}); err == nil {
 		t.Errorf("UnsealSecret of a tampered secret = %q", res.GetPlaintext())
 	}
+
+	// Envelope: the secret travels inside the sealed secret, the broker
+	// holds only the key that wraps its key.
+	kek := filepath.Join(dir, "kek.bin")
+	kekBytes := []byte("0123456789abcdef0123456789abcdef")
+	os.WriteFile(kek, kekBytes, 0o600)
+	b.SetResource(t, "default/kek/app", kekBytes)
+	secretFile := filepath.Join(dir, "pw.txt")
+	os.WriteFile(secretFile, []byte("envelope-pw"), 0o600)
+	out, _, err = runCofferSplit(t, nil, "secret", "seal", "--signing-key", priv, "--kid", "kbs:///default/sealed-secret/key1",
+		"--type", "envelope", "--key-id", "kbs:///default/kek/app", "--kek", kek, secretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.TrimSpace(out)
+	if strings.Contains(env, "envelope-pw") {
+		t.Fatal("plaintext in the sealed secret")
+	}
+	if pt, _, err := runCofferSplit(t, nil, "secret", "unseal", "--kbs", b.URL, "--tee", "sample", env); err != nil || pt != "envelope-pw" {
+		t.Errorf("unseal envelope = %q, %v", pt, err)
+	}
+	if res, err := sc.UnsealSecret(context.Background(), &cdh.UnsealSecretInput{Secret: []byte(env)}); err != nil || string(res.GetPlaintext()) != "envelope-pw" {
+		t.Errorf("UnsealSecret envelope = %q, %v", res.GetPlaintext(), err)
+	}
+	if _, _, err := runCofferSplit(t, nil, "secret", "seal", "--signing-key", priv, "--kid", "kbs:///default/sealed-secret/key1",
+		"--type", "envelope", secretFile); err == nil || !strings.Contains(err.Error(), "--key-id") {
+		t.Errorf("envelope without --key-id: %v", err)
+	}
+	// The broker's key replaced: the envelope no longer opens.
+	b.SetResource(t, "default/kek/app", []byte("fedcba9876543210fedcba9876543210"))
+	if pt, _, err := runCofferSplit(t, nil, "secret", "unseal", "--kbs", b.URL, "--tee", "sample", env); err == nil || !strings.Contains(err.Error(), "does not unwrap") {
+		t.Errorf("unseal with another broker key = %q, %v", pt, err)
+	}
 }
 
 func shortDir(t *testing.T) string {

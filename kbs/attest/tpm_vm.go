@@ -9,8 +9,8 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
+	"github.com/coffer-dev/coffer/internal/pemcert"
 	"os"
 
 	"github.com/google/go-tpm/legacy/tpm2"
@@ -56,24 +56,14 @@ func ParseEKRoots(names []string, pems [][]byte) (*x509.CertPool, error) {
 		if i < len(names) {
 			f = names[i]
 		}
-		n := 0
-		for {
-			var blk *pem.Block
-			blk, b = pem.Decode(b)
-			if blk == nil {
-				break
-			}
-			if blk.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("EK CA %s: %w", f, err)
-			}
-			pool.AddCert(c)
-			n++
+		certs, err := pemcert.Parse(b, 0)
+		if err != nil {
+			return nil, fmt.Errorf("EK CA %s: %w", f, err)
 		}
-		if n == 0 {
+		for _, c := range certs {
+			pool.AddCert(c)
+		}
+		if len(certs) == 0 {
 			return nil, fmt.Errorf("EK CA %s: no PEM certificate: %w", f, spec.ErrUnsupported)
 		}
 	}

@@ -6,8 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
+	"github.com/coffer-dev/coffer/internal/pemcert"
 	"math/big"
 	"strings"
 	"time"
@@ -36,19 +36,11 @@ type TrustedIssuers struct {
 func NewTrustedIssuers(pems ...[]byte) (*TrustedIssuers, error) {
 	t := &TrustedIssuers{roots: x509.NewCertPool()}
 	for _, p := range pems {
-		for {
-			var blk *pem.Block
-			blk, p = pem.Decode(p)
-			if blk == nil {
-				break
-			}
-			if blk.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("trusted token certificate: %v: %w", err, spec.ErrUnsupported)
-			}
+		certs, err := pemcert.Parse(p, 0)
+		if err != nil {
+			return nil, fmt.Errorf("trusted token certificate: %v: %w", err, spec.ErrUnsupported)
+		}
+		for _, c := range certs {
 			t.roots.AddCert(c)
 			t.n++
 		}

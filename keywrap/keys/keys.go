@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/coffer-dev/coffer/internal/pemcert"
 	"io/fs"
 	"os"
 	"strings"
@@ -463,21 +464,11 @@ func ParseCertificates(name string, data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := bytes.TrimSpace(data)
 	if bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
-		for {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, errorf(errMalformed, "%s: malformed certificate", name)
-			}
-			certs = append(certs, c)
+		cs, err := pemcert.Parse(rest, 0)
+		if err != nil {
+			return nil, errorf(errMalformed, "%s: malformed certificate", name)
 		}
+		certs = cs
 	} else if cs, err := x509.ParseCertificates(data); err == nil {
 		certs = cs
 	}

@@ -32,9 +32,9 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/coffer-dev/coffer/internal/pemcert"
 	"os"
 	"regexp"
 
@@ -326,20 +326,11 @@ func LoadSigners(paths ...string) ([]*x509.Certificate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("flavor signer certificate: %w", err)
 		}
-		for {
-			var blk *pem.Block
-			if blk, b = pem.Decode(b); blk == nil {
-				break
-			}
-			if blk.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("flavor signer certificate %s: %w", p, err)
-			}
-			out = append(out, c)
+		certs, err := pemcert.Parse(b, 0)
+		if err != nil {
+			return nil, fmt.Errorf("flavor signer certificate %s: %w", p, err)
 		}
+		out = append(out, certs...)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("flavor signer certificate: no CERTIFICATE block in %v: %w", paths, spec.ErrUnsupported)

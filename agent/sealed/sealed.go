@@ -1,4 +1,12 @@
-package ttrpc
+// Package sealed is Confidential Containers' sealed secrets, in
+// guest-components' format (confidential-data-hub/hub/src/secret at
+// commit 8246e5e0977f6322f0a1b0f77e0739cf1c3e1f74): a signed envelope
+// ("sealed." JWS-like, ES256) whose payload says where the secret is
+// (type vault: a resource a provider holds) or carries it encrypted
+// (type envelope: data under a DEK that a provider's key wraps).
+// Providers are a registration table (Register); coffer registers
+// "kbs", the broker.
+package sealed
 
 import (
 	"context"
@@ -10,9 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
-	"os"
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
@@ -32,12 +38,14 @@ const (
 	// MaxSealedSecret bounds a sealed secret before it is parsed.
 	MaxSealedSecret = 64 << 10
 	maxJWK          = 16 << 10
+	maxURI          = 4096
 )
 
 // Secret is a sealed secret's payload. Type "vault": the plaintext is the
-// resource Name (a kbs:/// URI) the Provider ("kbs") holds. Type
-// "envelope" (a DEK wrapped by a cloud KMS) is parsed but not unsealed:
-// coffer has no KMS providers.
+// secret Name the Provider holds (for "kbs", a kbs:/// resource URI).
+// Type "envelope": EncryptedData is the plaintext under a DEK
+// (WrapType A256GCM or A256CTR, with IV), and EncryptedKey is that DEK
+// wrapped by the Provider's key KeyID.
 type Secret struct {
 	Version          string            `json:"version"`
 	Type             string            `json:"type"`
@@ -151,75 +159,6 @@ func ParseSealed(ctx context.Context, sealed []byte, verify func(ctx context.Con
 		return nil, badInput("sealed secret version %q, want %s", sec.Version, SecretVersion)
 	}
 	return &sec, nil
-}
-
-// UnsealSecret verifies a sealed secret and returns its plaintext: for a
-// vault secret of provider kbs, the broker's resource it names.
-func (s *Server) UnsealSecret(ctx context.Context, sealed []byte) ([]byte, error) {
-	return Unsealer{Resource: s.GetResource, KeysDir: s.o.secretKeys}.Unseal(ctx, sealed)
-}
-
-// Unsealer unseals sealed secrets.
-type Unsealer struct {
-	// Resource returns the broker's resource named by a kbs:/// URI: the
-	// verification keys and vault secrets (Server.GetResource, or an RCAR
-	// client's).
-	Resource func(ctx context.Context, uri string) ([]byte, error)
-	// KeysDir holds local verification keys (JWK files named by kid);
-	// "" accepts only kbs:/// kids.
-	KeysDir string
-}
-
-// Unseal verifies sealed and returns its plaintext.
-func (u Unsealer) Unseal(ctx context.Context, sealed []byte) ([]byte, error) {
-	sec, err := ParseSealed(ctx, sealed, u.verificationKey)
-	if err != nil {
-		return nil, err
-	}
-	switch sec.Type {
-	case "vault":
-		if !strings.EqualFold(sec.Provider, "kbs") {
-			return nil, fmt.Errorf("vault secret provider %q: coffer unseals only provider kbs: %w", sec.Provider, errUnimplemented)
-		}
-		if len(sec.Name) > maxURI {
-			return nil, badInput("vault secret name of %d bytes", len(sec.Name))
-		}
-		return u.Resource(ctx, sec.Name)
-	case "envelope":
-		return nil, fmt.Errorf("envelope secret of provider %q: coffer has no KMS providers to unwrap its key: %w", sec.Provider, errUnimplemented)
-	}
-	return nil, badInput("sealed secret type %q: want vault or envelope", sec.Type)
-}
-
-// verificationKey returns the P-256 key named by kid: a kbs:/// resource,
-// or a file in the local key directory (confined to it).
-func (u Unsealer) verificationKey(ctx context.Context, kid string) (*ecdsa.PublicKey, error) {
-	var data []byte
-	if strings.HasPrefix(kid, "kbs:") || strings.HasPrefix(kid, "kbs+") {
-		d, err := u.Resource(ctx, kid)
-		if err != nil {
-			return nil, err
-		}
-		data = d
-	} else {
-		if u.KeysDir == "" {
-			return nil, badInput("kid %q is not a kbs:/// URI and no local key directory is configured", kid)
-		}
-		root, err := os.OpenRoot(u.KeysDir)
-		if err != nil {
-			return nil, err
-		}
-		defer root.Close()
-		f, err := root.Open(kid)
-		if err != nil {
-			return nil, badInput("kid %q: %v", kid, err)
-		}
-		defer f.Close()
-		if data, err = io.ReadAll(io.LimitReader(f, maxJWK+1)); err != nil {
-			return nil, err
-		}
-	}
-	return ParseVerificationKey(data)
 }
 
 // GenerateSigningKey returns a fresh P-256 key pair as JWKs: the private
