@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	cttrpc "github.com/containerd/ttrpc"
@@ -28,6 +29,10 @@ func serveAgent(ctx context.Context, c *console.Writer, kc *client.Client, att *
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go watchStop(stop)
+	// A long-running agent shares the guest's memory with its containers:
+	// a soft limit makes the runtime collect sooner instead of letting the
+	// heap double between collections (GOGC) during a big pull.
+	debug.SetMemoryLimit(agentMemoryLimit)
 	// The registry is the host's loopback, reached through QEMU's user
 	// network, as in run mode: the broker-held keys and pins make the
 	// image trustworthy, not the transport.
@@ -76,6 +81,10 @@ func serveAgent(ctx context.Context, c *console.Writer, kc *client.Client, att *
 	ln.Close()
 	return serveErr
 }
+
+// agentMemoryLimit is the agent's soft limit of Go-managed memory (the
+// binary's own text comes on top of it in the RSS).
+const agentMemoryLimit = 24 << 20
 
 // pullHook wraps PullImage: it creates the bundle directory when it is a
 // container's under BundleRoot, as kata-agent does before it asks CDH to
