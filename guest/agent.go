@@ -16,6 +16,8 @@ import (
 	agentttrpc "github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/kata"
+	"github.com/coffer-dev/coffer/spec"
+	"github.com/coffer-dev/coffer/tpm"
 	"github.com/coffer-dev/coffer/transport"
 	"github.com/coffer-dev/coffer/vm/console"
 )
@@ -25,7 +27,7 @@ import (
 // grpc.AgentService subset) on the virtio-serial port console.AgentPort,
 // until the host writes a Stop frame on the console; then it kills the
 // containers and returns (Init powers off).
-func serveAgent(ctx context.Context, c *console.Writer, kc *client.Client, att *attester, logf func(string, ...any)) error {
+func serveAgent(ctx context.Context, c *console.Writer, kc *client.Client, att *attester, initData []byte, logf func(string, ...any)) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go watchStop(stop)
@@ -36,7 +38,13 @@ func serveAgent(ctx context.Context, c *console.Writer, kc *client.Client, att *
 	// The registry is the host's loopback, reached through QEMU's user
 	// network, as in run mode: the broker-held keys and pins make the
 	// image trustworthy, not the transport.
-	srv, err := agentttrpc.New(ctx, kc, att, agentttrpc.WithTransport(transport.WithInsecure(true)))
+	opts, err := initDataOptions(initData)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, agentttrpc.WithTransport(transport.WithInsecure(true)),
+		agentttrpc.WithEventLog(agentttrpc.DefaultEventLog, RuntimePCR, tpmRegisters{att.t}))
+	srv, err := agentttrpc.New(ctx, kc, att, opts...)
 	if err != nil {
 		return err
 	}
@@ -80,6 +88,53 @@ func serveAgent(ctx context.Context, c *console.Writer, kc *client.Client, att *
 	scancel()
 	ln.Close()
 	return serveErr
+}
+
+// RuntimePCR is the vTPM register runtime measurements (AA
+// ExtendRuntimeMeasurement, each PullImage) extend in agent mode, with the
+// CoCo AAEL at agent/ttrpc's DefaultEventLog. Not guest-components'
+// default 17: a DRTM PCR, which locality 0 cannot extend.
+const RuntimePCR = 23
+
+// initDataOptions are the CDH and AA settings of the init-data's cdh.toml
+// and aa.toml (image security policy, registry credentials and
+// configuration, token configs), as coffer agent --initdata applies them.
+// The broker stays the one the guest attested to.
+func initDataOptions(initData []byte) ([]agentttrpc.Option, error) {
+	if initData == nil {
+		return nil, nil
+	}
+	id, err := agentttrpc.ParseInitData(initData)
+	if err != nil {
+		return nil, fmt.Errorf("init-data: %w", err)
+	}
+	cfg, err := id.Config()
+	if err != nil {
+		return nil, fmt.Errorf("init-data: %w", err)
+	}
+	return cfg.Options, nil
+}
+
+// tpmRegisters are the guest's vTPM PCRs as agent/ttrpc's runtime
+// registers.
+type tpmRegisters struct{ t *tpm.TPM }
+
+func (r tpmRegisters) Extend(ctx context.Context, index uint64, digest []byte) error {
+	if index >= tpm.NumPCRs {
+		return fmt.Errorf("PCR %d out of range: %w", index, spec.ErrUnsupported)
+	}
+	return r.t.ExtendPCR(ctx, int(index), digest)
+}
+
+func (r tpmRegisters) Read(ctx context.Context, index uint64) ([]byte, error) {
+	pcrs, err := r.t.ReadPCRs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if index >= uint64(len(pcrs)) {
+		return nil, fmt.Errorf("PCR %d out of range: %w", index, spec.ErrUnsupported)
+	}
+	return pcrs[index], nil
 }
 
 // agentMemoryLimit is the agent's soft limit of Go-managed memory (the

@@ -160,7 +160,7 @@ func run(ctx context.Context, c *console.Writer) error {
 	c.Send(console.Mark, []byte("attested"))
 	logf("attested to %s", cfg.KBS)
 	if cfg.Mode == "agent" {
-		return serveAgent(ctx, c, kc, att, logf)
+		return serveAgent(ctx, c, kc, att, initData, logf)
 	}
 	ref, err := transport.Parse(cfg.Image)
 	if err != nil {

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	cttrpc "github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/coffer-dev/coffer/agent/ttrpc/gen/aa"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
 	"github.com/coffer-dev/coffer/agent/ttrpc/gen/kata"
 	"github.com/coffer-dev/coffer/internal/testutil"
@@ -26,16 +29,23 @@ import (
 func TestMachine(t *testing.T) {
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "swtpm")
-	e, state := benchMachine(t)
+	// The init-data's cdh.toml carries the image security policy the
+	// guest's CDH enforces: this registry's agent/denied is refused.
 	reg := startRegistry(t)
+	initData := filepath.Join(t.TempDir(), "init.toml")
+	policy := `{"default":[{"type":"insecureAcceptAnything"}],"transports":{"docker":{"` + reg + `/agent/denied":[{"type":"reject"}]}}}`
+	doc := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"cdh.toml\" = '''\n[image]\nimage_security_policy = '" + policy + "'\n'''\n"
+	os.WriteFile(initData, []byte(doc), 0o600)
+	e, state := benchMachine(t, vm.WithInitData(initData))
 	img := testutil.BusyboxImage(t, testutil.Layer{Files: map[string][]byte{"secret": []byte(secret + "\n")}, Compression: "gzip"})
 	image := "docker://" + reg + "/agent/busybox:enc"
 	e.push(img, image, true)
+	e.push(img, "docker://"+reg+"/agent/denied:enc", false) // plain: the policy refuses it before any key
 
 	var rss float64
 	start := time.Now()
 	m, err := vm.Start(t.Context(), vm.WithKernelDir(e.kernel), vm.WithState(state), vm.WithInit(e.bin), vm.WithKBS(e.kbs),
-		vm.WithForward(reg), vm.WithTimeout(5*time.Minute), vm.WithStats(func(n string, v float64) {
+		vm.WithInitData(initData), vm.WithForward(reg), vm.WithTimeout(5*time.Minute), vm.WithStats(func(n string, v float64) {
 			if n == "maxrss_kib" {
 				rss = v
 			}
@@ -72,6 +82,14 @@ func TestMachine(t *testing.T) {
 		t.Fatalf("PullImage: manifest digest %q", pulled.ManifestDigest)
 	}
 	t.Logf("pulled %s (guest coffer maxrss %.1f MiB)", pulled.ManifestDigest, rss/1024)
+	if _, err := cdh.NewImagePullServiceClient(tc).PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: reg + "/agent/denied:enc", BundlePath: "/run/kata-containers/c9"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("PullImage of an image the init-data's policy rejects: %v, want PermissionDenied", err)
+	}
+	// Runtime measurements are on (the vTPM's PCR 23, as each PullImage was).
+	if r, err := aa.NewAttestationAgentServiceClient(tc).ExtendRuntimeMeasurement(ctx, &aa.ExtendRuntimeMeasurementRequest{
+		Domain: "test", Operation: "op", Content: "x"}); err != nil || r.Result != aa.RuntimeMeasurementResult_OK {
+		t.Fatalf("ExtendRuntimeMeasurement: %v %v, want OK", r, err)
+	}
 	ag := kata.NewAgentServiceClient(tc)
 	_, err = ag.CreateContainer(ctx, &kata.CreateContainerRequest{ContainerId: "c1", ExecId: "c1", OCI: &kata.Spec{
 		Process: &kata.Process{Args: []string{"/bin/busybox", "sh", "-c", "/bin/busybox cat /secret; echo on-stderr >&2; /bin/busybox sleep 3; exit 7"}, Cwd: "/"},
