@@ -1,10 +1,15 @@
 package vm_test
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,6 +155,69 @@ func TestMachine(t *testing.T) {
 		t.Fatalf("after Stop, still running: %v", left)
 	}
 	if _, err := os.Stat(m.Socket()); !os.IsNotExist(err) {
+		t.Fatalf("agent socket left behind: %v", err)
+	}
+
+	t.Run("coffer vm start", func(t *testing.T) { vmStartCLI(t, e, state, initData) })
+}
+
+// vmStartCLI boots the machine again with coffer vm start: the socket
+// it prints (--agent-socket) serves the AA, and SIGTERM powers the guest
+// off, leaving nothing behind.
+func vmStartCLI(t *testing.T, e *env, state, initData string) {
+	dir := filepath.Join(t.TempDir(), "sock")
+	sock := filepath.Join(dir, "agent.sock")
+	cmd := exec.Command(e.bin, "vm", "start", "--kernel-dir", e.kernel, "--state", state, "--kbs", e.kbs,
+		"--init-data", initData, "--agent-socket", sock)
+	stdout, _ := cmd.StdoutPipe()
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line := make(chan string, 1)
+	go func() {
+		b, _ := bufio.NewReader(stdout).ReadString('\n')
+		line <- strings.TrimSpace(b)
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case l := <-line:
+		if l != sock {
+			t.Fatalf("coffer vm start printed %q, want %s; stderr:\n%s", l, sock, errb.String())
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("coffer vm start: no socket within 5 minutes; stderr:\n%s", errb.String())
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory %v %v, want 0700", fi.Mode(), err)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := cttrpc.NewClient(conn)
+	tee, err := aa.NewAttestationAgentServiceClient(tc).GetTeeType(t.Context(), &aa.GetTeeTypeRequest{})
+	tc.Close()
+	if err != nil || tee.Tee != "tpm" {
+		t.Fatalf("GetTeeType through coffer vm start's socket: %v %v, want tpm", tee, err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("coffer vm start after SIGTERM: %v\n%s", err, errb.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("coffer vm start did not end within a minute of SIGTERM")
+	}
+	if left := processesUnder(state); len(left) > 0 {
+		t.Fatalf("after coffer vm start ended, still running: %v", left)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Fatalf("agent socket left behind: %v", err)
 	}
 }
