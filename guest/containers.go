@@ -413,8 +413,8 @@ func (s *containers) WaitProcess(ctx context.Context, req *kata.WaitProcessReque
 
 // ReadStdout reads at most len (clamped to 1 MiB; 0 means 32 KiB) bytes
 // of a process's stdout, blocking until some are there. At the end of
-// the stream it fails with "EOF" (as kata-agent, whose callers stop
-// reading on an error).
+// the stream it answers empty data, as kata-agent does (rpc.rs
+// read_stream at kata-containers 7c6ba40c).
 func (s *containers) ReadStdout(ctx context.Context, req *kata.ReadStreamRequest) (*kata.ReadStreamResponse, error) {
 	_, p, err := s.proc(req.ContainerId, req.ExecId)
 	if err != nil {
@@ -449,7 +449,7 @@ func (st *stream) read(ctx context.Context, n uint32) (*kata.ReadStreamResponse,
 	}
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, os.ErrClosed):
-		return nil, rpcErr(codes.OutOfRange, "EOF")
+		return &kata.ReadStreamResponse{}, nil // empty data is the end, as kata-agent answers
 	case ctx.Err() != nil:
 		return nil, rpcErr(codes.Canceled, "read: %v", ctx.Err())
 	default:
