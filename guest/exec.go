@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -26,44 +28,91 @@ const ExecArg = "__coffer-guest-exec"
 // in new mount, PID, UTS and IPC namespaces, its output streamed to the
 // console; it returns the exit status (128+N for a signal).
 func runContainer(ctx context.Context, rootfs string, cmd []string, c *console.Writer) (int, error) {
+	argv, env, wd, err := imageProcess(rootfs, cmd)
+	if err != nil {
+		return 0, err
+	}
+	p, err := startInit(ctx, rootfs, wd, argv, env, c.Stream(console.Stdout), c.Stream(console.Stderr))
+	if err != nil {
+		return 0, err
+	}
+	c.Send(console.Mark, []byte("started"))
+	return waitStatus(p)
+}
+
+// imageProcess reads the image config PullImage and pull.Pull write
+// beside rootfs (rootfs.config.json) and returns what it runs: its
+// entrypoint followed by cmd (or its CMD when cmd is empty), its
+// environment and working directory.
+func imageProcess(rootfs string, cmd []string) (argv, env []string, wd string, err error) {
 	raw, err := readBounded(rootfs+".config.json", 4<<20)
 	if err != nil {
-		return 0, fmt.Errorf("image config: %w", err)
+		return nil, nil, "", fmt.Errorf("image config: %w", err)
 	}
 	var cf v1.ConfigFile
 	if err := json.Unmarshal(raw, &cf); err != nil {
-		return 0, fmt.Errorf("image config: %v: %w", err, spec.ErrUnsupported)
+		return nil, nil, "", fmt.Errorf("image config: %v: %w", err, spec.ErrUnsupported)
 	}
-	argv := append([]string{}, cf.Config.Entrypoint...)
+	argv = append([]string{}, cf.Config.Entrypoint...)
 	if len(cmd) > 0 {
 		argv = append(argv, cmd...)
 	} else {
 		argv = append(argv, cf.Config.Cmd...)
 	}
 	if len(argv) == 0 {
-		return 0, fmt.Errorf("the image has no entrypoint or CMD and none was given: %w", spec.ErrUnsupported)
+		return nil, nil, "", fmt.Errorf("the image has no entrypoint or CMD and none was given: %w", spec.ErrUnsupported)
 	}
-	wd := cf.Config.WorkingDir
+	wd = cf.Config.WorkingDir
 	if wd == "" {
 		wd = "/"
 	}
-	env := cf.Config.Env
+	env = cf.Config.Env
 	if len(env) == 0 {
-		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		env = []string{defaultPath}
 	}
+	return argv, env, wd, nil
+}
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// startInit starts argv as the first process of a container on rootfs,
+// in new mount, PID, UTS and IPC namespaces (through coffer's ExecArg
+// child, see Exec); ctx's end kills it.
+func startInit(ctx context.Context, rootfs, wd string, argv, env []string, stdout, stderr io.Writer) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	p := exec.CommandContext(ctx, self, append([]string{ExecArg, rootfs, wd}, argv...)...)
 	p.Env = env
-	p.Stdout, p.Stderr = c.Stream(console.Stdout), c.Stream(console.Stderr)
+	p.Stdout, p.Stderr = stdout, stderr
 	p.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC}
-	if err := p.Start(); err != nil {
-		return 0, fmt.Errorf("starting the container: %w", err)
+	// The child's fd 3 is the write end of a pipe it makes close-on-exec:
+	// its end (EOF here) says the child is in its root and has executed
+	// argv (or failed), so that the caller may join it (ExecProcess).
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return nil, err
 	}
-	c.Send(console.Mark, []byte("started"))
-	err = p.Wait()
+	defer rd.Close()
+	p.ExtraFiles = []*os.File{wr}
+	err = p.Start()
+	wr.Close()
+	if err != nil {
+		return nil, fmt.Errorf("starting the container: %w", err)
+	}
+	rd.SetReadDeadline(time.Now().Add(execReadyTimeout))
+	io.Copy(io.Discard, io.LimitReader(rd, 1))
+	return p, nil
+}
+
+// execReadyTimeout bounds the wait for a container's first process to
+// execute.
+const execReadyTimeout = 10 * time.Second
+
+// waitStatus waits for p and returns its exit status (128+N for signal N).
+func waitStatus(p *exec.Cmd) (int, error) {
+	err := p.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -94,6 +143,7 @@ func execContainer(args []string) error {
 		return errors.New("usage: ROOTFS WORKDIR ARGV...")
 	}
 	rootfs, wd, argv := args[0], args[1], args[2:]
+	unix.CloseOnExec(3) // startInit's ready pipe, closed by the exec below
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
 	}

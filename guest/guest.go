@@ -8,7 +8,9 @@
 // and its EK certificate (with credential activation), pulls, decrypts,
 // verifies and unpacks the image, runs it in its own mount and PID
 // namespaces and reports everything on the serial console (vm/console).
-// Then it powers the machine off. It assumes nothing of the host.
+// Then it powers the machine off. In agent mode (vm.Start) it serves the
+// CDH, AA and container ttrpc services on a virtio-serial port instead
+// (agent.go), until the host asks it to power off. It assumes nothing of the host.
 package guest
 
 import (
@@ -157,6 +159,9 @@ func run(ctx context.Context, c *console.Writer) error {
 	}
 	c.Send(console.Mark, []byte("attested"))
 	logf("attested to %s", cfg.KBS)
+	if cfg.Mode == "agent" {
+		return serveAgent(ctx, c, kc, att, initData, logf)
+	}
 	ref, err := transport.Parse(cfg.Image)
 	if err != nil {
 		return err

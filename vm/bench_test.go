@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	cttrpc "github.com/containerd/ttrpc"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/coffer-dev/coffer/agent/ttrpc/gen/cdh"
+	"github.com/coffer-dev/coffer/agent/ttrpc/gen/kata"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/vm"
 )
@@ -99,7 +102,7 @@ func BenchmarkLargeLayer(b *testing.B) {
 // benchMachine builds coffer, measures a machine and starts a broker
 // that trusts it, with its reference values and an affirming-only
 // resource policy.
-func benchMachine(b *testing.B, opts ...vm.Option) (*env, string) {
+func benchMachine(b testing.TB, opts ...vm.Option) (*env, string) {
 	testutil.RequireTool(b, "qemu-system-x86_64")
 	testutil.RequireTool(b, "swtpm")
 	e := &env{t: b, kernel: kernelDir(b), dir: b.TempDir()}
@@ -141,4 +144,68 @@ func (e *env) push(img v1.Image, image string, encrypt bool) {
 		e.t.Fatal(err)
 	}
 	e.must("encrypt", "--kbs", e.kbs, "--admin-key", e.admin, "--key-id", "default/image_key/bench", "--insecure", "oci:"+lay+":v1", image)
+}
+
+// BenchmarkAgentLargeLayer is BenchmarkLargeLayer through the agent mode:
+// one vm.Start guest (3 GiB) pulls an encrypted image with one
+// incompressible layer of $COFFER_VM_BENCH_LAYER_MIB MiB (default 512) with
+// CDH PullImage over the virtio-serial ttrpc connection, once per
+// iteration into a new bundle, and reports the guest coffer's peak RSS
+// after the pulls (target: at most 64 MiB) and the seconds per pull.
+func BenchmarkAgentLargeLayer(b *testing.B) {
+	mib := 512
+	if v, err := strconv.Atoi(os.Getenv("COFFER_VM_BENCH_LAYER_MIB")); err == nil && v > 0 {
+		mib = v
+	}
+	e, state := benchMachine(b, vm.WithMemory(3072))
+	reg := startRegistry(b)
+	big := make([]byte, mib<<20)
+	crand.Read(big)
+	img := testutil.BusyboxImage(b, testutil.Layer{Files: map[string][]byte{"big": big}, Compression: ""})
+	big = nil
+	image := "docker://" + reg + "/bench/large:enc"
+	e.push(img, image, true)
+	var rss float64
+	m, err := vm.Start(b.Context(), vm.WithKernelDir(e.kernel), vm.WithState(state), vm.WithInit(e.bin), vm.WithKBS(e.kbs),
+		vm.WithMemory(3072), vm.WithForward(reg), vm.WithStats(func(n string, v float64) {
+			if n == "maxrss_kib" {
+				rss = v
+			}
+		}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Stop(b.Context())
+	conn, err := m.Dial(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	tc := cttrpc.NewClient(conn)
+	defer tc.Close()
+	pc := cdh.NewImagePullServiceClient(tc)
+	ag := kata.NewAgentServiceClient(tc)
+	n := 0
+	start := time.Now()
+	for b.Loop() {
+		n++
+		id := "big" + strconv.Itoa(n)
+		if _, err := pc.PullImage(b.Context(), &cdh.ImagePullRequest{ImageUrl: strings.TrimPrefix(image, "docker://"), BundlePath: "/run/kata-containers/" + id}); err != nil {
+			b.Fatalf("PullImage: %v", err)
+		}
+		// The layer is there, whole: stat it in a container.
+		spec := &kata.Spec{Process: &kata.Process{Args: []string{"/bin/busybox", "stat", "-c", "%s", "/big"}}}
+		if _, err := ag.CreateContainer(b.Context(), &kata.CreateContainerRequest{ContainerId: id, OCI: spec}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ag.StartContainer(b.Context(), &kata.StartContainerRequest{ContainerId: id}); err != nil {
+			b.Fatal(err)
+		}
+		out, _ := ag.ReadStdout(b.Context(), &kata.ReadStreamRequest{ContainerId: id})
+		if st, err := ag.WaitProcess(b.Context(), &kata.WaitProcessRequest{ContainerId: id}); err != nil || st.Status != 0 || out == nil || strings.TrimSpace(string(out.Data)) != strconv.Itoa(mib<<20) {
+			b.Fatalf("stat /big: %v %v %q", st, err, out)
+		}
+		ag.RemoveContainer(b.Context(), &kata.RemoveContainerRequest{ContainerId: id})
+	}
+	b.ReportMetric(rss/1024, "guest-maxrss-MiB")
+	b.ReportMetric(time.Since(start).Seconds()/float64(n), "pull-s")
 }

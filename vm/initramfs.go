@@ -19,8 +19,9 @@ import (
 // dependencies (read from each module's .modinfo) are added and ordered
 // before them. Debian's 6.1 kernel builds the TPM, serial console and
 // securityfs in; fw_cfg (how the host hands over init-data and the run
-// configuration) and virtio-net are modules.
-var GuestModules = []string{"qemu_fw_cfg", "virtio_pci", "virtio_net"}
+// configuration), virtio-net and virtio_console (the agent mode's
+// virtio-serial port) are modules.
+var GuestModules = []string{"qemu_fw_cfg", "virtio_pci", "virtio_net", "virtio_console"}
 
 // ModulesLoadFile is the initramfs file listing the modules to load, one
 // path a line, in order.

@@ -69,6 +69,7 @@ func fakeKernel(t *testing.T) *Kernel {
 	fakeModule(t, filepath.Join(mods, "net/core/failover.ko"), "")
 	fakeModule(t, filepath.Join(mods, "drivers/net/net_failover.ko"), "failover")
 	fakeModule(t, filepath.Join(mods, "drivers/net/virtio_net.ko"), "net_failover,virtio,virtio_ring")
+	fakeModule(t, filepath.Join(mods, "drivers/char/virtio_console.ko"), "virtio,virtio_ring")
 	k, err := FindKernel(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -108,13 +109,13 @@ func TestInitramfs(t *testing.T) {
 			t.Errorf("load list names %s, not in the archive", p)
 		}
 	}
-	for _, dep := range [][2]string{{"virtio_ring", "virtio"}, {"virtio", "virtio_pci"}, {"failover", "net_failover"}, {"net_failover", "virtio_net"}, {"virtio_pci_legacy_dev", "virtio_pci"}} {
+	for _, dep := range [][2]string{{"virtio_ring", "virtio"}, {"virtio", "virtio_pci"}, {"failover", "net_failover"}, {"net_failover", "virtio_net"}, {"virtio_pci_legacy_dev", "virtio_pci"}, {"virtio", "virtio_console"}} {
 		if pos[dep[0]] >= pos[dep[1]] {
 			t.Errorf("%s loads at %d, after %s at %d: %v", dep[0], pos[dep[0]], dep[1], pos[dep[1]], load)
 		}
 	}
-	if len(load) != 9 {
-		t.Errorf("load list %v, want the 9 modules", load)
+	if len(load) != 10 {
+		t.Errorf("load list %v, want the 10 modules", load)
 	}
 	t.Run("cpio reads it", func(t *testing.T) {
 		cmd := exec.Command(testutil.RequireTool(t, "cpio"), "-t", "--quiet")

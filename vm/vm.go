@@ -57,6 +57,12 @@ type options struct {
 	evidence              func([]byte)
 	stats                 func(name string, v float64)
 	disk                  *diskOptions // WithScratchDisk (disk.go)
+
+	// Set by Start (machine.go), not by options.
+	qemuExtra   []string // more QEMU arguments
+	stdin       bool     // keep the console's input open (guest.stdin)
+	agentSocket string
+	forward     []string
 }
 
 // WithKernelDir names the extracted linux-image package (required).
@@ -250,6 +256,53 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 			o.marks(name, time.Since(start))
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	g, err := startGuest(ctx, o, gc, mark)
+	if err != nil {
+		return nil, err
+	}
+	defer g.cleanup()
+	res, derr := demux(console.NewReader(g.stdout), o, g.logf, mark)
+	io.Copy(io.Discard, g.stdout)
+	werr := g.q.Wait()
+	mark("exit")
+	if derr != nil {
+		return nil, derr
+	}
+	if res == nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("vm: the guest did not finish within %v: %w", o.timeout, ctx.Err())
+		}
+		return nil, fmt.Errorf("vm: the guest ended without reporting a result (qemu: %v %s; console log: %s)", werr, lastLines(g.qerr.Bytes(), 2), filepath.Join(o.state, "console.log"))
+	}
+	return res, nil
+}
+
+// guest is a started QEMU and what it holds.
+type guest struct {
+	q       *exec.Cmd
+	stdout  io.Reader      // the serial console
+	stdin   io.WriteCloser // the serial console's input (o.stdin), else nil
+	qerr    *tailBuffer
+	logf    *os.File
+	cleanup func() // after q.Wait: stops swtpm, removes the run directory
+}
+
+// startGuest prepares the initramfs, config and vTPM and starts QEMU;
+// both end with ctx.
+func startGuest(ctx context.Context, o *options, gc console.GuestConfig, mark func(string)) (g *guest, err error) {
+	var undo []func()
+	cleanup := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
 	k, err := FindKernel(o.kernelDir)
 	if err != nil {
 		return nil, err
@@ -261,8 +314,6 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 	if err := os.MkdirAll(o.state, 0o700); err != nil {
 		return nil, fmt.Errorf("vm state: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 	if err := ensureTPM(ctx, o.state); err != nil {
 		return nil, err
 	}
@@ -270,7 +321,7 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 	if err != nil {
 		return nil, fmt.Errorf("vm state: %w", err)
 	}
-	defer os.RemoveAll(run)
+	undo = append(undo, func() { os.RemoveAll(run) })
 	initrd := filepath.Join(run, "initramfs.gz")
 	if err := atomicfile.WriteFunc(initrd, func(w io.Writer) error { return WriteInitramfs(w, o.init, k, o.initramfsExtras()...) }); err != nil {
 		return nil, err
@@ -283,7 +334,7 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 	if err != nil {
 		return nil, err
 	}
-	defer stopTPM()
+	undo = append(undo, stopTPM)
 	args := []string{
 		"-accel", o.accel, "-m", strconv.Itoa(o.memory), "-smp", "1",
 		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
@@ -306,38 +357,30 @@ func boot(ctx context.Context, o *options, gc console.GuestConfig) (*bootResult,
 		}
 		args = append(args, "-fw_cfg", "name="+console.InitDataName+",file="+o.initData)
 	}
+	args = append(args, o.qemuExtra...)
+	g = &guest{qerr: &tailBuffer{}}
 	q := exec.CommandContext(ctx, qemu, args...)
 	q.Stdin = nil
-	stdout, err := q.StdoutPipe()
-	if err != nil {
+	if o.stdin {
+		if g.stdin, err = q.StdinPipe(); err != nil {
+			return nil, err
+		}
+	}
+	if g.stdout, err = q.StdoutPipe(); err != nil {
 		return nil, err
 	}
-	qerr := &tailBuffer{}
-	q.Stderr = qerr
-	logf, err := os.OpenFile(filepath.Join(o.state, "console.log"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
+	q.Stderr = g.qerr
+	if g.logf, err = os.OpenFile(filepath.Join(o.state, "console.log"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600); err != nil {
 		return nil, fmt.Errorf("vm state: %w", err)
 	}
-	defer logf.Close()
+	undo = append(undo, func() { g.logf.Close() })
 	if err := q.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
+	g.q, g.cleanup = q, cleanup
 	mark("qemu")
 	o.log.Info("guest booting", "kernel", k.Version, "accel", o.accel, "memory_mib", o.memory)
-	res, derr := demux(console.NewReader(stdout), o, logf, mark)
-	io.Copy(io.Discard, stdout)
-	werr := q.Wait()
-	mark("exit")
-	if derr != nil {
-		return nil, derr
-	}
-	if res == nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("vm: the guest did not finish within %v: %w", o.timeout, ctx.Err())
-		}
-		return nil, fmt.Errorf("vm: the guest ended without reporting a result (qemu: %v %s; console log: %s)", werr, lastLines(qerr.Bytes(), 2), filepath.Join(o.state, "console.log"))
-	}
-	return res, nil
+	return g, nil
 }
 
 // Cmdline is the kernel command line of a guest booted with appendArgs.

@@ -95,7 +95,7 @@ func newVMCmd() *cobra.Command {
 		Use:   "vm",
 		Short: "Run images in a measured, attested guest VM (QEMU + vTPM, coffer as the guest's init)",
 	}
-	cmd.AddCommand(newVMRunCmd(), newVMMeasureCmd())
+	cmd.AddCommand(newVMRunCmd(), newVMMeasureCmd(), newVMStartCmd())
 	return cmd
 }
 
@@ -176,5 +176,51 @@ certified by the machine's CA: start the broker with
 		},
 	}
 	f.add(cmd)
+	return cmd
+}
+
+func newVMStartCmd() *cobra.Command {
+	var f vmFlags
+	var kbs, sock string
+	var forward []string
+	cmd := &cobra.Command{
+		Use:   "start --kernel-dir DIR --state DIR --kbs URL [--init-data FILE] [--agent-socket PATH] [--forward 127.0.0.1:PORT]...",
+		Short: "Boot a long-running guest agent and serve its ttrpc API on a unix socket until interrupted",
+		Long: `Boot a guest as coffer vm run does (measured init-data and command line, attested
+to the broker) that then serves, over a virtio-serial port, guest-components'
+CDH and AA ttrpc APIs (PullImage, GetResource, UnsealSecret, GetEvidence,
+GetToken, ...) and kata-containers' agent API subset (grpc.AgentService:
+CreateContainer, StartContainer, ExecProcess, WaitProcess, ReadStdout,
+ReadStderr, SignalProcess, RemoveContainer). The host's end is a unix socket
+(--agent-socket; 0600 in a 0700 directory), printed on stdout once the guest
+serves; one ttrpc connection at a time. Images are pulled from registries on
+the host's loopback named by --forward. On SIGINT or SIGTERM the guest stops
+its containers and powers off; QEMU and swtpm end with it. See docs/vm.md.`,
+		Example: `  coffer vm start --kernel-dir ~/.cache/coffer-tools/linux-image --state ./machine \
+    --kbs http://127.0.0.1:8080 --forward 127.0.0.1:5000 --agent-socket /run/coffer/agent.sock`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts, err := f.options()
+			if err != nil {
+				return err
+			}
+			if kbs = orEnv(kbs, "COFFER_KBS_URL"); kbs == "" {
+				return fmt.Errorf("--kbs is required: %w", ErrUsage)
+			}
+			opts = append(opts, vm.WithKBS(kbs))
+			if sock != "" {
+				opts = append(opts, vm.WithAgentSocket(sock))
+			}
+			for _, a := range forward {
+				opts = append(opts, vm.WithForward(a))
+			}
+			out := cmd.OutOrStdout()
+			return vm.Serve(cmd.Context(), func(m *vm.Machine) { fmt.Fprintln(out, m.Socket()) }, opts...)
+		},
+	}
+	f.add(cmd)
+	addBrokerURLFlag(cmd.Flags(), &kbs, "the key broker, as the host sees it: http://127.0.0.1:PORT (required; env COFFER_KBS_URL)")
+	cmd.Flags().StringVar(&sock, "agent-socket", "", "unix socket of the guest agent (default: agent-*/agent.sock under --state, removed on exit)")
+	cmd.Flags().StringArrayVar(&forward, "forward", nil, "a host loopback address (127.0.0.1:PORT, e.g. a registry) the guest reaches at its own 127.0.0.1:PORT; repeatable")
 	return cmd
 }

@@ -22,6 +22,10 @@ func TestVMUsage(t *testing.T) {
 		{[]string{"vm", "measure", "--kernel-dir", "k"}, ErrUsage, "--kernel-dir and --state are required"},
 		{[]string{"vm", "run", "--kernel-dir", "k", "--state", "s", "--kbs", "http://10.1.2.3:8080", "docker://127.0.0.1:2/a:b"}, spec.ErrUnsupported, "loopback"},
 		{[]string{"vm", "run", "--kernel-dir", "k", "--state", "s", "--kbs", "http://127.0.0.1:8080", "docker://registry.example/a:b"}, spec.ErrUnsupported, "loopback"},
+		{[]string{"vm", "start", "--kernel-dir", "k", "--state", "s"}, ErrUsage, "--kbs is required"},
+		{[]string{"vm", "start", "--state", "s", "--kbs", "http://127.0.0.1:1"}, ErrUsage, "--kernel-dir and --state are required"},
+		{[]string{"vm", "start", "--kernel-dir", "k", "--state", "s", "--kbs", "http://127.0.0.1:1", "--forward", "registry.example:5000"}, spec.ErrUnsupported, "loopback"},
+		{[]string{"vm", "start", "--kernel-dir", "k", "--state", "s", "--kbs", "http://10.1.2.3:1"}, spec.ErrUnsupported, "loopback"},
 	} {
 		root := NewRoot()
 		root.SetOut(io.Discard)

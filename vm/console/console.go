@@ -35,7 +35,23 @@ const (
 	Evidence Kind = "evid"  // measure mode: the guest's evidence JSON
 	Hello    Kind = "hello" // the guest's init started
 	Stat     Kind = "stat"  // a figure of the guest: "NAME VALUE" (maxrss_kib: coffer's peak RSS in the guest)
+	// Stop is the one frame the host writes to the guest (on the
+	// console's input, agent mode): power off.
+	Stop Kind = "stop"
 )
+
+// Marks of agent mode (Mark frames).
+const (
+	// MarkServing: the guest agent serves on its virtio-serial port.
+	MarkServing = "serving"
+	// MarkDisconnected: the guest agent saw its host connection end and
+	// will accept the next one.
+	MarkDisconnected = "disconnected"
+)
+
+// AgentPort is the name of the virtio-serial port the guest agent serves
+// ttrpc on (agent mode).
+const AgentPort = "coffer.agent"
 
 const prefix = "\x1bCF1 "
 
@@ -151,8 +167,10 @@ func ParseExit(p []byte) (int, error) {
 // (GuestConfigName). It is not measured: it names what to run, and the
 // broker decides from the measurements whether the guest gets keys.
 type GuestConfig struct {
-	// Mode is "run" (attest, pull, run) or "measure" (quote with a zero
-	// nonce and send the evidence back, then power off).
+	// Mode is "run" (attest, pull, run), "measure" (quote with a zero
+	// nonce and send the evidence back, then power off) or "agent"
+	// (attest, then serve the CDH, AA and container ttrpc services on the
+	// virtio-serial port AgentPort until the host sends Stop).
 	Mode string `json:"mode"`
 	// KBS and Image are written as the host sees them; the guest reaches
 	// the host's loopback ports in Forward at its own 127.0.0.1.
