@@ -15,7 +15,7 @@ func newRuntimeCmd() *cobra.Command {
 		Use:   "runtime",
 		Short: "Check or set up a container runtime (containerd, CRI-O) to run encrypted images",
 	}
-	cmd.AddCommand(newRuntimeCheckCmd(), newRuntimeInstallCmd(), newRuntimeSnapshotterCmd())
+	cmd.AddCommand(newRuntimeCheckCmd(), newRuntimeInstallCmd(), newRuntimeSnapshotterCmd(), newRuntimePullCmd())
 	return cmd
 }
 

@@ -25,12 +25,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/coffer-dev/coffer/agent/ttrpc"
 	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/internal/testutil"
 	"github.com/coffer-dev/coffer/kbs/server"
+	"github.com/coffer-dev/coffer/runtime/nodecfg"
 	"github.com/coffer-dev/coffer/runtime/shim"
 	"github.com/coffer-dev/coffer/vm"
 )
@@ -77,7 +79,7 @@ func initDataTOML(mark string) string {
 	return "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"cdh.toml\" = '''\n# " + mark + "\n[image]\nimage_security_policy = '" + policy + "'\n'''\n"
 }
 
-func newNode(t *testing.T, extra func(n *node) func(root string) string) *node {
+func newNode(t testing.TB, cri bool) *node {
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "swtpm")
 	n := &node{t: t, dir: t.TempDir(), secret: "guest-pulled-secret-" + fmt.Sprint(time.Now().UnixNano())}
@@ -150,7 +152,9 @@ func newNode(t *testing.T, extra func(n *node) func(root string) string) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	ready := make(chan struct{})
-	go func() { served <- shim.ServeSnapshotter(ctx, sock, filepath.Join(n.dir, "snapshots"), func() { close(ready) }) }()
+	go func() {
+		served <- shim.ServeSnapshotter(ctx, sock, filepath.Join(n.dir, "snapshots"), func() { close(ready) })
+	}()
 	t.Cleanup(func() { cancel(); <-served })
 	select {
 	case <-ready:
@@ -160,11 +164,28 @@ func newNode(t *testing.T, extra func(n *node) func(root string) string) *node {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("snapshotter socket: %v %v, want mode 0600", fi.Mode(), err)
 	}
-	if extra == nil {
+	if !cri {
 		n.ctd = testutil.StartContainerd(t, func(string) string {
 			return fmt.Sprintf("[proxy_plugins]\n  [proxy_plugins.%s]\n    type = \"snapshot\"\n    address = %q\n", shim.SnapshotterName, sock)
 		})
+		return n
 	}
+	// CRI: the sandbox (pause) image, plain; the runtime handler "coffer"
+	// and the snapshotter as `coffer runtime install containerd --cri
+	// --shim --guest-pull-default` writes them.
+	pause, err := mutate.Config(testutil.BusyboxImage(t), v1.Config{Entrypoint: []string{"/bin/busybox", "sleep", "2147483647"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.push(pause, n.reg+"/pause:1", false)
+	n.ctd = testutil.StartContainerdCRI(t, func(c *testutil.Containerd) {
+		in := nodecfg.Install{Coffer: n.bin, KeysPath: filepath.Join(n.dir, "keys"), ContainerdRoot: c.Root, Socket: c.Address,
+			CRI: true, SandboxImage: n.reg + "/pause:1", Mirrors: []string{n.reg},
+			Shim: true, GuestPullDefault: true, SnapshotterSocket: sock, ShimConfig: n.cfg}
+		if _, err := nodecfg.InstallContainerd(c.Config, in); err != nil {
+			t.Fatal(err)
+		}
+	})
 	return n
 }
 
@@ -296,15 +317,20 @@ func (n *node) guestProcesses() []string {
 // broker does not know fails with the broker's reason; killing the shim
 // leaves no QEMU or swtpm behind.
 func TestCtrRun(t *testing.T) {
-	n := newNode(t, nil)
+	n := newNode(t, false)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	rt := []string{"--runtime", shim.RuntimeName, "--runtime-config-path", n.cfg, "--snapshotter", shim.SnapshotterName}
 
 	before := n.layerGets.Load()
-	n.mustCtr(ctx, t, "image", "pull", "--plain-http", "--snapshotter", shim.SnapshotterName, n.image)
+	if out, err := exec.CommandContext(ctx, n.bin, "runtime", "pull", "--address", n.ctd.Address, "--plain-http", n.image).CombinedOutput(); err != nil {
+		t.Fatalf("coffer runtime pull: %v\n%s", err, out)
+	}
 	if got := n.layerGets.Load() - before; got != 0 {
 		t.Fatalf("the host fetched %d layer blob(s) of the encrypted image; want none (the guest pulls)", got)
+	}
+	if out := n.mustCtr(ctx, t, "image", "ls", "-q"); !strings.Contains(out, n.image) {
+		t.Fatalf("ctr image ls: %q lacks %s", out, n.image)
 	}
 
 	t.Run("run", func(t *testing.T) {
@@ -354,7 +380,11 @@ func TestCtrRun(t *testing.T) {
 		if code == 0 || !strings.Contains(out, "PCR 8: init-data digest") {
 			t.Fatalf("ctr run with init-data the broker does not know: exit %d\n%s\nwant the broker's reason (PCR 8: init-data digest …)", code, out)
 		}
-		n.ctr(ctx, "container", "rm", "c3")
+		if ps := n.guestProcesses(); len(ps) != 0 {
+			t.Fatalf("after the refused start, guest processes remain: %v", ps)
+		}
+		n.ctr(ctx, "task", "rm", "-f", "c3")
+		n.mustCtr(ctx, t, "container", "rm", "c3")
 	})
 
 	t.Run("shim killed", func(t *testing.T) {

@@ -173,6 +173,12 @@ func (s *service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	} else {
 		if err := s.startInGuest(ctx, t, p); err != nil {
 			logf(s.ctx, "start %s %s: %v", r.ID, r.ExecID, err)
+			if r.ExecID == "" && !s.anyRunning() {
+				// Nothing runs in the guest (it may have failed its
+				// attestation): power it off now rather than at the
+				// pod's end, so it holds no memory or guest state.
+				s.stopGuest(ctx)
+			}
 			return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "coffer runtime: %v", err)
 		}
 	}
@@ -182,6 +188,28 @@ func (s *service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 		s.publish(runtime.TaskExecStartedEventTopic, &eventsapi.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: pid()})
 	}
 	return &taskapi.StartResponse{Pid: pid()}, nil
+}
+
+// anyRunning reports whether a container or exec of the guest runs.
+func (s *service) anyRunning() bool {
+	s.mu.Lock()
+	var ps []*proc
+	for _, t := range s.tasks {
+		if t.sandbox {
+			continue
+		}
+		ps = append(ps, t.init)
+		for _, e := range t.execs {
+			ps = append(ps, e)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range ps {
+		if st, _, _ := p.state(); st == tasktypes.Status_RUNNING {
+			return true
+		}
+	}
+	return false
 }
 
 // wait runs in the background from a process's start: it records the
