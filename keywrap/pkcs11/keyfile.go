@@ -337,7 +337,14 @@ func (k *Key) module(c Config) (string, error) {
 			return "", fmt.Errorf("pkcs11: key %s: %v (allow it in OCICRYPT_CONFIG's pkcs11: allowed-module-paths, or with --pkcs11-module-dir): %w",
 				k, err, spec.ErrPolicyDenied)
 		}
-		return "", fmt.Errorf("pkcs11: key %s: %v (module directories: %s): %w", k, err, strings.Join(c.ModuleDirectories, ", "), spec.ErrNotFound)
+		where := "no module directories: set OCICRYPT_CONFIG's pkcs11: module-directories or --pkcs11-module-dir"
+		if len(c.ModuleDirectories) > 0 {
+			where = "searched " + strings.Join(c.ModuleDirectories, ", ")
+		}
+		if _, ok := k.uri.GetQueryAttribute("module-path", false); ok {
+			where = "module-path"
+		}
+		return "", fmt.Errorf("pkcs11: key %s: %v (%s): %w", k, err, where, spec.ErrNotFound)
 	}
 	return m, nil
 }
