@@ -30,7 +30,7 @@ import (
 	"strings"
 
 	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -74,11 +74,11 @@ func IsKeyFile(data []byte) bool {
 
 type keyFile struct {
 	PKCS11 struct {
-		URI string `json:"uri"`
-	} `json:"pkcs11"`
+		URI string `yaml:"uri"`
+	} `yaml:"pkcs11"`
 	Module struct {
-		Env map[string]string `json:"env"`
-	} `json:"module"`
+		Env map[string]string `yaml:"env"`
+	} `yaml:"module"`
 }
 
 // ParseKeyFile parses a pkcs11 key file (ocicrypt's YAML: pkcs11.uri and
@@ -218,8 +218,8 @@ func (k *Key) pin() (string, bool, error) {
 // module outside AllowedModulePaths is refused; the zero Config allows
 // none. An allowed path ending in "/" allows the files directly in it.
 type Config struct {
-	ModuleDirectories  []string `json:"module-directories,omitempty"`
-	AllowedModulePaths []string `json:"allowed-module-paths,omitempty"`
+	ModuleDirectories  []string `yaml:"module-directories,omitempty"`
+	AllowedModulePaths []string `yaml:"allowed-module-paths,omitempty"`
 }
 
 // DefaultModuleDirectories are ocicrypt's defaults across distributions
@@ -250,7 +250,7 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("ocicrypt config is %d bytes, more than %d", len(data), MaxKeyFile)
 	}
 	var f struct {
-		PKCS11 Config `json:"pkcs11"`
+		PKCS11 Config `yaml:"pkcs11"`
 	}
 	if err := yaml.Unmarshal(data, &f); err != nil {
 		return Config{}, fmt.Errorf("ocicrypt config: %s", yamlError(err))
