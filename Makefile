@@ -1,13 +1,20 @@
 GO ?= go
 BIN := bin/coffer
 
-.PHONY: build test demo bench bench-containerd bench-kbs bench-kbs-scaleout fuzz vet attack
+.PHONY: build build-pkcs11 test demo bench bench-containerd bench-kbs bench-kbs-scaleout fuzz vet attack
 
 # One static binary (no cgo), stamped with the version and commit.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
+	  -ldflags "-s -w -X github.com/coffer-dev/coffer/internal/cli.Version=$(VERSION) -X github.com/coffer-dev/coffer/internal/cli.Commit=$(COMMIT)" \
+	  -o $(BIN) ./cmd/coffer
+
+# The same binary with cgo, for the pkcs11 scheme (PKCS#11 modules are C
+# shared libraries, loaded with dlopen): dynamically linked against libc.
+build-pkcs11:
+	CGO_ENABLED=1 $(GO) build -trimpath -buildvcs=false \
 	  -ldflags "-s -w -X github.com/coffer-dev/coffer/internal/cli.Version=$(VERSION) -X github.com/coffer-dev/coffer/internal/cli.Commit=$(COMMIT)" \
 	  -o $(BIN) ./cmd/coffer
 

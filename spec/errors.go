@@ -17,6 +17,6 @@ var (
 	ErrUnsupported = errors.New("unsupported")
 	// ErrExists: a create-only write found something already there.
 	ErrExists = errors.New("already exists")
-	// ErrUnauthorized: a registry refused the credentials (HTTP 401/403).
+	// ErrUnauthorized: credentials were refused: a registry's (HTTP 401/403) or a PKCS#11 token's PIN.
 	ErrUnauthorized = errors.New("unauthorized")
 )

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
 	"github.com/coffer-dev/coffer/internal/staging"
@@ -153,6 +154,20 @@ func describe(m describable) (v1.Descriptor, error) {
 	}
 	json.Unmarshal(raw, &head)
 	d.MediaType = typesMediaType(head.MediaType)
+	if head.MediaType == "" {
+		// mediaType is optional in an OCI manifest or index (umoci, for
+		// one, leaves it out); the image spec's types are then the ones
+		// meant. Without this the index entry would have none, and the
+		// layout could not be read back.
+		var probe struct {
+			Manifests json.RawMessage `json:"manifests"`
+		}
+		json.Unmarshal(raw, &probe)
+		d.MediaType = types.OCIManifestSchema1
+		if probe.Manifests != nil {
+			d.MediaType = types.OCIImageIndex
+		}
+	}
 	if d.Digest, err = m.Digest(); err != nil {
 		return d, err
 	}

@@ -4,6 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"errors"
 	"io"
 	"net/http"
@@ -564,5 +567,53 @@ func TestUnverifiedBlobs(t *testing.T) {
 	get, _ = UnverifiedBlobs(mustParse(t, "docker://"+strings.TrimPrefix(deny.URL, "http://")+"/app:v1"), WithCreds("u:wrong"))
 	if _, err := get(context.Background(), h); !errors.Is(err, spec.ErrUnauthorized) {
 		t.Errorf("unauthorized: %v, want ErrUnauthorized", err)
+	}
+}
+
+// TestLayoutManifestWithoutMediaType copies an image whose manifest has
+// no mediaType field (optional in the OCI image spec; umoci writes it
+// so) from one layout to another: the new index entry names the OCI
+// manifest type, so the copy reads back.
+func TestLayoutManifestWithoutMediaType(t *testing.T) {
+	src := t.TempDir()
+	blob := func(b []byte) string {
+		sum := sha256.Sum256(b)
+		h := hex.EncodeToString(sum[:])
+		os.MkdirAll(filepath.Join(src, "blobs", "sha256"), 0o755)
+		if err := os.WriteFile(filepath.Join(src, "blobs", "sha256", h), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return "sha256:" + h
+	}
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	man := []byte(fmt.Sprintf(`{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[]}`, blob(cfg), len(cfg)))
+	md := blob(man)
+	os.WriteFile(filepath.Join(src, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+	os.WriteFile(filepath.Join(src, "index.json"), []byte(fmt.Sprintf(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}`, md, len(man))), 0o644)
+	ctx := t.Context()
+	from, err := Parse("oci:" + src + ":v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, closeFn, err := Read(ctx, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	dst := filepath.Join(t.TempDir(), "copy")
+	to, _ := Parse("oci:" + dst + ":v1")
+	if err := Write(ctx, to, a); err != nil {
+		t.Fatal(err)
+	}
+	back, closeBack, err := Read(ctx, to)
+	if err != nil {
+		t.Fatalf("reading the copy back: %v", err)
+	}
+	defer closeBack()
+	if back.Image == nil {
+		t.Fatal("the copy is not an image")
+	}
+	if d, _ := back.Image.Digest(); d.String() != md {
+		t.Fatalf("copy's manifest %s, want the source's %s (unchanged bytes)", d, md)
 	}
 }

@@ -24,7 +24,7 @@ type exitRow struct {
 // unknown transport or scheme) before "usage" because reference parsing
 // wraps both.
 var exitTable = []exitRow{
-	{9, spec.ErrUnauthorized, "a registry refused the credentials"},
+	{9, spec.ErrUnauthorized, "credentials refused (a registry's HTTP 401/403, a token's PIN)"},
 	{5, spec.ErrPolicyDenied, "denied by policy (or the broker refuses the sample TEE)"},
 	{6, spec.ErrNotFound, "not found (an image, a broker resource, an input file)"},
 	{6, fs.ErrNotExist, ""}, // a file given on the command line

@@ -3,7 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/coffer-dev/coffer/imagecrypt"
 	"github.com/coffer-dev/coffer/keywrap"
+	"github.com/coffer-dev/coffer/keywrap/pkcs11"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 	"github.com/coffer-dev/coffer/transport"
 )
@@ -81,32 +86,75 @@ func (f *selectFlags) options() ([]imagecrypt.Option, error) {
 type keyFlags struct {
 	keys       []string
 	recipients []string
+	pkcs11Dirs []string
 }
 
 func (f *keyFlags) addKeys(fs *pflag.FlagSet, usage string) {
 	fs.StringArrayVar(&f.keys, "key", nil, usage)
+	f.addPKCS11(fs)
 }
 
 func (f *keyFlags) addRecipients(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&f.recipients, "recipient", nil, "recipient jwe:PUBKEY | pkcs7:CERT | pgp:PUBKEY | provider:NAME[:PARAMS] (repeatable)")
+	fs.StringArrayVar(&f.recipients, "recipient", nil, "recipient jwe:PUBKEY | pkcs7:CERT | pgp:PUBKEY | mlkem:PUBKEY | pkcs11:KEYFILE|PUBKEY | provider:NAME[:PARAMS] (repeatable)")
+	f.addPKCS11(fs)
 }
 
-func keyEnv() recipients.Env {
-	return recipients.Env{KeyProviderConfig: os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG")}
+func (f *keyFlags) addPKCS11(fs *pflag.FlagSet) {
+	if fs.Lookup("pkcs11-module-dir") == nil {
+		fs.StringArrayVar(&f.pkcs11Dirs, "pkcs11-module-dir", nil,
+			"directory whose PKCS#11 modules pkcs11 key files may load, besides OCICRYPT_CONFIG's pkcs11: allowed-module-paths (repeatable)")
+	}
+}
+
+// env is what the key schemes take from the environment: the keyprovider
+// config, ocicrypt's pkcs11 config (OCICRYPT_CONFIG, …) plus
+// --pkcs11-module-dir, and OCICRYPT_OAEP_HASHALG. An unreadable pkcs11
+// config fails a run with pkcs11 recipients (strict); otherwise it is a
+// warning (no module is then allowed), as runs without pkcs11 keys do
+// not need it.
+func (f *keyFlags) env(strict bool) (recipients.Env, error) {
+	p11, err := pkcs11.LoadConfig(os.Getenv)
+	if err != nil {
+		if strict {
+			return recipients.Env{}, fmt.Errorf("pkcs11 config: %w", err)
+		}
+		slog.Warn("ignoring the pkcs11 config: no PKCS#11 module may load", "err", err)
+		p11 = pkcs11.Config{}
+	}
+	for _, d := range f.pkcs11Dirs {
+		if !filepath.IsAbs(d) {
+			return recipients.Env{}, fmt.Errorf("--pkcs11-module-dir %q is not an absolute path: %w", d, ErrUsage)
+		}
+		p11.AllowDir(d)
+	}
+	return recipients.Env{
+		KeyProviderConfig: os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG"),
+		PKCS11:            p11,
+		OAEPHash:          os.Getenv("OCICRYPT_OAEP_HASHALG"),
+	}, nil
 }
 
 func (f *keyFlags) unwrappers(ctx context.Context) ([]keywrap.Unwrapper, error) {
 	if len(f.keys) == 0 {
 		return nil, nil
 	}
-	return recipients.ParseKeys(ctx, f.keys, keyEnv())
+	env, err := f.env(false)
+	if err != nil {
+		return nil, err
+	}
+	return recipients.ParseKeys(ctx, f.keys, env)
 }
 
 func (f *keyFlags) wrappers(ctx context.Context) ([]keywrap.Wrapper, error) {
 	if len(f.recipients) == 0 {
 		return nil, nil
 	}
-	return recipients.ParseRecipients(ctx, f.recipients, keyEnv())
+	strict := slices.ContainsFunc(f.recipients, func(r string) bool { return strings.HasPrefix(r, recipients.SchemePKCS11+":") })
+	env, err := f.env(strict)
+	if err != nil {
+		return nil, err
+	}
+	return recipients.ParseRecipients(ctx, f.recipients, env)
 }
 
 // parseRefs parses image references before any other work (keys, broker),

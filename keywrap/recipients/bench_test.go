@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/coffer-dev/coffer/keywrap/keygen"
+	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
+	"github.com/coffer-dev/coffer/keywrap/pkcs11/pkcs11test"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 )
 
@@ -51,4 +53,37 @@ func BenchmarkSchemes(b *testing.B) {
 			}
 		})
 	}
+	// pkcs11 on SoftHSM2: every wrap and unwrap loads the module, opens a
+	// session and logs in (RSA-2048, OAEP-SHA1, what SoftHSM 2.6 decrypts).
+	b.Run("pkcs11-softhsm", func(b *testing.B) {
+		tok := pkcs11test.New(b)
+		tok.Import(keystest.RSA(b, 0), "k1", "01")
+		env := recipients.Env{PKCS11: pkcs11test.Config(), OAEPHash: "sha1"}
+		ws, err := recipients.ParseRecipients(ctx, []string{"pkcs11:" + tok.KeyFile("k1.pub.yaml", tok.URI("k1", "01", ""))}, env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		us, err := recipients.ParseKeys(ctx, []string{tok.KeyFile("k1.yaml", tok.URI("k1", "01", "pin-value="+pkcs11test.PIN))}, env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("wrap", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := ws[0].Wrap(ctx, privopts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		entry, err := ws[0].Wrap(ctx, privopts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("unwrap", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := us[0].Unwrap(ctx, entry); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }

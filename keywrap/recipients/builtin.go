@@ -40,7 +40,7 @@ var jweScheme = Scheme{
 		return []keywrap.Wrapper{w}, nil
 	},
 	Uses: jwe.CanUse,
-	Unwrapper: func(privs []crypto.PrivateKey, _ []*keys.Material) (keywrap.Unwrapper, error) {
+	Unwrapper: func(privs []crypto.PrivateKey, _ []*keys.Material, _ *session) (keywrap.Unwrapper, error) {
 		return jwe.NewUnwrapper(privs...)
 	},
 	Describe: func(_ string, e []byte) ([]string, error) { return jwe.Describe(e) },
@@ -69,7 +69,7 @@ var pkcs7Scheme = Scheme{
 		return []keywrap.Wrapper{w}, nil
 	},
 	Uses: pkcs7.CanUse,
-	Unwrapper: func(privs []crypto.PrivateKey, ms []*keys.Material) (keywrap.Unwrapper, error) {
+	Unwrapper: func(privs []crypto.PrivateKey, ms []*keys.Material, _ *session) (keywrap.Unwrapper, error) {
 		var certs []*x509.Certificate
 		for _, m := range ms {
 			certs = append(certs, m.Certs...)
@@ -106,7 +106,7 @@ var pgpScheme = Scheme{
 		}
 		return []keywrap.Wrapper{w}, nil
 	},
-	Unwrapper: func(_ []crypto.PrivateKey, ms []*keys.Material) (keywrap.Unwrapper, error) {
+	Unwrapper: func(_ []crypto.PrivateKey, ms []*keys.Material, _ *session) (keywrap.Unwrapper, error) {
 		var el openpgp.EntityList
 		for _, m := range ms {
 			el = append(el, m.OpenPGP...)

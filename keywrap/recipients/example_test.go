@@ -35,5 +35,5 @@ func ExampleParseRecipient() {
 	// Output:
 	// jwe file="pub.pem" provider="" params=""
 	// provider file="" provider="attestation-agent" params="keypath=/k::keyid=kbs:///default/key/1"
-	// unknown recipient scheme "gpg" in "gpg:alice": want jwe:FILE, pkcs7:FILE, pgp:FILE, mlkem:FILE or provider:NAME[:PARAMS]: unsupported
+	// unknown recipient scheme "gpg" in "gpg:alice": want jwe:FILE, pkcs7:FILE, pgp:FILE, mlkem:FILE, pkcs11:FILE or provider:NAME[:PARAMS]: unsupported
 }

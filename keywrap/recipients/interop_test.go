@@ -10,9 +10,11 @@ import (
 
 	"github.com/containers/ocicrypt/helpers"
 	ocijwe "github.com/containers/ocicrypt/keywrap/jwe"
+	ocipkcs11 "github.com/containers/ocicrypt/keywrap/pkcs11"
 	ocipkcs7 "github.com/containers/ocicrypt/keywrap/pkcs7"
 
 	"github.com/coffer-dev/coffer/keywrap/keys/keystest"
+	"github.com/coffer-dev/coffer/keywrap/pkcs11/pkcs11test"
 	"github.com/coffer-dev/coffer/keywrap/recipients"
 )
 
@@ -83,5 +85,52 @@ func TestOcicryptSameArguments(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOcicryptPKCS11: the same pkcs11 --recipient and --key strings to
+// coffer and to ocicrypt's CLI helpers, with the token (SoftHSM2); each
+// side unwraps what the other wrapped.
+func TestOcicryptPKCS11(t *testing.T) {
+	tok := pkcs11test.New(t)
+	ctx := context.Background()
+	conf := keystest.Write(t, tok.Dir, "ocicrypt.conf", []byte("pkcs11:\n  allowed-module-paths:\n  - "+pkcs11test.Module+"\n"))
+	t.Setenv("OCICRYPT_CONFIG", conf)
+	t.Setenv("OCICRYPT_OAEP_HASHALG", "sha1")
+	tok.Import(keystest.RSA(t, 0), "k1", "01")
+	recips := []string{"pkcs11:" + tok.KeyFile("k1.pub.yaml", tok.URI("k1", "01", ""))}
+	keyArgs := []string{tok.KeyFile("k1.yaml", tok.URI("k1", "01", "pin-value="+pkcs11test.PIN))}
+	env := recipients.Env{PKCS11: pkcs11test.Config(), OAEPHash: "sha1"}
+
+	ws, err := recipients.ParseRecipients(ctx, recips, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := ws[0].Wrap(ctx, privopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := helpers.CreateDecryptCryptoConfig(keyArgs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ocipkcs11.NewKeyWrapper().UnwrapKey(cc.DecryptConfig, entry); err != nil || !bytes.Equal(got, privopts) {
+		t.Errorf("ocicrypt unwrapping coffer's pkcs11 entry: got %q, %v", got, err)
+	}
+
+	ecc, err := helpers.CreateCryptoConfig(recips, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err = ocipkcs11.NewKeyWrapper().WrapKeys(ecc.EncryptConfig, privopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	us, err := recipients.ParseKeys(ctx, keyArgs, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := find(us, "pkcs11").Unwrap(ctx, entry); err != nil || !bytes.Equal(got, privopts) {
+		t.Errorf("coffer unwrapping ocicrypt's pkcs11 entry: got %q, %v", got, err)
 	}
 }

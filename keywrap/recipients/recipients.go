@@ -19,6 +19,7 @@ import (
 
 	"github.com/coffer-dev/coffer/keywrap"
 	"github.com/coffer-dev/coffer/keywrap/keys"
+	"github.com/coffer-dev/coffer/keywrap/pkcs11"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -31,6 +32,13 @@ type Env struct {
 	// Stdin serves "FILE:fd=0" passwords when set; otherwise fd 0 of the
 	// process is read.
 	Stdin io.Reader
+	// PKCS11 says which PKCS#11 modules pkcs11 keys and recipients may
+	// load (ocicrypt's config, OCICRYPT_CONFIG; pkcs11.LoadConfig). The
+	// zero value allows none.
+	PKCS11 pkcs11.Config
+	// OAEPHash is OCICRYPT_OAEP_HASHALG: the OAEP hash of pkcs11
+	// recipients, "" or sha256 (default) or sha1 (for SoftHSM 2.6).
+	OAEPHash string
 }
 
 // maxPassword bounds a password read from a file or descriptor.
@@ -38,7 +46,7 @@ const maxPassword = 64 << 10
 
 // ParseRecipients parses --recipient strings ("SCHEME:VALUE", see
 // ParseRecipient) and returns the wrappers of every scheme of the table
-// that has recipients, in table order (jwe, pkcs7, pgp, mlkem, then one per
+// that has recipients, in table order (jwe, pkcs7, pgp, mlkem, pkcs11, then one per
 // provider recipient in the order given). An unknown scheme is an error
 // wrapping spec.ErrUnsupported naming the accepted ones. Duplicate keys are
 // wrapped for once.
@@ -109,7 +117,7 @@ func ParseKeys(ctx context.Context, specs []string, env Env) ([]keywrap.Unwrappe
 		}
 		ms = append(ms, m)
 	}
-	out, err := Unwrappers(ms, providers...)
+	out, err := unwrappers(ms, &session{env: env}, providers)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +131,14 @@ func ParseKeys(ctx context.Context, specs []string, env Env) ([]keywrap.Unwrappe
 // (jwe, pkcs7, pgp, mlkem), then the given providers. One key may serve
 // several schemes (an RSA key opens jwe and pkcs7 entries); certificates
 // supply what pkcs7 needs. A private key that opens no scheme is an error.
+//
+// Keys that need the environment (pkcs11 keys: which modules may load)
+// get the zero Env here; ParseKeys passes its own.
 func Unwrappers(ms []*keys.Material, providers ...keywrap.Unwrapper) ([]keywrap.Unwrapper, error) {
+	return unwrappers(ms, &session{}, providers)
+}
+
+func unwrappers(ms []*keys.Material, sess *session, providers []keywrap.Unwrapper) ([]keywrap.Unwrapper, error) {
 	privs := map[*Scheme][]crypto.PrivateKey{}
 	for _, m := range ms {
 		if m.Private == nil {
@@ -137,7 +152,7 @@ func Unwrappers(ms []*keys.Material, providers ...keywrap.Unwrapper) ([]keywrap.
 			}
 		}
 		if !used {
-			return nil, fmt.Errorf("key %s: %T keys open no coffer scheme (jwe and pkcs7 need RSA or EC P-256/384/521 keys, mlkem an ML-KEM-768 JWK): %w",
+			return nil, fmt.Errorf("key %s: %T keys open no coffer scheme (jwe and pkcs7 need RSA or EC P-256/384/521 keys, mlkem an ML-KEM-768 JWK, pkcs11 a pkcs11 key file): %w",
 				m.Name, m.Private, spec.ErrUnsupported)
 		}
 	}
@@ -146,7 +161,7 @@ func Unwrappers(ms []*keys.Material, providers ...keywrap.Unwrapper) ([]keywrap.
 		if sc.Unwrapper == nil || (sc.Uses != nil && len(privs[sc]) == 0) {
 			continue
 		}
-		u, err := sc.Unwrapper(privs[sc], ms)
+		u, err := sc.Unwrapper(privs[sc], ms, sess)
 		if err != nil {
 			return nil, err
 		}

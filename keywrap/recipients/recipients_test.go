@@ -281,11 +281,11 @@ func TestErrors(t *testing.T) {
 	cfg := keystest.Write(t, f.dir, "kp.json", []byte(`{"key-providers":{"other":{"cmd":{"path":"/bin/false"}}}}`))
 
 	t.Run("unknown recipient scheme", func(t *testing.T) {
-		_, err := recipients.ParseRecipients(ctx, []string{"pkcs11:" + f.rsaPub}, recipients.Env{})
+		_, err := recipients.ParseRecipients(ctx, []string{"tpm2:" + f.rsaPub}, recipients.Env{})
 		if !errors.Is(err, spec.ErrUnsupported) {
 			t.Fatalf("got %v, want ErrUnsupported", err)
 		}
-		for _, s := range []string{`"pkcs11"`, "jwe:FILE", "pkcs7:FILE", "pgp:FILE", "provider:NAME[:PARAMS]"} {
+		for _, s := range []string{`"tpm2"`, "jwe:FILE", "pkcs7:FILE", "pgp:FILE", "pkcs11:FILE", "provider:NAME[:PARAMS]"} {
 			if !strings.Contains(err.Error(), s) {
 				t.Errorf("error %q does not name %s", err, s)
 			}
@@ -301,6 +301,9 @@ func TestErrors(t *testing.T) {
 		{"pkcs7 with a public key", "pkcs7:" + f.rsaPub, spec.ErrUnsupported, "not an x509 certificate"},
 		{"pgp with a keyring name", "pgp:alice@example.com", spec.ErrNotFound, "not a keyring name"},
 		{"pkcs7 EC cert", "pkcs7:" + ecCert(t, f), spec.ErrUnsupported, "need RSA"},
+		{"pkcs11 EC key", "pkcs11:" + f.ecJWKPub, spec.ErrUnsupported, "the pkcs11 scheme needs RSA"},
+		{"pkcs11 garbage", "pkcs11:" + garbage, spec.ErrUnsupported, "not a pkcs11 key file, and"},
+		{"pkcs11 key file without object", "pkcs11:" + keystest.Write(t, f.dir, "noobj.yaml", []byte("pkcs11:\n  uri: pkcs11:token=t?module-name=softhsm2\n")), nil, "names no object"},
 		{"provider without config", "provider:other:x", spec.ErrNotFound, "set OCICRYPT_KEYPROVIDER_CONFIG"},
 		{"aa without keyid", "provider:attestation-agent:keypath=" + f.kek, nil, "keyid"},
 		{"aa bad kek file", "provider:attestation-agent:keypath=" + f.rsaPub + "::keyid=kbs:///a/b/c", nil, "32 bytes"},
@@ -347,8 +350,11 @@ func TestErrors(t *testing.T) {
 	if us, err := recipients.ParseKeys(ctx, nil, recipients.Env{}); err != nil || len(us) != 0 {
 		t.Errorf("no keys: got %d unwrappers, %v", len(us), err)
 	}
-	if _, err := recipients.Describe("pkcs11", []byte("x")); !errors.Is(err, spec.ErrUnsupported) {
+	if _, err := recipients.Describe("tpm2", []byte("x")); !errors.Is(err, spec.ErrUnsupported) {
 		t.Errorf("Describe unknown scheme: got %v", err)
+	}
+	if _, err := recipients.Describe("pkcs11", []byte("x")); !errors.Is(err, spec.ErrIntegrity) {
+		t.Errorf("Describe junk pkcs11: got %v", err)
 	}
 	if lines, err := recipients.Describe("provider.other", []byte("opaque")); err != nil || fmt.Sprint(lines) != "[provider other]" {
 		t.Errorf("Describe provider.other: got %q, %v", lines, err)

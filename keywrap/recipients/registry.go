@@ -33,8 +33,9 @@ type Scheme struct {
 	Uses func(k crypto.PrivateKey) bool
 	// Unwrapper returns the unwrapper for the keys Uses accepted (in order)
 	// and every certificate given (pkcs7 needs them); nil when it needs
-	// material that is absent.
-	Unwrapper func(privs []crypto.PrivateKey, ms []*keys.Material) (keywrap.Unwrapper, error)
+	// material that is absent. env is what the CLI read (pkcs11's module
+	// config); the zero session when the caller gave none.
+	Unwrapper func(privs []crypto.PrivateKey, ms []*keys.Material, env *session) (keywrap.Unwrapper, error)
 	// Describe lists the recipients of one entry of annotation; an error
 	// when the entry is not this scheme's or is malformed.
 	Describe func(annotation string, entry []byte) ([]string, error)
@@ -46,6 +47,7 @@ var schemes = []*Scheme{
 	&pkcs7Scheme,
 	&pgpScheme,
 	&mlkemScheme,
+	&pkcs11Scheme,
 	&providerScheme,
 }
 

@@ -49,7 +49,7 @@ var mlkemScheme = Scheme{
 		return dk, kid, true, err
 	},
 	Uses: func(k crypto.PrivateKey) bool { _, ok := k.(*gomlkem.DecapsulationKey768); return ok },
-	Unwrapper: func(privs []crypto.PrivateKey, _ []*keys.Material) (keywrap.Unwrapper, error) {
+	Unwrapper: func(privs []crypto.PrivateKey, _ []*keys.Material, _ *session) (keywrap.Unwrapper, error) {
 		dks := make([]*gomlkem.DecapsulationKey768, len(privs))
 		for i, k := range privs {
 			dks[i] = k.(*gomlkem.DecapsulationKey768)

@@ -1,0 +1,5 @@
+//go:build cgo
+
+package pkcs11test
+
+const haveCgo = true
