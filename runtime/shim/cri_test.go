@@ -39,7 +39,7 @@ func writeJSON(t testing.TB, path string, v any) {
 	}
 }
 
-// TestCrictlRunsAGuestPullPod drives the coffer runtime as kubelet does,
+// testCrictl drives the coffer runtime as kubelet does,
 // through containerd's CRI with crictl: the pull (coffer snapshotter)
 // fetches none of the encrypted layers on the host; a pod (runtime
 // handler "coffer", host network) runs a container that prints the
@@ -47,9 +47,8 @@ func writeJSON(t testing.TB, path string, v any) {
 // same pod (the same guest) serves an exec; a pod whose init-data
 // annotation the broker does not know fails its container's start, with
 // the broker's reason in the container's status.
-func TestCrictlRunsAGuestPullPod(t *testing.T) {
+func testCrictl(t *testing.T, n *node) {
 	crictl := testutil.Crictl(t)
-	n := newNode(t, true)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	must := func(t *testing.T, args ...string) string {

@@ -308,7 +308,17 @@ func (n *node) guestProcesses() []string {
 	return out
 }
 
-// TestCtrRun runs containers of an encrypted image through the coffer
+// TestGuestPull sets up one node (a CRI containerd with the coffer
+// runtime and snapshotter, as `coffer runtime install containerd --cri
+// --shim --guest-pull-default` writes them) and drives it with ctr, then
+// with crictl as kubelet would.
+func TestGuestPull(t *testing.T) {
+	n := newNode(t, true)
+	t.Run("ctr", func(t *testing.T) { testCtrRun(t, n) })
+	t.Run("crictl", func(t *testing.T) { testCrictl(t, n) })
+}
+
+// testCtrRun runs containers of an encrypted image through the coffer
 // runtime with ctr, as containerd's own client does: the host pulls with
 // the coffer snapshotter and fetches none of the layers; ctr run boots a
 // guest that attests, pulls, decrypts and runs the container (its output
@@ -316,8 +326,7 @@ func (n *node) guestProcesses() []string {
 // process is exec'd into a running container; a pod whose init-data the
 // broker does not know fails with the broker's reason; killing the shim
 // leaves no QEMU or swtpm behind.
-func TestCtrRun(t *testing.T) {
-	n := newNode(t, false)
+func testCtrRun(t *testing.T, n *node) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	rt := []string{"--runtime", shim.RuntimeName, "--runtime-config-path", n.cfg, "--snapshotter", shim.SnapshotterName}
