@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
@@ -98,6 +99,7 @@ func startTPM(ctx context.Context, state string) (string, func(), error) {
 		"--ctrl", "type=unixio,path="+sock+",mode=0600", "--terminate")
 	out := &tailBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return "", nil, fmt.Errorf("swtpm: %w", err)
 	}

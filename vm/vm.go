@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
@@ -361,6 +362,9 @@ func startGuest(ctx context.Context, o *options, gc console.GuestConfig, mark fu
 	g = &guest{qerr: &tailBuffer{}}
 	q := exec.CommandContext(ctx, qemu, args...)
 	q.Stdin = nil
+	// QEMU dies with the process that started it (a killed containerd
+	// shim, say), and swtpm ends when QEMU closes its socket.
+	q.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if o.stdin {
 		if g.stdin, err = q.StdinPipe(); err != nil {
 			return nil, err

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/coffer-dev/coffer/guest"
 	"github.com/coffer-dev/coffer/internal/cli"
+	"github.com/coffer-dev/coffer/runtime/shim"
 )
 
 func main() {
@@ -19,6 +21,12 @@ func main() {
 	// starts as coffer too.
 	if os.Getpid() == 1 && len(os.Args) == 1 {
 		os.Exit(guest.Init())
+	}
+	// Called as containerd-shim-coffer-v2 (a link to coffer), coffer is
+	// the io.containerd.coffer.v2 runtime's shim.
+	if filepath.Base(os.Args[0]) == shim.BinaryName {
+		shim.Main()
+		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == guest.ExecArg {
 		os.Exit(guest.Exec(os.Args[2:]))

@@ -15,7 +15,7 @@ func newRuntimeCmd() *cobra.Command {
 		Use:   "runtime",
 		Short: "Check or set up a container runtime (containerd, CRI-O) to run encrypted images",
 	}
-	cmd.AddCommand(newRuntimeCheckCmd(), newRuntimeInstallCmd())
+	cmd.AddCommand(newRuntimeCheckCmd(), newRuntimeInstallCmd(), newRuntimeSnapshotterCmd(), newRuntimePullCmd())
 	return cmd
 }
 
@@ -71,7 +71,9 @@ others are kept (give --keyprovider-config "" or --per-namespace-keys=false to
 remove one). --cri also writes the CRI plugin's settings for Kubernetes'
 node key model (image_decryption key_model "node", restrict_oom_score_adj,
 optional sandbox image and plain-http mirrors for loopback registries; see
-docs/kubernetes.md). Restart containerd afterwards.`,
+docs/kubernetes.md). --shim writes the guest-pull runtime (io.containerd.coffer.v2,
+the "coffer" runtime handler and snapshotter; docs/kubernetes.md "Guest pull").
+Restart containerd afterwards.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"containerd"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -126,6 +128,18 @@ docs/kubernetes.md). Restart containerd afterwards.`,
 				if set("local-registry") {
 					cur.Mirrors = in.Mirrors
 				}
+				if set("shim") {
+					cur.Shim = in.Shim
+				}
+				if set("snapshotter-address") || cur.SnapshotterSocket == "" {
+					cur.SnapshotterSocket = in.SnapshotterSocket
+				}
+				if set("shim-config") || cur.ShimConfig == "" {
+					cur.ShimConfig = in.ShimConfig
+				}
+				if set("guest-pull-default") {
+					cur.GuestPullDefault = in.GuestPullDefault
+				}
 			})
 			if err != nil {
 				return err
@@ -149,6 +163,10 @@ docs/kubernetes.md). Restart containerd afterwards.`,
 	f.BoolVar(&in.CRI, "cri", false, "also write the CRI plugin's settings (node key model) for kubelet / crictl")
 	f.StringVar(&in.SandboxImage, "sandbox-image", "", "with --cri: CRI's pod sandbox (pause) image")
 	f.StringSliceVar(&in.Mirrors, "local-registry", nil, "with --cri: a loopback registry HOST:PORT that CRI reaches over plain http (repeatable)")
+	f.BoolVar(&in.Shim, "shim", false, "also write the guest-pull runtime: the coffer snapshotter (proxy plugin) and, with --cri, the runtime handler \"coffer\" (runtime_type io.containerd.coffer.v2)")
+	f.StringVar(&in.SnapshotterSocket, "snapshotter-address", nodecfg.DefaultSnapshotterSocket, "with --shim: the socket `coffer runtime snapshotter` serves")
+	f.StringVar(&in.ShimConfig, "shim-config", nodecfg.DefaultShimConfig, "with --shim: the shim's configuration file (broker, kernel, guest state)")
+	f.BoolVar(&in.GuestPullDefault, "guest-pull-default", false, "with --cri --shim: make the coffer snapshotter CRI's default (containerd 1.6's CRI has no per-runtime snapshotter; every CRI pull on the node is then a guest pull)")
 	f.StringVar(&in.Socket, "containerd-address", nodecfg.DefaultContainerdSocket, "containerd's socket (for --per-namespace-keys)")
 	return cmd
 }

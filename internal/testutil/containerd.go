@@ -199,7 +199,7 @@ func (c *Containerd) stop() {
 	os.RemoveAll(c.Dir)
 }
 
-// killShims stops containerd-shim-runc-v2 processes started for address.
+// killShims stops the runc and coffer shims started for address.
 func killShims(address string) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -208,7 +208,7 @@ func killShims(address string) {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if len(args) > 0 && strings.HasSuffix(args[0], "containerd-shim-runc-v2") && strings.Contains(string(b), address) {
+		if len(args) > 0 && (strings.HasSuffix(args[0], "containerd-shim-runc-v2") || strings.HasSuffix(args[0], "containerd-shim-coffer-v2")) && strings.Contains(string(b), address) {
 			var pid int
 			if _, err := fmt.Sscan(e.Name(), &pid); err == nil {
 				syscall.Kill(pid, syscall.SIGKILL)

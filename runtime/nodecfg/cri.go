@@ -53,6 +53,9 @@ func (in Install) CRIStanza(withHeader bool) (string, error) {
 	if in.PerImage {
 		b.WriteString("  containerd.disable_snapshot_annotations = false\n")
 	}
+	if in.GuestPullDefault {
+		fmt.Fprintf(&b, "  containerd.snapshotter = %q\n", ShimSnapshotter)
+	}
 	for _, m := range in.Mirrors {
 		if err := LocalRegistry(m); err != nil {
 			return "", err
@@ -241,12 +244,16 @@ func criInstalled(cfg []byte, in *Install) error {
 				Endpoint []string `toml:"endpoint"`
 			} `toml:"mirrors"`
 		} `toml:"registry"`
+		Containerd struct {
+			Snapshotter string `toml:"snapshotter"`
+		} `toml:"containerd"`
 	}
 	if _, err := toml.Decode(body, &s); err != nil {
 		return fmt.Errorf("coffer's CRI block is not valid TOML (%v): repair or remove it", err)
 	}
 	in.CRI = true
 	in.SandboxImage = s.SandboxImage
+	in.GuestPullDefault = s.Containerd.Snapshotter == ShimSnapshotter
 	in.Mirrors = slices.Sorted(func(yield func(string) bool) {
 		for m := range s.Registry.Mirrors {
 			if !yield(m) {

@@ -75,6 +75,16 @@ type Install struct {
 	// Mirrors are loopback registries (HOST:PORT) CRI reaches over plain
 	// http.
 	Mirrors []string
+	// Shim writes the guest-pull runtime (see ShimStanza): the coffer
+	// snapshotter at SnapshotterSocket and, with CRI, the runtime handler
+	// "coffer" whose shim reads ShimConfig.
+	Shim                          bool
+	SnapshotterSocket, ShimConfig string
+	// GuestPullDefault (with CRI) makes the coffer snapshotter CRI's
+	// default: containerd 1.6's CRI pulls every image with its default
+	// snapshotter (a runtime's own snapshotter came in 1.7), so a node
+	// whose pods run with the coffer runtime needs it.
+	GuestPullDefault bool
 }
 
 const (
@@ -162,7 +172,15 @@ func InstallContainerd(path string, in Install) (changed bool, err error) {
 	}
 	next, err := withStanza(old, block)
 	if err == nil {
+		// The guest-pull block goes last, after the CRI settings are placed
+		// (its runtime tables are under the CRI plugin's header).
+		next, _, err = cutBlock(next, shimBegin, shimEnd)
+	}
+	if err == nil {
 		next, err = withCRI(next, in)
+	}
+	if err == nil {
+		next, err = withShim(next, in)
 	}
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", path, err)
@@ -251,24 +269,9 @@ func removeTable(cfg []byte, parent, id string) ([]byte, bool) {
 }
 
 func isHeader(line []byte, parent, id string) bool {
-	t := string(bytes.TrimSpace(line))
-	if i := strings.IndexByte(t, '#'); i >= 0 && strings.HasPrefix(t, "[") {
-		t = strings.TrimSpace(t[:i])
-	}
-	inner, ok := strings.CutPrefix(t, "[")
-	if !ok || strings.HasPrefix(inner, "[") {
-		return false
-	}
-	inner, ok = strings.CutSuffix(inner, "]")
-	if !ok {
-		return false
-	}
-	var probe map[string]map[string]any
-	if _, err := toml.Decode("["+inner+"]\n", &probe); err != nil {
-		return false
-	}
-	_, found := probe[parent][id]
-	return found && len(probe) == 1 && len(probe[parent]) == 1
+	// Exactly [parent.id]: a subtable's header ([parent.id.x]) is not it.
+	p := headerPath(line)
+	return len(p) == 2 && p[0] == parent && p[1] == id
 }
 
 type streamProcessor struct {

@@ -26,10 +26,14 @@ func Installed(path string) (in Install, found bool, err error) {
 
 func installedIn(data []byte) (in Install, found bool, err error) {
 	hasStream, hasCRI := strings.Contains(string(data), beginMarker), strings.Contains(string(data), criBegin)
-	if !hasStream && !hasCRI {
+	hasShim := strings.Contains(string(data), shimBegin)
+	if !hasStream && !hasCRI && !hasShim {
 		return Install{}, false, nil
 	}
 	if err := criInstalled(data, &in); err != nil {
+		return Install{}, false, err
+	}
+	if err := shimInstalled(data, &in); err != nil {
 		return Install{}, false, err
 	}
 	if !hasStream {
