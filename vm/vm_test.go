@@ -2,13 +2,11 @@ package vm_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"log"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -23,11 +21,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
-	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/internal/testutil"
+	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/attest/eventlog"
-	"github.com/coffer-dev/coffer/kbs/server"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/vm"
 )
@@ -36,16 +33,7 @@ const secret = "the guest's secret is 42"
 
 // kernelDir is the extracted Debian linux-image package: $COFFER_VM_KERNEL_DIR,
 // else where .ci/run extracts it.
-func kernelDir(t testing.TB) string {
-	d := os.Getenv("COFFER_VM_KERNEL_DIR")
-	if d == "" {
-		cache, _ := os.UserCacheDir()
-		d = filepath.Join(cache, "coffer-tools", "linux-image")
-	}
-	imgs, _ := filepath.Glob(filepath.Join(d, "boot", "vmlinuz-*"))
-	testutil.RequireExternal(t, len(imgs) == 1, "no extracted linux-image package at "+d+" (set COFFER_VM_KERNEL_DIR, or run .ci/run, which downloads one)")
-	return d
-}
+func kernelDir(t testing.TB) string { return testutil.KernelDir(t) }
 
 // staticCoffer builds coffer as the guest needs it (static, CGO off).
 func staticCoffer(t testing.TB) string {
@@ -101,29 +89,7 @@ func startRegistry(t testing.TB) string {
 }
 
 func startBroker(t testing.TB, dir, adminPub string, ekCA ...string) string {
-	cfg := server.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Repository = filepath.Join(dir, "repository")
-	cfg.AdminPublicKeys = []string{adminPub}
-	cfg.TPMEKCA = ekCA
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	files, err := kbsfiles.Read(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		done <- server.Serve(ctx, cfg, files, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case a := <-ready:
-		return "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("broker: %v", err)
-	}
-	return ""
+	return kbstest.ServeFiles(t, dir, adminPub, ekCA...)
 }
 
 // TestGuest boots real guests (QEMU TCG, swtpm, Debian's kernel, coffer

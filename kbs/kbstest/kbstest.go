@@ -16,12 +16,14 @@ import (
 	"crypto/ed25519"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/policy"
 	"github.com/coffer-dev/coffer/kbs/protocol"
@@ -128,4 +130,36 @@ func (b *Broker) AffirmSample(t testing.TB) {
 	t.Helper()
 	b.SetReferenceValue(t, "launch_digest", "abcde")
 	b.SetReferenceValue(t, "svn", "1")
+}
+
+// ServeFiles runs the broker as `coffer kbs serve` does (server.Serve
+// over the file repository under dir) on a loopback port, trusting the
+// admin public key in the PEM file adminPub and the TPM EK CAs in the
+// ekCA PEM files (a coffer vm guest's state/ek-ca.pem). It returns the
+// base URL; t.Cleanup stops it.
+func ServeFiles(t testing.TB, dir, adminPub string, ekCA ...string) string {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Repository = filepath.Join(dir, "repository")
+	cfg.AdminPublicKeys = []string{adminPub}
+	cfg.TPMEKCA = ekCA
+	files, err := kbsfiles.Read(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- server.Serve(ctx, cfg, files, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case a := <-ready:
+		return "http://" + a.String()
+	case err := <-done:
+		t.Fatalf("broker: %v", err)
+	}
+	return ""
 }

@@ -2,7 +2,6 @@ package ctddecoder_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -184,7 +183,7 @@ const criSubnetPrefix = "10.88.77."
 // bridge of its own name, host-local addresses kept under dir.
 func cniConfig(t testing.TB, dir, bridge string) {
 	t.Helper()
-	writeJSON(t, filepath.Join(dir, "10-coffer-test.conflist"), map[string]any{
+	testutil.WriteJSON(t, filepath.Join(dir, "10-coffer-test.conflist"), map[string]any{
 		"cniVersion": "1.0.0", "name": "coffer-test",
 		"plugins": []any{map[string]any{
 			"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
@@ -208,9 +207,9 @@ func (n criNode) runPod(t testing.TB, ctx context.Context, name string, hostNet 
 		pod["linux"] = map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}}
 	}
 	podCfg := filepath.Join(logs, "pod.json")
-	writeJSON(t, podCfg, pod)
+	testutil.WriteJSON(t, podCfg, pod)
 	ctrCfg := filepath.Join(logs, "ctr.json")
-	writeJSON(t, ctrCfg, map[string]any{
+	testutil.WriteJSON(t, ctrCfg, map[string]any{
 		"metadata": map[string]any{"name": "app"},
 		"image":    map[string]any{"image": image},
 		"command":  cmd,
@@ -236,15 +235,4 @@ func (n criNode) runPod(t testing.TB, ctx context.Context, name string, hostNet 
 		t.Errorf("%s: container state %q, want CONTAINER_EXITED 0", name, st)
 	}
 	return n.must(t, ctx, "logs", ctr), ip, id
-}
-
-func writeJSON(t testing.TB, path string, v any) {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -2,8 +2,6 @@ package shim_test
 
 import (
 	"context"
-	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -26,17 +24,6 @@ func (n *node) crictl(ctx context.Context, bin string, args ...string) (string, 
 		return string(out) + stderr.String(), err
 	}
 	return strings.TrimSpace(string(out)), nil
-}
-
-func writeJSON(t testing.TB, path string, v any) {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // testCrictl drives the coffer runtime as kubelet does,
@@ -68,7 +55,7 @@ func testCrictl(t *testing.T, n *node) {
 	pod := func(t *testing.T, name string, annotations map[string]string) (id, cfg string) {
 		logs := t.TempDir()
 		cfg = filepath.Join(logs, "pod.json")
-		writeJSON(t, cfg, map[string]any{
+		testutil.WriteJSON(t, cfg, map[string]any{
 			"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name, "attempt": 0},
 			"log_directory": logs,
 			"annotations":   annotations,
@@ -85,7 +72,7 @@ func testCrictl(t *testing.T, n *node) {
 	}
 	container := func(t *testing.T, podID, podCfg, name string, cmd ...string) string {
 		c := filepath.Join(filepath.Dir(podCfg), name+".json")
-		writeJSON(t, c, map[string]any{"metadata": map[string]any{"name": name}, "image": map[string]any{"image": n.image},
+		testutil.WriteJSON(t, c, map[string]any{"metadata": map[string]any{"name": name}, "image": map[string]any{"image": n.image},
 			"command": cmd, "log_path": name + ".log"})
 		return must(t, "create", podID, c, podCfg)
 	}

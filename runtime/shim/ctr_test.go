@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -29,9 +28,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/coffer-dev/coffer/agent/ttrpc"
-	"github.com/coffer-dev/coffer/internal/kbsfiles"
 	"github.com/coffer-dev/coffer/internal/testutil"
-	"github.com/coffer-dev/coffer/kbs/server"
+	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/runtime/nodecfg"
 	"github.com/coffer-dev/coffer/runtime/shim"
 	"github.com/coffer-dev/coffer/vm"
@@ -61,17 +59,6 @@ func (n *node) coffer(args ...string) string {
 	return string(out)
 }
 
-func kernelDir(t testing.TB) string {
-	d := os.Getenv("COFFER_VM_KERNEL_DIR")
-	if d == "" {
-		cache, _ := os.UserCacheDir()
-		d = filepath.Join(cache, "coffer-tools", "linux-image")
-	}
-	imgs, _ := filepath.Glob(filepath.Join(d, "boot", "vmlinuz-*"))
-	testutil.RequireExternal(t, len(imgs) == 1, "no extracted linux-image package at "+d+" (set COFFER_VM_KERNEL_DIR, or run .ci/run, which downloads one)")
-	return d
-}
-
 // initDataTOML is a pod's init-data: its cdh.toml's image policy accepts
 // any image; mark makes documents of different digests.
 func initDataTOML(mark string) string {
@@ -83,7 +70,7 @@ func newNode(t testing.TB, cri bool) *node {
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "swtpm")
 	n := &node{t: t, dir: t.TempDir(), secret: "guest-pulled-secret-" + fmt.Sprint(time.Now().UnixNano())}
-	kernel := kernelDir(t)
+	kernel := testutil.KernelDir(t)
 	// A static coffer: the guest's init is made of it.
 	bindir := filepath.Join(n.dir, "bin")
 	os.Mkdir(bindir, 0o755)
@@ -111,7 +98,7 @@ func newNode(t testing.TB, cri bool) *node {
 	}
 	n.admin = filepath.Join(n.dir, "admin.key")
 	n.coffer("kbs", "keygen-admin", "--out", n.admin)
-	n.kbs = startBroker(t, n.dir, n.admin+".pub", filepath.Join(state, vm.EKCAFile))
+	n.kbs = kbstest.ServeFiles(t, n.dir, n.admin+".pub", filepath.Join(state, vm.EKCAFile))
 	adm := []string{"--url", n.kbs, "--admin-key", n.admin}
 	for _, r := range refs {
 		if r.Name != vm.RefAKPublic {
@@ -226,32 +213,6 @@ func startRegistry(t testing.TB, layerGets *atomic.Int64, layers *sync.Map) stri
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String()
-}
-
-func startBroker(t testing.TB, dir, adminPub string, ekCA ...string) string {
-	cfg := server.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Repository = filepath.Join(dir, "repository")
-	cfg.AdminPublicKeys = []string{adminPub}
-	cfg.TPMEKCA = ekCA
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	files, err := kbsfiles.Read(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		done <- server.Serve(ctx, cfg, files, slog.New(slog.DiscardHandler), func(a net.Addr) { ready <- a })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case a := <-ready:
-		return "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("broker: %v", err)
-	}
-	return ""
 }
 
 // ctr runs ctr against the node's containerd, returning its combined

@@ -120,19 +120,7 @@ func (s *service) ensureGuest(ctx context.Context, t *task, image string) (*gues
 // guestEnded marks every running process of a guest that ended by itself
 // as exited (255), so Wait returns.
 func (s *service) guestEnded() {
-	s.mu.Lock()
-	var ps []*proc
-	for _, t := range s.tasks {
-		if t.sandbox {
-			continue
-		}
-		ps = append(ps, t.init)
-		for _, e := range t.execs {
-			ps = append(ps, e)
-		}
-	}
-	s.mu.Unlock()
-	for _, p := range ps {
+	for _, p := range s.guestProcs() {
 		if st, _, _ := p.state(); st == tasktypes.Status_RUNNING {
 			s.exit(p, 255)
 		}

@@ -190,9 +190,11 @@ func (s *service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	return &taskapi.StartResponse{Pid: pid()}, nil
 }
 
-// anyRunning reports whether a container or exec of the guest runs.
-func (s *service) anyRunning() bool {
+// guestProcs lists the processes the guest runs or ran: every init but
+// the sandbox's placeholder, and every exec.
+func (s *service) guestProcs() []*proc {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var ps []*proc
 	for _, t := range s.tasks {
 		if t.sandbox {
@@ -203,8 +205,12 @@ func (s *service) anyRunning() bool {
 			ps = append(ps, e)
 		}
 	}
-	s.mu.Unlock()
-	for _, p := range ps {
+	return ps
+}
+
+// anyRunning reports whether a container or exec of the guest runs.
+func (s *service) anyRunning() bool {
+	for _, p := range s.guestProcs() {
 		if st, _, _ := p.state(); st == tasktypes.Status_RUNNING {
 			return true
 		}
