@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,5 +113,35 @@ func TestLoadKey(t *testing.T) {
 	}
 	if _, _, err := pkcs11.LoadKey("pkcs11:token=coffer?module-path=/x.so", pkcs11.MaxKeyFile); err == nil {
 		t.Fatalf("URI without object: no error")
+	}
+}
+
+// BenchmarkSignerSign: one token signature, session and all (what a broker
+// with --token-key pkcs11: pays per attestation token).
+func BenchmarkSignerSign(b *testing.B) {
+	tok := pkcs11test.New(b)
+	for i, alg := range []string{"ed25519", "p256"} {
+		b.Run(alg, func(b *testing.B) {
+			var k crypto.Signer
+			opts := crypto.SignerOpts(crypto.Hash(0))
+			msg := []byte("header.payload")
+			if alg == "ed25519" {
+				_, k, _ = ed25519.GenerateKey(rand.Reader)
+			} else {
+				k, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				d := sha256.Sum256(msg)
+				msg, opts = d[:], crypto.SHA256
+			}
+			tok.Import(k, alg, fmt.Sprintf("%02x", 0x20+i))
+			s, err := pkcs11.NewSigner(pkcs11test.Config(), mustKey(b, tok.KeyYAML(tok.URI(alg, "", "pin-value="+pkcs11test.PIN))))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := s.Sign(rand.Reader, msg, opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
