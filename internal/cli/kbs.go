@@ -19,7 +19,7 @@ func newKBSCmd() *cobra.Command {
 		Short: "Run and administer a key broker (Confidential Containers KBS protocol 0.4.0)",
 	}
 	cmd.AddCommand(
-		newKBSServeCmd(), newKBSMigrateCmd(), newKBSRotateKEKCmd(), newKBSKeygenAdminCmd(), newKBSListResourcesCmd(),
+		newKBSServeCmd(), newKBSMigrateCmd(), newKBSRotateKEKCmd(), newKBSKeygenAdminCmd(), newKBSAdminPublicKeyCmd(), newKBSListResourcesCmd(),
 		newKBSSetResourceCmd(), newKBSDeleteResourceCmd(),
 		newKBSSetResourcePolicyCmd(), newKBSGetResourcePolicyCmd(),
 		newKBSSetAttestationPolicyCmd(), newKBSSetReferenceValueCmd(),
@@ -52,7 +52,7 @@ func kbsAdmin(cmd *cobra.Command) (*adminclient.Client, error) {
 		}
 		return adminclient.NewWithToken(url, string(tok), adminTrust(cmd.Context())...)
 	}
-	key, err := adminclient.LoadKey(keyFile)
+	key, err := loadAdminKey(cmd.Flags(), keyFile)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-dev/coffer/internal/atomicfile"
-	"github.com/coffer-dev/coffer/kbs/adminclient"
 	"github.com/coffer-dev/coffer/kbs/token"
 	"github.com/coffer-dev/coffer/spec"
 )
@@ -45,13 +44,9 @@ func newKBSAdminTokenCmd() *cobra.Command {
 					return fmt.Errorf("--allow-path: %w", err)
 				}
 			}
-			key, err := adminclient.LoadKey(keyFile)
+			key, err := loadAdminKey(cmd.Flags(), keyFile)
 			if err != nil {
 				return err
-			}
-			sign := token.SignAdminClaims
-			if reusable {
-				sign = token.SignAdminReusable
 			}
 			// Refuse an existing --out before signing: a typo must not
 			// clobber the admin key (or another token) the name points at.
@@ -60,7 +55,10 @@ func newKBSAdminTokenCmd() *cobra.Command {
 					return fmt.Errorf("%s exists (use --force to replace it): %w", out, spec.ErrExists)
 				}
 			}
-			tok := sign(key, token.AdminClaims{Role: role, AllowPaths: allow}, time.Now(), ttl)
+			tok, err := token.SignAdminWith(key, token.AdminClaims{Role: role, AllowPaths: allow}, time.Now(), ttl, reusable)
+			if err != nil {
+				return err
+			}
 			if out == "" {
 				fmt.Fprintln(cmd.OutOrStdout(), tok)
 				return nil

@@ -18,8 +18,8 @@ const (
 // kbsRoles are the verbs that are not admin clients.
 var kbsRoles = map[string]kbsClientRole{
 	"attest": kbsGuestVerb, "get-resource": kbsGuestVerb,
-	"admin-token": kbsSignerVerb,
-	"serve":       kbsLocalVerb, "migrate": kbsLocalVerb, "rotate-kek": kbsLocalVerb,
+	"admin-token": kbsSignerVerb, "admin-public-key": kbsSignerVerb,
+	"serve": kbsLocalVerb, "migrate": kbsLocalVerb, "rotate-kek": kbsLocalVerb,
 	"keygen-admin": kbsLocalVerb, "verify-evidence": kbsLocalVerb,
 }
 
@@ -42,7 +42,8 @@ func addKBSClientFlags(kbs *cobra.Command) {
 			addBrokerURLFlag(fs, new(string), "broker URL (env COFFER_KBS_URL)")
 		}
 		if role == kbsAdminVerb || role == kbsSignerVerb {
-			add("admin-key", "Ed25519 PKCS#8 PEM admin private key (env COFFER_KBS_ADMIN_KEY)")
+			add("admin-key", "admin private key: an Ed25519 PKCS#8 PEM `KEY` file, or a key in a PKCS#11 token: a pkcs11: URI or a pkcs11 key file (env COFFER_KBS_ADMIN_KEY)")
+			addPKCS11DirFlag(fs)
 		}
 		if role == kbsAdminVerb {
 			add("admin-token", "instead of --admin-key: `FILE` holding an admin token made by coffer kbs admin-token (e.g. scoped with --allow-path; env COFFER_KBS_ADMIN_TOKEN)")

@@ -50,7 +50,7 @@ ready or not ready; /metrics is for admins.`,
 			var keys []string
 			cmd.LocalNonPersistentFlags().VisitAll(func(f *pflag.Flag) {
 				switch {
-				case !f.Changed, f.Name == "config":
+				case !f.Changed, f.Name == "config", f.Name == "pkcs11-module-dir": // the last: module policy, not broker config
 				case f.Name == "admin-public-key":
 					keys = append(keys, "admin_public_keys")
 				case f.Name == "trusted-proxy":
@@ -66,7 +66,13 @@ ready or not ready; /metrics is for admins.`,
 				debug.SetGCPercent(cfg.GCPercent) // a process setting: the serving process is ours
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			files, err := kbsfiles.Read(cfg) // keys and policies are read here and handed over as values
+			// A --token-key in a PKCS#11 token loads its module only as
+			// ocicrypt's config and --pkcs11-module-dir allow.
+			p11, err := pkcs11Config(cmd.Flags())
+			if err != nil && cfg.TokenKey != "" {
+				return err
+			}
+			files, err := kbsfiles.Read(cfg, kbsfiles.WithPKCS11(p11)) // keys and policies are read here and handed over as values
 			if err != nil {
 				return err
 			}
@@ -88,7 +94,8 @@ ready or not ready; /metrics is for admins.`,
 	f.BoolVar(&fc.InsecureAdmin, "insecure-admin", false, "DEVELOPMENT ONLY: no admin authentication, admin over plain HTTP")
 	f.StringVar(&fc.TLSCert, "tls-cert", "", "TLS certificate chain (PEM)")
 	f.StringVar(&fc.TLSKey, "tls-key", "", "TLS private key (PEM)")
-	f.StringVar(&fc.TokenKey, "token-key", "", "P-256 PEM key signing attestation tokens (default: generated at start)")
+	f.StringVar(&fc.TokenKey, "token-key", "", "P-256 key signing attestation tokens: a PEM file, or a key in a PKCS#11 token: a pkcs11: URI or a pkcs11 key file (default: generated at start)")
+	addPKCS11DirFlag(f)
 	f.DurationVar(&fc.TokenTTL, "token-ttl", fc.TokenTTL, "attestation token lifetime")
 	f.StringVar(&fc.TokenCert, "token-cert", "", "PEM certificate chain (leaf first) of --token-key: tokens carry it (jwk x5c) for brokers that trust its root")
 	f.StringSliceVar(&fc.TrustedTokenCerts, "trusted-token-certs", nil, "PEM root certificates: also accept tokens of other attestation services whose x5c chain verifies to them (repeatable)")

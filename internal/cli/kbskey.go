@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,7 +26,7 @@ type kbsKeyFlags struct {
 
 func (f *kbsKeyFlags) AddFlags(fs *pflag.FlagSet) {
 	addBrokerURLFlag(fs, &f.url, "key broker URL: generate a KEK, register it there under --key-id, wrap layers for attestation-agent")
-	fs.StringVar(&f.adminKey, "admin-key", "", "broker admin private key (Ed25519 PEM; default $COFFER_KBS_ADMIN_KEY)")
+	fs.StringVar(&f.adminKey, "admin-key", "", "broker admin private key: Ed25519 PEM, or a pkcs11: URI or pkcs11 key file for a key in a PKCS#11 token (default $COFFER_KBS_ADMIN_KEY)")
 	fs.StringVar(&f.keyID, "key-id", "", "broker resource path REPO/TYPE/TAG for the KEK, e.g. default/image_key/app")
 	fs.BoolVar(&f.replace, "replace-key", false, "replace an existing KEK at --key-id: every image already encrypted under it becomes undecryptable")
 	fs.BoolVar(&f.pin, "pin", false, "record DST's manifest digest in the broker (REPO/image_pin/<sha256 of the name>), enforced by coffer pull --kbs (default: on when DST is docker://; --pin=false to skip)")
@@ -41,12 +40,12 @@ func (f *kbsKeyFlags) checkPin() error {
 	return nil
 }
 
-func (f *kbsKeyFlags) admin(ctx context.Context) (*adminclient.Client, error) {
-	key, err := adminclient.LoadKey(f.adminKey)
+func (f *kbsKeyFlags) admin(cmd *cobra.Command) (*adminclient.Client, error) {
+	key, err := loadAdminKey(cmd.Flags(), f.adminKey)
 	if err != nil {
 		return nil, err
 	}
-	return adminclient.New(f.url, key, adminTrust(ctx)...)
+	return adminclient.New(f.url, key, adminTrust(cmd.Context())...)
 }
 
 // options are the pkg/coffer options of the flags, after their usage
@@ -72,7 +71,7 @@ func (f *kbsKeyFlags) options(cmd *cobra.Command) ([]coffer.Option, error) {
 	if f.replace {
 		slog.Warn("--replace-key: the broker's key at this id is replaced; images encrypted under the old key can no longer be decrypted", "key-id", f.keyID)
 	}
-	c, err := f.admin(cmd.Context())
+	c, err := f.admin(cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/coffer-dev/coffer/kbs/server"
+	"github.com/coffer-dev/coffer/keywrap/pkcs11"
 )
 
 // LoadConfig reads the broker configuration file at path
@@ -22,8 +23,24 @@ func LoadConfig(path string) (server.Config, error) {
 	return server.ParseConfig(path, raw)
 }
 
-// Read returns the contents of every file c names.
-func Read(c server.Config) (server.Files, error) {
+// Option configures Read.
+type Option func(*options)
+
+type options struct{ pkcs11 pkcs11.Config }
+
+// WithPKCS11 is the module policy for a token_key held in a PKCS#11
+// token (ocicrypt's pkcs11 config; the caller reads it). Default: the zero
+// Config, which allows no module.
+func WithPKCS11(c pkcs11.Config) Option { return func(o *options) { o.pkcs11 = c } }
+
+// Read returns the contents of every file c names. A token_key that is
+// a pkcs11: URI, or a file holding a pkcs11 key file, is opened as a
+// signer on its token instead (Files.TokenSigner; the key stays there).
+func Read(c server.Config, opts ...Option) (server.Files, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var f server.Files
 	read := func(what, name string) ([]byte, error) {
 		b, err := os.ReadFile(name)
@@ -51,8 +68,16 @@ func Read(c server.Config) (server.Files, error) {
 	}
 	var err error
 	if c.TokenKey != "" {
-		if f.TokenKey, err = read("token key", c.TokenKey); err != nil {
-			return f, err
+		k, data, err := pkcs11.LoadKey(c.TokenKey, 1<<20)
+		switch {
+		case err != nil: // names the file, or the URI without its query
+			return f, fmt.Errorf("reading token key: %w", err)
+		case k == nil:
+			f.TokenKey = data
+		default:
+			if f.TokenSigner, err = pkcs11.NewSigner(o.pkcs11, k); err != nil {
+				return f, fmt.Errorf("token key: %w", err)
+			}
 		}
 	}
 	if c.TokenCert != "" {

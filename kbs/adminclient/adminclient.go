@@ -10,6 +10,7 @@ package adminclient
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -78,15 +79,20 @@ func WithTokenTTL(d time.Duration) Option {
 // Client calls one broker's admin API.
 type Client struct {
 	base *url.URL
-	key  ed25519.PrivateKey // signs a token per call, or
-	tok  string             // a token signed elsewhere, sent as is
+	key  crypto.Signer // Ed25519: signs a token per call, or
+	tok  string        // a token signed elsewhere, sent as is
 	o    options
 }
 
 // New returns a client for the broker at baseURL (scheme://host[:port])
 // that signs a fresh short-lived admin token, with its own jti, per call.
-func New(baseURL string, key ed25519.PrivateKey, opts ...Option) (*Client, error) {
-	if len(key) != ed25519.PrivateKeySize {
+// key is an Ed25519 crypto.Signer: an ed25519.PrivateKey, or a key held in
+// a PKCS#11 token (keywrap/pkcs11.NewSigner).
+func New(baseURL string, key crypto.Signer, opts ...Option) (*Client, error) {
+	if k, ok := key.(ed25519.PrivateKey); key == nil || ok && len(k) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("admin key: not an Ed25519 private key: %w", spec.ErrUnsupported)
+	}
+	if _, ok := key.Public().(ed25519.PublicKey); !ok {
 		return nil, fmt.Errorf("admin key: not an Ed25519 private key: %w", spec.ErrUnsupported)
 	}
 	c, err := newClient(baseURL, opts)
@@ -160,7 +166,9 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 	}
 	bearer := c.tok
 	if bearer == "" {
-		bearer = token.SignAdminClaims(c.key, token.AdminClaims{Role: c.o.role, AllowPaths: c.o.allow}, c.o.now(), c.o.ttl)
+		if bearer, err = token.SignAdminWith(c.key, token.AdminClaims{Role: c.o.role, AllowPaths: c.o.allow}, c.o.now(), c.o.ttl, false); err != nil {
+			return nil, fmt.Errorf("kbs admin %s %s: %w", method, path, err)
+		}
 	}
 	req.Header.Set("Authorization", "Bearer "+bearer)
 	resp, err := c.o.hc.Do(req)

@@ -2,7 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
@@ -149,9 +149,13 @@ func ParseConfig(path string, raw []byte) (Config, error) {
 // must have its contents here. Still opened by name: tls_cert/tls_key (by
 // the listener) and the postgres store's KEK files (by its driver).
 type Files struct {
-	StoreURL          string   // store_url_file's contents ("" = Config.Store)
-	AdminPublicKeys   [][]byte // admin_public_keys' PEM, in order
-	TokenKey          []byte   // token_key's PEM (nil: a key generated at start)
+	StoreURL        string   // store_url_file's contents ("" = Config.Store)
+	AdminPublicKeys [][]byte // admin_public_keys' PEM, in order
+	TokenKey        []byte   // token_key's PEM (nil: a key generated at start)
+	// TokenSigner is token_key opened as a P-256 crypto.Signer whose key
+	// stays elsewhere (a PKCS#11 token: keywrap/pkcs11.Signer), instead of
+	// TokenKey's PEM.
+	TokenSigner       crypto.Signer
 	TokenCert         []byte   // token_cert's PEM chain
 	TrustedTokenCerts [][]byte // trusted_token_certs' PEM, in order
 	ResourcePolicy    []byte   // resource_policy_file's Rego (nil: the default)
@@ -169,7 +173,7 @@ func (f Files) check(c Config) error {
 		return missing("store_url_file")
 	case len(f.AdminPublicKeys) != len(c.AdminPublicKeys):
 		return missing("admin_public_keys")
-	case c.TokenKey != "" && f.TokenKey == nil:
+	case c.TokenKey != "" && f.TokenKey == nil && f.TokenSigner == nil:
 		return missing("token_key")
 	case c.TokenCert != "" && f.TokenCert == nil:
 		return missing("token_cert")
@@ -235,17 +239,28 @@ func (c Config) Options(ctx context.Context, f Files, logger *slog.Logger) ([]Op
 		}
 		keys = append(keys, k)
 	}
-	var signKey *ecdsa.PrivateKey
-	if c.TokenKey != "" {
+	var (
+		signer *token.Signer
+		err    error
+	)
+	switch {
+	case f.TokenSigner != nil:
+		// token_key may be a pkcs11: URI holding a PIN: not in messages.
+		if signer, err = token.NewSignerFrom(f.TokenSigner, "", c.TokenTTL); err != nil {
+			return nil, closer, fmt.Errorf("token key %s: %w", signerName(f.TokenSigner), err)
+		}
+	case c.TokenKey != "":
 		k, err := token.LoadSigningKey(f.TokenKey)
 		if err != nil {
 			return nil, closer, fmt.Errorf("token key %s: %w", c.TokenKey, err)
 		}
-		signKey = k
-	}
-	signer, err := token.NewSigner(signKey, "", c.TokenTTL)
-	if err != nil {
-		return nil, closer, err
+		if signer, err = token.NewSigner(k, "", c.TokenTTL); err != nil {
+			return nil, closer, err
+		}
+	default:
+		if signer, err = token.NewSigner(nil, "", c.TokenTTL); err != nil {
+			return nil, closer, err
+		}
 	}
 	if c.TokenCert != "" {
 		if c.TokenKey == "" {
@@ -339,6 +354,15 @@ func storeName(c Config) string {
 		return "postgres URL from " + c.StoreURLFile
 	}
 	return store.Redact(c.Store)
+}
+
+// signerName names a signer for messages by its String (keywrap/pkcs11's
+// is its URI without the query: no PIN), never by its fields.
+func signerName(s crypto.Signer) string {
+	if n, ok := s.(fmt.Stringer); ok {
+		return n.String()
+	}
+	return fmt.Sprintf("(%T)", s)
 }
 
 // ParseAdminACL parses "role=pattern[,pattern…]" entries (a role may

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -88,30 +89,44 @@ func SignAdmin(key ed25519.PrivateKey, role string, now time.Time, ttl time.Dura
 // SignAdminClaims is SignAdmin with the role and AllowPaths of c (its
 // times and jti are set here).
 func SignAdminClaims(key ed25519.PrivateKey, c AdminClaims, now time.Time, ttl time.Duration) string {
-	if ttl <= 0 {
-		ttl = AdminTTL
-	}
-	var id [16]byte
-	_, _ = rand.Read(id[:])
-	c.IssuedAt, c.NotBefore, c.Expiry, c.ID = now.Unix(), now.Unix(), now.Add(ttl).Unix(), hex.EncodeToString(id[:])
-	return signAdmin(key, c)
+	tok, _ := SignAdminWith(key, c, now, ttl, false) // an in-memory Ed25519 key does not fail
+	return tok
 }
 
 // SignAdminReusable is SignAdminClaims without a jti: the broker accepts it
 // for any number of writes until it expires (as trustee's kbs-client tokens),
 // so keep its lifetime short. For a tenant's pre-issued, path-scoped token.
 func SignAdminReusable(key ed25519.PrivateKey, c AdminClaims, now time.Time, ttl time.Duration) string {
+	tok, _ := SignAdminWith(key, c, now, ttl, true)
+	return tok
+}
+
+// SignAdminWith is SignAdminClaims (SignAdminReusable when reusable) with
+// any Ed25519 crypto.Signer: an ed25519.PrivateKey, or a key that stays in
+// a PKCS#11 token (keywrap/pkcs11.Signer), whose signing can fail.
+func SignAdminWith(key crypto.Signer, c AdminClaims, now time.Time, ttl time.Duration, reusable bool) (string, error) {
+	if _, ok := key.Public().(ed25519.PublicKey); !ok {
+		return "", fmt.Errorf("admin key is %T, want Ed25519: %w", key.Public(), spec.ErrUnsupported)
+	}
 	if ttl <= 0 {
 		ttl = AdminTTL
 	}
 	c.IssuedAt, c.NotBefore, c.Expiry, c.ID = now.Unix(), now.Unix(), now.Add(ttl).Unix(), ""
-	return signAdmin(key, c)
-}
-
-func signAdmin(key ed25519.PrivateKey, claims AdminClaims) string {
-	c, _ := json.Marshal(claims)
-	signing := adminHeader + "." + b64.EncodeToString(c)
-	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing)))
+	if !reusable {
+		var id [16]byte
+		_, _ = rand.Read(id[:])
+		c.ID = hex.EncodeToString(id[:])
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	signing := adminHeader + "." + b64.EncodeToString(b)
+	sig, err := key.Sign(rand.Reader, []byte(signing), crypto.Hash(0))
+	if err != nil {
+		return "", fmt.Errorf("signing admin token: %w", err)
+	}
+	return signing + "." + b64.EncodeToString(sig), nil
 }
 
 // VerifyAdmin checks an admin JWT against any of keys: alg EdDSA, signature,

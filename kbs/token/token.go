@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -113,9 +114,11 @@ func AnnotatedEvidence(tee protocol.Tee, claims map[string]any, reportData strin
 	return m
 }
 
-// Signer issues and verifies EAR tokens with one P-256 key.
+// Signer issues and verifies EAR tokens with one P-256 key, in memory or
+// any crypto.Signer (a PKCS#11 token's, NewSignerFrom).
 type Signer struct {
-	key    *ecdsa.PrivateKey
+	key    crypto.Signer
+	pub    *ecdsa.PublicKey
 	jwk    protocol.TeePubKey
 	header string // base64url of the JOSE header, computed once
 	issuer string
@@ -131,7 +134,15 @@ func NewSigner(key *ecdsa.PrivateKey, issuer string, ttl time.Duration) (*Signer
 			return nil, err
 		}
 	}
-	if key.Curve != elliptic.P256() {
+	return NewSignerFrom(key, issuer, ttl)
+}
+
+// NewSignerFrom is NewSigner with a P-256 crypto.Signer that returns ASN.1
+// DER signatures, as crypto/ecdsa's and keywrap/pkcs11's do: the token's
+// ES256 signatures are their r||s form.
+func NewSignerFrom(key crypto.Signer, issuer string, ttl time.Duration) (*Signer, error) {
+	pub, ok := key.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("ear signing key must be P-256: %w", spec.ErrUnsupported)
 	}
 	if issuer == "" {
@@ -140,11 +151,11 @@ func NewSigner(key *ecdsa.PrivateKey, issuer string, ttl time.Duration) (*Signer
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	jwk, err := protocol.PublicTeeKey(&key.PublicKey)
+	jwk, err := protocol.PublicTeeKey(pub)
 	if err != nil {
 		return nil, err
 	}
-	s := &Signer{key: key, issuer: issuer, ttl: ttl, jwk: jwk}
+	s := &Signer{key: key, pub: pub, issuer: issuer, ttl: ttl, jwk: jwk}
 	s.setHeader(nil)
 	return s, nil
 }
@@ -166,7 +177,7 @@ func (s *Signer) SetCertChain(certs []*x509.Certificate) error {
 	if len(certs) == 0 {
 		return fmt.Errorf("token certificate chain is empty: %w", spec.ErrUnsupported)
 	}
-	if !s.key.PublicKey.Equal(certs[0].PublicKey) {
+	if !s.pub.Equal(certs[0].PublicKey) {
 		return fmt.Errorf("token certificate does not certify the token signing key: %w", spec.ErrUnsupported)
 	}
 	x5c := make([]string, len(certs))
@@ -178,7 +189,7 @@ func (s *Signer) SetCertChain(certs []*x509.Certificate) error {
 }
 
 // PublicKey returns the verification key.
-func (s *Signer) PublicKey() *ecdsa.PublicKey { return &s.key.PublicKey }
+func (s *Signer) PublicKey() *ecdsa.PublicKey { return s.pub }
 
 // TTL returns the lifetime of issued tokens.
 func (s *Signer) TTL() time.Duration { return s.ttl }
@@ -224,15 +235,29 @@ func (s *Signer) issue(now time.Time, sub Submod) (string, []byte, error) {
 		return "", nil, err
 	}
 	signing := s.header + "." + b64.EncodeToString(payload)
-	h := sha256.Sum256([]byte(signing))
-	r, ss, err := ecdsa.Sign(rand.Reader, s.key, h[:])
+	sig, err := s.sign(signing)
 	if err != nil {
 		return "", nil, err
 	}
+	return signing + "." + sig, payload, nil
+}
+
+// sign is the base64url ES256 signature (r||s, 32 bytes each) of signing.
+func (s *Signer) sign(signing string) (string, error) {
+	h := sha256.Sum256([]byte(signing))
+	der, err := s.key.Sign(rand.Reader, h[:], crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("signing token: %w", err)
+	}
+	var rs struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(der, &rs); err != nil || len(rest) != 0 || rs.R.Sign() <= 0 || rs.S.Sign() <= 0 ||
+		rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
+		return "", fmt.Errorf("signing token: the key's signature is not a P-256 ASN.1 ECDSA signature")
+	}
 	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	ss.FillBytes(sig[32:])
-	return signing + "." + b64.EncodeToString(sig), payload, nil
+	rs.R.FillBytes(sig[:32])
+	rs.S.FillBytes(sig[32:])
+	return b64.EncodeToString(sig), nil
 }
 
 // Verified is a token that passed Verify.
@@ -258,7 +283,7 @@ func (s *Signer) Verify(tok string, now time.Time) (*Verified, error) {
 	if json.Unmarshal(hdr, &h) != nil || h.Alg != "ES256" || len(sig) != 64 {
 		return nil, fmt.Errorf("token: not an ES256 JWT: %w", spec.ErrIntegrity)
 	}
-	if !verifyES256(&s.key.PublicKey, tok, sig) {
+	if !verifyES256(s.pub, tok, sig) {
 		return nil, fmt.Errorf("token: bad signature: %w", spec.ErrIntegrity)
 	}
 	return parseEAR(payload, now)
@@ -346,15 +371,11 @@ func (s *Signer) SignJWS(typ string, payload []byte) (string, error) {
 		return "", err
 	}
 	signing := b64.EncodeToString(hdr) + "." + b64.EncodeToString(payload)
-	h := sha256.Sum256([]byte(signing))
-	r, ss, err := ecdsa.Sign(rand.Reader, s.key, h[:])
+	sig, err := s.sign(signing)
 	if err != nil {
 		return "", err
 	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	ss.FillBytes(sig[32:])
-	return signing + "." + b64.EncodeToString(sig), nil
+	return signing + "." + sig, nil
 }
 
 // MaxJWS bounds a JWS VerifyJWS looks at.

@@ -15,6 +15,10 @@
 //	  env:
 //	    SOFTHSM2_CONF: /etc/softhsm/softhsm2.conf
 //
+// The same keys sign too (Signer: Ed25519 or ECDSA, a crypto.Signer), for
+// the broker's admin and token-signing keys; KeyFromURI takes a pkcs11: URI
+// given directly.
+//
 // A module is loaded only from Config's allowed paths, ocicrypt's rule.
 // Talking to a token needs cgo (token_cgo.go); without it the key-file and
 // blob parsers and software wrapping still work and token operations fail

@@ -3,6 +3,7 @@
 package pkcs11
 
 import (
+	"crypto"
 	"fmt"
 
 	"github.com/coffer-dev/coffer/spec"
@@ -15,3 +16,7 @@ var errNoCgo = fmt.Errorf("pkcs11 needs a cgo build of coffer (CGO_ENABLED=1 mak
 func tokenEncrypt(Config, *Key, Hash, []byte) ([]byte, error) { return nil, errNoCgo }
 
 func tokenDecrypt(Config, *Key, []wrapped) ([]byte, error) { return nil, errNoCgo }
+
+func tokenPublicKey(Config, *Key) (crypto.PublicKey, error) { return nil, errNoCgo }
+
+func tokenSign(Config, *Key, bool, []byte) ([]byte, error) { return nil, errNoCgo }

@@ -43,7 +43,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func mustKey(t *testing.T, data []byte) *pkcs11.Key {
+func mustKey(t testing.TB, data []byte) *pkcs11.Key {
 	t.Helper()
 	k, err := pkcs11.ParseKeyFile(data)
 	if err != nil {

@@ -1,11 +1,11 @@
 // Package pkcs11test gives tests a SoftHSM2 token of their own (Debian's
 // softhsm2): a token directory and softhsm2.conf under t.TempDir(), a
-// token "coffer" with RSA key pairs imported from Go-generated keys, and
+// token "coffer" with RSA, ECDSA or Ed25519 key pairs imported from Go-generated keys, and
 // pkcs11 key files (YAML) naming them.
 package pkcs11test
 
 import (
-	"crypto/rsa"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -70,9 +70,10 @@ func (tok *Token) util(args ...string) {
 	}
 }
 
-// Import puts k on the token as a key pair labelled label with CKA_ID id
-// (hex, e.g. "01").
-func (tok *Token) Import(k *rsa.PrivateKey, label, id string) {
+// Import puts k (an *rsa.PrivateKey, *ecdsa.PrivateKey or
+// ed25519.PrivateKey: what softhsm2-util 2.6 imports from PKCS#8) on the
+// token as a key pair labelled label with CKA_ID id (hex, e.g. "01").
+func (tok *Token) Import(k crypto.Signer, label, id string) {
 	tok.t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
