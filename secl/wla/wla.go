@@ -150,6 +150,30 @@ func (tr Trust) checkFlavor(f *flavor.Flavor) error {
 	return nil
 }
 
+// A busy workload service or broker is asked again this many times in all,
+// waiting busyBackoff longer each time.
+const (
+	busyAttempts = 4
+	busyBackoff  = 500 * time.Millisecond
+)
+
+// requestKey is one challenge, proof and flavor-key request.
+func requestKey(ctx context.Context, c *wlsclient.Client, t *tpm.TPM, id string) (*wlsclient.KeyRequest, *wlsclient.FlavorKey, error) {
+	ch, err := c.Challenge(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	kr, err := Prove(ctx, t, ch)
+	if err != nil {
+		return nil, nil, err
+	}
+	fk, err := c.FlavorKey(ctx, id, *kr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kr, fk, nil
+}
+
 // FetchKey gets image id's flavor and key through the workload service,
 // verifies the flavor (signers, expected id/label), the broker's transfer
 // proof, and unbinds the key in t. The caller must clear the key.
@@ -163,17 +187,27 @@ func FetchKey(ctx context.Context, c *wlsclient.Client, t *tpm.TPM, id string, t
 	if tr.FlavorID == "" && tr.Label == "" {
 		return nil, nil, fmt.Errorf("%w: no expected flavor id or label", ErrNoTrustAnchor)
 	}
-	ch, err := c.Challenge(ctx, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	kr, err := Prove(ctx, t, ch)
-	if err != nil {
-		return nil, nil, err
-	}
-	fk, err := c.FlavorKey(ctx, id, *kr)
-	if err != nil {
-		return nil, nil, err
+	var (
+		kr *wlsclient.KeyRequest
+		fk *wlsclient.FlavorKey
+	)
+	for attempt := 1; ; attempt++ {
+		var err error
+		if kr, fk, err = requestKey(ctx, c, t, id); err == nil {
+			break
+		}
+		// A busy answer (429: the workload service's gate or the broker's
+		// rate limit) is transient: a new challenge, a new proof, a while
+		// later. Anything else ends the fetch.
+		var be *protocol.BrokerError
+		if !errors.As(err, &be) || be.Status != http.StatusTooManyRequests || attempt == busyAttempts {
+			return nil, nil, err
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * busyBackoff):
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
 	}
 	doc, err := json.Marshal(flavor.Signed{Flavor: fk.Flavor, Signature: fk.Signature})
 	if err != nil {

@@ -549,6 +549,10 @@ func (s *Server) brokerError(w http.ResponseWriter, r *http.Request, image, base
 	case errors.Is(err, errBusy):
 		s.audit(r, image, "refused", "broker gate: no turn in time")
 		retryAfter(w)
+	case errors.As(err, &be) && be.Status == http.StatusTooManyRequests:
+		// The broker's own rate limit: transient, as the gate's is.
+		s.audit(r, image, "refused", "broker busy (HTTP 429)")
+		retryAfter(w)
 	case errors.As(err, &be) && (be.Status == http.StatusUnauthorized || be.Status == http.StatusForbidden):
 		s.audit(r, image, "refused", "host not trusted: "+err.Error())
 		writeError(w, http.StatusForbidden, protocol.ErrPolicyDeny, fmt.Sprintf("host not trusted by the image owner's broker %s (HTTP %d; its reason is in the workload service's audit log)", base, be.Status))
