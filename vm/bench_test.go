@@ -106,7 +106,7 @@ func benchMachine(b testing.TB, opts ...vm.Option) (*env, string) {
 	testutil.RequireTool(b, "qemu-system-x86_64")
 	testutil.RequireTool(b, "swtpm")
 	e := &env{t: b, kernel: kernelDir(b), dir: b.TempDir()}
-	e.bin = staticCoffer(b)
+	e.bin = testutil.StaticCoffer(b)
 	state := filepath.Join(e.dir, "machine")
 	refs, err := vm.Measure(b.Context(), append([]vm.Option{vm.WithKernelDir(e.kernel), vm.WithState(state), vm.WithInit(e.bin)}, opts...)...)
 	if err != nil {

@@ -111,7 +111,7 @@ func scratchEnv(t testing.TB) (e *env, state string, setKey func()) {
 	testutil.RequireTool(t, "cryptsetup")
 	testutil.RequireTool(t, "mke2fs")
 	e = &env{t: t, kernel: kernelDir(t), dir: t.TempDir()}
-	e.bin = staticCoffer(t)
+	e.bin = testutil.StaticCoffer(t)
 	state = filepath.Join(e.dir, "machine")
 	if err := vm.EnsureTPM(t.Context(), state); err != nil {
 		t.Fatal(err)

@@ -22,9 +22,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/coffer-dev/coffer/internal/testutil"
-	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/kbs/attest"
 	"github.com/coffer-dev/coffer/kbs/attest/eventlog"
+	"github.com/coffer-dev/coffer/kbs/kbstest"
 	"github.com/coffer-dev/coffer/spec"
 	"github.com/coffer-dev/coffer/vm"
 )
@@ -34,17 +34,6 @@ const secret = "the guest's secret is 42"
 // kernelDir is the extracted Debian linux-image package: $COFFER_VM_KERNEL_DIR,
 // else where .ci/run extracts it.
 func kernelDir(t testing.TB) string { return testutil.KernelDir(t) }
-
-// staticCoffer builds coffer as the guest needs it (static, CGO off).
-func staticCoffer(t testing.TB) string {
-	out := filepath.Join(t.TempDir(), "coffer")
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", out, "github.com/coffer-dev/coffer/cmd/coffer")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return out
-}
 
 type env struct {
 	t                      testing.TB
@@ -103,7 +92,7 @@ func TestGuest(t *testing.T) {
 	testutil.RequireTool(t, "swtpm")
 	testutil.RequireTool(t, "swtpm_setup")
 	e := &env{t: t, kernel: kernelDir(t), dir: t.TempDir()}
-	e.bin = staticCoffer(t)
+	e.bin = testutil.StaticCoffer(t)
 	state := filepath.Join(e.dir, "machine")
 	e.initData = filepath.Join(e.dir, "init.toml")
 	os.WriteFile(e.initData, []byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n"), 0o600)

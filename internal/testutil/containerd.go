@@ -20,18 +20,60 @@ var (
 	buildErr  error
 )
 
-// RemoveBuilds removes what BuildCoffer built; call it from TestMain after
-// m.Run.
+// RemoveBuilds removes what BuildCoffer and StaticCoffer built; call it
+// from TestMain after m.Run.
 func RemoveBuilds() {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+	if staticDir != "" {
+		os.RemoveAll(staticDir)
+	}
 }
+
+// StaticCoffer returns a static coffer (CGO_ENABLED=0, stripped), as coffer
+// vm's guests need it (their initramfs is made of it): the binary named by
+// $COFFER_TEST_STATIC_COFFER when set (.ci/run builds one before the tests,
+// so every package that boots guests shares that one build), else one
+// built once per test process.
+func StaticCoffer(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("COFFER_TEST_STATIC_COFFER"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("COFFER_TEST_STATIC_COFFER: %v", err)
+		}
+		return p
+	}
+	staticOnce.Do(func() {
+		staticDir, staticErr = os.MkdirTemp("", "coffer-static-")
+		if staticErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", filepath.Join(staticDir, "coffer"), "github.com/coffer-dev/coffer/cmd/coffer")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			staticErr = fmt.Errorf("go build (static): %v\n%s", err, out)
+		}
+	})
+	if staticErr != nil {
+		t.Fatal(staticErr)
+	}
+	return filepath.Join(staticDir, "coffer")
+}
+
+var (
+	staticOnce sync.Once
+	staticDir  string
+	staticErr  error
+)
 
 // BuildCoffer builds the coffer binary once per test process and returns
 // its path (for daemons that exec it, like containerd's stream processors).
 func BuildCoffer(t testing.TB) string {
 	t.Helper()
+	if os.Getenv("COFFER_TEST_STATIC_COFFER") != "" {
+		return StaticCoffer(t) // .ci/run's one build serves these daemons too
+	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "coffer-bin-")
 		if buildErr != nil {

@@ -130,5 +130,9 @@ func testCrictl(t *testing.T, n *node) {
 		if st := state(t, app); !strings.Contains(st, "PCR 8: init-data digest") {
 			t.Fatalf("container status %q, want the broker's reason (PCR 8: init-data digest …)", st)
 		}
+		// Nothing runs in the refused guest: it is powered off at once.
+		if ps := n.guestProcesses(); len(ps) != 0 {
+			t.Fatalf("after the refused start, guest processes remain: %v", ps)
+		}
 	})
 }
