@@ -3,12 +3,12 @@ package shim
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -63,20 +63,12 @@ func (d *duration) UnmarshalText(b []byte) error {
 
 // LoadConfig reads and checks a configuration file.
 func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
+	raw, err := bounded.ReadFile(path, maxConfig)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("coffer shim: no configuration at %s (write one, or name it in the runtime's options ConfigPath): %w", path, spec.ErrNotFound)
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("coffer shim: no configuration at %s (write one, or name it in the runtime's options ConfigPath): %w", path, spec.ErrNotFound)
-		}
 		return nil, fmt.Errorf("coffer shim: %w", err)
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
-	if err != nil {
-		return nil, fmt.Errorf("coffer shim: %s: %w", path, err)
-	}
-	if len(raw) > maxConfig {
-		return nil, fmt.Errorf("coffer shim: %s is larger than %d bytes: %w", path, maxConfig, spec.ErrUnsupported)
 	}
 	return ParseConfig(raw)
 }

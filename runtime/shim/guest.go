@@ -58,14 +58,25 @@ func (s *service) ensureGuest(ctx context.Context, t *task, image string) (*gues
 	if err != nil {
 		return nil, err
 	}
+	// The guest lives as long as the shim (s.ctx), not as this request.
+	bootCtx, cancel := context.WithCancel(s.ctx)
+	booted := false
+	defer func() {
+		if !booted {
+			cancel()
+			lock.Close()
+		}
+	}()
+	// The agent socket is vm.Start's own (a private directory under the
+	// state directory, gone with the machine); run holds the init-data
+	// file QEMU reads at its start.
 	run, err := os.MkdirTemp("", "coffer-shim-")
 	if err != nil {
-		lock.Close()
 		return nil, err
 	}
 	defer os.RemoveAll(run)
 	opts := []vm.Option{vm.WithKernelDir(c.KernelDir), vm.WithState(c.StateDir), vm.WithKBS(c.KBS),
-		vm.WithTimeout(c.BootTimeout.Duration), vm.WithAgentSocket(filepath.Join(run, "agent.sock"))}
+		vm.WithTimeout(c.BootTimeout.Duration)}
 	if c.MemoryMiB > 0 {
 		opts = append(opts, vm.WithMemory(c.MemoryMiB))
 	}
@@ -75,38 +86,31 @@ func (s *service) ensureGuest(ctx context.Context, t *task, image string) (*gues
 	if c.GuestInit != "" {
 		opts = append(opts, vm.WithInit(c.GuestInit))
 	}
-	fwd := append([]string(nil), c.Forward...)
-	if r := loopbackRegistry(image); r != "" {
-		fwd = append(fwd, r)
-	}
-	for _, a := range fwd {
+	for _, a := range c.Forward {
 		opts = append(opts, vm.WithForward(a))
+	}
+	if r := loopbackRegistry(image); r != "" {
+		opts = append(opts, vm.WithForward(r))
 	}
 	if doc != nil {
 		f := filepath.Join(run, "initdata.toml")
 		if err := os.WriteFile(f, doc, 0o600); err != nil {
-			lock.Close()
 			return nil, err
 		}
 		opts = append(opts, vm.WithInitData(f))
 	}
-	// The guest lives as long as the shim (s.ctx), not as this request.
-	bootCtx, cancel := context.WithCancel(s.ctx)
 	stop := context.AfterFunc(ctx, cancel) // a start abandoned mid-boot aborts it
 	m, err := vm.Start(bootCtx, opts...)
 	stop()
 	if err != nil {
-		cancel()
-		lock.Close()
 		return nil, err
 	}
 	conn, err := m.Dial(ctx)
 	if err != nil {
 		m.Kill()
-		cancel()
-		lock.Close()
 		return nil, err
 	}
+	booted = true
 	tc := cttrpc.NewClient(conn)
 	s.guest = &guest{m: m, tc: tc, agent: kata.NewAgentServiceClient(tc), pull: cdh.NewImagePullServiceClient(tc), lock: lock}
 	go func() {
@@ -171,15 +175,15 @@ func (s *service) startInGuest(ctx context.Context, t *task, p *proc) error {
 				t1.Sub(t0).Seconds(), pulled.Sub(t1).Seconds(), t3.Sub(pulled).Seconds())
 		}()
 		if _, err := g.pull.PullImage(ctx, &cdh.ImagePullRequest{ImageUrl: image, BundlePath: bundlePath(t.id)}); err != nil {
-			return fmt.Errorf("guest pull of %s: %s", image, trim(err))
+			return fmt.Errorf("guest pull of %s: %s", image, guestSaid(err))
 		}
 		pulled = time.Now()
 		oci := &kata.Spec{Process: &kata.Process{Args: p.spec.Args, Env: p.spec.Env, Cwd: p.spec.Cwd}}
 		if _, err := g.agent.CreateContainer(ctx, &kata.CreateContainerRequest{ContainerId: t.id, ExecId: t.id, OCI: oci}); err != nil {
-			return fmt.Errorf("guest create %s: %s", t.id, trim(err))
+			return fmt.Errorf("guest create %s: %s", t.id, guestSaid(err))
 		}
 		if _, err := g.agent.StartContainer(ctx, &kata.StartContainerRequest{ContainerId: t.id}); err != nil {
-			return fmt.Errorf("guest start %s: %s", t.id, trim(err))
+			return fmt.Errorf("guest start %s: %s", t.id, guestSaid(err))
 		}
 	} else {
 		if g = s.currentGuest(); g == nil {
@@ -187,7 +191,7 @@ func (s *service) startInGuest(ctx context.Context, t *task, p *proc) error {
 		}
 		kp := &kata.Process{Args: p.spec.Args, Env: p.spec.Env, Cwd: p.spec.Cwd}
 		if _, err := g.agent.ExecProcess(ctx, &kata.ExecProcessRequest{ContainerId: t.id, ExecId: p.execID, Process: kp}); err != nil {
-			return fmt.Errorf("guest exec %s in %s: %s", p.execID, t.id, trim(err))
+			return fmt.Errorf("guest exec %s in %s: %s", p.execID, t.id, guestSaid(err))
 		}
 	}
 	p.mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/coffer-dev/coffer/agent/ttrpc"
+	"github.com/coffer-dev/coffer/internal/bounded"
 )
 
 // service is the shim's task service: one per pod (CRI groups a pod's
@@ -502,7 +503,7 @@ func initData(t *task, c *Config) ([]byte, error) {
 	if c.InitData == "" {
 		return nil, nil
 	}
-	raw, err := readBounded(c.InitData, ttrpc.MaxInitData)
+	raw, err := bounded.ReadFile(c.InitData, ttrpc.MaxInitData)
 	if err != nil {
 		return nil, fmt.Errorf("init-data %s: %w", c.InitData, err)
 	}
@@ -538,14 +539,9 @@ func loopbackRegistry(ref string) string {
 	return "127.0.0.1:" + host[len(h)+1:]
 }
 
-// trim bounds what the guest says before it goes into a status.
-func trim(err error) string {
-	s := err.Error()
-	if len(s) > 1024 {
-		s = s[:1024] + "…"
-	}
-	return s
-}
+// guestSaid is what the guest's error says, made safe for a status:
+// control characters replaced, cut at 1 KiB.
+func guestSaid(err error) string { return bounded.Printable(err.Error(), 1024) }
 
 var errGuestGone = errors.New("the pod's guest has ended")
 

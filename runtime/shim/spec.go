@@ -3,10 +3,9 @@ package shim
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -47,12 +46,7 @@ type taskSpec struct {
 
 // readSpec reads bundle/config.json, bounded.
 func readSpec(bundle string) (*taskSpec, error) {
-	f, err := os.Open(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxSpec+1))
+	raw, err := bounded.ReadFile(filepath.Join(bundle, "config.json"), maxSpec)
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +94,10 @@ func (p *procSpec) check() error {
 		return fmt.Errorf("OCI process with %d args and env (at most %d): %w", len(p.Args)+len(p.Env), maxArgs, spec.ErrUnsupported)
 	}
 	n := len(p.Cwd)
-	for _, s := range append(append([]string(nil), p.Args...), p.Env...) {
-		n += len(s)
+	for _, list := range [][]string{p.Args, p.Env} {
+		for _, s := range list {
+			n += len(s)
+		}
 	}
 	if n > maxArgBytes {
 		return fmt.Errorf("OCI process args and env of %d bytes (at most %d): %w", n, maxArgBytes, spec.ErrUnsupported)

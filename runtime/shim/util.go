@@ -3,7 +3,6 @@ package shim
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -23,23 +22,6 @@ import (
 
 func logf(ctx context.Context, format string, a ...any) {
 	log.G(ctx).Warnf(format, a...)
-}
-
-// readBounded reads a file of at most max bytes.
-func readBounded(path string, max int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > max {
-		return nil, fmt.Errorf("larger than %d bytes: %w", max, spec.ErrUnsupported)
-	}
-	return raw, nil
 }
 
 // optionsConfigPath returns the ConfigPath of containerd's generic
