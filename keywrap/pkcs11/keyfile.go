@@ -36,6 +36,7 @@ import (
 	pkcs11uri "github.com/stefanberger/go-pkcs11uri"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -291,7 +292,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	files = append(files, "/etc/ocicrypt.conf")
 	for _, name := range files {
-		data, err := readBounded(name, MaxKeyFile)
+		data, err := bounded.ReadFile(name, MaxKeyFile)
 		if os.IsNotExist(err) {
 			continue
 		}
@@ -305,27 +306,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return c, nil
 	}
 	return Config{}, nil
-}
-
-func readBounded(name string, max int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.Size() > max {
-		return nil, fmt.Errorf("%s is %d bytes, more than %d", name, st.Size(), max)
-	}
-	b := make([]byte, st.Size())
-	_, err = f.ReadAt(b, 0)
-	if err != nil && st.Size() > 0 {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
-	}
-	return b, nil
 }
 
 // module resolves the key's module (module-path=, or module-name= in the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/coffer-dev/coffer/internal/bounded"
 	"github.com/coffer-dev/coffer/spec"
 )
 
@@ -82,7 +83,7 @@ func LoadKey(ref string, max int64) (*Key, []byte, error) {
 		k, err := KeyFromURI(ref)
 		return k, nil, err
 	}
-	data, err := readBounded(ref, max)
+	data, err := bounded.ReadFile(ref, max)
 	if err != nil {
 		return nil, nil, err
 	}
